@@ -1,0 +1,81 @@
+/*
+ * mem_store.h: a sync-log store held in memory.
+ *
+ * It implements every callback of sp_store, for either role, and adds the
+ * leader-side append and prune a host needs.  Nothing is durable: it suits
+ * tests, benchmarks, caches and examples.  Payloads are copied into large
+ * arena blocks, so appending does not allocate per entry.
+ */
+#ifndef SYNC_PROTOCOL_MEM_STORE_H
+#define SYNC_PROTOCOL_MEM_STORE_H
+
+#include "sync_protocol/types.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/sys/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_mem_store sp_mem_store;
+
+/* Create an empty store.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM. */
+SP_API int sp_mem_store_new(sp_mem_store **pstore, const sp_mem *mem);
+
+/* Free the store and every entry in it.  NULL is allowed. */
+SP_API void sp_mem_store_del(sp_mem_store *store);
+
+/*
+ * Fill `*out` with the store's vtable (user_data is `store`).  The store
+ * must outlive every handler given the vtable.
+ */
+SP_API void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out);
+
+/*
+ * Leader: append a copy of `entry` as the next entry.  If
+ * entry->sequence is 0 the store assigns latest + 1; otherwise it must
+ * exceed the latest sequence (leaving a gap is allowed).  The assigned
+ * sequence goes to `*seq` (may be NULL).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT (sequence not after latest, invalid entry), or
+ * SP_ERR_NOMEM.
+ */
+SP_API int sp_mem_store_append(sp_mem_store *store, const sp_entry *entry,
+                               sp_seq *seq);
+
+/*
+ * Drop every entry with sequence <= `through` (the chain hash at `through`
+ * is kept so a follower there can still be checked).  Returns 0 or
+ * SP_ERR_INVALID_ARGUMENT (`through` past the latest sequence).
+ */
+SP_API int sp_mem_store_prune(sp_mem_store *store, sp_seq through);
+
+/*
+ * Copy the entry numbered `sequence` into `*out` (pointers into the store,
+ * valid until the entry is pruned or the store deleted) and, if `hash` is
+ * not NULL, its chain hash.  Returns 0 or SP_ERR_NOT_FOUND.
+ */
+SP_API int sp_mem_store_get(const sp_mem_store *store, sp_seq sequence,
+                            sp_entry *out, uint8_t hash[SP_HASH_LEN]);
+
+/* Number of entries held (not counting pruned ones). */
+SP_API size_t sp_mem_store_count(const sp_mem_store *store);
+
+/*
+ * Replace the whole content by a snapshot of `src` (a full sync): entries,
+ * chain hashes, bounds and epoch.  Returns 0 or SP_ERR_NOMEM (then `store`
+ * is unchanged).
+ */
+SP_API int sp_mem_store_copy_from(sp_mem_store *store,
+                                  const sp_mem_store *src);
+
+/*
+ * Make the next `count` calls to the vtable's `apply` fail with
+ * SP_ERR_STORE before changing anything: fault injection for tests.
+ */
+SP_API void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_MEM_STORE_H */

@@ -1,0 +1,154 @@
+/*
+ * mem_transport.h: an in-memory network of nodes in one process.
+ *
+ * Each device on the network gets a transport vtable; streams between two
+ * devices share one simulated connection.  Nothing is delivered inside a
+ * vtable call: deliveries are queued with a delivery time and handed to the
+ * receiving node by sp_mem_net_run, so a host or a test drives the whole
+ * network from one loop and one clock.  A fault hook sees every delivery
+ * and may drop, delay, duplicate, reorder or cut it: the basis of the
+ * deterministic fault simulation.
+ */
+#ifndef SYNC_PROTOCOL_MEM_TRANSPORT_H
+#define SYNC_PROTOCOL_MEM_TRANSPORT_H
+
+#include "sync_protocol/types.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/sys/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_mem_net sp_mem_net;
+
+/* What the fault hook decides for one delivery. */
+typedef enum sp_mem_action {
+  /* Deliver after the network latency (plus `delay`), in stream order. */
+  SP_MEM_DELIVER = 0,
+  /* Lose these bytes; the stream goes on (its byte stream is now torn). */
+  SP_MEM_DROP = 1,
+  /* Deliver the bytes twice. */
+  SP_MEM_DUPLICATE = 2,
+  /* Deliver after `delay`, even past bytes sent later on the stream. */
+  SP_MEM_REORDER = 3,
+  /* Deliver the first `keep` bytes, then cut the whole connection. */
+  SP_MEM_CUT = 4
+} sp_mem_action;
+
+/* One delivery, as shown to the fault hook (valid during the call). */
+typedef struct sp_mem_delivery {
+  sp_uuid from;
+  sp_uuid to;
+  uint64_t stream_id;
+  const uint8_t *data;
+  size_t len;
+} sp_mem_delivery;
+
+/* The hook's answer; prefilled with {SP_MEM_DELIVER, 0, len}. */
+typedef struct sp_mem_verdict {
+  sp_mem_action action;
+  sp_duration delay;
+  size_t keep;
+} sp_mem_verdict;
+
+#define SP_MEM_NET_CONFIG_VERSION 1
+
+typedef struct sp_mem_net_config {
+  /* SP_MEM_NET_CONFIG_VERSION; set by sp_mem_net_config_default. */
+  unsigned int version;
+  /* One-way delay of every delivery (0: delivered on the next run). */
+  sp_duration latency;
+  /* Bytes a stream direction holds undelivered before `send` would block
+   * (256 KiB). */
+  size_t stream_window;
+  /* Optional fault hook; returns 0 or non-zero (treated as DELIVER). */
+  int (*fault)(const sp_mem_delivery *d, sp_mem_verdict *verdict,
+               void *user_data);
+  void *fault_user_data;
+} sp_mem_net_config;
+
+/* Fill `cfg` with defaults: no latency, 256 KiB window, no fault hook. */
+SP_API void sp_mem_net_config_default(sp_mem_net_config *cfg);
+
+/*
+ * sp_mem_net_new creates an empty network; `cfg` is copied, NULL means
+ * the defaults.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION or
+ * SP_ERR_NOMEM.
+ */
+SP_API int sp_mem_net_new(sp_mem_net **pnet, const sp_mem_net_config *cfg,
+                          const sp_mem *mem);
+
+/* sp_mem_net_del frees the network.  Delete its nodes first.  NULL ok. */
+SP_API void sp_mem_net_del(sp_mem_net *net);
+
+/*
+ * sp_mem_net_add_device registers `device` and fills `*transport` with the
+ * vtable its node must be created with.  The device is unreachable until
+ * sp_mem_net_attach.  Returns 0, SP_ERR_EXISTS, SP_ERR_INVALID_ARGUMENT or
+ * SP_ERR_NOMEM.
+ */
+SP_API int sp_mem_net_add_device(sp_mem_net *net, const sp_uuid *device,
+                                 sp_transport *transport);
+
+/*
+ * sp_mem_net_attach binds the node created with that vtable (the node is
+ * not owned by the network).  Returns 0, SP_ERR_NOT_FOUND,
+ * SP_ERR_INVALID_STATE (already attached).
+ */
+SP_API int sp_mem_net_attach(sp_mem_net *net, const sp_uuid *device,
+                             sp_node *node);
+
+/*
+ * sp_mem_net_detach unbinds the device's node, as if its process died:
+ * every connection it had is cut, its peers see their streams close, and
+ * nothing more is delivered to it.  Call it before deleting the node
+ * (sp_node_del then closes nothing on the network).  Returns 0 or
+ * SP_ERR_NOT_FOUND.
+ */
+SP_API int sp_mem_net_detach(sp_mem_net *net, const sp_uuid *device);
+
+/*
+ * sp_mem_net_cut cuts the connection between devices `a` and `b`: bytes in
+ * flight are lost and both sides see every stream on it close with
+ * SP_ERR_CONNECTION_LOST.  Returns 0 or SP_ERR_NOT_FOUND (no connection).
+ */
+SP_API int sp_mem_net_cut(sp_mem_net *net, const sp_uuid *a,
+                          const sp_uuid *b);
+
+/*
+ * sp_mem_net_set_partitioned makes `device` unreachable (1) or reachable
+ * (0): while partitioned, existing connections stay but nothing is
+ * delivered to or from it and opening a stream to it fails after the
+ * latency.  Returns 0 or SP_ERR_NOT_FOUND.
+ */
+SP_API int sp_mem_net_set_partitioned(sp_mem_net *net, const sp_uuid *device,
+                                      int partitioned);
+
+/* The earliest pending delivery time, or SP_TSTAMP_MAX. */
+SP_API sp_tstamp sp_mem_net_get_expiry(const sp_mem_net *net);
+
+/*
+ * sp_mem_net_run sets the network clock to `now` and hands every delivery
+ * due by then to its node, in time order (ties in send order).  Returns
+ * 0, or the first fatal code a node returned (the run stops there).
+ */
+SP_API int sp_mem_net_run(sp_mem_net *net, sp_tstamp now);
+
+/* Counters since creation. */
+typedef struct sp_mem_net_stats {
+  uint64_t bytes_sent;
+  uint64_t bytes_delivered;
+  uint64_t deliveries;
+  uint64_t streams_opened;
+  uint64_t connections_cut;
+} sp_mem_net_stats;
+
+/* Fill `*out` with the counters. */
+SP_API void sp_mem_net_get_stats(const sp_mem_net *net, sp_mem_net_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_MEM_TRANSPORT_H */

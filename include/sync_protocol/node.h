@@ -1,0 +1,272 @@
+/*
+ * node.h: the node (one per device) and its handlers (one per library).
+ *
+ * A node routes each stream its transport reports to the handler of the
+ * stream's library, so several libraries share one connection, each on its
+ * own stream.  A handler is the seed's SyncProtocolHandler: as leader it
+ * pushes NewEntries and serves fetches; as follower it connects to the
+ * leader, fetches, applies and acknowledges.
+ *
+ * Sans-I/O: nothing here reads a clock or touches a socket.  Every call
+ * takes `now` (nanoseconds, the host's monotonic clock); the host calls
+ * sp_node_handle_expiry when sp_node_get_expiry says so.  A node and its
+ * handlers are single-threaded: call them from one thread, and never from
+ * inside a callback the same node is making.
+ */
+#ifndef SYNC_PROTOCOL_NODE_H
+#define SYNC_PROTOCOL_NODE_H
+
+#include "sync_protocol/types.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/events.h"
+#include "sync_protocol/sys/store.h"
+#include "sync_protocol/sys/registry.h"
+#include "sync_protocol/sys/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_handler sp_handler;
+
+/* ---- node ---- */
+
+#define SP_NODE_CONFIG_VERSION 1
+
+typedef struct sp_node_config {
+  /* SP_NODE_CONFIG_VERSION; set by sp_node_config_default. */
+  unsigned int version;
+  /* This device. */
+  sp_uuid device_id;
+  /* Seed of the generator that jitters reconnect delays.  Two nodes should
+   * not share a seed; a simulation sets it to replay a run exactly. */
+  uint64_t seed;
+  /* Largest frame body accepted on any stream; 0 = SP_MAX_FRAME_DEFAULT. */
+  size_t max_frame;
+} sp_node_config;
+
+/* Fill `cfg` with defaults (zero device id, seed 0, default frame size). */
+SP_API void sp_node_config_default(sp_node_config *cfg);
+
+/*
+ * sp_node_new creates a node.  `cfg`, `registry`, `events` and
+ * `transport` are copied (their user_data pointers must outlive the
+ * node); `events` may be NULL.  `mem` NULL means the default allocator.
+ * Returns 0, SP_ERR_INVALID_ARGUMENT (a required pointer NULL, a missing
+ * required callback, max_frame over SP_MAX_FRAME_LIMIT), SP_ERR_VERSION
+ * (a struct version this build does not know) or SP_ERR_NOMEM.
+ */
+SP_API int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
+                       const sp_registry *registry, const sp_events *events,
+                       const sp_transport *transport, const sp_mem *mem);
+
+/*
+ * sp_node_del deletes every handler still attached (as sp_handler_del
+ * does: streams closed through the transport, pending waits canceled) and
+ * frees the node.  NULL is allowed.
+ */
+SP_API void sp_node_del(sp_node *node);
+
+/* The earliest time sp_node_handle_expiry must be called, or
+ * SP_TSTAMP_MAX if no timer is armed. */
+SP_API sp_tstamp sp_node_get_expiry(const sp_node *node);
+
+/*
+ * sp_node_handle_expiry runs every timer due at `now`: heartbeats sent,
+ * silent peers declared lost, reconnects started, deadlines of waits.
+ * Returns 0 or a fatal code.
+ */
+SP_API int sp_node_handle_expiry(sp_node *node, sp_tstamp now);
+
+/* The handler of `library` on this node, or NULL.  Not owned by caller. */
+SP_API sp_handler *sp_node_find_handler(sp_node *node, const sp_uuid *library);
+
+/* ---- handler ---- */
+
+#define SP_HANDLER_CONFIG_VERSION 1
+
+typedef struct sp_handler_config {
+  /* SP_HANDLER_CONFIG_VERSION; set by sp_handler_config_default. */
+  unsigned int version;
+  sp_uuid library_id;
+  sp_role role;
+  /* Leader: its epoch, raised by the host on every leadership change and
+   * kept with the log.  Follower: ignored (the store's epoch counts). */
+  uint64_t epoch;
+  /* Both: a Heartbeat goes out after this much silence (30 s). */
+  sp_duration heartbeat_interval;
+  /* Both: a peer silent for factor x interval is lost (3). */
+  uint32_t heartbeat_timeout_factor;
+  /* Follower: sequence span of one FetchEntries (1024). */
+  uint32_t fetch_limit;
+  /* Follower: FetchEntries kept in flight while catching up (4). */
+  uint32_t fetch_window;
+  /* Follower: re-connect when asked-for entries do not come (60 s). */
+  sp_duration stall_timeout;
+  /* Follower: first and largest reconnect delay (100 ms, 30 s); each
+   * failure doubles the delay, with jitter of up to half of it. */
+  sp_duration reconnect_min;
+  sp_duration reconnect_max;
+  /* Leader: FetchEntries a follower may have queued (32). */
+  uint32_t max_queued_fetches;
+  /* Leader: byte budget of one EntriesResponse body (256 KiB).  At least
+   * one entry always goes out, if it fits the frame limit. */
+  size_t response_max_bytes;
+  /* Leader: a registered follower lagging more than this many entries no
+   * longer holds retention back and is sent SyncRequired
+   * (SP_SYNC_RETENTION_CAP) when it asks; 0 = no cap. */
+  uint64_t retention_cap;
+  /* Returned by sp_handler_get_user_data; not used by the library. */
+  void *user_data;
+} sp_handler_config;
+
+/* Fill `cfg` with the defaults shown above (role leader, epoch 1). */
+SP_API void sp_handler_config_default(sp_handler_config *cfg);
+
+/*
+ * sp_handler_new attaches a handler for cfg->library_id to `node`.  `cfg`
+ * and `store` are copied; store->user_data must outlive the handler.  A
+ * follower reads its durable state from the store and opens a stream to
+ * the registry's leader at once.  The handler belongs to the node until
+ * sp_handler_del (or sp_node_del).
+ * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, a missing store callback the
+ * role needs, a zero interval, fetch_limit over SP_MAX_FETCH_LIMIT),
+ * SP_ERR_VERSION, SP_ERR_EXISTS (the library already has a handler),
+ * SP_ERR_STORE (the store could not report its state), SP_ERR_NOMEM, or
+ * SP_ERR_CALLBACK_FAILURE.
+ */
+SP_API int sp_handler_new(sp_handler **phandler, sp_node *node,
+                          const sp_handler_config *cfg, const sp_store *store,
+                          sp_tstamp now);
+
+/*
+ * sp_handler_del closes the library: its streams are closed through the
+ * transport, pending waits and requests are called back with
+ * SP_ERR_CANCELED, and the handler is freed.  NULL is allowed.
+ */
+SP_API void sp_handler_del(sp_handler *handler);
+
+/* The user_data of the handler's config. */
+SP_API void *sp_handler_get_user_data(const sp_handler *handler);
+SP_API sp_role sp_handler_role(const sp_handler *handler);
+SP_API uint64_t sp_handler_epoch(const sp_handler *handler);
+
+/*
+ * Leader: the host appended entries (from, to] to the store.  Every
+ * connected follower is told at once, or as soon as its stream can take
+ * the notification (one outstanding notification per follower; later ones
+ * coalesce into it).  `from` < `to` is not required to be exact: the
+ * leader re-reads its bounds.  Returns 0, SP_ERR_INVALID_STATE (not
+ * leader), SP_ERR_INVALID_ARGUMENT (from > to), SP_ERR_STORE, or a fatal
+ * code.
+ */
+SP_API int sp_handler_notify_new_entries(sp_handler *handler, sp_seq from,
+                                         sp_seq to, sp_tstamp now);
+
+/*
+ * Called once when a wait registered with sp_handler_wait_acks ends:
+ * `status` 0 when enough followers acknowledged `sequence`, SP_ERR_DEADLINE
+ * or SP_ERR_CANCELED otherwise; `acked` is how many had.  Return 0, or
+ * non-zero to fail the library call in progress (SP_ERR_CALLBACK_FAILURE).
+ */
+typedef int (*sp_ack_wait_cb)(sp_handler *handler, sp_seq sequence,
+                              int status, size_t acked, void *user_data);
+
+/*
+ * Leader: call `cb` once `min_followers` followers (0: every follower the
+ * registry lists) have durably acknowledged `sequence`, or at `deadline`.
+ * Returns 1 if already satisfied (no callback will come), 0 if registered,
+ * SP_ERR_INVALID_STATE (not leader), SP_ERR_INVALID_ARGUMENT, SP_ERR_REGISTRY,
+ * or SP_ERR_NOMEM.
+ */
+SP_API int sp_handler_wait_acks(sp_handler *handler, sp_seq sequence,
+                                size_t min_followers, sp_tstamp deadline,
+                                sp_ack_wait_cb cb, void *user_data,
+                                sp_tstamp now);
+
+/*
+ * Leader: the progress of follower `device` (registered or connected).
+ * Returns 0, SP_ERR_NOT_FOUND, SP_ERR_INVALID_STATE (not leader).
+ */
+SP_API int sp_handler_follower_progress(sp_handler *handler,
+                                        const sp_uuid *device, sp_tstamp now,
+                                        sp_follower_progress *out);
+
+/*
+ * Leader: copy the progress of up to `cap` known followers into `out` and
+ * return how many are known (may exceed `cap`), or a negative error.
+ */
+SP_API sp_ssize sp_handler_list_followers(sp_handler *handler,
+                                          sp_follower_progress *out,
+                                          size_t cap, sp_tstamp now);
+
+/*
+ * Leader: store in `*floor` the highest sequence every registered follower
+ * has durably acknowledged (followers past the retention cap excluded):
+ * the host may prune up to it.  A registered follower that never
+ * acknowledged keeps it at 0.  Returns 0, SP_ERR_INVALID_STATE,
+ * SP_ERR_REGISTRY, SP_ERR_STORE or SP_ERR_NOMEM.
+ */
+SP_API int sp_handler_retention_floor(sp_handler *handler, sp_seq *floor);
+
+/*
+ * Called once when a request made with sp_handler_request_entries ends:
+ * `status` 0 when the follower caught up with what the leader had, else why
+ * not (SP_ERR_SYNC_REQUIRED, SP_ERR_CONNECTION_LOST, SP_ERR_CANCELED...);
+ * `applied` is the durable applied sequence then.  Return 0 or non-zero
+ * (SP_ERR_CALLBACK_FAILURE).
+ */
+typedef int (*sp_request_cb)(sp_handler *handler, int status, sp_seq applied,
+                             void *user_data);
+
+/*
+ * Follower: fetch everything after `since` (at most the applied sequence;
+ * entries already applied are skipped) and call `cb` when caught up.  One
+ * request at a time.  Returns 0, SP_ERR_INVALID_STATE (not follower, a
+ * request pending, or waiting for a full sync), SP_ERR_INVALID_ARGUMENT
+ * (`since` past the applied sequence: that would leave a gap), or a fatal
+ * code.
+ */
+SP_API int sp_handler_request_entries(sp_handler *handler, sp_seq since,
+                                      sp_request_cb cb, void *user_data,
+                                      sp_tstamp now);
+
+/*
+ * Follower: the host finished the full sync a SyncRequired asked for; the
+ * handler re-reads the store's state and resumes incremental sync.
+ * Returns 0, SP_ERR_INVALID_STATE (no SyncRequired pending), SP_ERR_STORE.
+ */
+SP_API int sp_handler_resync_done(sp_handler *handler, sp_tstamp now);
+
+/*
+ * Failover: change role and epoch.  Streams are closed and re-established
+ * as the new role requires.  A new leader's epoch must exceed every epoch
+ * it has seen.  Returns 0, SP_ERR_INVALID_ARGUMENT (epoch not higher for a
+ * leader), SP_ERR_STORE, or a fatal code.
+ */
+SP_API int sp_handler_set_role(sp_handler *handler, sp_role role,
+                               uint64_t epoch, sp_tstamp now);
+
+/* A handler's state, for status displays. */
+typedef struct sp_handler_status {
+  sp_role role;
+  uint64_t epoch;
+  /* Leader: its latest sequence.  Follower: durably applied sequence. */
+  sp_seq sequence;
+  /* Follower: the leader's latest sequence as last heard (0 if unknown). */
+  sp_seq leader_latest;
+  /* Streams open for this library. */
+  size_t connected_peers;
+  /* Follower: 1 while stopped by SyncRequired. */
+  int sync_required;
+} sp_handler_status;
+
+/* Fill `*out`.  Returns 0 or SP_ERR_INVALID_ARGUMENT. */
+SP_API int sp_handler_get_status(const sp_handler *handler,
+                                 sp_handler_status *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_NODE_H */

@@ -1,0 +1,166 @@
+/*
+ * quic.h: the QUIC transport (ngtcp2 + GnuTLS), one UDP socket per
+ * endpoint carrying both the connections it accepts and those it opens.
+ *
+ * Each side proves its device key in a mutually authenticated TLS 1.3
+ * handshake (a certificate made from the Ed25519 device key); the peer's
+ * key must be in the device registry, and the ALPN must be SP_ALPN.  One
+ * bidirectional QUIC stream carries one library.
+ *
+ * Event-loop integration: sp_quic_endpoint_fd is one descriptor that turns
+ * readable when a datagram or a doorbell ring is waiting; call
+ * sp_quic_endpoint_process when it does or when the time returned by
+ * sp_quic_endpoint_get_expiry has come.  The endpoint drives its node's
+ * timers too.  Unlike the core, this module reads CLOCK_MONOTONIC in its
+ * run loop and sp_quic_now, and uses sockets.  An endpoint is
+ * single-threaded except for sp_quic_endpoint_wake and
+ * sp_quic_endpoint_stop, which any thread (or a signal handler) may call.
+ */
+#ifndef SYNC_PROTOCOL_QUIC_H
+#define SYNC_PROTOCOL_QUIC_H
+
+#include "sync_protocol/types.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/identity.h"
+#include "sync_protocol/sys/registry.h"
+#include "sync_protocol/sys/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_quic_endpoint sp_quic_endpoint;
+
+/* Called in the loop thread after sp_quic_endpoint_wake rang the doorbell.
+ * Return 0, or non-zero to make sp_quic_endpoint_process/run return
+ * SP_ERR_CALLBACK_FAILURE. */
+typedef int (*sp_quic_wake_cb)(sp_quic_endpoint *ep, void *user_data);
+
+#define SP_QUIC_CONFIG_VERSION 1
+
+typedef struct sp_quic_config {
+  /* SP_QUIC_CONFIG_VERSION; set by sp_quic_config_default. */
+  unsigned int version;
+  /* "ipv4:port" or "[ipv6]:port" to bind; port 0 picks one
+   * ("127.0.0.1:0").  Copied. */
+  const char *bind_address;
+  /* QUIC idle timeout; keep it above the heartbeat timeout (180 s). */
+  sp_duration idle_timeout;
+  /* Bytes a stream buffers unacknowledged before `send` would block
+   * (1 MiB): the bound on what a slow follower can make the leader hold. */
+  size_t stream_send_buffer;
+  /* Flow-control windows granted to peers: per stream and per
+   * connection (1 MiB, 4 MiB). */
+  size_t stream_recv_window;
+  size_t conn_recv_window;
+  /* 1: send with UDP GSO where the kernel allows, falling back to
+   * sendmmsg; 0: sendmmsg only (1). */
+  int gso;
+  /* The ALPN offered and required.  Leave SP_ALPN: another value exists
+   * only to test that peers refuse it.  Copied. */
+  const char *alpn;
+  /* Optional doorbell callback, see sp_quic_wake_cb. */
+  sp_quic_wake_cb on_wake;
+  void *wake_user_data;
+  /* Optional: ngtcp2's and this module's debug lines go to stderr when 1. */
+  int debug;
+} sp_quic_config;
+
+/* Fill `cfg` with the defaults above. */
+SP_API void sp_quic_config_default(sp_quic_config *cfg);
+
+/*
+ * sp_quic_endpoint_new binds the UDP socket and prepares the TLS
+ * credentials from `identity`.  `cfg` and `registry` are copied;
+ * `identity` and registry->user_data must outlive the endpoint.  Create
+ * the node with the vtable from sp_quic_endpoint_get_transport, then
+ * sp_quic_endpoint_attach it.  Returns 0, SP_ERR_INVALID_ARGUMENT,
+ * SP_ERR_VERSION, SP_ERR_ADDRESS, SP_ERR_IO (socket, bind), SP_ERR_TLS,
+ * SP_ERR_NOMEM.
+ */
+SP_API int sp_quic_endpoint_new(sp_quic_endpoint **pep,
+                                const sp_quic_config *cfg,
+                                const sp_identity *identity,
+                                const sp_registry *registry,
+                                const sp_mem *mem);
+
+/*
+ * Close every connection (a CONNECTION_CLOSE goes out), close the socket
+ * and free.  Delete the node first: deleting the node closes its streams
+ * through this endpoint.  NULL is allowed.
+ */
+SP_API void sp_quic_endpoint_del(sp_quic_endpoint *ep);
+
+/* Fill `*out` with the transport vtable (user_data is `ep`). */
+SP_API void sp_quic_endpoint_get_transport(sp_quic_endpoint *ep,
+                                           sp_transport *out);
+
+/* Bind the node (not owned).  Returns 0 or SP_ERR_INVALID_STATE. */
+SP_API int sp_quic_endpoint_attach(sp_quic_endpoint *ep, sp_node *node);
+
+/* The descriptor to poll for reading (owned by the endpoint). */
+SP_API int sp_quic_endpoint_fd(const sp_quic_endpoint *ep);
+
+/*
+ * Write the bound address ("127.0.0.1:40123") into `buf`.  Returns 0,
+ * SP_ERR_NOBUF, SP_ERR_IO.
+ */
+SP_API int sp_quic_endpoint_local_address(const sp_quic_endpoint *ep,
+                                          char *buf, size_t buflen);
+
+/* The bound UDP port. */
+SP_API uint16_t sp_quic_endpoint_port(const sp_quic_endpoint *ep);
+
+/* When sp_quic_endpoint_process must run next (connections' and node's
+ * timers), or SP_TSTAMP_MAX. */
+SP_API sp_tstamp sp_quic_endpoint_get_expiry(const sp_quic_endpoint *ep);
+
+/*
+ * Read every waiting datagram, answer the doorbell, run due timers of the
+ * connections and the node, and send what is ready.  `now` must come from
+ * sp_quic_now's clock.  Never blocks.  Returns 0, SP_ERR_CALLBACK_FAILURE,
+ * or a fatal code.  Per-connection failures close that connection only.
+ */
+SP_API int sp_quic_endpoint_process(sp_quic_endpoint *ep, sp_tstamp now);
+
+/*
+ * Block, processing, until sp_quic_endpoint_stop.  Returns 0 after a stop,
+ * or what sp_quic_endpoint_process returned when it failed.
+ */
+SP_API int sp_quic_endpoint_run(sp_quic_endpoint *ep);
+
+/* Thread- and signal-safe: ring the doorbell (the loop wakes and calls
+ * on_wake).  Returns 0 or SP_ERR_IO. */
+SP_API int sp_quic_endpoint_wake(sp_quic_endpoint *ep);
+
+/* Thread- and signal-safe: make sp_quic_endpoint_run return. */
+SP_API void sp_quic_endpoint_stop(sp_quic_endpoint *ep);
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock the endpoint's `now` uses. */
+SP_API sp_tstamp sp_quic_now(void);
+
+typedef struct sp_quic_stats {
+  uint64_t datagrams_sent;
+  uint64_t datagrams_received;
+  /* UDP payload bytes. */
+  uint64_t bytes_sent;
+  uint64_t bytes_received;
+  /* Stream bytes handed to / received from the node. */
+  uint64_t stream_bytes_sent;
+  uint64_t stream_bytes_received;
+  uint64_t connections_accepted;
+  uint64_t connections_opened;
+  uint64_t handshakes_failed;
+  /* Send system calls (sendmmsg or sendmsg), to see batching work. */
+  uint64_t send_calls;
+} sp_quic_stats;
+
+/* Fill `*out` with the counters since creation. */
+SP_API void sp_quic_endpoint_get_stats(const sp_quic_endpoint *ep,
+                                       sp_quic_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_QUIC_H */

@@ -1,0 +1,129 @@
+/*
+ * sqlite_store.h: the reference sync-log store on an SQLite file.
+ *
+ * One row per entry keyed by sequence, with its chain hash, and a small
+ * metadata table (applied sequence, head hash, epoch, pruned-through
+ * point).  WAL journal; a follower batch is applied in one transaction with
+ * prepared statements; the leader's next sequence is always read from the
+ * file inside the appending transaction, never from a counter in memory.
+ * A store object is single-threaded.
+ */
+#ifndef SYNC_PROTOCOL_SQLITE_STORE_H
+#define SYNC_PROTOCOL_SQLITE_STORE_H
+
+#include "sync_protocol/types.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/sys/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sp_sqlite_store sp_sqlite_store;
+
+typedef enum sp_sqlite_sync {
+  /* PRAGMA synchronous=NORMAL: durable across process crashes; a power
+   * loss may roll back the last transactions (never corrupt). */
+  SP_SQLITE_SYNC_NORMAL = 0,
+  /* PRAGMA synchronous=FULL: durable across power loss too. */
+  SP_SQLITE_SYNC_FULL = 1
+} sp_sqlite_sync;
+
+#define SP_SQLITE_CONFIG_VERSION 1
+
+typedef struct sp_sqlite_config {
+  /* SP_SQLITE_CONFIG_VERSION; set by sp_sqlite_config_default. */
+  unsigned int version;
+  sp_sqlite_sync synchronous;
+  /* 1: create the file and schema if missing (1).  0: refuse. */
+  int create;
+  /* 1: open read-only (status tools) (0). */
+  int read_only;
+  /* Milliseconds to wait on a lock held by another connection (5000). */
+  int busy_timeout_ms;
+} sp_sqlite_config;
+
+/* Fill `cfg` with the defaults above. */
+SP_API void sp_sqlite_config_default(sp_sqlite_config *cfg);
+
+/*
+ * Open (and if allowed create) the store at `path` (NUL-terminated,
+ * copied).  `cfg` NULL means defaults.  The file's metadata is checked
+ * against its rows; a file whose applied sequence disagrees with its table
+ * is refused.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION,
+ * SP_ERR_IO (cannot open or create), SP_ERR_STORE (an SQLite error),
+ * SP_ERR_STORE_CORRUPT (not a sync log, or inconsistent), SP_ERR_NOMEM.
+ */
+SP_API int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
+                                const sp_sqlite_config *cfg,
+                                const sp_mem *mem);
+
+/* Finalize statements, close the database, free.  NULL is allowed. */
+SP_API void sp_sqlite_store_close(sp_sqlite_store *store);
+
+/* Fill `*out` with the store vtable (user_data is `store`). */
+SP_API void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out);
+
+/*
+ * Leader: append `n` entries in one transaction.  Each entry's sequence
+ * is ignored and assigned: latest + 1, latest + 2, ... read from the file;
+ * the first assigned one goes to `*first` (may be NULL).  Entries are
+ * copied.  Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, n == 0, an invalid
+ * entry: change type out of range, model_type over SP_MAX_MODEL_TYPE_LEN),
+ * SP_ERR_STORE (nothing appended).
+ */
+SP_API int sp_sqlite_store_append(sp_sqlite_store *store,
+                                  const sp_entry *entries, size_t n,
+                                  sp_seq *first);
+
+/*
+ * Delete every entry with sequence <= `through`, keeping the chain hash at
+ * `through`.  Returns 0, SP_ERR_INVALID_ARGUMENT (`through` past the latest
+ * sequence), SP_ERR_STORE.
+ */
+SP_API int sp_sqlite_store_prune(sp_sqlite_store *store, sp_seq through);
+
+/*
+ * Record the leader epoch with the log (a new leader raises it before
+ * serving).  Returns 0, SP_ERR_INVALID_ARGUMENT (lower than the stored
+ * epoch), SP_ERR_STORE.
+ */
+SP_API int sp_sqlite_store_set_epoch(sp_sqlite_store *store, uint64_t epoch);
+
+/*
+ * Follower, after SyncRequired: empty the log and set its state to
+ * `applied` with `head_hash` (what the full sync brought).  Returns 0 or
+ * SP_ERR_STORE.
+ */
+SP_API int sp_sqlite_store_reset(sp_sqlite_store *store, sp_seq applied,
+                                 const uint8_t head_hash[SP_HASH_LEN]);
+
+typedef struct sp_sqlite_status {
+  uint64_t entry_count;
+  /* Lowest and highest sequence held (0 if empty). */
+  sp_seq first;
+  sp_seq latest;
+  sp_seq pruned_through;
+  /* Chain hash after `latest` (or after pruned_through if empty). */
+  uint8_t head_hash[SP_HASH_LEN];
+  uint64_t epoch;
+} sp_sqlite_status;
+
+/* Fill `*out`.  Returns 0 or SP_ERR_STORE. */
+SP_API int sp_sqlite_store_status(sp_sqlite_store *store,
+                                  sp_sqlite_status *out);
+
+/*
+ * Recompute the hash chain over every row and compare it with the stored
+ * hashes; store the head in `digest` (may be NULL).  Returns 0,
+ * SP_ERR_CHAIN_MISMATCH (the file's rows do not match their hashes),
+ * SP_ERR_STORE.
+ */
+SP_API int sp_sqlite_store_verify(sp_sqlite_store *store,
+                                  uint8_t digest[SP_HASH_LEN]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_SQLITE_STORE_H */

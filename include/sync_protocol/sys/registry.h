@@ -1,0 +1,69 @@
+/*
+ * sys/registry.h: the device registry a host implements.
+ *
+ * The core asks it which devices belong to a library and which one leads;
+ * a transport asks it for a device's public key and addresses and which
+ * device a proven public key belongs to.  Callback contract: return 0, or
+ * SP_ERR_NOT_FOUND when the thing asked for does not exist, or another
+ * negative value on failure (reported as SP_ERR_REGISTRY).
+ */
+#ifndef SYNC_PROTOCOL_SYS_REGISTRY_H
+#define SYNC_PROTOCOL_SYS_REGISTRY_H
+
+#include "sync_protocol/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SP_REGISTRY_VERSION 1
+#define SP_REGISTRY_INIT \
+  {SP_REGISTRY_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+
+/* Length of a raw Ed25519 public key. */
+#define SP_PUBLIC_KEY_LEN 32
+
+typedef struct sp_registry {
+  /* SP_REGISTRY_VERSION. */
+  unsigned int version;
+  /* Passed to every callback; must outlive every user of the registry. */
+  void *user_data;
+
+  /* Set `*is_member` to 1 if `device` belongs to `library`, else 0. */
+  int (*is_member)(const sp_uuid *library, const sp_uuid *device,
+                   int *is_member, void *user_data);
+
+  /* Copy the library's current leader device into `*leader`;
+   * SP_ERR_NOT_FOUND if it has none. */
+  int (*leader)(const sp_uuid *library, sp_uuid *leader, void *user_data);
+
+  /*
+   * List the devices of `library` (the leader included) into `out`, at
+   * most `cap` of them, and store the total number in `*count` (which may
+   * exceed `cap`: the library then calls again with a larger array).
+   */
+  int (*members)(const sp_uuid *library, sp_uuid *out, size_t cap,
+                 size_t *count, void *user_data);
+
+  /* Copy the device's Ed25519 public key; SP_ERR_NOT_FOUND if unknown. */
+  int (*device_key)(const sp_uuid *device,
+                    uint8_t public_key[SP_PUBLIC_KEY_LEN], void *user_data);
+
+  /* Find the device that owns `public_key`; SP_ERR_NOT_FOUND if none. */
+  int (*device_by_key)(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
+                       sp_uuid *device, void *user_data);
+
+  /*
+   * Write the device's address hints into `buf` (`buflen` bytes) as a
+   * NUL-terminated, comma-separated list of "ipv4:port" or "[ipv6]:port".
+   * SP_ERR_NOT_FOUND if none are known, SP_ERR_NOBUF if `buf` is short.
+   */
+  int (*address_hints)(const sp_uuid *device, char *buf, size_t buflen,
+                       void *user_data);
+} sp_registry;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_SYS_REGISTRY_H */

@@ -1,0 +1,112 @@
+/*
+ * sys/transport.h: what a transport implements, and the calls it makes
+ * into a node.
+ *
+ * A transport carries ordered, reliable byte streams between authenticated
+ * devices: one stream per (peer, library), several streams per connection.
+ * Stream ids are chosen by the transport and unique within it.  The node
+ * sends by calling the vtable; the transport reports opened streams,
+ * received bytes, regained write space and closed streams through the
+ * sp_node_stream_* functions below, always from the node's thread and never
+ * from inside a vtable call made by that node.
+ */
+#ifndef SYNC_PROTOCOL_SYS_TRANSPORT_H
+#define SYNC_PROTOCOL_SYS_TRANSPORT_H
+
+#include "sync_protocol/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SP_TRANSPORT_VERSION 1
+#define SP_TRANSPORT_INIT {SP_TRANSPORT_VERSION, NULL, NULL, NULL, NULL}
+
+typedef struct sp_node sp_node;
+
+typedef struct sp_transport {
+  /* SP_TRANSPORT_VERSION. */
+  unsigned int version;
+  /* Passed to every callback; must outlive the node. */
+  void *user_data;
+
+  /*
+   * Open a stream to `peer` for `library` and store its id in
+   * `*stream_id`.  Connecting may go on afterwards: until the stream can
+   * carry bytes, `send` returns SP_ERR_WOULD_BLOCK and the transport
+   * calls sp_node_stream_writable once it can; if connecting fails it
+   * calls sp_node_stream_closed.  Return 0, or a negative code
+   * (SP_ERR_UNREACHABLE, SP_ERR_NOMEM, ...) if no stream was created.
+   */
+  int (*open_stream)(const sp_uuid *peer, const sp_uuid *library,
+                     uint64_t *stream_id, void *user_data);
+
+  /*
+   * Take up to `len` bytes of `data` for the stream, copying what it
+   * takes (the node reuses its buffer).  Return the number of bytes taken
+   * (0 < n <= len), or SP_ERR_WOULD_BLOCK when it takes none now (it then
+   * calls sp_node_stream_writable when space frees up), or another
+   * negative code if the stream is unusable.  Taking fewer than `len`
+   * bytes also promises a later sp_node_stream_writable.
+   */
+  sp_ssize (*send)(uint64_t stream_id, const uint8_t *data, size_t len,
+                   void *user_data);
+
+  /*
+   * Close the stream: bytes already taken are still delivered, then the
+   * peer sees the stream end.  `error_code` is 0 for a clean close, else a
+   * negative sp_error telling the peer why.  After this the transport
+   * makes no further sp_node_stream_* call for `stream_id`.
+   */
+  int (*close_stream)(uint64_t stream_id, int error_code, void *user_data);
+} sp_transport;
+
+/*
+ * Every call below carries `peer`, the device whose key the transport
+ * authenticated for this stream's connection; it is only read.  For a
+ * stream the node opened it must be the device the node asked for; for
+ * later calls it must match what the stream was opened with, else the
+ * call returns SP_ERR_INVALID_ARGUMENT and changes nothing.
+ */
+
+/*
+ * A peer opened a stream.  Returns 0, SP_ERR_EXISTS (id already in use),
+ * SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM, or a fatal code.
+ */
+SP_API int sp_node_stream_opened(sp_node *node, uint64_t stream_id,
+                                 const sp_uuid *peer, sp_tstamp now);
+
+/*
+ * Bytes arrived on a stream; the node consumes all of them (`data` is only
+ * read during the call).  Protocol violations are handled inside (an Error
+ * frame, then the stream is closed through the vtable) and are not
+ * returned.  Returns 0, SP_ERR_NOT_FOUND (unknown or closed stream; the
+ * bytes are dropped), SP_ERR_INVALID_ARGUMENT, or a fatal code.
+ */
+SP_API int sp_node_stream_data(sp_node *node, uint64_t stream_id,
+                               const sp_uuid *peer, const uint8_t *data,
+                               size_t len, sp_tstamp now);
+
+/*
+ * The stream can take bytes again (after SP_ERR_WOULD_BLOCK or a short
+ * send, or once a locally opened stream connects).  Returns 0,
+ * SP_ERR_NOT_FOUND, SP_ERR_INVALID_ARGUMENT, or a fatal code.
+ */
+SP_API int sp_node_stream_writable(sp_node *node, uint64_t stream_id,
+                                   const sp_uuid *peer, sp_tstamp now);
+
+/*
+ * The stream ended (peer closed it, connection lost, connect failed).
+ * `reason` is 0 for a clean end, else a negative sp_error.  The node forgets
+ * the stream; a follower schedules its reconnect.  Returns 0,
+ * SP_ERR_NOT_FOUND, SP_ERR_INVALID_ARGUMENT, or a fatal code.
+ */
+SP_API int sp_node_stream_closed(sp_node *node, uint64_t stream_id,
+                                 const sp_uuid *peer, int reason,
+                                 sp_tstamp now);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SYNC_PROTOCOL_SYS_TRANSPORT_H */

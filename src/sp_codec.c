@@ -1,0 +1,391 @@
+/*
+ * sp_codec.c: whole-frame encoding and body decoding of SyncMessages.
+ *
+ * Layouts (docs/protocol.md has them byte by byte): every body is a msgpack
+ * array [type, library_id, epoch, fields...]; a decoder skips elements past
+ * the fields it knows, which is how the format grows.
+ */
+#include <string.h>
+
+#include "sync_protocol/errors.h"
+#include "sp_codec_int.h"
+#include "sp_enc.h"
+#include "sp_mem_int.h"
+#include "sp_mpack.h"
+
+struct sp_decoder {
+  sp_mem mem;
+  sp_entry *entries;
+  size_t cap;
+};
+
+/* Smallest possible encoding of one entry: fixarray, fixint sequence,
+ * bin8 uuid (18), fixint timestamp, empty fixstr, bin8 uuid (18), fixint
+ * change type, fixint version, empty bin8 (2). */
+#define MIN_ENTRY_LEN 44
+
+/* Fields each message type requires (type, library and epoch included). */
+static uint32_t required_fields(uint64_t type) {
+  switch (type) {
+  case SP_MSG_NEW_ENTRIES: return 6;
+  case SP_MSG_FETCH_ENTRIES: return 6;
+  case SP_MSG_ENTRIES_RESPONSE: return 9;
+  case SP_MSG_ACKNOWLEDGE: return 4;
+  case SP_MSG_HEARTBEAT: return 5;
+  case SP_MSG_SYNC_REQUIRED: return 7;
+  case SP_MSG_ERROR: return 5;
+  default: return 0;
+  }
+}
+
+/* ---- encoding ---- */
+
+size_t sp_msg_encoded_len(const sp_msg *msg) {
+  msgpack_packer pk;
+  sp_wr wr;
+
+  if (sp_enc_check_msg(msg) != 0) {
+    return 0;
+  }
+  sp_wr_count(&wr, &pk);
+  sp_enc_body(&pk, msg);
+  return SP_FRAME_HEADER_LEN + wr.len;
+}
+
+int sp_msg_encode(const sp_msg *msg, uint8_t *dst, size_t dstlen,
+                  size_t *nwritten) {
+  msgpack_packer pk;
+  sp_wr wr;
+  size_t total;
+  int rv;
+
+  if (!dst || !nwritten) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  total = sp_msg_encoded_len(msg);
+  if (total == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (total - SP_FRAME_HEADER_LEN > SP_MAX_FRAME_LIMIT) {
+    return SP_ERR_FRAME_TOO_LARGE;
+  }
+  if (dstlen < total) {
+    return SP_ERR_NOBUF;
+  }
+  sp_put_be32(dst, (uint32_t)(total - SP_FRAME_HEADER_LEN));
+  sp_wr_fixed(&wr, &pk, dst + SP_FRAME_HEADER_LEN,
+              dstlen - SP_FRAME_HEADER_LEN);
+  rv = sp_enc_body(&pk, msg);
+  if (rv != 0) {
+    return rv;
+  }
+  *nwritten = total;
+  return 0;
+}
+
+int sp_codec_append_frame(sp_buf *buf, const sp_msg *msg, size_t max_frame) {
+  msgpack_packer pk;
+  sp_wr wr;
+  size_t start = buf->len;
+  uint8_t prefix[SP_FRAME_HEADER_LEN] = {0};
+  int rv;
+
+  rv = sp_enc_check_msg(msg);
+  if (rv != 0) {
+    return rv;
+  }
+  rv = sp_buf_append(buf, prefix, sizeof(prefix));
+  if (rv != 0) {
+    return rv;
+  }
+  sp_wr_buf(&wr, &pk, buf);
+  rv = sp_enc_body(&pk, msg);
+  if (rv == 0 && wr.len > max_frame) {
+    rv = SP_ERR_FRAME_TOO_LARGE;
+  }
+  if (rv != 0) {
+    buf->len = start; /* nothing half-written stays queued */
+    return rv;
+  }
+  sp_put_be32(buf->data + start, (uint32_t)wr.len);
+  return 0;
+}
+
+/* ---- decoding ---- */
+
+int sp_decoder_new(sp_decoder **pdec, const sp_mem *mem) {
+  sp_mem m;
+  sp_decoder *dec;
+
+  if (!pdec) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  sp_mem_resolve(&m, mem);
+  dec = sp_calloc(&m, 1, sizeof(*dec));
+  if (!dec) {
+    return SP_ERR_NOMEM;
+  }
+  dec->mem = m;
+  *pdec = dec;
+  return 0;
+}
+
+void sp_decoder_del(sp_decoder *dec) {
+  if (dec) {
+    sp_free(&dec->mem, dec->entries);
+    sp_free(&dec->mem, dec);
+  }
+}
+
+static int read_uuid(sp_mp *mp, sp_uuid *out) {
+  const uint8_t *p;
+  uint32_t n;
+  int rv = sp_mp_bin(mp, &p, &n);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (n != sizeof(out->bytes)) {
+    return SP_ERR_UUID_LENGTH;
+  }
+  memcpy(out->bytes, p, n);
+  return 0;
+}
+
+static int read_hash(sp_mp *mp, uint8_t out[SP_HASH_LEN], size_t *len) {
+  const uint8_t *p;
+  uint32_t n;
+  int rv = sp_mp_bin(mp, &p, &n);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (n != 0 && n != SP_HASH_LEN) {
+    return SP_ERR_HASH_LENGTH;
+  }
+  memcpy(out, p, n);
+  *len = n;
+  return 0;
+}
+
+/* Reads a uint that must fit in `max`. */
+static int read_small(sp_mp *mp, uint64_t min, uint64_t max, uint64_t *v) {
+  int rv = sp_mp_uint(mp, v);
+
+  if (rv == 0 && (*v < min || *v > max)) {
+    rv = SP_ERR_ENUM_RANGE;
+  }
+  return rv;
+}
+
+/* Skips the elements past the `known` ones of an array of `n`. */
+static int skip_rest(sp_mp *mp, uint32_t n, uint32_t known) {
+  for (; n > known; --n) {
+    int rv = sp_mp_skip(mp);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
+static int read_entry(sp_mp *mp, sp_entry *e) {
+  uint32_t n, len;
+  uint64_t ct;
+  const char *s;
+  int rv;
+
+  if ((rv = sp_mp_array(mp, &n)) != 0) {
+    return rv;
+  }
+  if (n < 8) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  if ((rv = sp_mp_uint(mp, &e->sequence)) != 0 ||
+      (rv = read_uuid(mp, &e->device_id)) != 0 ||
+      (rv = sp_mp_uint(mp, &e->timestamp_ms)) != 0 ||
+      (rv = sp_mp_str(mp, &s, &len)) != 0) {
+    return rv;
+  }
+  if (len > SP_MAX_MODEL_TYPE_LEN) {
+    return SP_ERR_OVERSIZE;
+  }
+  e->model_type = s;
+  e->model_type_len = len;
+  if ((rv = read_uuid(mp, &e->record_id)) != 0 ||
+      (rv = read_small(mp, 0, SP_CHANGE_BULK_INSERT, &ct)) != 0 ||
+      (rv = sp_mp_int(mp, &e->version)) != 0 ||
+      (rv = sp_mp_bin(mp, &e->data, &len)) != 0) {
+    return rv;
+  }
+  e->change_type = (sp_change_type)ct;
+  e->data_len = len;
+  return skip_rest(mp, n, 8);
+}
+
+static int grow_entries(sp_decoder *dec, size_t n) {
+  sp_entry *p;
+
+  if (n <= dec->cap) {
+    return 0;
+  }
+  p = sp_realloc(&dec->mem, dec->entries, n * sizeof(*p));
+  if (!p) {
+    return SP_ERR_NOMEM;
+  }
+  dec->entries = p;
+  dec->cap = n;
+  return 0;
+}
+
+static int read_response(sp_decoder *dec, sp_mp *mp,
+                         sp_msg_entries_response *r) {
+  uint32_t count, i;
+  sp_seq prev;
+  int rv;
+
+  if ((rv = sp_mp_uint(mp, &r->since_sequence)) != 0 ||
+      (rv = sp_mp_array(mp, &count)) != 0) {
+    return rv;
+  }
+  /* Refuse counts the remaining bytes cannot hold before allocating. */
+  if (count > sp_mp_left(mp) / MIN_ENTRY_LEN) {
+    return SP_ERR_TRUNCATED;
+  }
+  if ((rv = grow_entries(dec, count)) != 0) {
+    return rv;
+  }
+  for (i = 0; i < count; ++i) {
+    if ((rv = read_entry(mp, &dec->entries[i])) != 0) {
+      return rv;
+    }
+  }
+  r->entries = count ? dec->entries : NULL;
+  r->entry_count = count;
+  if ((rv = sp_mp_uint(mp, &r->through_sequence)) != 0 ||
+      (rv = sp_mp_bool(mp, &r->has_more)) != 0 ||
+      (rv = sp_mp_uint(mp, &r->leader_latest)) != 0 ||
+      (rv = read_hash(mp, r->last_hash, &r->last_hash_len)) != 0) {
+    return rv;
+  }
+  if (r->through_sequence < r->since_sequence) {
+    return SP_ERR_ENTRY_ORDER;
+  }
+  prev = r->since_sequence;
+  for (i = 0; i < count; ++i) {
+    if (dec->entries[i].sequence <= prev ||
+        dec->entries[i].sequence > r->through_sequence) {
+      return SP_ERR_ENTRY_ORDER;
+    }
+    prev = dec->entries[i].sequence;
+  }
+  return 0;
+}
+
+static int read_fields(sp_decoder *dec, sp_mp *mp, sp_msg *msg) {
+  uint64_t v;
+  int64_t code;
+  const char *s;
+  uint32_t len;
+  int rv;
+
+  switch (msg->type) {
+  case SP_MSG_NEW_ENTRIES: {
+    sp_msg_new_entries *m = &msg->u.new_entries;
+    if ((rv = sp_mp_uint(mp, &m->from_sequence)) != 0 ||
+        (rv = sp_mp_uint(mp, &m->to_sequence)) != 0) {
+      return rv;
+    }
+    return sp_mp_uint(mp, &m->entry_count);
+  }
+  case SP_MSG_FETCH_ENTRIES: {
+    sp_msg_fetch_entries *m = &msg->u.fetch_entries;
+    if ((rv = sp_mp_uint(mp, &m->since_sequence)) != 0 ||
+        (rv = sp_mp_uint(mp, &m->limit)) != 0) {
+      return rv;
+    }
+    return read_hash(mp, m->since_hash, &m->since_hash_len);
+  }
+  case SP_MSG_ENTRIES_RESPONSE:
+    return read_response(dec, mp, &msg->u.entries_response);
+  case SP_MSG_ACKNOWLEDGE:
+    return sp_mp_uint(mp, &msg->u.acknowledge.up_to_sequence);
+  case SP_MSG_HEARTBEAT:
+    if ((rv = sp_mp_uint(mp, &msg->u.heartbeat.current_sequence)) != 0 ||
+        (rv = read_small(mp, 0, SP_ROLE_FOLLOWER, &v)) != 0) {
+      return rv;
+    }
+    msg->u.heartbeat.role = (sp_role)v;
+    return 0;
+  case SP_MSG_SYNC_REQUIRED: {
+    sp_msg_sync_required *m = &msg->u.sync_required;
+    if ((rv = read_small(mp, SP_SYNC_BEHIND_RETENTION, SP_SYNC_RETENTION_CAP,
+                         &v)) != 0) {
+      return rv;
+    }
+    m->reason = (sp_sync_reason)v;
+    if ((rv = sp_mp_uint(mp, &m->leader_latest)) != 0 ||
+        (rv = sp_mp_uint(mp, &m->leader_oldest)) != 0) {
+      return rv;
+    }
+    return sp_mp_uint(mp, &m->follower_sequence);
+  }
+  case SP_MSG_ERROR:
+    if ((rv = sp_mp_int(mp, &code)) != 0) {
+      return rv;
+    }
+    if (code < INT32_MIN || code > INT32_MAX) {
+      return SP_ERR_INT_RANGE;
+    }
+    if ((rv = sp_mp_str(mp, &s, &len)) != 0) {
+      return rv;
+    }
+    if (len > SP_MAX_ERROR_MESSAGE_LEN) {
+      return SP_ERR_OVERSIZE;
+    }
+    msg->u.error.code = (int32_t)code;
+    msg->u.error.message = s;
+    msg->u.error.message_len = len;
+    return 0;
+  default:
+    return SP_ERR_UNKNOWN_MESSAGE;
+  }
+}
+
+int sp_decoder_decode(sp_decoder *dec, const uint8_t *body, size_t len,
+                      sp_msg *msg) {
+  sp_mp mp;
+  uint32_t n, need;
+  uint64_t type;
+  int rv;
+
+  if (!dec || !msg || (!body && len)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  memset(msg, 0, sizeof(*msg));
+  sp_mp_init(&mp, body, len);
+  if ((rv = sp_mp_array(&mp, &n)) != 0) {
+    return rv;
+  }
+  if (n == 0) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  if ((rv = sp_mp_uint(&mp, &type)) != 0) {
+    return rv;
+  }
+  need = required_fields(type);
+  if (need == 0) {
+    return SP_ERR_UNKNOWN_MESSAGE;
+  }
+  if (n < need) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  msg->type = (sp_msg_type)type;
+  if ((rv = read_uuid(&mp, &msg->library_id)) != 0 ||
+      (rv = sp_mp_uint(&mp, &msg->epoch)) != 0 ||
+      (rv = read_fields(dec, &mp, msg)) != 0 ||
+      (rv = skip_rest(&mp, n, need)) != 0) {
+    return rv;
+  }
+  return sp_mp_left(&mp) == 0 ? 0 : SP_ERR_TRAILING_BYTES;
+}

@@ -1,0 +1,70 @@
+/*
+ * sp_enc.h: msgpack encoding of messages and entries on msgpack-c's
+ * packer, into a fixed buffer, a growable sp_buf, or a byte counter.
+ *
+ * The encoding is canonical: integers, strings and binaries take their
+ * smallest msgpack form (msgpack-c's choice), and the one exception is the
+ * entries array of an EntriesResponse, always an array 32 so that a leader
+ * can stream entries into a frame and patch the count afterwards.
+ */
+#ifndef SP_ENC_H
+#define SP_ENC_H
+
+#include <msgpack.h>
+
+#include "sync_protocol/codec.h"
+#include "sp_buf.h"
+
+/* Where the packer's bytes go. */
+typedef struct sp_wr {
+  /* Fixed mode: `fixed`/`cap`; growable mode: `buf`; counting: neither. */
+  uint8_t *fixed;
+  size_t cap;
+  sp_buf *buf;
+  size_t len;
+  int err;
+} sp_wr;
+
+/* Prepare `pk` to write into `dst` (cap bytes). */
+void sp_wr_fixed(sp_wr *wr, msgpack_packer *pk, uint8_t *dst, size_t cap);
+/* Prepare `pk` to append to `buf`. */
+void sp_wr_buf(sp_wr *wr, msgpack_packer *pk, sp_buf *buf);
+/* Prepare `pk` to count bytes only. */
+void sp_wr_count(sp_wr *wr, msgpack_packer *pk);
+
+/* Fixed size of the entries array header in an EntriesResponse. */
+#define SP_ENC_ENTRIES_HDR_LEN 5
+
+/* 0 if `msg` can be encoded, else SP_ERR_INVALID_ARGUMENT. */
+int sp_enc_check_msg(const sp_msg *msg);
+/* 0 if `e` can be encoded, else SP_ERR_INVALID_ARGUMENT. */
+int sp_enc_check_entry(const sp_entry *e);
+
+/* The encoders below return 0, or the writer's error (SP_ERR_NOBUF in
+ * fixed mode, SP_ERR_NOMEM in growable mode); `pk` comes from sp_wr_*. */
+
+/* Encode a whole message body (checked with sp_enc_check_msg first). */
+int sp_enc_body(msgpack_packer *pk, const sp_msg *msg);
+/* Encode one entry (the canonical form the hash chain covers). */
+int sp_enc_entry(msgpack_packer *pk, const sp_entry *e);
+/* Everything of the entry but the payload bytes (which follow it). */
+int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e);
+/* Upper bound of sp_enc_entry_head's output. */
+#define SP_ENC_ENTRY_HEAD_MAX 400
+
+/*
+ * Streaming EntriesResponse: the head ends with an array 32 header whose
+ * count is written later with sp_enc_patch_count at the offset the head
+ * reports (relative to the writer's start).
+ */
+int sp_enc_response_head(msgpack_packer *pk, const sp_uuid *lib,
+                         uint64_t epoch, sp_seq since, size_t *count_off);
+int sp_enc_response_tail(msgpack_packer *pk, sp_seq through,
+                         int has_more, sp_seq leader_latest,
+                         const uint8_t *last_hash, size_t last_hash_len);
+void sp_enc_patch_count(uint8_t *at, uint32_t count);
+
+/* Big-endian 32-bit store, for frame prefixes. */
+void sp_put_be32(uint8_t *p, uint32_t v);
+
+#endif /* SP_ENC_H */
