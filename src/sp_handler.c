@@ -1,1 +1,245 @@
-/* placeholder: not yet written */
+/*
+ * sp_handler.c: one library on one node: configuration, lifecycle, the
+ * acceptance of incoming streams, role changes.
+ */
+#include <string.h>
+
+#include "sp_core.h"
+#include "sp_mem_int.h"
+
+void sp_handler_config_default(sp_handler_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->version = SP_HANDLER_CONFIG_VERSION;
+  cfg->role = SP_ROLE_LEADER;
+  cfg->epoch = 1;
+  cfg->heartbeat_interval = 30 * SP_SECONDS;
+  cfg->heartbeat_timeout_factor = 3;
+  cfg->fetch_limit = 1024;
+  cfg->fetch_window = 4;
+  cfg->stall_timeout = 60 * SP_SECONDS;
+  cfg->reconnect_min = 100 * SP_MILLISECONDS;
+  cfg->reconnect_max = 30 * SP_SECONDS;
+  cfg->max_queued_fetches = 32;
+  cfg->response_max_bytes = 256 * 1024;
+}
+
+static int check_config(const sp_handler_config *c, const sp_store *st) {
+  if (c->version == 0 || c->version > SP_HANDLER_CONFIG_VERSION ||
+      !st || st->version == 0 || st->version > SP_STORE_VERSION) {
+    return SP_ERR_VERSION;
+  }
+  if ((c->role != SP_ROLE_LEADER && c->role != SP_ROLE_FOLLOWER) ||
+      c->heartbeat_interval == 0 || c->heartbeat_timeout_factor == 0 ||
+      c->fetch_limit == 0 || c->fetch_limit > SP_MAX_FETCH_LIMIT ||
+      c->fetch_window == 0 || c->max_queued_fetches == 0 ||
+      c->response_max_bytes == 0 || c->reconnect_min == 0 ||
+      c->reconnect_max < c->reconnect_min || c->stall_timeout == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  /* Every callback of the store is needed: a handler can change role. */
+  if (!st->read || !st->bounds || !st->hash_at || !st->apply || !st->state) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return 0;
+}
+
+static int start_role(sp_handler *h) {
+  h->stepped_down = 0;
+  return h->role == SP_ROLE_LEADER ? sp_leader_start(h)
+                                   : sp_follower_start(h);
+}
+
+static void stop_role(sp_handler *h) {
+  if (h->role == SP_ROLE_LEADER) {
+    sp_leader_stop(h);
+  } else {
+    sp_follower_stop(h);
+  }
+}
+
+static void unlink_handler(sp_handler *h) {
+  sp_handler **pp;
+
+  for (pp = &h->node->handlers; *pp; pp = &(*pp)->next) {
+    if (*pp == h) {
+      *pp = h->next;
+      return;
+    }
+  }
+}
+
+static void free_handler(sp_handler *h) {
+  sp_buf_free(&h->hashes);
+  sp_free(&h->node->mem, h->frecs);
+  sp_free(&h->node->mem, h);
+}
+
+int sp_handler_new(sp_handler **ph, sp_node *node,
+                   const sp_handler_config *cfg, const sp_store *store,
+                   sp_tstamp now) {
+  sp_handler *h;
+  int rv, fatal;
+
+  if (!ph || !node || !cfg || !store) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = check_config(cfg, store);
+  if (rv != 0) {
+    return rv;
+  }
+  if (sp_node_find_handler(node, &cfg->library_id)) {
+    return SP_ERR_EXISTS;
+  }
+  h = sp_calloc(&node->mem, 1, sizeof(*h));
+  if (!h) {
+    return SP_ERR_NOMEM;
+  }
+  h->node = node;
+  h->cfg = *cfg;
+  h->store = *store;
+  h->role = cfg->role;
+  h->epoch = cfg->role == SP_ROLE_LEADER ? cfg->epoch : 0;
+  sp_buf_init(&h->hashes, &node->mem);
+  h->next = node->handlers;
+  node->handlers = h;
+  node->now = now;
+  rv = start_role(h);
+  fatal = sp_node_reap(node);
+  if (rv == 0) {
+    rv = fatal;
+  }
+  if (rv != 0) {
+    stop_role(h);
+    unlink_handler(h);
+    sp_node_reap(node);
+    free_handler(h);
+    return rv;
+  }
+  *ph = h;
+  return 0;
+}
+
+void sp_handler_del(sp_handler *h) {
+  sp_node *node;
+
+  if (!h) {
+    return;
+  }
+  node = h->node;
+  stop_role(h);
+  unlink_handler(h);
+  sp_node_reap(node);
+  free_handler(h);
+}
+
+void *sp_handler_get_user_data(const sp_handler *h) {
+  return h ? h->cfg.user_data : NULL;
+}
+
+sp_role sp_handler_role(const sp_handler *h) { return h->role; }
+
+uint64_t sp_handler_epoch(const sp_handler *h) {
+  return h->role == SP_ROLE_LEADER ? h->epoch : h->st.epoch;
+}
+
+int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
+  const sp_session *s;
+
+  if (!h || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  memset(out, 0, sizeof(*out));
+  out->role = h->role;
+  out->epoch = sp_handler_epoch(h);
+  if (h->role == SP_ROLE_LEADER) {
+    out->sequence = h->bounds.latest;
+  } else {
+    out->sequence = h->st.applied;
+    out->leader_latest = h->leader_latest;
+    out->sync_required = h->fstate == SP_F_SYNC_REQUIRED;
+  }
+  for (s = h->sessions; s; s = s->hnext) {
+    out->connected_peers += s->connected_event && !s->dead;
+  }
+  return 0;
+}
+
+void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer) {
+  sp_event ev = {0};
+
+  if (h->role != SP_ROLE_LEADER || h->stepped_down) {
+    return;
+  }
+  sp_log(h->node, SP_LOG_WARN, "epoch %llu met epoch %llu: stepping down",
+         (unsigned long long)h->epoch, (unsigned long long)epoch);
+  h->stepped_down = 1;
+  while (h->sessions) {
+    sp_session_close(h->sessions, SP_ERR_STALE_EPOCH);
+  }
+  sp_waits_cancel_all(h);
+  ev.epoch = epoch;
+  sp_emit_simple(h, SP_EVENT_STEPPED_DOWN, peer, &ev);
+}
+
+int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first) {
+  sp_node *node = h->node;
+  int rv;
+
+  if (h->role == SP_ROLE_LEADER) {
+    if (h->stepped_down) {
+      sp_session_refuse(s, SP_ERR_STALE_EPOCH, "this leader stepped down");
+      return -1;
+    }
+    /* A leader's first word is a Heartbeat with role leader; such a peer
+     * is handled by the leader logic once attached. */
+  } else {
+    sp_uuid leader;
+    rv = node->reg.leader(&h->cfg.library_id, &leader, node->reg.user_data);
+    if (rv != 0 || !sp_uuid_equal(&leader, &s->peer)) {
+      sp_session_refuse(s, SP_ERR_NOT_LEADER,
+                        "peer is not this library's leader");
+      return -1;
+    }
+    if (first->epoch < h->st.epoch) {
+      sp_session_refuse(s, SP_ERR_STALE_EPOCH, "epoch %llu is fenced by %llu",
+                        (unsigned long long)first->epoch,
+                        (unsigned long long)h->st.epoch);
+      return -1;
+    }
+    if (h->leader || h->fstate == SP_F_SYNC_REQUIRED) {
+      /* Our own stream to the leader is the one that counts. */
+      sp_session_close(s, 0);
+      return -1;
+    }
+  }
+  rv = sp_session_attach(s, h);
+  if (rv != 0) {
+    sp_node_set_fatal(node, rv);
+    sp_session_close(s, rv);
+    return -1;
+  }
+  return 0;
+}
+
+int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
+                        sp_tstamp now) {
+  int rv, fatal;
+
+  if (!h || (role != SP_ROLE_LEADER && role != SP_ROLE_FOLLOWER)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (role == SP_ROLE_LEADER &&
+      (epoch <= h->epoch || epoch <= h->st.epoch)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  h->node->now = now;
+  stop_role(h);
+  sp_node_reap(h->node);
+  h->role = role;
+  if (role == SP_ROLE_LEADER) {
+    h->epoch = epoch;
+  }
+  rv = start_role(h);
+  fatal = sp_node_reap(h->node);
+  return fatal ? fatal : rv;
+}

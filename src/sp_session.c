@@ -1,1 +1,389 @@
-/* placeholder: not yet written */
+/*
+ * sp_session.c: one stream: frames in, frames out, liveness.
+ *
+ * Output is pulled, not pushed: a session generates its next frame only
+ * when everything before it was taken by the transport.  So a session
+ * holds at most one frame, a slow peer costs one frame of memory, and
+ * coalescing (acks, notifications) happens by itself: whatever changed
+ * while the stream was blocked goes out as one frame when it unblocks.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "sp_codec_int.h"
+#include "sp_core.h"
+#include "sp_mem_int.h"
+
+/* An incoming stream must say which library it is for within this time. */
+#define UNROUTED_TIMEOUT (30 * SP_SECONDS)
+
+static size_t max_frame(const sp_node *node) {
+  return node->cfg.max_frame ? node->cfg.max_frame : SP_MAX_FRAME_DEFAULT;
+}
+
+int sp_session_new(sp_session **ps, sp_node *node, uint64_t stream_id,
+                   const sp_uuid *peer, int local) {
+  sp_session *s = sp_calloc(&node->mem, 1, sizeof(*s));
+  int rv;
+
+  if (!s) {
+    return SP_ERR_NOMEM;
+  }
+  rv = sp_frame_reader_new(&s->reader, max_frame(node), &node->mem);
+  if (rv != 0) {
+    sp_free(&node->mem, s);
+    return rv;
+  }
+  s->node = node;
+  s->stream_id = stream_id;
+  s->peer = *peer;
+  s->local = local ? 1u : 0u;
+  s->last_recv = s->last_send = node->now;
+  sp_buf_init(&s->out, &node->mem);
+  s->next = node->sessions;
+  node->sessions = s;
+  *ps = s;
+  return 0;
+}
+
+void sp_session_free(sp_session *s) {
+  sp_frame_reader_del(s->reader);
+  sp_buf_free(&s->out);
+  sp_free(&s->node->mem, s);
+}
+
+int sp_session_attach(sp_session *s, sp_handler *h) {
+  int rv;
+
+  s->handler = h;
+  s->lib = h->cfg.library_id;
+  rv = h->role == SP_ROLE_LEADER ? sp_leader_attach(s) : sp_follower_attach(s);
+  if (rv != 0) {
+    s->handler = NULL;
+    return rv;
+  }
+  s->hnext = h->sessions;
+  h->sessions = s;
+  return 0;
+}
+
+static void unlink_from_handler(sp_session *s) {
+  sp_session **pp;
+
+  for (pp = &s->handler->sessions; *pp; pp = &(*pp)->hnext) {
+    if (*pp == s) {
+      *pp = s->hnext;
+      break;
+    }
+  }
+  s->hnext = NULL;
+}
+
+void sp_session_close(sp_session *s, int code) {
+  sp_handler *h = s->handler;
+  sp_node *node = s->node;
+
+  if (s->dead) {
+    return;
+  }
+  s->dead = 1;
+  if (!s->transport_gone) {
+    node->tr.close_stream(s->stream_id, code, node->tr.user_data);
+  }
+  if (!h) {
+    return;
+  }
+  if (h->role == SP_ROLE_LEADER) {
+    sp_leader_detach(s);
+  } else {
+    sp_follower_detach(s);
+  }
+  unlink_from_handler(s);
+  s->handler = NULL;
+  if (s->connected_event) {
+    sp_event ev = {0};
+    ev.error_code = code;
+    sp_emit_simple(h, SP_EVENT_PEER_LOST, &s->peer, &ev);
+  }
+}
+
+/* The library id and epoch every frame on this stream carries. */
+static void stamp(const sp_session *s, sp_msg *msg) {
+  const sp_handler *h = s->handler;
+
+  msg->library_id = s->lib;
+  msg->epoch = 0;
+  if (h) {
+    msg->epoch = h->role == SP_ROLE_LEADER ? h->epoch : h->st.epoch;
+  }
+}
+
+int sp_session_queue(sp_session *s, sp_msg *msg) {
+  int rv;
+
+  stamp(s, msg);
+  rv = sp_codec_append_frame(&s->out, msg, max_frame(s->node));
+  if (rv == SP_ERR_NOMEM) {
+    sp_node_set_fatal(s->node, rv);
+  }
+  return rv;
+}
+
+void sp_session_refuse(sp_session *s, int code, const char *fmt, ...) {
+  char text[256];
+  sp_msg msg;
+  sp_event ev = {0};
+  va_list ap;
+  int n;
+
+  if (s->refused || s->dead) {
+    return;
+  }
+  va_start(ap, fmt);
+  n = vsnprintf(text, sizeof(text), fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    text[0] = '\0';
+  }
+  memset(&msg, 0, sizeof(msg));
+  msg.type = SP_MSG_ERROR;
+  msg.u.error.code = code;
+  msg.u.error.message = text;
+  msg.u.error.message_len = strlen(text);
+  s->refused = 1;
+  s->close_after = 1;
+  s->close_code = code;
+  sp_log(s->node, SP_LOG_WARN, "refusing stream %llu: %s (%s)",
+         (unsigned long long)s->stream_id, text, sp_err_name(code));
+  ev.type = SP_EVENT_ERROR;
+  ev.library_id = s->lib;
+  ev.peer_id = s->peer;
+  ev.has_peer = 1;
+  ev.error_code = code;
+  ev.message = text;
+  sp_emit(s->node, &ev);
+  /* Queued after what is pending; nothing is generated after it. */
+  if (sp_session_queue(s, &msg) != 0) {
+    sp_session_close(s, code);
+    return;
+  }
+  sp_session_pump(s);
+}
+
+/* Generate the next frame; 1 if one was queued. */
+static int next_frame(sp_session *s) {
+  sp_handler *h = s->handler;
+  sp_msg msg;
+
+  if (!h || s->refused) {
+    return 0;
+  }
+  if (s->hello_pending || s->heartbeat_due) {
+    s->hello_pending = 0;
+    s->heartbeat_due = 0;
+    memset(&msg, 0, sizeof(msg));
+    msg.type = SP_MSG_HEARTBEAT;
+    msg.u.heartbeat.role = h->role;
+    msg.u.heartbeat.current_sequence =
+        h->role == SP_ROLE_LEADER ? h->bounds.latest : h->st.applied;
+    if (h->role == SP_ROLE_LEADER && s->u.l.announced < h->bounds.latest) {
+      s->u.l.announced = h->bounds.latest;
+    }
+    return sp_session_queue(s, &msg) == 0;
+  }
+  return h->role == SP_ROLE_LEADER ? sp_leader_next_frame(s)
+                                   : sp_follower_next_frame(s);
+}
+
+void sp_session_pump(sp_session *s) {
+  sp_node *node = s->node;
+
+  while (!s->dead && !s->blocked) {
+    size_t pending = sp_buf_pending(&s->out);
+
+    if (pending > 0) {
+      sp_ssize n = node->tr.send(s->stream_id, s->out.data + s->out.off,
+                                 pending, node->tr.user_data);
+      if (n == SP_ERR_WOULD_BLOCK) {
+        s->blocked = 1;
+        return;
+      }
+      if (n <= 0 || (size_t)n > pending) {
+        sp_session_close(s, n < 0 ? (int)n : SP_ERR_INTERNAL);
+        return;
+      }
+      sp_buf_consume(&s->out, (size_t)n);
+      s->last_send = node->now;
+      if ((size_t)n < pending) {
+        s->blocked = 1; /* a short send promises a writable call */
+        return;
+      }
+      continue;
+    }
+    if (s->close_after) {
+      sp_session_close(s, s->close_code);
+      return;
+    }
+    if (!next_frame(s)) {
+      return;
+    }
+  }
+}
+
+/* Route the first frame of an incoming stream to its library's handler. */
+static int route(sp_session *s, const sp_msg *msg) {
+  sp_node *node = s->node;
+  sp_handler *h = sp_node_find_handler(node, &msg->library_id);
+  int member = 0, rv;
+
+  s->lib = msg->library_id;
+  if (!h) {
+    sp_session_refuse(s, SP_ERR_UNKNOWN_LIBRARY, "library not open here");
+    return -1;
+  }
+  rv = node->reg.is_member(&msg->library_id, &s->peer, &member,
+                           node->reg.user_data);
+  if (rv != 0 || !member) {
+    sp_session_refuse(s, rv != 0 ? SP_ERR_REGISTRY : SP_ERR_NOT_MEMBER,
+                      "device is not a member of this library");
+    return -1;
+  }
+  return sp_handler_accept(h, s, msg);
+}
+
+static void dispatch(sp_session *s, const sp_msg *msg) {
+  sp_handler *h;
+
+  if (!s->handler && route(s, msg) != 0) {
+    return;
+  }
+  h = s->handler;
+  if (!h || s->dead || s->refused) {
+    return;
+  }
+  if (memcmp(&msg->library_id, &h->cfg.library_id, sizeof(sp_uuid)) != 0) {
+    sp_session_refuse(s, SP_ERR_LIBRARY_MISMATCH,
+                      "frame for another library on this stream");
+    return;
+  }
+  if (!s->connected_event && msg->type != SP_MSG_ERROR) {
+    sp_event ev = {0};
+    s->connected_event = 1;
+    sp_emit_simple(h, SP_EVENT_PEER_CONNECTED, &s->peer, &ev);
+  }
+  if (msg->type == SP_MSG_ERROR) {
+    sp_event ev = {0};
+    char text[SP_MAX_ERROR_MESSAGE_LEN + 1];
+    size_t n = msg->u.error.message_len;
+    memcpy(text, msg->u.error.message, n);
+    text[n] = '\0';
+    ev.error_code = msg->u.error.code;
+    ev.message = text;
+    sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
+    sp_log(s->node, SP_LOG_WARN, "peer refused: %s (%s)", text,
+           sp_err_name(msg->u.error.code));
+    if (h->role == SP_ROLE_LEADER && msg->epoch > h->epoch) {
+      sp_handler_step_down(h, msg->epoch, &s->peer);
+      return;
+    }
+    sp_session_close(s, SP_ERR_PEER_ERROR);
+    return;
+  }
+  if (h->role == SP_ROLE_LEADER) {
+    sp_leader_on_msg(s, msg);
+  } else {
+    sp_follower_on_msg(s, msg);
+  }
+}
+
+void sp_session_input(sp_session *s, const uint8_t *data, size_t len) {
+  sp_node *node = s->node;
+
+  s->last_recv = node->now;
+  while (len > 0 && !s->dead && !s->refused) {
+    const uint8_t *body;
+    size_t blen;
+    sp_msg msg;
+    sp_ssize n = sp_frame_reader_read(s->reader, data, len, &body, &blen);
+    int rv;
+
+    if (n < 0) {
+      if (sp_err_is_fatal((int)n)) {
+        sp_node_set_fatal(node, (int)n);
+        sp_session_close(s, (int)n);
+      } else {
+        sp_session_refuse(s, (int)n, "bad frame: %s", sp_strerror((int)n));
+      }
+      return;
+    }
+    data += n;
+    len -= (size_t)n;
+    if (!body) {
+      continue;
+    }
+    rv = sp_decoder_decode(node->dec, body, blen, &msg);
+    if (rv != 0) {
+      if (sp_err_is_fatal(rv)) {
+        sp_node_set_fatal(node, rv);
+        sp_session_close(s, rv);
+      } else {
+        sp_session_refuse(s, rv, "malformed frame: %s", sp_strerror(rv));
+      }
+      return;
+    }
+    dispatch(s, &msg);
+  }
+  sp_session_pump(s);
+}
+
+static sp_duration interval(const sp_session *s) {
+  return s->handler ? s->handler->cfg.heartbeat_interval : UNROUTED_TIMEOUT;
+}
+
+static sp_duration timeout(const sp_session *s) {
+  if (!s->handler) {
+    return UNROUTED_TIMEOUT;
+  }
+  return s->handler->cfg.heartbeat_interval *
+         s->handler->cfg.heartbeat_timeout_factor;
+}
+
+static sp_tstamp min_ts(sp_tstamp a, sp_tstamp b) { return a < b ? a : b; }
+
+sp_tstamp sp_session_expiry(const sp_session *s) {
+  sp_tstamp t;
+
+  if (s->dead) {
+    return SP_TSTAMP_MAX;
+  }
+  t = s->last_recv + timeout(s);
+  if (s->handler && !s->blocked && !s->heartbeat_due && !s->refused) {
+    t = min_ts(t, s->last_send + interval(s));
+  }
+  if (s->handler && s->handler->role == SP_ROLE_FOLLOWER) {
+    t = min_ts(t, sp_follower_session_expiry(s));
+  }
+  return t;
+}
+
+void sp_session_expire(sp_session *s, sp_tstamp now) {
+  if (s->dead) {
+    return;
+  }
+  if (now >= s->last_recv + timeout(s)) {
+    sp_log(s->node, SP_LOG_INFO, "stream %llu: peer silent, closing",
+           (unsigned long long)s->stream_id);
+    sp_session_close(s, SP_ERR_PEER_TIMEOUT);
+    return;
+  }
+  if (s->handler && s->handler->role == SP_ROLE_FOLLOWER) {
+    sp_follower_session_expire(s, now);
+    if (s->dead) {
+      return;
+    }
+  }
+  if (s->handler && !s->blocked && now >= s->last_send + interval(s)) {
+    s->heartbeat_due = 1;
+  }
+  sp_session_pump(s);
+}

@@ -117,10 +117,12 @@ SP_API int sp_mem_net_cut(sp_mem_net *net, const sp_uuid *a,
                           const sp_uuid *b);
 
 /*
- * sp_mem_net_set_partitioned makes `device` unreachable (1) or reachable
- * (0): while partitioned, existing connections stay but nothing is
- * delivered to or from it and opening a stream to it fails after the
- * latency.  Returns 0 or SP_ERR_NOT_FOUND.
+ * sp_mem_net_set_partitioned cuts `device` off (1) or heals it (0).  While
+ * it is cut off nothing is delivered to or from it and streams opened to or
+ * by it fail; deliveries already under way wait and resume, in order, when
+ * it heals, as with a transport that retransmits.  Nodes meanwhile see only
+ * silence (their heartbeat timeouts decide).  Returns 0, SP_ERR_NOT_FOUND
+ * or SP_ERR_NOMEM.
  */
 SP_API int sp_mem_net_set_partitioned(sp_mem_net *net, const sp_uuid *device,
                                       int partitioned);

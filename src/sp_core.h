@@ -1,0 +1,279 @@
+/*
+ * sp_core.h: the structures shared by the node, its handlers and their
+ * sessions (one session per stream).
+ *
+ * Ownership: the node owns its handlers and every session; a handler lists
+ * the sessions routed to it.  Sessions that end are only marked dead and are
+ * freed when the public entry point that is running returns (sp_node_reap),
+ * so no code deeper in the stack ever touches a freed session.
+ */
+#ifndef SP_CORE_H
+#define SP_CORE_H
+
+#include <stdarg.h>
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/errors.h"
+#include "sync_protocol/node.h"
+#include "sync_protocol/uuid.h"
+#include "sp_buf.h"
+#include "sp_rand.h"
+
+typedef struct sp_session sp_session;
+typedef struct sp_frec sp_frec;
+typedef struct sp_wait sp_wait;
+
+/* ---- sessions ---- */
+
+/* One queued FetchEntries on the leader: serve (cur, end]. */
+typedef struct sp_range {
+  sp_seq cur;
+  sp_seq end;
+} sp_range;
+
+/* Leader side of a session: what one follower asked for and was told. */
+typedef struct sp_lsess {
+  sp_range *queue; /* ring of cfg.max_queued_fetches */
+  uint32_t qhead;
+  uint32_t qlen;
+  /* Highest sequence the follower was told exists. */
+  sp_seq announced;
+  /* A NewEntries went out and no FetchEntries came since. */
+  int notify_outstanding;
+  /* Highest ack on this stream (acks may not go back within a stream). */
+  sp_seq acked;
+  int has_acked;
+  /* SyncRequired to send (reason 0: none) and its sequences. */
+  sp_msg_sync_required sync;
+} sp_lsess;
+
+/* Follower side of a session: the fetch pipeline. */
+typedef struct sp_fsess {
+  /* Every entry up to here was received and applied (in memory; equal to or
+   * past the durable applied sequence when the leader's log has gaps). */
+  sp_seq covered;
+  /* End of the last range requested. */
+  sp_seq requested;
+  /* Ranges requested and not complete, oldest first. */
+  sp_range *ring;
+  uint32_t rhead;
+  uint32_t rlen;
+  /* The resume check (since_hash) went out with the first fetch. */
+  int resume_sent;
+  /* Last ack sent. */
+  sp_seq acked_sent;
+  /* When the pipeline last made progress (stall detection). */
+  sp_tstamp last_progress;
+  /* CAUGHT_UP reported for the current `covered`. */
+  int caught_up_reported;
+} sp_fsess;
+
+struct sp_session {
+  sp_node *node;
+  sp_handler *handler; /* NULL until the first frame routes the stream */
+  sp_session *next;    /* node's list */
+  sp_session *hnext;   /* handler's list */
+  uint64_t stream_id;
+  sp_uuid peer;
+  /* The library the stream is for, once known (stamps refusals). */
+  sp_uuid lib;
+  unsigned local : 1;           /* this node opened the stream */
+  unsigned blocked : 1;         /* transport would block: wait writable */
+  unsigned close_after : 1;     /* close once the out buffer is flushed */
+  unsigned refused : 1;         /* input is ignored from now on */
+  unsigned dead : 1;            /* closed: freed by sp_node_reap */
+  unsigned transport_gone : 1;  /* the transport reported it closed */
+  unsigned connected_event : 1; /* PEER_CONNECTED was emitted */
+  unsigned hello_pending : 1;   /* a Heartbeat must open the stream */
+  unsigned heartbeat_due : 1;
+  int close_code;
+  sp_frame_reader *reader;
+  sp_buf out;
+  sp_tstamp last_recv;
+  sp_tstamp last_send;
+  /* Leader: the follower's record; NULL on a follower. */
+  sp_frec *rec;
+  union {
+    sp_lsess l;
+    sp_fsess f;
+  } u;
+};
+
+/* ---- leader's view of each follower device ---- */
+
+struct sp_frec {
+  sp_uuid device;
+  /* Listed by the registry as a member (refreshed on each dial round). */
+  int registered;
+  sp_session *session;
+  sp_seq acked;
+  int has_acked;
+  sp_tstamp last_ack_at;
+  /* Dialing the follower when it is not connected. */
+  sp_tstamp dial_at;
+  sp_duration dial_backoff;
+};
+
+/* ---- handler ---- */
+
+typedef enum sp_fstate {
+  /* No stream: reconnect at `reconnect_at`. */
+  SP_F_DISCONNECTED = 0,
+  /* A stream to the leader exists (connecting or connected). */
+  SP_F_CONNECTED,
+  /* Stopped by SyncRequired until sp_handler_resync_done. */
+  SP_F_SYNC_REQUIRED
+} sp_fstate;
+
+struct sp_handler {
+  sp_node *node;
+  sp_handler *next; /* node's list */
+  sp_handler_config cfg;
+  sp_store store;
+  sp_role role;
+  uint64_t epoch;
+  /* Stepped down: a leader that met a higher epoch serves nothing until
+   * the host calls sp_handler_set_role. */
+  int stepped_down;
+  sp_session *sessions;
+
+  /* leader */
+  sp_frec *frecs;
+  size_t nfrecs;
+  size_t capfrecs;
+  sp_wait *waits;
+  /* Cached log bounds, refreshed on notify and on every page. */
+  sp_log_bounds bounds;
+
+  /* follower */
+  sp_fstate fstate;
+  sp_store_state st;
+  sp_seq leader_latest;
+  sp_session *leader;
+  sp_tstamp reconnect_at;
+  sp_duration backoff;
+  sp_sync_reason sync_reason;
+  /* Scratch for the chain hashes of a batch (n * SP_HASH_LEN). */
+  sp_buf hashes;
+  /* sp_handler_request_entries in progress. */
+  sp_request_cb request_cb;
+  void *request_ud;
+};
+
+/* ---- node ---- */
+
+struct sp_node {
+  sp_mem mem;
+  sp_node_config cfg;
+  sp_registry reg;
+  sp_events ev;
+  sp_transport tr;
+  sp_rand rng;
+  sp_handler *handlers;
+  sp_session *sessions;
+  sp_decoder *dec;
+  /* Scratch for registry member lists. */
+  sp_uuid *members;
+  size_t capmembers;
+  /* The `now` of the entry point running. */
+  sp_tstamp now;
+  /* First fatal error seen inside an entry point (returned by it). */
+  int fatal;
+};
+
+/* ---- node (sp_node.c) ---- */
+
+/* Free dead sessions; returns node->fatal and clears it. */
+int sp_node_reap(sp_node *node);
+/* Record a fatal code to be returned by the running entry point. */
+void sp_node_set_fatal(sp_node *node, int code);
+/* Registry member list of `lib` into node->members; count in *n. */
+int sp_node_members(sp_node *node, const sp_uuid *lib, size_t *n);
+
+/* ---- events and log (sp_log.c) ---- */
+
+/* Deliver `ev` (library/peer filled by caller).  A failing callback makes
+ * the node fatal with SP_ERR_CALLBACK_FAILURE. */
+void sp_emit(sp_node *node, const sp_event *ev);
+/* Convenience: an event about `h` and optionally a peer. */
+void sp_emit_simple(sp_handler *h, sp_event_type type, const sp_uuid *peer,
+                    sp_event *ev);
+void sp_log(sp_node *node, sp_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- sessions (sp_session.c) ---- */
+
+/* Create a session for `stream_id` (linked into the node). */
+int sp_session_new(sp_session **ps, sp_node *node, uint64_t stream_id,
+                   const sp_uuid *peer, int local);
+/* Bind a session to a handler (role state allocated). */
+int sp_session_attach(sp_session *s, sp_handler *h);
+/* Feed stream bytes; frames are decoded and dispatched. */
+void sp_session_input(sp_session *s, const uint8_t *data, size_t len);
+/* Send what can be sent: flush, then generate frames while room. */
+void sp_session_pump(sp_session *s);
+/* Refuse the peer: send an Error frame with `code`, then close. */
+void sp_session_refuse(sp_session *s, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Close now (code 0: clean) and mark dead; tells the handler. */
+void sp_session_close(sp_session *s, int code);
+/* Append a frame for `msg` to the out buffer (library id and epoch are
+ * filled in from the handler). */
+int sp_session_queue(sp_session *s, sp_msg *msg);
+/* Earliest timer of the session. */
+sp_tstamp sp_session_expiry(const sp_session *s);
+/* Run the session's due timers. */
+void sp_session_expire(sp_session *s, sp_tstamp now);
+/* Free (only via sp_node_reap / node deletion). */
+void sp_session_free(sp_session *s);
+
+/* ---- role logic (sp_leader.c, sp_follower.c) ---- */
+
+int sp_leader_attach(sp_session *s);
+void sp_leader_detach(sp_session *s);
+void sp_leader_on_msg(sp_session *s, const sp_msg *msg);
+/* Generate one frame into s->out; returns 1 if one was queued. */
+int sp_leader_next_frame(sp_session *s);
+void sp_leader_expire(sp_handler *h, sp_tstamp now);
+sp_tstamp sp_leader_expiry(const sp_handler *h);
+int sp_leader_start(sp_handler *h);
+void sp_leader_stop(sp_handler *h);
+/* Find (or add with `add`) the record of a follower device. */
+sp_frec *sp_leader_frec(sp_handler *h, const sp_uuid *device, int add);
+
+int sp_follower_attach(sp_session *s);
+void sp_follower_detach(sp_session *s);
+void sp_follower_on_msg(sp_session *s, const sp_msg *msg);
+int sp_follower_next_frame(sp_session *s);
+void sp_follower_after_input(sp_session *s);
+void sp_follower_expire(sp_handler *h, sp_tstamp now);
+sp_tstamp sp_follower_expiry(const sp_handler *h);
+sp_tstamp sp_follower_session_expiry(const sp_session *s);
+void sp_follower_session_expire(sp_session *s, sp_tstamp now);
+int sp_follower_start(sp_handler *h);
+void sp_follower_stop(sp_handler *h);
+
+/* ---- handler (sp_handler.c) ---- */
+
+/* A higher epoch was seen by a leader: step down and tell the host. */
+void sp_handler_step_down(sp_handler *h, uint64_t epoch,
+                          const sp_uuid *peer);
+/* Route a new incoming stream's first message; returns 0 if accepted. */
+int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first);
+
+/* ---- waits (sp_waits.c) ---- */
+
+/* Re-check waits after an ack or a registry change. */
+void sp_waits_check(sp_handler *h);
+void sp_waits_expire(sp_handler *h, sp_tstamp now);
+sp_tstamp sp_waits_expiry(const sp_handler *h);
+/* Cancel every wait with SP_ERR_CANCELED. */
+void sp_waits_cancel_all(sp_handler *h);
+
+#endif /* SP_CORE_H */

@@ -1,0 +1,24 @@
+# Integration tests: nodes, handlers and sessions over the in-memory
+# transport, driven by the simulated cluster in sp_cluster.c.
+add_library(sp_cluster STATIC sp_cluster.c)
+target_link_libraries(sp_cluster PUBLIC sp_testutil)
+
+set(SP_INTEGRATION_TESTS leader)
+foreach(t ${SP_INTEGRATION_TESTS})
+  sp_add_test(sp_${t}_test SOURCES sp_${t}_test.c LABELS integration
+    LIBS sp_cluster)
+endforeach()
+
+# The same programs under valgrind (label valgrind, run by ./scripts/test
+# on the gcc build; ASan builds skip it: the two do not mix).
+find_program(SP_VALGRIND valgrind)
+if(SP_VALGRIND AND NOT SP_SANITIZE)
+  foreach(t ${SP_INTEGRATION_TESTS})
+    add_test(NAME sp_${t}_test_valgrind
+      COMMAND ${SP_VALGRIND} --quiet --error-exitcode=1 --leak-check=full
+              --errors-for-leak-kinds=definite,indirect
+              $<TARGET_FILE:sp_${t}_test>)
+    set_tests_properties(sp_${t}_test_valgrind PROPERTIES LABELS valgrind
+      TIMEOUT 900 ENVIRONMENT "SP_TEST_DATA=${CMAKE_CURRENT_SOURCE_DIR}/data;SP_VALGRIND=1")
+  endforeach()
+endif()

@@ -1,0 +1,116 @@
+/*
+ * sp_cluster.h: a simulated cluster for tests: devices with nodes and
+ * in-memory stores on one sp_mem_net, a registry, a clock, an event
+ * recorder, and a wire tap that decodes every frame on every stream.
+ */
+#ifndef SP_CLUSTER_H
+#define SP_CLUSTER_H
+
+#include "sync_protocol/sync_protocol.h"
+
+#define TC_MAX_DEVS 8
+#define TC_MAX_LIBS 3
+
+typedef struct tc tc;
+
+/* What one device saw through its events. */
+typedef struct tc_counts {
+  long ev[16];           /* by sp_event_type */
+  long applied_entries;  /* sum of ENTRIES_APPLIED ranges' entries */
+  int last_error;        /* last SP_EVENT_ERROR code */
+  int last_lost;         /* last PEER_LOST code */
+  sp_sync_reason last_sync_reason;
+  uint64_t last_epoch;   /* STEPPED_DOWN / ROLE_CONFLICT */
+} tc_counts;
+
+/* Frames seen on the wire, by sender and type. */
+typedef struct tc_wire {
+  long msgs[8];          /* by sp_msg_type */
+  long errors_by_code[8];/* unused slots for tests */
+  long fetch_since_first;/* since of the last hashed (resume) fetch */
+  long bytes;
+  long max_inflight_fetches;
+} tc_wire;
+
+typedef struct tc_dev {
+  tc *tc;
+  int index;
+  sp_uuid id;
+  sp_transport tr;
+  sp_node *node;
+  sp_handler *h[TC_MAX_LIBS];
+  sp_mem_store *store[TC_MAX_LIBS];
+  sp_handler_config cfg[TC_MAX_LIBS];
+  int member[TC_MAX_LIBS];
+  tc_counts counts;
+  tc_wire sent;
+  /* Fetches sent minus pages ending a request (pipeline depth). */
+  long fetch_depth;
+} tc_dev;
+
+struct tc {
+  const sp_mem *mem;
+  sp_mem_net *net;
+  sp_mem_net_config net_cfg;
+  sp_tstamp now;
+  int ndevs;
+  int nlibs;
+  tc_dev dev[TC_MAX_DEVS];
+  sp_uuid lib[TC_MAX_LIBS];
+  int leader[TC_MAX_LIBS];
+  /* Optional extra fault hook run after the tap. */
+  int (*fault)(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v);
+  void *fault_ud;
+  /* Tap state: one reader + decoder per (stream, direction). */
+  struct tc_tap *taps;
+  size_t ntaps;
+  int verbose;
+  /* First fatal error from a node (tests assert it stays 0). */
+  int fatal;
+  uint64_t seed;
+};
+
+/* Build `ndevs` devices (all members of `nlibs` libraries, device 0 the
+ * leader of each) on a network with `latency`.  Nodes exist but no
+ * handler yet.  `mem` may be NULL. */
+int tc_init(tc *t, int ndevs, int nlibs, sp_duration latency,
+            const sp_mem *mem);
+void tc_free(tc *t);
+
+/* Handler config used by tc_open (defaults with short test timers). */
+void tc_default_cfg(tc *t, int dev, int lib, sp_role role);
+
+/* Open library `lib` on device `dev` with its role from the registry
+ * (leader if t->leader[lib] == dev) and dev->cfg[lib]. */
+int tc_open(tc *t, int dev, int lib);
+void tc_close(tc *t, int dev, int lib);
+
+/* Crash and restart a device's node (store kept): detach, delete node,
+ * create a new node and reopen the libraries it had open. */
+int tc_restart(tc *t, int dev);
+/* Delete a device's node (as a crash) and keep it down. */
+void tc_crash(tc *t, int dev);
+int tc_boot(tc *t, int dev);
+
+/* Append `n` entries of `payload` bytes to the leader's store of `lib`
+ * and notify.  Returns the latest sequence. */
+sp_seq tc_append(tc *t, int lib, int n, size_t payload);
+/* Append with an explicit sequence (gaps). */
+void tc_append_at(tc *t, int lib, sp_seq seq, size_t payload);
+/* Only notify the leader of entries already in its store. */
+void tc_notify(tc *t, int lib);
+
+/* Run the network and timers until `until` (absolute). */
+void tc_run_until(tc *t, sp_tstamp until);
+void tc_run_for(tc *t, sp_duration d);
+/* Run until every open follower of `lib` applied the leader's latest, or
+ * `max` passes; returns 1 if converged. */
+int tc_converge(tc *t, int lib, sp_duration max);
+
+/* 1 if follower `dev`'s log of `lib` is a byte-identical prefix of the
+ * leader's (equal sequence, chain hash and content). */
+int tc_is_prefix(tc *t, int dev, int lib);
+sp_seq tc_applied(tc *t, int dev, int lib);
+sp_seq tc_latest(tc *t, int lib);
+
+#endif /* SP_CLUSTER_H */
