@@ -402,11 +402,13 @@ int sp_follower_start(sp_handler *h) {
 }
 
 void sp_follower_stop(sp_handler *h) {
+  /* Canceled first, and out of the connected state, so closing the
+   * streams below neither reports a lost connection nor reconnects. */
+  request_done(h, SP_ERR_CANCELED);
+  h->fstate = SP_F_DISCONNECTED;
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }
-  h->fstate = SP_F_DISCONNECTED;
-  request_done(h, SP_ERR_CANCELED);
 }
 
 void sp_follower_expire(sp_handler *h, sp_tstamp now) {

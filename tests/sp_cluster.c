@@ -84,7 +84,8 @@ static int on_event(const sp_event *ev, void *ud) {
   }
   switch (ev->type) {
   case SP_EVENT_ENTRIES_APPLIED:
-    d->counts.applied_entries++;
+    d->counts.applied_entries +=
+        (long)(ev->to_sequence - ev->from_sequence + 1);
     break;
   case SP_EVENT_ERROR:
     d->counts.last_error = ev->error_code;

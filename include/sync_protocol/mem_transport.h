@@ -144,6 +144,7 @@ typedef struct sp_mem_net_stats {
   uint64_t deliveries;
   uint64_t streams_opened;
   uint64_t connections_cut;
+  uint64_t connections_opened;
 } sp_mem_net_stats;
 
 /* Fill `*out` with the counters. */

@@ -248,6 +248,7 @@ static mt_conn *find_conn(sp_mem_net *net, mt_dev *a, mt_dev *b, int add) {
   c->a = a;
   c->b = b;
   net->conns[net->nconns++] = c;
+  net->stats.connections_opened++;
   return c;
 }
 
