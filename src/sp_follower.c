@@ -49,6 +49,13 @@ static void connect_leader(sp_handler *h) {
   uint64_t id;
   int rv;
 
+  /* Resume from what the store holds, not from what we believe it
+   * holds: the durable state is the only truth across reconnects. */
+  if (h->store.state(&h->st, h->store.user_data) != 0) {
+    sp_log(node, SP_LOG_WARN, "store state failed; retrying");
+    schedule_reconnect(h);
+    return;
+  }
   rv = node->reg.leader(&h->cfg.library_id, &leader, node->reg.user_data);
   if (rv != 0 || sp_uuid_equal(&leader, &node->cfg.device_id)) {
     sp_log(node, SP_LOG_WARN, "no leader to follow (%s)",
@@ -92,6 +99,10 @@ int sp_follower_attach(sp_session *s) {
   f->covered = f->requested = h->st.applied;
   f->acked_sent = h->st.applied;
   f->last_progress = h->node->now;
+  /* What the last leader had says nothing about this stream's leader (a
+   * failover, a restart that lost entries): asking past its end would
+   * look like a follower ahead of it.  Learn it again. */
+  h->leader_latest = 0;
   h->leader = s;
   if (h->fstate == SP_F_DISCONNECTED) {
     h->fstate = SP_F_CONNECTED;
@@ -391,6 +402,7 @@ void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
 /* ---- handler-level follower duties ---- */
 
 int sp_follower_start(sp_handler *h) {
+  /* Checked here so that a broken store fails sp_handler_new. */
   if (h->store.state(&h->st, h->store.user_data) != 0) {
     return SP_ERR_STORE;
   }

@@ -22,3 +22,15 @@ if(SP_VALGRIND AND NOT SP_SANITIZE)
       TIMEOUT 900 ENVIRONMENT "SP_TEST_DATA=${CMAKE_CURRENT_SOURCE_DIR}/data;SP_VALGRIND=1")
   endforeach()
 endif()
+
+# The deterministic fault simulation (label sim).  The sanitizer build runs
+# fewer seeds to keep ./scripts/test well inside its time budget.
+add_executable(sp_sim sp_sim.c)
+target_link_libraries(sp_sim PRIVATE sp_cluster)
+if(SP_SANITIZE)
+  set(SP_SIM_SEEDS 2000)
+else()
+  set(SP_SIM_SEEDS 10000)
+endif()
+add_test(NAME sp_sim COMMAND sp_sim --seeds ${SP_SIM_SEEDS})
+set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800)

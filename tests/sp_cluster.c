@@ -104,6 +104,9 @@ static int on_event(const sp_event *ev, void *ud) {
   default:
     break;
   }
+  if (d->tc->on_event) {
+    d->tc->on_event(d->tc, d->index, ev);
+  }
   if (d->tc->verbose) {
     fprintf(stderr, "[%llu ms] dev%d event %d code %d (%llu..%llu)\n",
             (unsigned long long)(d->tc->now / SP_MILLISECONDS), d->index,
@@ -327,6 +330,16 @@ int tc_open(tc *t, int dev, int lib) {
 
   sp_mem_store_get_vtable(d->store[lib], &st);
   d->cfg[lib].role = t->leader[lib] == dev ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
+  return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);
+}
+
+int tc_open_as(tc *t, int dev, int lib, sp_role role, uint64_t epoch) {
+  tc_dev *d = &t->dev[dev];
+  sp_store st;
+
+  sp_mem_store_get_vtable(d->store[lib], &st);
+  d->cfg[lib].role = role;
+  d->cfg[lib].epoch = epoch;
   return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);
 }
 
@@ -558,12 +571,26 @@ static int same_entry(const sp_entry *a, const sp_entry *b) {
          (a->data_len == 0 || memcmp(a->data, b->data, a->data_len) == 0);
 }
 
+static sp_seq pruned_through(sp_mem_store *ms) {
+  sp_store st;
+  sp_log_bounds b;
+
+  sp_mem_store_get_vtable(ms, &st);
+  if (st.bounds(&b, st.user_data) != 0) {
+    abort();
+  }
+  return b.pruned_through;
+}
+
 int tc_is_prefix(tc *t, int dev, int lib) {
   sp_mem_store *f = t->dev[dev].store[lib];
   sp_mem_store *l = t->dev[t->leader[lib]].store[lib];
   sp_seq applied = tc_applied(t, dev, lib), seq;
+  sp_seq pf = pruned_through(f), pl = pruned_through(l);
 
-  for (seq = 1; seq <= applied; ++seq) {
+  /* Only what both still hold can be compared byte for byte (the chain
+   * hash at `applied` vouches for the rest). */
+  for (seq = (pf > pl ? pf : pl) + 1; seq <= applied; ++seq) {
     sp_entry a, b;
     uint8_t ha[SP_HASH_LEN], hb[SP_HASH_LEN];
     int ra = sp_mem_store_get(f, seq, &a, ha);

@@ -61,6 +61,8 @@ struct tc {
   /* Optional extra fault hook run after the tap. */
   int (*fault)(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v);
   void *fault_ud;
+  /* Optional: sees every event after it is counted. */
+  void (*on_event)(tc *t, int dev, const sp_event *ev);
   /* Tap state: one reader + decoder per (stream, direction). */
   struct tc_tap *taps;
   size_t ntaps;
@@ -83,6 +85,8 @@ void tc_default_cfg(tc *t, int dev, int lib, sp_role role);
 /* Open library `lib` on device `dev` with its role from the registry
  * (leader if t->leader[lib] == dev) and dev->cfg[lib]. */
 int tc_open(tc *t, int dev, int lib);
+/* Open with an explicit role and epoch, whatever the registry says. */
+int tc_open_as(tc *t, int dev, int lib, sp_role role, uint64_t epoch);
 void tc_close(tc *t, int dev, int lib);
 
 /* Crash and restart a device's node (store kept): detach, delete node,

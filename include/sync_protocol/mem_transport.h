@@ -33,7 +33,10 @@ typedef enum sp_mem_action {
   /* Deliver after `delay`, even past bytes sent later on the stream. */
   SP_MEM_REORDER = 3,
   /* Deliver the first `keep` bytes, then cut the whole connection. */
-  SP_MEM_CUT = 4
+  SP_MEM_CUT = 4,
+  /* Deliver with the byte at offset `keep` inverted (silent corruption,
+   * as from a faulty disk on the sending side). */
+  SP_MEM_CORRUPT = 5
 } sp_mem_action;
 
 /* One delivery, as shown to the fault hook (valid during the call). */

@@ -194,6 +194,18 @@ static int schedule(sp_mem_net *net, mt_kind kind, mt_stream *st, int to,
   return 0;
 }
 
+/* Invert one byte of the event just scheduled (its copy of the data). */
+static void corrupt_last(sp_mem_net *net, size_t at) {
+  size_t i;
+
+  for (i = 0; i < net->nheap; ++i) {
+    if (net->heap[i].seq == net->next_seq - 1) {
+      net->heap[i].data[at] ^= 0xff;
+      return;
+    }
+  }
+}
+
 /* In-order delivery time toward side `to`. */
 static sp_tstamp ordered_at(sp_mem_net *net, mt_stream *st, int to,
                             sp_duration extra) {
@@ -381,6 +393,9 @@ static sp_ssize t_send(uint64_t stream_id, const uint8_t *data, size_t len,
   }
   if (schedule(net, MT_DATA, st, to, at, 0, data, n) != 0) {
     return SP_ERR_NOMEM;
+  }
+  if (v.action == SP_MEM_CORRUPT && v.keep < n) {
+    corrupt_last(net, v.keep);
   }
   st->inflight[to] += n;
   if (v.action == SP_MEM_DUPLICATE) {

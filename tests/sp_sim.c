@@ -1,0 +1,882 @@
+/*
+ * sp_sim.c: deterministic fault simulation.
+ *
+ * One leader and one to three followers on the in-memory network with a
+ * simulated clock; every choice (configuration, faults, host actions,
+ * timing) comes from one seed, so a failing seed replays exactly.  Faults:
+ * dropped, delayed, duplicated and reordered deliveries (reordering also
+ * carries old streams' bytes past reconnects), connections cut mid-frame,
+ * store apply failures, a follower crashing between apply and ack, leader
+ * restarts, pruning while followers are behind, failover with the old
+ * leader coming back stale, partitions long enough to time heartbeats out.
+ *
+ * After every step it checks the invariants:
+ *   - every follower's log is a byte-identical prefix of the history the
+ *     current leader serves (the chain hash at its applied sequence equals
+ *     the oracle's, which BLAKE2b makes equivalent), with no hole;
+ *   - a follower whose log diverged (an old leader) applies nothing until
+ *     its host's full sync;
+ *   - whatever a follower acknowledged is durably applied by it;
+ *   - epochs recorded with a log never go back.
+ * Then faults stop and every follower must converge within a bound.
+ *
+ *   sp_sim [--seeds N] [--first S]     run seeds S .. S+N-1 (default 10000)
+ *   sp_sim --seed S [--verbose]        replay one seed
+ *   sp_sim --soak                      run seeds until one fails
+ */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sp_cluster.h"
+#include "sp_rand.h"
+
+#define LIB 0
+#define MS SP_MILLISECONDS
+#define MAX_SEQ 200000
+
+typedef enum mode {
+  M_DOWN = 0,
+  M_LEADER,
+  M_FOLLOWER,
+  /* An old leader back with its old epoch, not yet fenced. */
+  M_STALE
+} mode;
+
+typedef struct sim {
+  tc t;
+  sp_rand rng;
+  uint64_t seed;
+  int step;
+  const char *argv0;
+  mode mode[TC_MAX_DEVS];
+  /* Stepped down since the host last looked. */
+  int stepped[TC_MAX_DEVS];
+  /* The log may hold entries the current history lacks: it must not
+   * apply anything until a full sync (applied frozen at this value). */
+  int diverged[TC_MAX_DEVS];
+  sp_seq frozen[TC_MAX_DEVS];
+  /* Highest epoch each device's log recorded (checked never to fall). */
+  uint64_t last_epoch[TC_MAX_DEVS];
+  /* The epoch a deposed leader believes it still has. */
+  uint64_t lead_epoch[TC_MAX_DEVS];
+  /* Drop what the device sends, then crash it (crash between apply and
+   * ack). */
+  int crash_armed[TC_MAX_DEVS];
+  int crash_now[TC_MAX_DEVS];
+  sp_tstamp heal_at[TC_MAX_DEVS];
+  uint64_t epoch;
+  /* The history: chain hash after each sequence the leader serves. */
+  uint8_t (*oracle)[SP_HASH_LEN];
+  sp_seq oracle_len;
+  /* A corrupted page was sent to the device since its last full sync. */
+  int corrupted[TC_MAX_DEVS];
+  sp_decoder *dec;
+  /* Fault rates in 1/10000 per delivery. */
+  unsigned p_drop, p_dup, p_reorder, p_delay, p_cut, p_corrupt;
+  int faults_on;
+  char failure[512];
+} sim;
+
+static sim *g_sim; /* fault and event hooks reach the sim through it */
+
+/* What the faults and host actions added up to over all seeds. */
+static struct totals {
+  long appends, crashes, boots, leader_restarts, prunes, failovers,
+      stale_returns, step_downs, full_syncs, partitions, apply_failures,
+      crash_before_ack, drops, dups, reorders, delays, cuts, corruptions,
+      sync_required;
+} tot;
+
+static unsigned below(sim *s, unsigned n) {
+  return (unsigned)sp_rand_below(&s->rng, n);
+}
+
+static int chance(sim *s, unsigned per10000) {
+  return below(s, 10000) < per10000;
+}
+
+static void fail(sim *s, const char *fmt, ...) {
+  va_list ap;
+  int d;
+
+  if (s->t.verbose) {
+    for (d = 0; d < s->t.ndevs; ++d) {
+      fprintf(stderr, "sim: dev%d mode %d diverged %d frozen %llu\n", d,
+              (int)s->mode[d], s->diverged[d],
+              (unsigned long long)s->frozen[d]);
+    }
+  }
+
+  if (s->failure[0]) {
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(s->failure, sizeof(s->failure), fmt, ap);
+  va_end(ap);
+}
+
+static int leader_of(sim *s) { return s->t.leader[LIB]; }
+
+static sp_store_state state_of(sim *s, int dev);
+static int matches_oracle(sim *s, const sp_store_state *st);
+
+/* ---- hooks ---- */
+
+static int dev_of(sim *s, const sp_uuid *id) {
+  int i;
+
+  for (i = 0; i < s->t.ndevs; ++i) {
+    if (sp_uuid_equal(&s->t.dev[i].id, id)) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+/* Bit rot in the leader's storage: one payload byte of a page from the
+ * current leader arrives inverted, with the leader's own chain hash.  Only
+ * whole frames are touched, and only payload bytes, so what changes is
+ * what the hash chain exists to catch. */
+static int corrupt_payload(sim *s, const sp_mem_delivery *d,
+                           sp_mem_verdict *v) {
+  int from = dev_of(s, &d->from), to = dev_of(s, &d->to);
+  size_t body;
+  sp_msg msg;
+  size_t i;
+
+  if (from != leader_of(s) || to < 0 || d->len < SP_FRAME_HEADER_LEN) {
+    return 0;
+  }
+  body = (size_t)d->data[0] << 24 | (size_t)d->data[1] << 16 |
+         (size_t)d->data[2] << 8 | d->data[3];
+  if (body + SP_FRAME_HEADER_LEN != d->len ||
+      sp_decoder_decode(s->dec, d->data + SP_FRAME_HEADER_LEN, body, &msg) !=
+          0 ||
+      msg.type != SP_MSG_ENTRIES_RESPONSE) {
+    return 0;
+  }
+  for (i = 0; i < msg.u.entries_response.entry_count; ++i) {
+    const sp_entry *e = &msg.u.entries_response.entries[i];
+    if (e->data_len > 0) {
+      v->action = SP_MEM_CORRUPT;
+      v->keep = (size_t)(e->data - d->data) + below(s, (unsigned)e->data_len);
+      s->corrupted[to] = 1;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int fault_hook(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
+  sim *s = g_sim;
+  int i;
+
+  (void)t;
+  for (i = 0; i < s->t.ndevs; ++i) {
+    if (s->crash_armed[i] && sp_uuid_equal(&d->from, &s->t.dev[i].id)) {
+      v->action = SP_MEM_DROP; /* the ack never leaves: then it dies */
+      return 0;
+    }
+  }
+  if (!s->faults_on) {
+    return 0;
+  }
+  if (s->p_corrupt && chance(s, s->p_corrupt) && corrupt_payload(s, d, v)) {
+    tot.corruptions++;
+    return 0;
+  }
+  if (chance(s, s->p_cut)) {
+    v->action = SP_MEM_CUT;
+    v->keep = d->len ? below(s, (unsigned)d->len) : 0;
+    tot.cuts++;
+  } else if (chance(s, s->p_drop)) {
+    v->action = SP_MEM_DROP;
+    tot.drops++;
+  } else if (chance(s, s->p_dup)) {
+    v->action = SP_MEM_DUPLICATE;
+    tot.dups++;
+  } else if (chance(s, s->p_reorder)) {
+    v->action = SP_MEM_REORDER;
+    v->delay = (sp_duration)below(s, 3000) * MS;
+    tot.reorders++;
+  } else if (chance(s, s->p_delay)) {
+    v->delay = (sp_duration)below(s, 500) * MS;
+    tot.delays++;
+  }
+  return 0;
+}
+
+/* SyncRequired must have a cause: a log that really diverged or is ahead,
+ * a corrupted page, or pruning past the follower.  Anything else would be
+ * a resync loop waiting to happen. */
+static void check_sync_required(sim *s, int dev, const sp_event *ev) {
+  sp_store_state st = state_of(s, dev);
+  int l = leader_of(s);
+  sp_store vt;
+  sp_log_bounds b;
+
+  if (ev->sync_reason == SP_SYNC_BEHIND_RETENTION) {
+    sp_mem_store_get_vtable(s->t.dev[l].store[LIB], &vt);
+    if (vt.bounds(&b, vt.user_data) == 0 && st.applied >= b.pruned_through) {
+      fail(s, "dev%d: SyncRequired(behind) at %llu, pruned only to %llu", dev,
+           (unsigned long long)st.applied,
+           (unsigned long long)b.pruned_through);
+    }
+    return;
+  }
+  if (matches_oracle(s, &st) && !s->corrupted[dev] && !s->diverged[dev]) {
+    fail(s, "dev%d: spurious SyncRequired (reason %d) at %llu", dev,
+         (int)ev->sync_reason, (unsigned long long)st.applied);
+  }
+}
+
+static void event_hook(tc *t, int dev, const sp_event *ev) {
+  sim *s = g_sim;
+
+  (void)t;
+  if (ev->type == SP_EVENT_SYNC_REQUIRED_RECEIVED) {
+    tot.sync_required++;
+    if (s->mode[dev] != M_STALE) {
+      check_sync_required(s, dev, ev);
+    }
+  }
+  if (ev->type == SP_EVENT_STEPPED_DOWN) {
+    s->stepped[dev] = 1;
+  }
+  if (ev->type == SP_EVENT_ENTRIES_APPLIED && s->mode[dev] == M_FOLLOWER &&
+      s->faults_on && chance(s, 30)) {
+    s->crash_armed[dev] = 1;
+    s->crash_now[dev] = 1;
+    tot.crash_before_ack++;
+  }
+}
+
+/* ---- the oracle ---- */
+
+static int store_hash(sp_mem_store *st, sp_seq seq, uint8_t out[SP_HASH_LEN]) {
+  sp_entry e;
+
+  if (seq == 0) {
+    memset(out, 0, SP_HASH_LEN);
+    return 0;
+  }
+  return sp_mem_store_get(st, seq, &e, out);
+}
+
+static void oracle_record(sim *s, sp_seq from, sp_seq to) {
+  sp_mem_store *st = s->t.dev[leader_of(s)].store[LIB];
+  sp_seq q;
+
+  for (q = from; q <= to; ++q) {
+    if (q >= MAX_SEQ || store_hash(st, q, s->oracle[q]) != 0) {
+      fail(s, "oracle: leader has no entry %llu", (unsigned long long)q);
+      return;
+    }
+  }
+  s->oracle_len = to;
+}
+
+static sp_store_state state_of(sim *s, int dev) {
+  sp_store vt;
+  sp_store_state st;
+
+  sp_mem_store_get_vtable(s->t.dev[dev].store[LIB], &vt);
+  if (vt.state(&st, vt.user_data) != 0) {
+    fail(s, "dev%d: store state failed", dev);
+  }
+  return st;
+}
+
+static int matches_oracle(sim *s, const sp_store_state *st) {
+  static const uint8_t zero[SP_HASH_LEN];
+
+  if (st->applied > s->oracle_len) {
+    return 0;
+  }
+  return memcmp(st->head_hash, st->applied ? s->oracle[st->applied] : zero,
+                SP_HASH_LEN) == 0;
+}
+
+/* ---- host actions ---- */
+
+static void open_dev(sim *s, int d) {
+  int rv;
+
+  if (d == leader_of(s)) {
+    rv = tc_open_as(&s->t, d, LIB, SP_ROLE_LEADER, s->epoch);
+    s->mode[d] = M_LEADER;
+  } else {
+    rv = tc_open_as(&s->t, d, LIB, SP_ROLE_FOLLOWER, 0);
+    s->mode[d] = M_FOLLOWER;
+  }
+  if (rv != 0) {
+    fail(s, "dev%d: open failed: %s", d, sp_err_name(rv));
+  }
+}
+
+static void crash(sim *s, int d) {
+  if (s->mode[d] == M_STALE) {
+    /* Its log may hold entries written while it was fenced. */
+    s->diverged[d] = 1;
+    s->frozen[d] = state_of(s, d).applied;
+  }
+  tc_crash(&s->t, d);
+  tot.crashes++;
+  s->mode[d] = M_DOWN;
+  s->crash_armed[d] = 0;
+  s->crash_now[d] = 0;
+  s->stepped[d] = 0;
+}
+
+static void boot(sim *s, int d) {
+  sp_store_state st;
+
+  if (tc_boot(&s->t, d) != 0) {
+    fail(s, "dev%d: boot failed", d);
+    return;
+  }
+  tot.boots++;
+  open_dev(s, d);
+  /* An old leader back as a follower may hold entries the history lost. */
+  st = state_of(s, d);
+  if (s->mode[d] == M_FOLLOWER && !matches_oracle(s, &st)) {
+    s->diverged[d] = 1;
+    s->frozen[d] = st.applied;
+  }
+}
+
+static void append(sim *s, int n) {
+  int l = leader_of(s);
+  sp_mem_store *st = s->t.dev[l].store[LIB];
+  sp_seq first = s->oracle_len + 1, last = 0;
+  uint8_t buf[256];
+  int i;
+
+  if (s->mode[l] != M_LEADER || s->oracle_len + (sp_seq)n >= MAX_SEQ) {
+    return;
+  }
+  for (i = 0; i < n; ++i) {
+    sp_entry e;
+    size_t len = below(s, sizeof(buf) + 1), k;
+    memset(&e, 0, sizeof(e));
+    for (k = 0; k < len; ++k) {
+      buf[k] = (uint8_t)sp_rand_next(&s->rng);
+    }
+    e.device_id = s->t.dev[l].id;
+    e.timestamp_ms = s->t.now / MS;
+    e.model_type = "tag";
+    e.model_type_len = 3;
+    e.record_id.bytes[0] = (uint8_t)i;
+    e.change_type = (sp_change_type)below(s, 4);
+    e.version = (int64_t)below(s, 100) - 50;
+    e.data = buf;
+    e.data_len = len;
+    if (sp_mem_store_append(st, &e, &last) != 0) {
+      fail(s, "append failed");
+      return;
+    }
+  }
+  oracle_record(s, first, last);
+  tot.appends += n;
+  tc_notify(&s->t, LIB);
+}
+
+/* A stale leader's host goes on writing: entries no one may apply. */
+static void append_stale(sim *s, int d) {
+  uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  sp_entry e;
+
+  memset(&e, 0, sizeof(e));
+  e.data = b;
+  e.data_len = sizeof(b);
+  e.version = 666;
+  if (sp_mem_store_append(s->t.dev[d].store[LIB], &e, NULL) == 0 &&
+      s->t.dev[d].h[LIB]) {
+    sp_handler_notify_new_entries(s->t.dev[d].h[LIB], 1, 1, s->t.now);
+  }
+}
+
+static void prune(sim *s) {
+  int l = leader_of(s);
+  sp_seq floor = 0, to;
+
+  if (s->mode[l] != M_LEADER || !s->t.dev[l].h[LIB] ||
+      sp_handler_retention_floor(s->t.dev[l].h[LIB], &floor) != 0) {
+    return;
+  }
+  /* Mostly what the followers allow; sometimes past a lagging one. */
+  to = chance(s, 3000) && s->oracle_len > 0
+           ? s->oracle_len - below(s, (unsigned)(s->oracle_len / 4 + 1))
+           : floor;
+  if (to > 0 && sp_mem_store_prune(s->t.dev[l].store[LIB], to) == 0) {
+    tot.prunes++;
+  }
+}
+
+static void failover(sim *s) {
+  int old = leader_of(s), best = -1, d;
+  sp_seq best_applied = 0;
+  sp_store_state st;
+  int rv;
+
+  for (d = 0; d < s->t.ndevs; ++d) {
+    if (d == old || s->diverged[d] || s->mode[d] == M_STALE) {
+      continue;
+    }
+    st = state_of(s, d);
+    if (best < 0 || st.applied > best_applied) {
+      best = d;
+      best_applied = st.applied;
+    }
+  }
+  if (best < 0) {
+    return;
+  }
+  if (s->t.verbose) {
+    fprintf(stderr, "sim: failover dev%d -> dev%d (applied %llu, history %llu)\n",
+            old, best, (unsigned long long)best_applied,
+            (unsigned long long)s->oracle_len);
+  }
+  tot.failovers++;
+  crash(s, old);
+  s->lead_epoch[old] = s->epoch; /* it will come back with this one */
+  if (s->mode[best] == M_DOWN) {
+    if (tc_boot(&s->t, best) != 0) {
+      fail(s, "boot failed");
+      return;
+    }
+    s->t.leader[LIB] = best;
+    s->epoch++;
+    open_dev(s, best);
+  } else {
+    s->t.leader[LIB] = best;
+    s->epoch++;
+    rv = sp_handler_set_role(s->t.dev[best].h[LIB], SP_ROLE_LEADER, s->epoch,
+                             s->t.now);
+    if (rv != 0) {
+      fail(s, "set_role failed: %s", sp_err_name(rv));
+      return;
+    }
+    s->mode[best] = M_LEADER;
+  }
+  st = state_of(s, best);
+  if (!matches_oracle(s, &st)) {
+    fail(s, "new leader dev%d does not hold the history", best);
+    return;
+  }
+  /* The history is now what the new leader holds.  Whatever the old
+   * leader had not replicated is lost: its log has diverged. */
+  s->oracle_len = st.applied;
+  for (d = 0; d < s->t.ndevs; ++d) {
+    st = state_of(s, d);
+    if (d != best && !s->diverged[d] && !matches_oracle(s, &st)) {
+      s->diverged[d] = 1;
+      s->frozen[d] = st.applied;
+    }
+  }
+}
+
+/* The old leader returns believing it still leads. */
+static void return_stale(sim *s, int d) {
+  if (tc_boot(&s->t, d) != 0) {
+    fail(s, "boot failed");
+    return;
+  }
+  if (tc_open_as(&s->t, d, LIB, SP_ROLE_LEADER, s->lead_epoch[d]) != 0) {
+    fail(s, "stale open failed");
+    return;
+  }
+  tot.stale_returns++;
+  s->mode[d] = M_STALE;
+}
+
+/* What a host does on events: follow after stepping down, full sync when
+ * told to. */
+static void host_reactions(sim *s) {
+  int d, l = leader_of(s);
+
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_handler *h = s->t.dev[d].h[LIB];
+    sp_handler_status hs;
+
+    if (!h) {
+      continue;
+    }
+    if (s->crash_now[d]) {
+      crash(s, d);
+      continue;
+    }
+    if (s->stepped[d]) {
+      s->stepped[d] = 0;
+      tot.step_downs++;
+      if (sp_handler_set_role(h, SP_ROLE_FOLLOWER, 0, s->t.now) != 0) {
+        fail(s, "dev%d: set_role follower failed", d);
+      }
+      s->mode[d] = M_FOLLOWER;
+      s->diverged[d] = 1;
+      s->frozen[d] = state_of(s, d).applied;
+      continue;
+    }
+    if (s->mode[d] == M_FOLLOWER && sp_handler_get_status(h, &hs) == 0 &&
+        hs.sync_required && chance(s, 5000)) {
+      /* The full sync: a snapshot of the leader's log.  The epoch this
+       * log already saw is kept: fencing must survive a full sync. */
+      sp_store vt;
+      sp_store_state before = state_of(s, d);
+      sp_mem_store_get_vtable(s->t.dev[d].store[LIB], &vt);
+      /* Injected failures target the protocol's batches, not this. */
+      sp_mem_store_fail_applies(s->t.dev[d].store[LIB], 0);
+      int r1 = sp_mem_store_copy_from(s->t.dev[d].store[LIB],
+                                      s->t.dev[l].store[LIB]);
+      int r2 = r1 ? 0 : vt.apply(NULL, NULL, 0, before.epoch, vt.user_data);
+      int r3 = r1 || r2 ? 0 : sp_handler_resync_done(h, s->t.now);
+      if (r1 || r2 || r3) {
+        fail(s, "dev%d: full sync failed: %s %s %s", d, sp_err_name(r1),
+             sp_err_name(r2), sp_err_name(r3));
+      }
+      s->diverged[d] = 0;
+      s->corrupted[d] = 0;
+      tot.full_syncs++;
+    }
+  }
+}
+
+/* ---- invariants ---- */
+
+static void check(sim *s) {
+  int d, l = leader_of(s);
+  sp_follower_progress p[TC_MAX_DEVS];
+  sp_ssize n, i;
+
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_store_state st;
+    if (s->mode[d] == M_STALE || d == l) {
+      continue;
+    }
+    st = state_of(s, d);
+    if (st.epoch < s->last_epoch[d] && !s->diverged[d]) {
+      fail(s, "dev%d: epoch went back %llu -> %llu", d,
+           (unsigned long long)s->last_epoch[d], (unsigned long long)st.epoch);
+    }
+    if (st.epoch > s->last_epoch[d]) {
+      s->last_epoch[d] = st.epoch;
+    }
+    if (s->diverged[d]) {
+      if (matches_oracle(s, &st)) {
+        s->diverged[d] = 0; /* it only held a prefix after all */
+      } else if (st.applied != s->frozen[d]) {
+        fail(s, "dev%d applied on top of a diverged log (%llu -> %llu)", d,
+             (unsigned long long)s->frozen[d],
+             (unsigned long long)st.applied);
+      }
+      continue;
+    }
+    if (!matches_oracle(s, &st)) {
+      fail(s, "dev%d: log at %llu is not a prefix of the history (len %llu)",
+           d, (unsigned long long)st.applied,
+           (unsigned long long)s->oracle_len);
+    }
+    {
+      sp_store vt;
+      sp_log_bounds b;
+      sp_mem_store_get_vtable(s->t.dev[d].store[LIB], &vt);
+      if (vt.bounds(&b, vt.user_data) != 0 ||
+          sp_mem_store_count(s->t.dev[d].store[LIB]) !=
+              st.applied - b.pruned_through) {
+        fail(s, "dev%d: hole in the log below %llu", d,
+             (unsigned long long)st.applied);
+      }
+    }
+  }
+  if (s->mode[l] == M_LEADER && s->t.dev[l].h[LIB] &&
+      sp_handler_role(s->t.dev[l].h[LIB]) == SP_ROLE_LEADER) {
+    n = sp_handler_list_followers(s->t.dev[l].h[LIB], p, TC_MAX_DEVS,
+                                  s->t.now);
+    for (i = 0; i < n && i < TC_MAX_DEVS; ++i) {
+      int f;
+      for (f = 0; f < s->t.ndevs; ++f) {
+        if (sp_uuid_equal(&s->t.dev[f].id, &p[i].device_id) && p[i].has_acked &&
+            !s->diverged[f] && state_of(s, f).applied < p[i].acked_sequence) {
+          fail(s, "dev%d acknowledged %llu but applied %llu", f,
+               (unsigned long long)p[i].acked_sequence,
+               (unsigned long long)state_of(s, f).applied);
+        }
+      }
+    }
+  }
+  if (s->t.fatal) {
+    fail(s, "fatal error %s", sp_err_name(s->t.fatal));
+  }
+}
+
+/* ---- one seed ---- */
+
+static void configure(sim *s) {
+  int d;
+  sp_duration hb = (1 + below(s, 5)) * SP_SECONDS;
+
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_handler_config *c = &s->t.dev[d].cfg[LIB];
+    c->heartbeat_interval = hb;
+    c->stall_timeout = (2 + below(s, 9)) * SP_SECONDS;
+    c->reconnect_min = (10 + below(s, 190)) * MS;
+    c->reconnect_max = (1 + below(s, 5)) * SP_SECONDS;
+    c->fetch_limit = 1 + below(s, 200);
+    c->fetch_window = 1 + below(s, 6);
+    c->response_max_bytes = 256 + below(s, 65536);
+    c->max_queued_fetches = 8 + below(s, 24);
+  }
+  s->p_drop = chance(s, 5000) ? below(s, 200) : 0;
+  s->p_dup = chance(s, 5000) ? below(s, 300) : 0;
+  s->p_reorder = chance(s, 3000) ? below(s, 100) : 0;
+  s->p_delay = chance(s, 5000) ? below(s, 1000) : 0;
+  s->p_cut = chance(s, 3000) ? below(s, 100) : 0;
+  s->p_corrupt = chance(s, 2000) ? below(s, 100) : 0;
+}
+
+static void random_step(sim *s) {
+  unsigned r = below(s, 1000);
+  int n = s->t.ndevs, l = leader_of(s);
+  int d = (int)below(s, (unsigned)n);
+
+  if (r < 450) {
+    append(s, 1 + (int)below(s, 20));
+  } else if (r < 500) {
+    if (d != l && s->mode[d] != M_DOWN) {
+      crash(s, d);
+    }
+  } else if (r < 600) {
+    if (s->mode[d] == M_DOWN) {
+      boot(s, d);
+    }
+  } else if (r < 620) {
+    /* The leader restarts: its host reopens it with the epoch it keeps
+     * with the log. */
+    if (s->mode[l] == M_LEADER) {
+      crash(s, l);
+      tot.leader_restarts++;
+    }
+    if (s->mode[l] == M_DOWN) {
+      boot(s, l);
+    }
+  } else if (r < 650) {
+    prune(s);
+  } else if (r < 665) {
+    if (n > 2 && s->mode[l] == M_LEADER) {
+      int old = l;
+      failover(s);
+      /* Half the time the old leader returns at once, believing it still
+       * leads: it must be fenced. */
+      if (!s->failure[0] && chance(s, 5000) && leader_of(s) != old) {
+        return_stale(s, old);
+        if (chance(s, 5000)) {
+          append_stale(s, old);
+        }
+      }
+    }
+  } else if (r < 700) {
+    int k;
+    sp_duration len = (sp_duration)below(s, 20000) * MS;
+    for (k = 0; k < n; ++k) {
+      if (chance(s, 5000)) {
+        tot.partitions++;
+        sp_mem_net_set_partitioned(s->t.net, &s->t.dev[k].id, 1);
+        s->heal_at[k] = s->t.now + len;
+      }
+    }
+  } else if (r < 730) {
+    if (d != l) {
+      sp_mem_store_fail_applies(s->t.dev[d].store[LIB], 1 + below(s, 3));
+      tot.apply_failures++;
+    }
+  } else if (r < 740) {
+    int k;
+    for (k = 0; k < n; ++k) {
+      if (s->mode[k] == M_STALE && chance(s, 5000)) {
+        append_stale(s, k);
+      }
+    }
+  }
+}
+
+static void heal_due(sim *s, int all) {
+  int k;
+
+  for (k = 0; k < s->t.ndevs; ++k) {
+    if (s->heal_at[k] && (all || s->heal_at[k] <= s->t.now)) {
+      sp_mem_net_set_partitioned(s->t.net, &s->t.dev[k].id, 0);
+      s->heal_at[k] = 0;
+    }
+  }
+}
+
+static int converged(sim *s) {
+  int d, l = leader_of(s);
+
+  if (s->mode[l] != M_LEADER) {
+    return 0;
+  }
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_store_state st;
+    if (d == l) {
+      continue;
+    }
+    if (s->mode[d] != M_FOLLOWER || s->diverged[d]) {
+      return 0;
+    }
+    st = state_of(s, d);
+    if (st.applied != s->oracle_len || !matches_oracle(s, &st)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int run_seed(sim *s, uint64_t seed, int verbose) {
+  int ndevs, steps, d;
+  sp_tstamp deadline;
+
+  memset(s->mode, 0, sizeof(s->mode));
+  memset(s->stepped, 0, sizeof(s->stepped));
+  memset(s->diverged, 0, sizeof(s->diverged));
+  memset(s->frozen, 0, sizeof(s->frozen));
+  memset(s->last_epoch, 0, sizeof(s->last_epoch));
+  memset(s->lead_epoch, 0, sizeof(s->lead_epoch));
+  memset(s->crash_armed, 0, sizeof(s->crash_armed));
+  memset(s->crash_now, 0, sizeof(s->crash_now));
+  memset(s->heal_at, 0, sizeof(s->heal_at));
+  memset(s->corrupted, 0, sizeof(s->corrupted));
+  s->failure[0] = '\0';
+  s->seed = seed;
+  s->oracle_len = 0;
+  s->epoch = 1;
+  sp_rand_seed(&s->rng, seed);
+  ndevs = 2 + (int)below(s, 3);
+  if (tc_init(&s->t, ndevs, 1, (sp_duration)below(s, 20) * MS, NULL) != 0) {
+    fail(s, "init failed");
+    return -1;
+  }
+  s->t.seed = seed;
+  s->t.verbose = verbose;
+  s->t.fault = fault_hook;
+  s->t.on_event = event_hook;
+  configure(s);
+  s->faults_on = 1;
+  for (d = 0; d < ndevs; ++d) {
+    open_dev(s, d);
+  }
+  steps = 50 + (int)below(s, 250);
+  for (s->step = 0; s->step < steps && !s->failure[0]; ++s->step) {
+    random_step(s);
+    tc_run_for(&s->t, (sp_duration)(1 + below(s, 3000)) * MS);
+    heal_due(s, 0);
+    host_reactions(s);
+    check(s);
+  }
+  /* Faults stop: every follower must converge within the bound. */
+  s->faults_on = 0;
+  heal_due(s, 1);
+  for (d = 0; d < ndevs; ++d) {
+    s->crash_armed[d] = 0;
+    sp_mem_store_fail_applies(s->t.dev[d].store[LIB], 0);
+    if (s->mode[d] == M_DOWN && !s->failure[0]) {
+      boot(s, d);
+    }
+  }
+  deadline = s->t.now + 300 * SP_SECONDS;
+  while (!s->failure[0] && !converged(s) && s->t.now < deadline) {
+    tc_run_for(&s->t, 100 * MS);
+    host_reactions(s);
+    check(s);
+  }
+  if (!s->failure[0] && !converged(s)) {
+    fail(s, "no convergence 300 s after the faults stopped");
+  }
+  for (d = 0; d < ndevs && !s->failure[0]; ++d) {
+    if (d != leader_of(s) && !tc_is_prefix(&s->t, d, LIB)) {
+      fail(s, "dev%d: bytes differ from the leader's", d);
+    }
+  }
+  tc_free(&s->t);
+  return s->failure[0] ? -1 : 0;
+}
+
+int main(int argc, char **argv) {
+  static sim s;
+  uint64_t first = 1, count = 10000, i, one = 0;
+  int verbose = 0, soak = 0, have_one = 0, k;
+  clock_t start = clock();
+
+  for (k = 1; k < argc; ++k) {
+    if (!strcmp(argv[k], "--seeds") && k + 1 < argc) {
+      count = strtoull(argv[++k], NULL, 10);
+    } else if (!strcmp(argv[k], "--first") && k + 1 < argc) {
+      first = strtoull(argv[++k], NULL, 10);
+    } else if (!strcmp(argv[k], "--seed") && k + 1 < argc) {
+      one = strtoull(argv[++k], NULL, 10);
+      have_one = 1;
+    } else if (!strcmp(argv[k], "--verbose")) {
+      verbose = 1;
+    } else if (!strcmp(argv[k], "--soak")) {
+      soak = 1;
+    } else {
+      fprintf(stderr,
+              "usage: %s [--seeds N] [--first S] | --seed S [--verbose] | "
+              "--soak\n",
+              argv[0]);
+      return 2;
+    }
+  }
+  if (getenv("SP_SIM_SEEDS") && !have_one) {
+    count = strtoull(getenv("SP_SIM_SEEDS"), NULL, 10);
+  }
+  s.oracle = calloc(MAX_SEQ, SP_HASH_LEN);
+  if (!s.oracle || sp_decoder_new(&s.dec, NULL) != 0) {
+    return 1;
+  }
+  g_sim = &s;
+  s.argv0 = argv[0];
+  if (have_one) {
+    first = one;
+    count = 1;
+  }
+  for (i = 0; soak || i < count; ++i) {
+    uint64_t seed = first + i;
+    if (run_seed(&s, seed, verbose) != 0) {
+      fprintf(stderr,
+              "sim: seed %" PRIu64 " failed at step %d (t=%.3f s): %s\n"
+              "  replay: %s --seed %" PRIu64 " --verbose\n",
+              seed, s.step, (double)s.t.now / SP_SECONDS, s.failure, argv[0],
+              seed);
+      free(s.oracle);
+      sp_decoder_del(s.dec);
+      return 1;
+    }
+    if (soak && (i + 1) % 10000 == 0) {
+      printf("sim: %" PRIu64 " seeds passed\n", i + 1);
+      fflush(stdout);
+    }
+  }
+  printf("sim: faults: %ld drops, %ld duplicates, %ld reorders, %ld delays, "
+         "%ld cuts, %ld corruptions, %ld partitions, %ld crashes "
+         "(%ld between apply and ack), %ld leader restarts, %ld failovers, "
+         "%ld stale leaders returned, %ld step-downs, %ld apply failures, "
+         "%ld prunes; %ld SyncRequired, %ld full syncs; %ld entries\n",
+         tot.drops, tot.dups, tot.reorders, tot.delays, tot.cuts,
+         tot.corruptions, tot.partitions, tot.crashes, tot.crash_before_ack,
+         tot.leader_restarts, tot.failovers, tot.stale_returns,
+         tot.step_downs, tot.apply_failures, tot.prunes, tot.sync_required,
+         tot.full_syncs, tot.appends);
+  printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
+         "), 0 invariant violations, %.1f s CPU\n",
+         count, first, first + count - 1,
+         (double)(clock() - start) / CLOCKS_PER_SEC);
+  free(s.oracle);
+  sp_decoder_del(s.dec);
+  return 0;
+}
