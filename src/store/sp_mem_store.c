@@ -1,1 +1,610 @@
-/* placeholder: not yet written */
+/*
+ * sp_mem_store.c: the in-memory sync-log store.
+ *
+ * Records sit in one growable array in sequence order, so lookups are a
+ * binary search.  Their model_type and payload bytes are copied into large
+ * arena blocks filled front to back.  Because entries only ever arrive in
+ * sequence order, blocks are in order too: a record remembers the id of the
+ * block it was written to, and pruning frees every block older than the
+ * block of the first retained record.
+ *
+ * Every mutation either completes or is rolled back to a mark taken before
+ * it started, so a failed allocation or invalid input leaves no trace.
+ */
+#include <string.h>
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/errors.h"
+#include "sync_protocol/mem_store.h"
+#include "sp_enc.h"
+#include "sp_mem_int.h"
+
+/* Arena block size.  Larger entries get a block of their own size. */
+#define BLOCK_SIZE ((size_t)1 << 20)
+
+typedef struct block {
+  uint64_t id;
+  size_t cap;
+  size_t used;
+  uint8_t bytes[];
+} block;
+
+typedef struct rec {
+  sp_seq seq;
+  sp_uuid device_id;
+  uint64_t timestamp_ms;
+  sp_uuid record_id;
+  int64_t version;
+  const char *model_type;
+  const uint8_t *data;
+  size_t data_len;
+  /* Id of the block holding the bytes; with no bytes, an id no greater
+   * than that of any block written later, so block order still holds. */
+  uint64_t block_id;
+  uint8_t model_type_len;
+  uint8_t change_type;
+  uint8_t hash[SP_HASH_LEN];
+} rec;
+
+/* The whole content of a store; copy_from builds a second one and swaps. */
+typedef struct mlog {
+  /* Live records are recs[head, head + len). */
+  rec *recs;
+  size_t head;
+  size_t len;
+  size_t cap;
+  /* Blocks in id order; blocks[0] has the lowest live id. */
+  block **blocks;
+  size_t nblocks;
+  size_t blocks_cap;
+  uint64_t next_block_id;
+  sp_seq pruned_through;
+  uint8_t pruned_hash[SP_HASH_LEN];
+  uint64_t epoch;
+} mlog;
+
+struct sp_mem_store {
+  sp_mem mem;
+  mlog log;
+  unsigned fail_applies;
+  /* Depth of `read` calls feeding a sink: records must not move or be
+   * freed under it, so mutations are refused meanwhile. */
+  unsigned reading;
+};
+
+/* Where a mutation started, to undo it. */
+typedef struct mark {
+  size_t len;
+  size_t nblocks;
+  size_t last_used;
+  uint64_t next_block_id;
+} mark;
+
+static const uint8_t zero_hash[SP_HASH_LEN];
+
+static void log_free(const sp_mem *mem, mlog *log) {
+  size_t i;
+
+  for (i = 0; i < log->nblocks; ++i) {
+    sp_free(mem, log->blocks[i]);
+  }
+  sp_free(mem, log->blocks);
+  sp_free(mem, log->recs);
+  memset(log, 0, sizeof(*log));
+}
+
+static const rec *log_last(const mlog *log) {
+  return log->len ? &log->recs[log->head + log->len - 1] : NULL;
+}
+
+/* Highest sequence held, or the prune point once everything is pruned. */
+static sp_seq log_latest(const mlog *log) {
+  const rec *r = log_last(log);
+  return r ? r->seq : log->pruned_through;
+}
+
+static const uint8_t *log_head_hash(const mlog *log) {
+  const rec *r = log_last(log);
+  return r ? r->hash : log->pruned_hash;
+}
+
+/* Index (relative to head) of the first record with seq > after. */
+static size_t log_upper(const mlog *log, sp_seq after) {
+  const rec *r;
+  size_t lo = 0, hi = log->len;
+
+  if (hi == 0) {
+    return 0;
+  }
+  r = log->recs + log->head;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (r[mid].seq <= after) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+static const rec *log_find(const mlog *log, sp_seq seq) {
+  size_t i;
+
+  if (seq == 0) {
+    return NULL;
+  }
+  i = log_upper(log, seq - 1);
+  if (i < log->len && log->recs[log->head + i].seq == seq) {
+    return &log->recs[log->head + i];
+  }
+  return NULL;
+}
+
+static void log_mark(const mlog *log, mark *m) {
+  m->len = log->len;
+  m->nblocks = log->nblocks;
+  m->last_used = log->nblocks ? log->blocks[log->nblocks - 1]->used : 0;
+  m->next_block_id = log->next_block_id;
+}
+
+static void log_rollback(const sp_mem *mem, mlog *log, const mark *m) {
+  while (log->nblocks > m->nblocks) {
+    sp_free(mem, log->blocks[--log->nblocks]);
+  }
+  if (log->nblocks) {
+    log->blocks[log->nblocks - 1]->used = m->last_used;
+  }
+  log->next_block_id = m->next_block_id;
+  log->len = m->len;
+}
+
+/* Room for `n` more records.  Reclaims the pruned prefix before growing. */
+static int log_reserve(const sp_mem *mem, mlog *log, size_t n) {
+  size_t need, cap;
+  rec *recs;
+
+  if (n > SIZE_MAX / sizeof(rec) - log->head - log->len) {
+    return SP_ERR_NOMEM;
+  }
+  need = log->head + log->len + n;
+  if (need <= log->cap) {
+    return 0;
+  }
+  if (log->head && log->len + n <= log->cap) {
+    memmove(log->recs, log->recs + log->head, log->len * sizeof(rec));
+    log->head = 0;
+    return 0;
+  }
+  need = log->len + n;
+  cap = log->cap ? log->cap : 64;
+  while (cap < need) {
+    cap = cap > SIZE_MAX / sizeof(rec) / 2 ? need : cap * 2;
+  }
+  if (log->head) {
+    memmove(log->recs, log->recs + log->head, log->len * sizeof(rec));
+    log->head = 0;
+  }
+  recs = sp_realloc(mem, log->recs, cap * sizeof(rec));
+  if (!recs) {
+    return SP_ERR_NOMEM;
+  }
+  log->recs = recs;
+  log->cap = cap;
+  return 0;
+}
+
+/* Copy `n` bytes into the arena; the caller rolls back on failure. */
+static int log_place(const sp_mem *mem, mlog *log, size_t n, uint8_t **out,
+                     uint64_t *block_id) {
+  block *b = log->nblocks ? log->blocks[log->nblocks - 1] : NULL;
+  size_t cap;
+
+  if (n == 0) {
+    *out = NULL;
+    *block_id = b ? b->id : log->next_block_id;
+    return 0;
+  }
+  if (!b || b->cap - b->used < n) {
+    if (log->nblocks == log->blocks_cap) {
+      size_t bcap = log->blocks_cap ? log->blocks_cap * 2 : 8;
+      block **blocks = sp_realloc(mem, log->blocks, bcap * sizeof(*blocks));
+      if (!blocks) {
+        return SP_ERR_NOMEM;
+      }
+      log->blocks = blocks;
+      log->blocks_cap = bcap;
+    }
+    cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
+    b = sp_malloc(mem, sizeof(block) + cap);
+    if (!b) {
+      return SP_ERR_NOMEM;
+    }
+    b->id = log->next_block_id++;
+    b->cap = cap;
+    b->used = 0;
+    log->blocks[log->nblocks++] = b;
+  }
+  *out = b->bytes + b->used;
+  *block_id = b->id;
+  b->used += n;
+  return 0;
+}
+
+/* Append a copy of `e` (already validated, capacity reserved). */
+static int log_push(const sp_mem *mem, mlog *log, const sp_entry *e,
+                    const uint8_t hash[SP_HASH_LEN]) {
+  rec *r = &log->recs[log->head + log->len];
+  uint8_t *p;
+  int rv;
+
+  rv = log_place(mem, log, e->model_type_len + e->data_len, &p,
+                 &r->block_id);
+  if (rv != 0) {
+    return rv;
+  }
+  r->seq = e->sequence;
+  r->device_id = e->device_id;
+  r->timestamp_ms = e->timestamp_ms;
+  r->record_id = e->record_id;
+  r->version = e->version;
+  r->model_type_len = (uint8_t)e->model_type_len;
+  r->change_type = (uint8_t)e->change_type;
+  r->model_type = "";
+  r->data = NULL;
+  r->data_len = e->data_len;
+  if (p) {
+    if (e->model_type_len) {
+      memcpy(p, e->model_type, e->model_type_len);
+      r->model_type = (const char *)p;
+    }
+    if (e->data_len) {
+      memcpy(p + e->model_type_len, e->data, e->data_len);
+      r->data = p + e->model_type_len;
+    }
+  }
+  memcpy(r->hash, hash, SP_HASH_LEN);
+  ++log->len;
+  return 0;
+}
+
+static void rec_to_entry(const rec *r, sp_entry *e) {
+  e->sequence = r->seq;
+  e->device_id = r->device_id;
+  e->timestamp_ms = r->timestamp_ms;
+  e->model_type = r->model_type;
+  e->model_type_len = r->model_type_len;
+  e->record_id = r->record_id;
+  e->change_type = (sp_change_type)r->change_type;
+  e->version = r->version;
+  e->data = r->data;
+  e->data_len = r->data_len;
+}
+
+/* Free the blocks that no retained record uses any more. */
+static void log_release_blocks(const sp_mem *mem, mlog *log) {
+  size_t drop = 0;
+
+  if (log->len == 0) {
+    drop = log->nblocks;
+  } else {
+    uint64_t keep = log->recs[log->head].block_id;
+    while (drop < log->nblocks && log->blocks[drop]->id < keep) {
+      ++drop;
+    }
+  }
+  if (drop == 0) {
+    return;
+  }
+  for (size_t i = 0; i < drop; ++i) {
+    sp_free(mem, log->blocks[i]);
+  }
+  memmove(log->blocks, log->blocks + drop,
+          (log->nblocks - drop) * sizeof(*log->blocks));
+  log->nblocks -= drop;
+}
+
+int sp_mem_store_new(sp_mem_store **pstore, const sp_mem *mem) {
+  sp_mem m;
+  sp_mem_store *s;
+
+  if (!pstore) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  sp_mem_resolve(&m, mem);
+  s = sp_calloc(&m, 1, sizeof(*s));
+  if (!s) {
+    return SP_ERR_NOMEM;
+  }
+  s->mem = m;
+  *pstore = s;
+  return 0;
+}
+
+void sp_mem_store_del(sp_mem_store *store) {
+  sp_mem m;
+
+  if (!store) {
+    return;
+  }
+  m = store->mem;
+  log_free(&m, &store->log);
+  sp_free(&m, store);
+}
+
+int sp_mem_store_append(sp_mem_store *store, const sp_entry *entry,
+                        sp_seq *seq) {
+  mlog *log;
+  sp_entry e;
+  sp_seq latest;
+  uint8_t hash[SP_HASH_LEN];
+  int rv;
+
+  if (!store || sp_enc_check_entry(entry) != 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  log = &store->log;
+  latest = log_latest(log);
+  e = *entry;
+  if (e.sequence == 0) {
+    if (latest == UINT64_MAX) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+    e.sequence = latest + 1;
+  } else if (e.sequence <= latest) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = sp_chain_next(log_head_hash(log), &e, hash);
+  if (rv != 0) {
+    return rv;
+  }
+  rv = log_reserve(&store->mem, log, 1);
+  if (rv == 0) {
+    mark m;
+    log_mark(log, &m);
+    rv = log_push(&store->mem, log, &e, hash);
+    if (rv != 0) {
+      log_rollback(&store->mem, log, &m);
+    }
+  }
+  if (rv == 0 && seq) {
+    *seq = e.sequence;
+  }
+  return rv;
+}
+
+int sp_mem_store_prune(sp_mem_store *store, sp_seq through) {
+  mlog *log;
+  size_t n;
+
+  if (!store || through > log_latest(&store->log)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  log = &store->log;
+  if (through <= log->pruned_through) {
+    return 0;
+  }
+  n = log_upper(log, through);
+  /* The kept hash is the link after the last entry at or below `through`
+   * (a prune point inside a gap inherits the entry before the gap). */
+  if (n > 0) {
+    memcpy(log->pruned_hash, log->recs[log->head + n - 1].hash, SP_HASH_LEN);
+  }
+  log->pruned_through = through;
+  log->head += n;
+  log->len -= n;
+  if (log->len == 0) {
+    log->head = 0;
+  }
+  log_release_blocks(&store->mem, log);
+  return 0;
+}
+
+int sp_mem_store_get(const sp_mem_store *store, sp_seq sequence,
+                     sp_entry *out, uint8_t hash[SP_HASH_LEN]) {
+  const rec *r;
+
+  if (!store || !out) {
+    return SP_ERR_NOT_FOUND;
+  }
+  r = log_find(&store->log, sequence);
+  if (!r) {
+    return SP_ERR_NOT_FOUND;
+  }
+  rec_to_entry(r, out);
+  if (hash) {
+    memcpy(hash, r->hash, SP_HASH_LEN);
+  }
+  return 0;
+}
+
+size_t sp_mem_store_count(const sp_mem_store *store) {
+  return store ? store->log.len : 0;
+}
+
+int sp_mem_store_copy_from(sp_mem_store *store, const sp_mem_store *src) {
+  mlog fresh;
+  const mlog *from;
+  size_t i;
+  int rv;
+
+  if (!store || !src) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store == src) {
+    return 0;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  from = &src->log;
+  memset(&fresh, 0, sizeof(fresh));
+  /* Built aside and swapped in, so a failed allocation leaves `store` as
+   * it was. */
+  rv = from->len ? log_reserve(&store->mem, &fresh, from->len) : 0;
+  for (i = 0; rv == 0 && i < from->len; ++i) {
+    const rec *r = &from->recs[from->head + i];
+    sp_entry e;
+    rec_to_entry(r, &e);
+    rv = log_push(&store->mem, &fresh, &e, r->hash);
+  }
+  if (rv != 0) {
+    log_free(&store->mem, &fresh);
+    return rv;
+  }
+  fresh.pruned_through = from->pruned_through;
+  memcpy(fresh.pruned_hash, from->pruned_hash, SP_HASH_LEN);
+  fresh.epoch = from->epoch;
+  log_free(&store->mem, &store->log);
+  store->log = fresh;
+  return 0;
+}
+
+void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count) {
+  if (store) {
+    store->fail_applies = count;
+  }
+}
+
+/* -- vtable -- */
+
+static int vt_read(sp_seq after, sp_seq through, size_t max_count,
+                   sp_entry_sink sink, void *sink_ctx, void *user_data) {
+  sp_mem_store *store = user_data;
+  const mlog *log = &store->log;
+  size_t i, fed = 0;
+  int rv = 0;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  ++store->reading;
+  for (i = log_upper(log, after); i < log->len && fed < max_count; ++i) {
+    const rec *r = &log->recs[log->head + i];
+    sp_entry e;
+
+    if (r->seq > through) {
+      break;
+    }
+    rec_to_entry(r, &e);
+    rv = sink(&e, r->hash, sink_ctx);
+    if (rv != 0) {
+      break;
+    }
+    ++fed;
+  }
+  --store->reading;
+  return rv < 0 ? rv : 0;
+}
+
+static int vt_bounds(sp_log_bounds *out, void *user_data) {
+  const mlog *log = &((sp_mem_store *)user_data)->log;
+
+  if (!out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  out->pruned_through = log->pruned_through;
+  out->latest = log_latest(log);
+  return 0;
+}
+
+static int vt_hash_at(sp_seq sequence, uint8_t out[SP_HASH_LEN],
+                      void *user_data) {
+  const mlog *log = &((sp_mem_store *)user_data)->log;
+  const rec *r;
+
+  if (!out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (sequence == 0) {
+    memcpy(out, zero_hash, SP_HASH_LEN);
+    return 0;
+  }
+  if (sequence == log->pruned_through) {
+    memcpy(out, log->pruned_hash, SP_HASH_LEN);
+    return 0;
+  }
+  r = log_find(log, sequence);
+  if (!r) {
+    return SP_ERR_NOT_FOUND;
+  }
+  memcpy(out, r->hash, SP_HASH_LEN);
+  return 0;
+}
+
+static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
+                    uint64_t epoch, void *user_data) {
+  sp_mem_store *store = user_data;
+  mlog *log = &store->log;
+  sp_seq prev;
+  mark m;
+  size_t i;
+  int rv;
+
+  if (store->fail_applies) {
+    --store->fail_applies;
+    return SP_ERR_STORE;
+  }
+  if (n && (!entries || !hashes)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  prev = log_latest(log);
+  for (i = 0; i < n; ++i) {
+    if (entries[i].sequence <= prev ||
+        sp_enc_check_entry(&entries[i]) != 0) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+    prev = entries[i].sequence;
+  }
+  rv = n ? log_reserve(&store->mem, log, n) : 0;
+  if (rv != 0) {
+    return rv;
+  }
+  log_mark(log, &m);
+  for (i = 0; i < n; ++i) {
+    rv = log_push(&store->mem, log, &entries[i], hashes + i * SP_HASH_LEN);
+    if (rv != 0) {
+      log_rollback(&store->mem, log, &m);
+      return rv;
+    }
+  }
+  if (epoch > log->epoch) {
+    log->epoch = epoch;
+  }
+  return 0;
+}
+
+static int vt_state(sp_store_state *out, void *user_data) {
+  const mlog *log = &((sp_mem_store *)user_data)->log;
+
+  if (!out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  out->applied = log_latest(log);
+  memcpy(out->head_hash, log_head_hash(log), SP_HASH_LEN);
+  out->epoch = log->epoch;
+  return 0;
+}
+
+void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
+  if (!out) {
+    return;
+  }
+  memset(out, 0, sizeof(*out));
+  out->version = SP_STORE_VERSION;
+  out->user_data = store;
+  out->read = vt_read;
+  out->bounds = vt_bounds;
+  out->hash_at = vt_hash_at;
+  out->apply = vt_apply;
+  out->state = vt_state;
+}

@@ -1,0 +1,1123 @@
+/*
+ * sp_sqlite_store_test.c: the SQLite reference store on real files in a
+ * temporary directory, including a crash test that SIGKILLs a writer.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/errors.h"
+#include "sync_protocol/sqlite_store.h"
+#include "sp_test_mem.h"
+#include "store_test_util.h"
+
+static const uint8_t zeros[SP_HASH_LEN];
+static char tmpdir[64];
+static unsigned file_counter;
+
+/* A fresh path in the temporary directory. */
+static const char *new_path(char *buf, size_t len, const char *tag) {
+  snprintf(buf, len, "%s/%s-%u.db", tmpdir, tag, file_counter++);
+  return buf;
+}
+
+static int setup_dir(void **state) {
+  (void)state;
+  snprintf(tmpdir, sizeof(tmpdir), "/tmp/sp_sqlite_store_XXXXXX");
+  return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int remove_dir(void **state) {
+  DIR *d = opendir(tmpdir);
+  struct dirent *de;
+  char p[sizeof(tmpdir) + 300];
+  (void)state;
+
+  if (!d) {
+    return -1;
+  }
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+      snprintf(p, sizeof(p), "%s/%s", tmpdir, de->d_name);
+      unlink(p);
+    }
+  }
+  closedir(d);
+  return rmdir(tmpdir);
+}
+
+/* -- entries -- */
+
+#define PAY 512
+static uint8_t pay[64][PAY];
+
+/* Entry k, its payload in pay[k % 64] (so 64 can be alive at once). */
+static sp_entry entry_k(sp_seq seq, unsigned k) {
+  size_t len = (k * 37u) % PAY;
+  st_fill(pay[k % 64], len, k);
+  return st_entry(seq, k, pay[k % 64], len);
+}
+
+/* Chain hashes for `n` entries after `prev`, into `hashes`. */
+static void chain(const uint8_t prev[SP_HASH_LEN], const sp_entry *es,
+                  size_t n, uint8_t *hashes) {
+  const uint8_t *p = prev;
+  for (size_t i = 0; i < n; ++i) {
+    assert_int_equal(sp_chain_next(p, &es[i], hashes + i * SP_HASH_LEN), 0);
+    p = hashes + i * SP_HASH_LEN;
+  }
+}
+
+/* -- store helpers -- */
+
+static sp_sqlite_store *open_ok(const char *path, const sp_sqlite_config *cfg) {
+  sp_sqlite_store *s = NULL;
+  int rv = sp_sqlite_store_open(&s, path, cfg, NULL);
+  if (rv != 0) {
+    print_error("open %s: %s\n", path, sp_err_name(rv));
+  }
+  assert_int_equal(rv, 0);
+  assert_non_null(s);
+  return s;
+}
+
+static sp_store vtable(sp_sqlite_store *s) {
+  sp_store vt;
+  sp_sqlite_store_get_vtable(s, &vt);
+  return vt;
+}
+
+/* Append entries k = first_k .. first_k + n - 1; returns the first seq. */
+static sp_seq append_n(sp_sqlite_store *s, unsigned first_k, size_t n) {
+  sp_entry es[32];
+  sp_seq first = 0;
+
+  assert_true(n <= 32);
+  for (size_t i = 0; i < n; ++i) {
+    es[i] = entry_k(999, first_k + (unsigned)i); /* sequence ignored */
+  }
+  assert_int_equal(sp_sqlite_store_append(s, es, n, &first), 0);
+  return first;
+}
+
+static int open_rv(const char *path, const sp_sqlite_config *cfg) {
+  sp_sqlite_store *s = NULL;
+  int rv = sp_sqlite_store_open(&s, path, cfg, NULL);
+  if (rv == 0) {
+    sp_sqlite_store_close(s);
+  } else {
+    assert_null(s);
+  }
+  return rv;
+}
+
+/* Run SQL on the file through a raw connection (tampering, checks). */
+static void raw_exec(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  char *err = NULL;
+
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK) {
+    print_error("raw_exec %s: %s\n", sql, err ? err : "?");
+  }
+  sqlite3_free(err);
+  assert_int_equal(rc, SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static sqlite3_int64 raw_int(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  sqlite3_int64 v;
+
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  return v;
+}
+
+/* -- tests -- */
+
+static void test_open_args(void **state) {
+  char p[PATH_MAX];
+  sp_sqlite_config cfg;
+  sp_sqlite_store *s = NULL;
+  (void)state;
+
+  sp_sqlite_config_default(&cfg);
+  assert_int_equal(cfg.version, SP_SQLITE_CONFIG_VERSION);
+  assert_int_equal(cfg.synchronous, SP_SQLITE_SYNC_NORMAL);
+  assert_int_equal(cfg.create, 1);
+  assert_int_equal(cfg.read_only, 0);
+  assert_int_equal(cfg.busy_timeout_ms, 5000);
+
+  new_path(p, sizeof(p), "args");
+  assert_int_equal(sp_sqlite_store_open(NULL, p, NULL, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_open(&s, NULL, NULL, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  cfg.version = 0;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_VERSION);
+  cfg.version = SP_SQLITE_CONFIG_VERSION + 1;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_VERSION);
+  sp_sqlite_config_default(&cfg);
+  cfg.synchronous = (sp_sqlite_sync)5;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_INVALID_ARGUMENT);
+  sp_sqlite_config_default(&cfg);
+  cfg.busy_timeout_ms = -1;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_INVALID_ARGUMENT);
+
+  /* Missing file, creation not allowed; missing directory. */
+  sp_sqlite_config_default(&cfg);
+  cfg.create = 0;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_IO);
+  assert_int_equal(access(p, F_OK), -1);
+  cfg.create = 1;
+  assert_int_equal(open_rv("/nonexistent-dir-sp/x.db", &cfg), SP_ERR_IO);
+  cfg.read_only = 1;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_IO);
+  sp_sqlite_store_close(NULL);
+
+  /* Created with the WAL journal, marked as a sync log. */
+  s = open_ok(p, NULL);
+  sp_sqlite_store_close(s);
+  assert_int_equal(raw_int(p, "PRAGMA application_id"), 0x53504c47);
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st,
+                                      NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+static void test_append_reopen(void **state) {
+  char p[PATH_MAX];
+  uint8_t hashes[5 * SP_HASH_LEN], digest[SP_HASH_LEN];
+  sp_entry es[5];
+  sp_sqlite_status stt;
+  sp_store_state ss;
+  st_collect c;
+  (void)state;
+
+  new_path(p, sizeof(p), "reopen");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+  assert_int_equal(stt.entry_count, 0);
+  assert_int_equal(stt.latest, 0);
+  assert_int_equal(append_n(s, 1, 3), 1);
+  sp_sqlite_store_close(s);
+
+  /* The next sequence comes from the file. */
+  s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 4, 2), 4);
+  sp_store vt = vtable(s);
+  for (unsigned k = 1; k <= 5; ++k) {
+    es[k - 1] = entry_k(k, k);
+  }
+  chain(zeros, es, 5, hashes);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 5);
+  for (size_t i = 0; i < 5; ++i) {
+    assert_int_equal(c.seqs[i], i + 1);
+    assert_memory_equal(c.hashes[i], hashes + i * SP_HASH_LEN, SP_HASH_LEN);
+  }
+  /* Field by field, through a sink that compares. */
+  st_collect want;
+  st_collect_init(&want);
+  for (size_t i = 0; i < 5; ++i) {
+    st_collect_sink(&es[i], hashes + i * SP_HASH_LEN, &want);
+  }
+  assert_true(want.digest == c.digest);
+
+  assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+  assert_int_equal(stt.entry_count, 5);
+  assert_int_equal(stt.first, 1);
+  assert_int_equal(stt.latest, 5);
+  assert_int_equal(stt.pruned_through, 0);
+  assert_memory_equal(stt.head_hash, hashes + 4 * SP_HASH_LEN, SP_HASH_LEN);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 5);
+  assert_memory_equal(ss.head_hash, hashes + 4 * SP_HASH_LEN, SP_HASH_LEN);
+  assert_int_equal(sp_sqlite_store_verify(s, digest), 0);
+  assert_memory_equal(digest, hashes + 4 * SP_HASH_LEN, SP_HASH_LEN);
+
+  /* Invalid appends change nothing. */
+  sp_entry bad = entry_k(0, 1);
+  bad.change_type = (sp_change_type)9;
+  assert_int_equal(sp_sqlite_store_append(s, &bad, 1, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  bad = entry_k(0, 1);
+  bad.model_type_len = SP_MAX_MODEL_TYPE_LEN + 1;
+  assert_int_equal(sp_sqlite_store_append(s, &bad, 1, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_append(s, es, 0, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_append(s, NULL, 1, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_append(NULL, es, 1, NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+  assert_int_equal(stt.entry_count, 5);
+  sp_sqlite_store_close(s);
+}
+
+/* Two store objects on one file never hand out the same sequence. */
+static void test_two_writers(void **state) {
+  char p[PATH_MAX];
+  sp_sqlite_status stt;
+  uint8_t digest[SP_HASH_LEN];
+  st_collect c;
+  (void)state;
+
+  new_path(p, sizeof(p), "two");
+  sp_sqlite_store *a = open_ok(p, NULL);
+  sp_sqlite_store *b = open_ok(p, NULL);
+  sp_seq expect = 1;
+  for (unsigned round = 0; round < 60; ++round) {
+    size_t n = 1 + round % 3;
+    sp_sqlite_store *w = round % 2 ? b : a;
+    assert_int_equal(append_n(w, round * 3, n), expect);
+    expect += n;
+  }
+  assert_int_equal(sp_sqlite_store_status(b, &stt), 0);
+  assert_int_equal(stt.entry_count, expect - 1);
+  assert_int_equal(stt.latest, expect - 1);
+  assert_int_equal(sp_sqlite_store_verify(a, digest), 0);
+  assert_memory_equal(digest, stt.head_hash, SP_HASH_LEN);
+  sp_store va = vtable(a);
+  st_collect_init(&c);
+  assert_int_equal(va.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           va.user_data), 0);
+  assert_int_equal(c.n, expect - 1);
+  for (size_t i = 0; i < c.n; ++i) {
+    assert_int_equal(c.seqs[i], i + 1);
+  }
+  sp_sqlite_store_close(a);
+  sp_sqlite_store_close(b);
+}
+
+/* A follower log 1, 2, 5, 6 (gaps come from the leader). */
+static sp_sqlite_store *gapped(const char *path, uint8_t h[7][SP_HASH_LEN]) {
+  static const sp_seq seqs[] = {1, 2, 5, 6};
+  sp_entry es[4];
+  uint8_t hashes[4 * SP_HASH_LEN];
+
+  sp_sqlite_store *s = open_ok(path, NULL);
+  sp_store vt = vtable(s);
+  for (size_t i = 0; i < 4; ++i) {
+    es[i] = entry_k(seqs[i], (unsigned)seqs[i]);
+  }
+  chain(zeros, es, 4, hashes);
+  memset(h, 0, 7 * SP_HASH_LEN);
+  for (size_t i = 0; i < 4; ++i) {
+    memcpy(h[seqs[i]], hashes + i * SP_HASH_LEN, SP_HASH_LEN);
+  }
+  assert_int_equal(vt.apply(es, hashes, 4, 1, vt.user_data), 0);
+  return s;
+}
+
+static void test_read_gaps(void **state) {
+  char p[PATH_MAX];
+  uint8_t h[7][SP_HASH_LEN], out[SP_HASH_LEN];
+  sp_log_bounds b;
+  st_collect c;
+  (void)state;
+
+  sp_sqlite_store *s = gapped(new_path(p, sizeof(p), "gaps"), h);
+  sp_store vt = vtable(s);
+
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 4);
+  assert_int_equal(c.seqs[2], 5);
+  assert_memory_equal(c.hashes[3], h[6], SP_HASH_LEN);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(3, 5, SIZE_MAX, st_collect_sink, &c, vt.user_data),
+                   0);
+  assert_int_equal(c.n, 1);
+  assert_int_equal(c.seqs[0], 5);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(2, 4, 10, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 0);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(1, 100, 2, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 2);
+  assert_int_equal(c.seqs[0], 2);
+  assert_int_equal(c.seqs[1], 5);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, 100, 0, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 0);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(6, UINT64_MAX, 10, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 0);
+
+  /* Sink stop (entry not taken) and sink error (returned unchanged). */
+  st_collect_init(&c);
+  c.stop_at = 5;
+  assert_int_equal(vt.read(0, 100, 10, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 2);
+  st_collect_init(&c);
+  c.fail_at = 2;
+  c.err = -4242;
+  assert_int_equal(vt.read(0, 100, 10, st_collect_sink, &c, vt.user_data),
+                   -4242);
+  assert_int_equal(c.n, 1);
+  /* The statement was reset: the next read starts over. */
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, 100, 10, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 4);
+
+  assert_int_equal(vt.bounds(&b, vt.user_data), 0);
+  assert_int_equal(b.latest, 6);
+  assert_int_equal(b.pruned_through, 0);
+  for (sp_seq q = 0; q <= 8; ++q) {
+    int want = (q == 0 || q == 1 || q == 2 || q == 5 || q == 6)
+                   ? 0
+                   : SP_ERR_NOT_FOUND;
+    assert_int_equal(vt.hash_at(q, out, vt.user_data), want);
+    if (want == 0) {
+      assert_memory_equal(out, q ? h[q] : zeros, SP_HASH_LEN);
+    }
+  }
+  assert_int_equal(vt.hash_at(UINT64_MAX, out, vt.user_data),
+                   SP_ERR_NOT_FOUND);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+}
+
+/* From inside a sink: one-row queries work, the rest is refused. */
+typedef struct reenter {
+  sp_sqlite_store *s;
+  sp_store vt;
+  int calls;
+} reenter;
+
+static int reenter_sink(const sp_entry *entry, const uint8_t *hash,
+                        void *ctx) {
+  reenter *r = ctx;
+  uint8_t out[SP_HASH_LEN];
+  sp_log_bounds b;
+  sp_sqlite_status stt;
+  sp_entry e = entry_k(0, 50);
+  st_collect c;
+
+  ++r->calls;
+  assert_int_equal(r->vt.hash_at(entry->sequence, out, r->vt.user_data), 0);
+  assert_memory_equal(out, hash, SP_HASH_LEN);
+  assert_int_equal(r->vt.bounds(&b, r->vt.user_data), 0);
+  assert_int_equal(b.latest, 6);
+  st_collect_init(&c);
+  assert_int_equal(r->vt.read(0, 100, 10, st_collect_sink, &c,
+                              r->vt.user_data), SP_ERR_INVALID_STATE);
+  assert_int_equal(sp_sqlite_store_append(r->s, &e, 1, NULL),
+                   SP_ERR_INVALID_STATE);
+  assert_int_equal(sp_sqlite_store_prune(r->s, 1), SP_ERR_INVALID_STATE);
+  assert_int_equal(sp_sqlite_store_verify(r->s, NULL), SP_ERR_INVALID_STATE);
+  assert_int_equal(sp_sqlite_store_status(r->s, &stt), SP_ERR_INVALID_STATE);
+  e.sequence = 40;
+  assert_int_equal(r->vt.apply(&e, hash, 1, 1, r->vt.user_data),
+                   SP_ERR_INVALID_STATE);
+  return 0;
+}
+
+static void test_sink_reentry(void **state) {
+  char p[PATH_MAX];
+  uint8_t h[7][SP_HASH_LEN];
+  reenter r;
+  (void)state;
+
+  r.s = gapped(new_path(p, sizeof(p), "reenter"), h);
+  r.vt = vtable(r.s);
+  r.calls = 0;
+  assert_int_equal(r.vt.read(0, 100, 10, reenter_sink, &r, r.vt.user_data),
+                   0);
+  assert_int_equal(r.calls, 4);
+  assert_int_equal(sp_sqlite_store_verify(r.s, NULL), 0);
+  assert_int_equal(sp_sqlite_store_prune(r.s, 1), 0);
+  sp_sqlite_store_close(r.s);
+}
+
+static void test_prune(void **state) {
+  char p[PATH_MAX];
+  uint8_t h[7][SP_HASH_LEN], out[SP_HASH_LEN], want[SP_HASH_LEN];
+  sp_log_bounds b;
+  sp_sqlite_status stt;
+  st_collect c;
+  (void)state;
+
+  sp_sqlite_store *s = gapped(new_path(p, sizeof(p), "prune"), h);
+  sp_store vt = vtable(s);
+  assert_int_equal(sp_sqlite_store_prune(s, 7), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_prune(s, 0), 0);
+  assert_int_equal(sp_sqlite_store_prune(s, 2), 0);
+  assert_int_equal(vt.bounds(&b, vt.user_data), 0);
+  assert_int_equal(b.pruned_through, 2);
+  assert_int_equal(b.latest, 6);
+  assert_int_equal(vt.hash_at(2, out, vt.user_data), 0);
+  assert_memory_equal(out, h[2], SP_HASH_LEN);
+  assert_int_equal(vt.hash_at(1, out, vt.user_data), SP_ERR_NOT_FOUND);
+  assert_int_equal(vt.hash_at(0, out, vt.user_data), 0);
+  assert_memory_equal(out, zeros, SP_HASH_LEN);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, 100, 10, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.n, 2);
+  assert_int_equal(c.seqs[0], 5);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+
+  /* Inside the gap: the link there is the one after 2. */
+  assert_int_equal(sp_sqlite_store_prune(s, 3), 0);
+  assert_int_equal(vt.hash_at(3, out, vt.user_data), 0);
+  assert_memory_equal(out, h[2], SP_HASH_LEN);
+  assert_int_equal(vt.hash_at(2, out, vt.user_data), SP_ERR_NOT_FOUND);
+  assert_int_equal(sp_sqlite_store_prune(s, 1), 0);
+  assert_int_equal(vt.bounds(&b, vt.user_data), 0);
+  assert_int_equal(b.pruned_through, 3);
+  sp_sqlite_store_close(s);
+
+  /* Survives reopen (and the open-time check accepts a pruned file). */
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.hash_at(3, out, vt.user_data), 0);
+  assert_memory_equal(out, h[2], SP_HASH_LEN);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+
+  /* Everything. */
+  assert_int_equal(sp_sqlite_store_prune(s, 6), 0);
+  assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+  assert_int_equal(stt.entry_count, 0);
+  assert_int_equal(stt.first, 0);
+  assert_int_equal(stt.latest, 0);
+  assert_int_equal(stt.pruned_through, 6);
+  assert_memory_equal(stt.head_hash, h[6], SP_HASH_LEN);
+  assert_int_equal(vt.bounds(&b, vt.user_data), 0);
+  assert_int_equal(b.pruned_through, 6);
+  assert_int_equal(b.latest, 6);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.hash_at(6, out, vt.user_data), 0);
+  assert_memory_equal(out, h[6], SP_HASH_LEN);
+  /* The chain continues from the kept link. */
+  assert_int_equal(append_n(s, 7, 1), 7);
+  sp_entry e = entry_k(7, 7);
+  assert_int_equal(sp_chain_next(h[6], &e, want), 0);
+  assert_int_equal(vt.hash_at(7, out, vt.user_data), 0);
+  assert_memory_equal(out, want, SP_HASH_LEN);
+  assert_int_equal(sp_sqlite_store_verify(s, out), 0);
+  assert_memory_equal(out, want, SP_HASH_LEN);
+  sp_sqlite_store_close(s);
+}
+
+static void test_epoch(void **state) {
+  char p[PATH_MAX];
+  sp_store_state ss;
+  (void)state;
+
+  new_path(p, sizeof(p), "epoch");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  assert_int_equal(sp_sqlite_store_set_epoch(s, 5), 0);
+  assert_int_equal(sp_sqlite_store_set_epoch(s, 3), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_set_epoch(s, 5), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.epoch, 5);
+  assert_int_equal(vt.apply(NULL, NULL, 0, 7, vt.user_data), 0);
+  assert_int_equal(vt.apply(NULL, NULL, 0, 6, vt.user_data), 0);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.epoch, 7);
+  assert_int_equal(ss.applied, 0);
+  /* Epochs use the whole u64 range. */
+  assert_int_equal(sp_sqlite_store_set_epoch(s, UINT64_MAX - 1), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_true(ss.epoch == UINT64_MAX - 1);
+  assert_int_equal(sp_sqlite_store_set_epoch(s, 9), SP_ERR_INVALID_ARGUMENT);
+  sp_sqlite_store_close(s);
+}
+
+static void test_follower_apply_reopen(void **state) {
+  char p[PATH_MAX];
+  sp_entry es[20];
+  uint8_t hashes[20 * SP_HASH_LEN], out[SP_HASH_LEN];
+  sp_store_state ss;
+  st_collect c;
+  (void)state;
+
+  new_path(p, sizeof(p), "follower");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  for (unsigned i = 0; i < 20; ++i) {
+    es[i] = entry_k(i + 1, i + 1);
+  }
+  chain(zeros, es, 20, hashes);
+  assert_int_equal(vt.apply(es, hashes, 12, 3, vt.user_data), 0);
+  assert_int_equal(vt.apply(es + 12, hashes + 12 * SP_HASH_LEN, 8, 4,
+                            vt.user_data), 0);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 20);
+  assert_int_equal(ss.epoch, 4);
+  assert_memory_equal(ss.head_hash, hashes + 19 * SP_HASH_LEN, SP_HASH_LEN);
+  st_collect want;
+  st_collect_init(&want);
+  for (size_t i = 0; i < 20; ++i) {
+    st_collect_sink(&es[i], hashes + i * SP_HASH_LEN, &want);
+  }
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 20);
+  assert_true(c.digest == want.digest);
+  assert_int_equal(sp_sqlite_store_verify(s, out), 0);
+  assert_memory_equal(out, hashes + 19 * SP_HASH_LEN, SP_HASH_LEN);
+
+  /* The store keeps the hashes it is given; verify notices they are not
+   * the chain. */
+  sp_entry more = entry_k(21, 21);
+  uint8_t fake[SP_HASH_LEN];
+  memset(fake, 0x5a, sizeof(fake));
+  assert_int_equal(vt.apply(&more, fake, 1, 4, vt.user_data), 0);
+  assert_int_equal(vt.hash_at(21, out, vt.user_data), 0);
+  assert_memory_equal(out, fake, SP_HASH_LEN);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), SP_ERR_CHAIN_MISMATCH);
+  sp_sqlite_store_close(s);
+}
+
+static void test_apply_atomic(void **state) {
+  char p[PATH_MAX], sql[256];
+  sp_entry es[12];
+  uint8_t hashes[12 * SP_HASH_LEN];
+  st_snapshot before, after;
+  sp_store_state ss;
+  (void)state;
+
+  new_path(p, sizeof(p), "atomic");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  for (unsigned i = 0; i < 12; ++i) {
+    es[i] = entry_k(i + 1, i + 1);
+  }
+  chain(zeros, es, 12, hashes);
+  assert_int_equal(vt.apply(es, hashes, 4, 2, vt.user_data), 0);
+  st_snapshot_take(&vt, &before);
+  assert_int_equal(before.count, 4);
+
+  /* Refused before touching the file. */
+  assert_true(vt.apply(es + 3, hashes, 2, 9, vt.user_data) < 0);
+  sp_entry dup[3] = {es[4], es[5], es[5]};
+  assert_true(vt.apply(dup, hashes, 3, 9, vt.user_data) < 0);
+  sp_entry bad[2] = {es[4], es[5]};
+  bad[1].change_type = (sp_change_type)8;
+  assert_true(vt.apply(bad, hashes, 2, 9, vt.user_data) < 0);
+  bad[1] = es[5];
+  bad[1].sequence = (sp_seq)INT64_MAX + 1;
+  assert_true(vt.apply(bad, hashes, 2, 9, vt.user_data) < 0);
+  assert_true(vt.apply(NULL, hashes, 2, 9, vt.user_data) < 0);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  /* At or below applied where no row is left to collide with. */
+  assert_int_equal(sp_sqlite_store_prune(s, 4), 0);
+  st_snapshot_take(&vt, &before);
+  assert_true(vt.apply(es + 2, hashes + 2 * SP_HASH_LEN, 3, 9,
+                       vt.user_data) < 0);
+  assert_true(vt.apply(es + 3, hashes + 3 * SP_HASH_LEN, 1, 9,
+                       vt.user_data) < 0);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_log"), 0);
+
+  /* Fails midway in SQLite: a row already sits at sequence 7 (written
+   * behind the store's back), so the batch 5..10 hits it at its third
+   * insert. */
+  raw_exec(p, "INSERT INTO sync_log VALUES(7, zeroblob(16), 0, 'x',"
+              " zeroblob(16), 0, 0, X'', zeroblob(32))");
+  st_snapshot_take(&vt, &before);
+  assert_int_equal(vt.apply(es + 4, hashes + 4 * SP_HASH_LEN, 6, 9,
+                            vt.user_data), SP_ERR_STORE);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_log"), 1);
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_log"
+                              " WHERE sequence IN (5, 6, 8)"), 0);
+  raw_exec(p, "DELETE FROM sync_log WHERE sequence = 7");
+
+  /* An injected SQLite failure on the last row of the batch. */
+  snprintf(sql, sizeof(sql),
+           "CREATE TRIGGER inject BEFORE INSERT ON sync_log"
+           " WHEN NEW.sequence = 10 BEGIN SELECT RAISE(ABORT, 'injected');"
+           " END");
+  raw_exec(p, sql);
+  st_snapshot_take(&vt, &before);
+  assert_int_equal(vt.apply(es + 4, hashes + 4 * SP_HASH_LEN, 6, 9,
+                            vt.user_data), SP_ERR_STORE);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 4);
+  assert_int_equal(ss.epoch, 2);
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_log"), 0);
+  raw_exec(p, "DROP TRIGGER inject");
+
+  /* Whatever failed, the same batch now goes through whole. */
+  assert_int_equal(vt.apply(es + 4, hashes + 4 * SP_HASH_LEN, 6, 9,
+                            vt.user_data), 0);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 10);
+  assert_int_equal(ss.epoch, 9);
+  assert_memory_equal(ss.head_hash, hashes + 9 * SP_HASH_LEN, SP_HASH_LEN);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+  /* The file is consistent after all that. */
+  assert_int_equal(open_rv(p, NULL), 0);
+}
+
+static void test_reset(void **state) {
+  char p[PATH_MAX];
+  uint8_t head[SP_HASH_LEN], out[SP_HASH_LEN], h2[SP_HASH_LEN];
+  sp_log_bounds b;
+  sp_store_state ss;
+  st_collect c;
+  (void)state;
+
+  new_path(p, sizeof(p), "reset");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  append_n(s, 1, 8);
+  assert_int_equal(sp_sqlite_store_set_epoch(s, 4), 0);
+  memset(head, 0x33, sizeof(head));
+  assert_int_equal(sp_sqlite_store_reset(s, 0, head), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_reset(s, 5, NULL), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_sqlite_store_reset(s, 100, head), 0);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 100);
+  assert_memory_equal(ss.head_hash, head, SP_HASH_LEN);
+  assert_int_equal(ss.epoch, 4);
+  assert_int_equal(vt.bounds(&b, vt.user_data), 0);
+  assert_int_equal(b.pruned_through, 100);
+  assert_int_equal(b.latest, 100);
+  assert_int_equal(vt.hash_at(100, out, vt.user_data), 0);
+  assert_memory_equal(out, head, SP_HASH_LEN);
+  assert_int_equal(vt.hash_at(5, out, vt.user_data), SP_ERR_NOT_FOUND);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 0);
+  sp_sqlite_store_close(s);
+
+  /* After reopen the chain continues from the reset link. */
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  sp_entry e = entry_k(101, 101);
+  assert_int_equal(sp_chain_next(head, &e, h2), 0);
+  assert_int_equal(vt.apply(&e, h2, 1, 4, vt.user_data), 0);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 101);
+  assert_int_equal(sp_sqlite_store_verify(s, out), 0);
+  assert_memory_equal(out, h2, SP_HASH_LEN);
+  /* Reset back to nothing. */
+  assert_int_equal(sp_sqlite_store_reset(s, 0, zeros), 0);
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 0);
+  assert_int_equal(append_n(s, 1, 1), 1);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+}
+
+static void test_verify_tamper(void **state) {
+  static const char *const tamper[] = {
+      "UPDATE sync_log SET data = X'00' || data WHERE sequence = 7",
+      "UPDATE sync_log SET model_type = 'Other' WHERE sequence = 3",
+      "UPDATE sync_log SET version = version + 1 WHERE sequence = 12",
+      "UPDATE sync_log SET timestamp = 1 WHERE sequence = 1",
+      "UPDATE sync_log SET device_id = zeroblob(16) WHERE sequence = 9",
+      "UPDATE sync_log SET record_id = X'01' WHERE sequence = 9",
+      "UPDATE sync_log SET change_type = 9 WHERE sequence = 4",
+      "UPDATE sync_log SET hash = zeroblob(32) WHERE sequence = 5",
+      /* The whole tail rewritten with its own (wrong) link: */
+      "UPDATE sync_log SET hash = zeroblob(32) WHERE sequence = 20;"
+      "UPDATE sync_log_meta SET head_hash = zeroblob(32)",
+      /* A row moved to a sequence that is not the chained one. */
+      "UPDATE sync_log SET sequence = 25 WHERE sequence = 20;"
+      "UPDATE sync_log_meta SET applied = 25",
+  };
+  char p[PATH_MAX];
+  (void)state;
+
+  for (size_t t = 0; t < sizeof(tamper) / sizeof(tamper[0]); ++t) {
+    new_path(p, sizeof(p), "tamper");
+    sp_sqlite_store *s = open_ok(p, NULL);
+    append_n(s, 1, 20);
+    assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+    raw_exec(p, tamper[t]);
+    assert_int_equal(sp_sqlite_store_verify(s, NULL), SP_ERR_CHAIN_MISMATCH);
+    sp_sqlite_store_close(s);
+  }
+}
+
+static void test_corrupt_refused(void **state) {
+  static const char *const inconsistent[] = {
+      "UPDATE sync_log_meta SET applied = 9",
+      "UPDATE sync_log_meta SET applied = 11",
+      "DELETE FROM sync_log WHERE sequence = 10",
+      "UPDATE sync_log_meta SET head_hash = zeroblob(32)",
+      "UPDATE sync_log_meta SET pruned_through = 3",
+      "UPDATE sync_log_meta SET head_hash = X'00'",
+      "DELETE FROM sync_log_meta",
+      "INSERT INTO sync_log SELECT 11, device_id, timestamp, model_type,"
+      " record_id, change_type, version, data, hash FROM sync_log"
+      " WHERE sequence = 1",
+      "DROP TABLE sync_log",
+      "PRAGMA user_version = 0",
+      "PRAGMA application_id = 7",
+  };
+  char p[PATH_MAX];
+  sp_sqlite_config cfg;
+  FILE *f;
+  (void)state;
+
+  /* Not SQLite at all. */
+  new_path(p, sizeof(p), "garbage");
+  f = fopen(p, "wb");
+  assert_non_null(f);
+  for (int i = 0; i < 4096; ++i) {
+    fputc((i * 7) & 0xff, f);
+  }
+  fclose(f);
+  assert_int_equal(open_rv(p, NULL), SP_ERR_STORE_CORRUPT);
+
+  /* SQLite, but some other application's database. */
+  new_path(p, sizeof(p), "other");
+  raw_exec(p, "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)");
+  assert_int_equal(open_rv(p, NULL), SP_ERR_STORE_CORRUPT);
+  /* ... and left exactly as it was: no table, no journal mode change. */
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sqlite_master"), 1);
+  assert_int_equal(raw_int(p, "SELECT journal_mode = 'delete'"
+                              " FROM pragma_journal_mode"), 1);
+  assert_int_equal(raw_int(p, "PRAGMA application_id"), 0);
+
+  /* An empty file is a new database only where creating is allowed. */
+  new_path(p, sizeof(p), "empty");
+  f = fopen(p, "wb");
+  assert_non_null(f);
+  fclose(f);
+  sp_sqlite_config_default(&cfg);
+  cfg.create = 0;
+  assert_int_equal(open_rv(p, &cfg), SP_ERR_STORE_CORRUPT);
+  assert_int_equal(open_rv(p, NULL), 0);
+
+  /* A newer schema. */
+  new_path(p, sizeof(p), "newer");
+  assert_int_equal(open_rv(p, NULL), 0);
+  raw_exec(p, "PRAGMA user_version = 2");
+  assert_int_equal(open_rv(p, NULL), SP_ERR_VERSION);
+
+  /* Metadata that disagrees with the rows. */
+  for (size_t t = 0; t < sizeof(inconsistent) / sizeof(inconsistent[0]);
+       ++t) {
+    new_path(p, sizeof(p), "inconsistent");
+    sp_sqlite_store *s = open_ok(p, NULL);
+    append_n(s, 1, 10);
+    sp_sqlite_store_close(s);
+    raw_exec(p, inconsistent[t]);
+    int rv = open_rv(p, NULL);
+    if (rv != SP_ERR_STORE_CORRUPT) {
+      print_error("after '%s': %s\n", inconsistent[t], sp_err_name(rv));
+    }
+    assert_int_equal(rv, SP_ERR_STORE_CORRUPT);
+  }
+
+  /* Rows below the prune point. */
+  new_path(p, sizeof(p), "below");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  append_n(s, 1, 10);
+  assert_int_equal(sp_sqlite_store_prune(s, 4), 0);
+  sp_sqlite_store_close(s);
+  assert_int_equal(open_rv(p, NULL), 0);
+  raw_exec(p, "INSERT INTO sync_log SELECT 2, device_id, timestamp,"
+              " model_type, record_id, change_type, version, data, hash"
+              " FROM sync_log WHERE sequence = 5");
+  assert_int_equal(open_rv(p, NULL), SP_ERR_STORE_CORRUPT);
+}
+
+static void test_sync_full_and_read_only(void **state) {
+  char p[PATH_MAX];
+  sp_sqlite_config cfg;
+  sp_sqlite_status stt;
+  st_collect c;
+  (void)state;
+
+  new_path(p, sizeof(p), "full");
+  sp_sqlite_config_default(&cfg);
+  cfg.synchronous = SP_SQLITE_SYNC_FULL;
+  sp_sqlite_store *s = open_ok(p, &cfg);
+  assert_int_equal(append_n(s, 1, 5), 1);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, &cfg);
+  assert_int_equal(append_n(s, 6, 5), 6);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+
+  /* A read-only opener sees the log but cannot change it. */
+  sp_sqlite_config ro;
+  sp_sqlite_config_default(&ro);
+  ro.read_only = 1;
+  sp_sqlite_store *r = open_ok(p, &ro);
+  sp_store vr = vtable(r);
+  assert_int_equal(sp_sqlite_store_status(r, &stt), 0);
+  assert_int_equal(stt.entry_count, 10);
+  st_collect_init(&c);
+  assert_int_equal(vr.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vr.user_data), 0);
+  assert_int_equal(c.n, 10);
+  assert_int_equal(append_n(s, 11, 1), 11);
+  assert_int_equal(sp_sqlite_store_status(r, &stt), 0);
+  assert_int_equal(stt.entry_count, 11);
+  sp_entry e = entry_k(0, 1);
+  assert_int_equal(sp_sqlite_store_append(r, &e, 1, NULL), SP_ERR_STORE);
+  assert_int_equal(sp_sqlite_store_prune(r, 3), SP_ERR_STORE);
+  assert_int_equal(sp_sqlite_store_set_epoch(r, 3), SP_ERR_STORE);
+  sp_sqlite_store_close(r);
+  assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+  assert_int_equal(stt.entry_count, 11);
+  assert_int_equal(stt.epoch, 0);
+  sp_sqlite_store_close(s);
+}
+
+/* -- crash safety -- */
+
+#define CRASH_BATCH 1500
+
+/* Child: apply batches forever from wherever the file is, reporting each
+ * committed position on `fd`.  Never returns. */
+static void crash_child(const char *path, int fd) {
+  static sp_entry es[CRASH_BATCH];
+  static uint8_t hashes[CRASH_BATCH * SP_HASH_LEN];
+  static uint8_t data[CRASH_BATCH][64];
+  sp_sqlite_store *s = NULL;
+  sp_store_state ss;
+  sp_store vt;
+
+  if (sp_sqlite_store_open(&s, path, NULL, NULL) != 0) {
+    _exit(3);
+  }
+  sp_sqlite_store_get_vtable(s, &vt);
+  if (vt.state(&ss, vt.user_data) != 0) {
+    _exit(4);
+  }
+  for (;;) {
+    const uint8_t *prev = ss.head_hash;
+    for (size_t i = 0; i < CRASH_BATCH; ++i) {
+      unsigned k = (unsigned)(ss.applied + 1 + i);
+      size_t len = k % 64;
+      st_fill(data[i], len, k);
+      es[i] = st_entry(ss.applied + 1 + i, k, data[i], len);
+      if (sp_chain_next(prev, &es[i], hashes + i * SP_HASH_LEN) != 0) {
+        _exit(5);
+      }
+      prev = hashes + i * SP_HASH_LEN;
+    }
+    if (vt.apply(es, hashes, CRASH_BATCH, 1, vt.user_data) != 0) {
+      _exit(6);
+    }
+    ss.applied += CRASH_BATCH;
+    memcpy(ss.head_hash, hashes + (CRASH_BATCH - 1) * SP_HASH_LEN,
+           SP_HASH_LEN);
+    if (write(fd, &ss.applied, sizeof(ss.applied)) !=
+        (ssize_t)sizeof(ss.applied)) {
+      _exit(7);
+    }
+  }
+}
+
+static void test_crash_safety(void **state) {
+  char p[PATH_MAX];
+  unsigned seed = (unsigned)time(NULL);
+  sp_seq durable = 0;
+  int kills = 0;
+  (void)state;
+
+  new_path(p, sizeof(p), "crash");
+  sp_sqlite_store_close(open_ok(p, NULL));
+  srand(seed);
+  print_message("crash test seed %u\n", seed);
+  for (int round = 0; round < 12; ++round) {
+    int fds[2];
+    pid_t pid;
+    int status;
+
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      crash_child(p, fds[1]);
+    }
+    close(fds[1]);
+    /* 20..420 ms: from inside the first batch to several batches in. */
+    struct timespec ts = {0, (long)(20 + rand() % 400) * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status)) {
+      print_error("child exited with %d\n", WEXITSTATUS(status));
+    }
+    assert_true(WIFSIGNALED(status));
+    ++kills;
+    /* The last position the child saw committed. */
+    sp_seq reported;
+    while (read(fds[0], &reported, sizeof(reported)) ==
+           (ssize_t)sizeof(reported)) {
+      if (reported > durable) {
+        durable = reported;
+      }
+    }
+    close(fds[0]);
+
+    /* Reopening checks metadata against rows; then check it by hand. */
+    sp_sqlite_store *s = open_ok(p, NULL);
+    sp_store vt = vtable(s);
+    sp_store_state ss;
+    sp_sqlite_status stt;
+    uint8_t digest[SP_HASH_LEN];
+    assert_int_equal(vt.state(&ss, vt.user_data), 0);
+    assert_int_equal(sp_sqlite_store_status(s, &stt), 0);
+    assert_int_equal(sp_sqlite_store_verify(s, digest), 0);
+    sp_sqlite_store_close(s);
+    assert_memory_equal(digest, ss.head_hash, SP_HASH_LEN);
+    assert_true(ss.applied % CRASH_BATCH == 0);
+    assert_true(ss.applied >= durable);
+    assert_int_equal(stt.entry_count, ss.applied);
+    assert_int_equal(stt.latest, ss.applied);
+    assert_int_equal(raw_int(p, "SELECT applied FROM sync_log_meta"),
+                     (sqlite3_int64)ss.applied);
+    assert_int_equal(raw_int(p, "SELECT COALESCE(MAX(sequence), 0)"
+                                " FROM sync_log"),
+                     (sqlite3_int64)ss.applied);
+    assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_log"),
+                     (sqlite3_int64)ss.applied);
+    durable = ss.applied;
+  }
+  assert_int_equal(kills, 12);
+  /* The test means something only if the writer got somewhere. */
+  print_message("crash test: %llu entries durable after %d kills\n",
+                (unsigned long long)durable, kills);
+  assert_true(durable >= CRASH_BATCH);
+}
+
+/* -- allocation failures -- */
+
+static int body_alloc(const sp_mem *mem, void *arg) {
+  char p1[PATH_MAX], p2[PATH_MAX];
+  sp_sqlite_store *leader = NULL, *follower = NULL;
+  sp_entry es[6], batch[6];
+  uint8_t hashes[6 * SP_HASH_LEN];
+  st_collect c;
+  int rv;
+  (void)arg;
+
+  new_path(p1, sizeof(p1), "alloc-l");
+  new_path(p2, sizeof(p2), "alloc-f");
+  rv = sp_sqlite_store_open(&leader, p1, NULL, mem);
+  if (rv != 0) {
+    assert_null(leader);
+    goto out;
+  }
+  for (unsigned i = 0; i < 6; ++i) {
+    es[i] = entry_k(0, i + 1);
+  }
+  rv = sp_sqlite_store_append(leader, es, 6, NULL);
+  if (rv != 0) {
+    goto out;
+  }
+  sp_store vl = vtable(leader);
+  st_collect_init(&c);
+  rv = vl.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c, vl.user_data);
+  if (rv != 0) {
+    goto out;
+  }
+  assert_int_equal(c.n, 6);
+  rv = sp_sqlite_store_open(&follower, p2, NULL, mem);
+  if (rv != 0) {
+    assert_null(follower);
+    goto out;
+  }
+  for (unsigned i = 0; i < 6; ++i) {
+    batch[i] = entry_k(i + 1, i + 1);
+    memcpy(hashes + i * SP_HASH_LEN, c.hashes[i], SP_HASH_LEN);
+  }
+  sp_store vf = vtable(follower);
+  rv = vf.apply(batch, hashes, 6, 1, vf.user_data);
+  if (rv == 0) {
+    rv = sp_sqlite_store_verify(follower, NULL);
+  }
+out:
+  sp_sqlite_store_close(leader);
+  sp_sqlite_store_close(follower);
+  return rv;
+}
+
+static void test_alloc_failure(void **state) {
+  (void)state;
+  /* The store object itself is what goes through sp_mem (SQLite has its
+   * own allocator): the first allocation of each open fails once. */
+  assert_true(sp_test_mem_fail_each(body_alloc, NULL, NULL) >= 2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_open_args),
+      cmocka_unit_test(test_append_reopen),
+      cmocka_unit_test(test_two_writers),
+      cmocka_unit_test(test_read_gaps),
+      cmocka_unit_test(test_sink_reentry),
+      cmocka_unit_test(test_prune),
+      cmocka_unit_test(test_epoch),
+      cmocka_unit_test(test_follower_apply_reopen),
+      cmocka_unit_test(test_apply_atomic),
+      cmocka_unit_test(test_reset),
+      cmocka_unit_test(test_verify_tamper),
+      cmocka_unit_test(test_corrupt_refused),
+      cmocka_unit_test(test_sync_full_and_read_only),
+      cmocka_unit_test(test_crash_safety),
+      cmocka_unit_test(test_alloc_failure),
+  };
+  return cmocka_run_group_tests(tests, setup_dir, remove_dir);
+}

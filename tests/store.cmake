@@ -1,0 +1,11 @@
+# Store tests: the in-memory store (unit) and the SQLite reference store.
+# sync_protocol_static is listed again after sp_testutil (added by
+# sp_add_test) because sp_test_mem.c calls into the library and static
+# libraries are resolved left to right.
+sp_add_test(sp_mem_store_test SOURCES sp_mem_store_test.c LABELS unit
+  LIBS sync_protocol_static)
+
+if(SP_WITH_SQLITE)
+  sp_add_test(sp_sqlite_store_test SOURCES sp_sqlite_store_test.c
+    LABELS store LIBS sync_protocol_static PkgConfig::SQLITE TIMEOUT 120)
+endif()
