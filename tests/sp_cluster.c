@@ -474,6 +474,9 @@ static int step(tc *t, sp_tstamp until) {
   sp_tstamp next = next_time(t);
   int i, rv;
 
+  if (t->fatal && t->stop_on_fatal) {
+    return 0;
+  }
   if (next > until) {
     t->now = until;
     return 0;

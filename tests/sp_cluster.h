@@ -69,6 +69,8 @@ struct tc {
   int verbose;
   /* First fatal error from a node (tests assert it stays 0). */
   int fatal;
+  /* Stop running once a fatal error was seen. */
+  int stop_on_fatal;
   uint64_t seed;
 };
 
