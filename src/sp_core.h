@@ -40,6 +40,11 @@ typedef struct sp_lsess {
   sp_seq announced;
   /* A NewEntries went out and no FetchEntries came since. */
   int notify_outstanding;
+  /* `through` of the last page sent, and whether that page said nothing
+   * more existed: then the follower stands at sent_through and the next
+   * entries can be pushed to it as a page. */
+  sp_seq sent_through;
+  int follower_current;
   /* Highest ack on this stream (acks may not go back within a stream). */
   sp_seq acked;
   int has_acked;

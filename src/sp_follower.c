@@ -187,10 +187,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
   sp_fsess *f = &s->u.f;
   int rv;
 
-  if (r->since_sequence != f->covered) {
-    if (r->through_sequence <= f->covered) {
-      return; /* a duplicate of something applied: skip it */
-    }
+  if (r->since_sequence > f->covered) {
     /* Entries would not follow what is applied: never apply past a gap;
      * reconnect and resume from the durable state instead. */
     sp_log(s->node, SP_LOG_WARN, "page (%llu, %llu] does not follow %llu",
@@ -198,6 +195,21 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
            (unsigned long long)r->through_sequence,
            (unsigned long long)f->covered);
     sp_session_close(s, SP_ERR_GAP);
+    return;
+  }
+  if (r->since_sequence < f->covered) {
+    if (r->through_sequence <= f->covered) {
+      return; /* a duplicate of something applied: skip it */
+    }
+    /* Overlaps what we hold (a pushed page crossed our fetch): apply only
+     * the part past `covered`; the chain still runs from our head. */
+    sp_msg_entries_response tail = *r;
+    while (tail.entry_count > 0 && tail.entries[0].sequence <= f->covered) {
+      tail.entries++;
+      tail.entry_count--;
+    }
+    tail.since_sequence = f->covered;
+    on_page(s, &tail);
     return;
   }
   if (r->entry_count > 0) {
@@ -321,10 +333,21 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     }
     break;
   case SP_MSG_SYNC_REQUIRED:
-    if (h->fstate == SP_F_CONNECTED) {
-      enter_sync_required(s, msg->u.sync_required.reason,
-                          &msg->u.sync_required);
+    if (h->fstate != SP_F_CONNECTED) {
+      break;
     }
+    if (msg->u.sync_required.reason == SP_SYNC_BEHIND_RETENTION &&
+        s->u.f.covered + 1 >= msg->u.sync_required.leader_oldest) {
+      /* About a position we already left (a late request): what we need
+       * next is retained.  A full sync would be waste; a fresh stream's
+       * resume check judges where we really stand. */
+      sp_log(s->node, SP_LOG_WARN, "stale SyncRequired for %llu ignored",
+             (unsigned long long)msg->u.sync_required.follower_sequence);
+      sp_session_close(s, SP_ERR_UNEXPECTED);
+      break;
+    }
+    enter_sync_required(s, msg->u.sync_required.reason,
+                        &msg->u.sync_required);
     break;
   default:
     break;

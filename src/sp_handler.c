@@ -21,6 +21,7 @@ void sp_handler_config_default(sp_handler_config *cfg) {
   cfg->reconnect_max = 30 * SP_SECONDS;
   cfg->max_queued_fetches = 32;
   cfg->response_max_bytes = 256 * 1024;
+  cfg->push_inline = 1;
 }
 
 static int check_config(const sp_handler_config *c, const sp_store *st) {

@@ -233,6 +233,7 @@ static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
                       "more than %u fetches queued", h->cfg.max_queued_fetches);
     return;
   }
+  l->follower_current = 0;
   slot = &l->queue[(l->qhead + l->qlen++) % h->cfg.max_queued_fetches];
   slot->cur = m->since_sequence;
   slot->end = m->since_sequence + m->limit < m->since_sequence
@@ -473,6 +474,8 @@ static int serve_page(sp_session *s) {
     l->qhead = (l->qhead + 1) % h->cfg.max_queued_fetches;
     l->qlen--;
   }
+  l->sent_through = through;
+  l->follower_current = !has_more;
   if (l->announced < h->bounds.latest) {
     l->announced = h->bounds.latest;
   }
@@ -492,6 +495,15 @@ int sp_leader_next_frame(sp_session *s) {
     return sp_session_queue(s, &msg) == 0;
   }
   if (l->qlen > 0) {
+    return serve_page(s);
+  }
+  if (h->cfg.push_inline && l->follower_current &&
+      h->bounds.latest > l->sent_through) {
+    /* The follower holds everything up to sent_through: the new entries
+     * go out as a page it will apply on arrival. */
+    l->queue[l->qhead].cur = l->sent_through;
+    l->queue[l->qhead].end = h->bounds.latest;
+    l->qlen = 1;
     return serve_page(s);
   }
   if (!l->notify_outstanding && h->bounds.latest > l->announced) {

@@ -111,7 +111,10 @@ static void test_torn_stream_recovers(void **state) {
   tc t;
 
   (void)state;
-  start_limit(&t, 20);
+  assert_int_equal(tc_init(&t, 2, 1, 1 * MS, NULL), 0);
+  t.dev[F1].cfg[LIB].fetch_limit = 20;
+  t.dev[LEADER].cfg[LIB].response_max_bytes = 2000; /* many frames */
+  open_all(&t);
   t.fault = drop_some;
   tc_append(&t, LIB, 3000, 40);
   assert_true(tc_converge(&t, LIB, 600 * SP_SECONDS));

@@ -28,19 +28,22 @@ static void start(tc *t, int ndevs, sp_duration latency) {
 }
 
 /* Append -> notify -> applied, with no fetch while idle before it, and
- * nothing but heartbeats on the wire while idle. */
-static void test_live_push(void **state) {
+ * nothing but heartbeats on the wire while idle.  With push_inline the
+ * entries travel in one trip; without, NewEntries then a fetch. */
+static void live_push(int push_inline) {
   tc t;
-  long fetches, msgs0[8], msgs1[8];
+  long msgs0[8], msgs1[8];
   sp_tstamp t0;
   int k;
 
-  (void)state;
-  start(&t, 2, 1 * MS);
+  assert_int_equal(tc_init(&t, 2, 1, 1 * MS, NULL), 0);
+  t.dev[LEADER].cfg[LIB].push_inline = push_inline;
+  assert_int_equal(tc_open(&t, LEADER, LIB), 0);
+  assert_int_equal(tc_open(&t, F1, LIB), 0);
+  tc_run_for(&t, SP_SECONDS);
   assert_int_equal(tc_applied(&t, F1, LIB), 0);
   memcpy(msgs0, t.dev[LEADER].sent.msgs, sizeof(msgs0));
   memcpy(msgs1, t.dev[F1].sent.msgs, sizeof(msgs1));
-  fetches = t.dev[F1].sent.msgs[SP_MSG_FETCH_ENTRIES];
 
   tc_run_for(&t, 10 * 60 * SP_SECONDS);
   for (k = 0; k < 8; ++k) {
@@ -58,17 +61,39 @@ static void test_live_push(void **state) {
   t0 = t.now;
   tc_append(&t, LIB, 1, 100);
   assert_true(tc_converge(&t, LIB, SP_SECONDS));
-  /* NewEntries, FetchEntries, EntriesResponse: three one-way trips. */
-  assert_true(t.now - t0 <= 3 * MS);
-  assert_int_equal(t.dev[LEADER].sent.msgs[SP_MSG_NEW_ENTRIES],
-                   msgs0[SP_MSG_NEW_ENTRIES] + 1);
-  assert_int_equal(t.dev[F1].sent.msgs[SP_MSG_FETCH_ENTRIES], fetches + 1);
+  if (push_inline) {
+    /* One trip: the page itself. */
+    assert_true(t.now - t0 <= 1 * MS);
+    assert_int_equal(t.dev[LEADER].sent.msgs[SP_MSG_NEW_ENTRIES],
+                     msgs0[SP_MSG_NEW_ENTRIES]);
+    assert_int_equal(t.dev[LEADER].sent.msgs[SP_MSG_ENTRIES_RESPONSE],
+                     msgs0[SP_MSG_ENTRIES_RESPONSE] + 1);
+    assert_int_equal(t.dev[F1].sent.msgs[SP_MSG_FETCH_ENTRIES],
+                     msgs1[SP_MSG_FETCH_ENTRIES]);
+  } else {
+    /* NewEntries, FetchEntries, EntriesResponse: three one-way trips. */
+    assert_true(t.now - t0 <= 3 * MS);
+    assert_int_equal(t.dev[LEADER].sent.msgs[SP_MSG_NEW_ENTRIES],
+                     msgs0[SP_MSG_NEW_ENTRIES] + 1);
+    assert_int_equal(t.dev[F1].sent.msgs[SP_MSG_FETCH_ENTRIES],
+                     msgs1[SP_MSG_FETCH_ENTRIES] + 1);
+  }
   tc_run_for(&t, 10 * MS);
   assert_int_equal(t.dev[F1].sent.msgs[SP_MSG_ACKNOWLEDGE],
                    msgs1[SP_MSG_ACKNOWLEDGE] + 1);
   assert_true(tc_is_prefix(&t, F1, LIB));
   assert_int_equal(t.fatal, 0);
   tc_free(&t);
+}
+
+static void test_live_push(void **state) {
+  (void)state;
+  live_push(1);
+}
+
+static void test_live_announce_then_fetch(void **state) {
+  (void)state;
+  live_push(0);
 }
 
 /* Notifications coalesce: many appends while one is outstanding give one
@@ -79,7 +104,11 @@ static void test_notify_coalesces(void **state) {
   int i;
 
   (void)state;
-  start(&t, 2, 5 * MS);
+  assert_int_equal(tc_init(&t, 2, 1, 5 * MS, NULL), 0);
+  t.dev[LEADER].cfg[LIB].push_inline = 0;
+  assert_int_equal(tc_open(&t, LEADER, LIB), 0);
+  assert_int_equal(tc_open(&t, F1, LIB), 0);
+  tc_run_for(&t, SP_SECONDS);
   n0 = t.dev[LEADER].sent.msgs[SP_MSG_NEW_ENTRIES];
   for (i = 0; i < 50; ++i) {
     tc_append(&t, LIB, 1, 10); /* no time passes between them */
@@ -374,6 +403,7 @@ static void test_divergence_on_resume(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_live_push),
+      cmocka_unit_test(test_live_announce_then_fetch),
       cmocka_unit_test(test_notify_coalesces),
       cmocka_unit_test(test_paging_boundaries),
       cmocka_unit_test(test_entry_over_budget),

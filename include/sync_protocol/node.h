@@ -118,6 +118,11 @@ typedef struct sp_handler_config {
   uint64_t retention_cap;
   /* Returned by sp_handler_get_user_data; not used by the library. */
   void *user_data;
+  /* Leader: when a follower is known to hold everything, push new entries
+   * to it at once as an EntriesResponse (one trip) instead of announcing
+   * them with NewEntries for it to fetch (three trips) (1).  0 keeps the
+   * seed's announce-then-fetch flow. */
+  int push_inline;
 } sp_handler_config;
 
 /* Fill `cfg` with the defaults shown above (role leader, epoch 1). */
