@@ -241,6 +241,7 @@ static int grow_entries(sp_decoder *dec, size_t n) {
 static int read_response(sp_decoder *dec, sp_mp *mp,
                          sp_msg_entries_response *r) {
   uint32_t count, i;
+  size_t fit;
   sp_seq prev;
   int rv;
 
@@ -248,17 +249,23 @@ static int read_response(sp_decoder *dec, sp_mp *mp,
       (rv = sp_mp_array(mp, &count)) != 0) {
     return rv;
   }
-  /* Refuse counts the remaining bytes cannot hold before allocating. */
-  if (count > sp_mp_left(mp) / MIN_ENTRY_LEN) {
-    return SP_ERR_TRUNCATED;
-  }
-  if ((rv = grow_entries(dec, count)) != 0) {
+  /* Allocate no more than the bytes left could hold, so a lying count
+   * costs nothing.  Entries past that are still parsed (into a scratch
+   * entry) rather than refused at once: they must run out of bytes, and
+   * parsing says precisely what is wrong first (a short entry is
+   * SP_ERR_MISSING_FIELD, not SP_ERR_TRUNCATED). */
+  fit = sp_mp_left(mp) / MIN_ENTRY_LEN;
+  if ((rv = grow_entries(dec, count < fit ? count : fit)) != 0) {
     return rv;
   }
   for (i = 0; i < count; ++i) {
-    if ((rv = read_entry(mp, &dec->entries[i])) != 0) {
+    sp_entry scratch;
+    if ((rv = read_entry(mp, i < fit ? &dec->entries[i] : &scratch)) != 0) {
       return rv;
     }
+  }
+  if (count > fit) {
+    return SP_ERR_INTERNAL; /* MIN_ENTRY_LEN is wrong */
   }
   r->entries = count ? dec->entries : NULL;
   r->entry_count = count;

@@ -25,7 +25,8 @@ typedef struct sp_mp {
 
 static inline void sp_mp_init(sp_mp *mp, const uint8_t *p, size_t len) {
   mp->p = p;
-  mp->end = p + len;
+  /* (NULL, 0) is a valid empty input, and NULL + 0 is undefined in C. */
+  mp->end = len ? p + len : p;
 }
 
 static inline size_t sp_mp_left(const sp_mp *mp) {

@@ -1,0 +1,209 @@
+/*
+ * fuzz_frame.c: the frame reader and the decoder under one target.
+ *
+ * Input: one control byte, then a byte stream.  The control byte picks how
+ * the stream is cut into reads (0: one read; c: chunks of 1..c bytes from
+ * a PRNG seeded with c), so split handling is explored along with content.
+ *
+ * Oracle: every body the decoder accepts must re-encode (the decoder never
+ * accepts what the encoder refuses), the re-encoding must decode to the
+ * same fields, and encoding that again must give the same bytes (the
+ * encoding is canonical).  Any mismatch aborts.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/errors.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define MAX_FRAME (1u << 20)
+
+static int entry_same(const sp_entry *a, const sp_entry *b) {
+  return a->sequence == b->sequence &&
+         memcmp(&a->device_id, &b->device_id, sizeof(sp_uuid)) == 0 &&
+         a->timestamp_ms == b->timestamp_ms &&
+         a->model_type_len == b->model_type_len &&
+         (a->model_type_len == 0 ||
+          memcmp(a->model_type, b->model_type, a->model_type_len) == 0) &&
+         memcmp(&a->record_id, &b->record_id, sizeof(sp_uuid)) == 0 &&
+         a->change_type == b->change_type && a->version == b->version &&
+         a->data_len == b->data_len &&
+         (a->data_len == 0 || memcmp(a->data, b->data, a->data_len) == 0);
+}
+
+static int msg_same(const sp_msg *a, const sp_msg *b) {
+  if (a->type != b->type || a->epoch != b->epoch ||
+      memcmp(&a->library_id, &b->library_id, sizeof(sp_uuid)) != 0) {
+    return 0;
+  }
+  switch (a->type) {
+  case SP_MSG_NEW_ENTRIES:
+    return a->u.new_entries.from_sequence == b->u.new_entries.from_sequence &&
+           a->u.new_entries.to_sequence == b->u.new_entries.to_sequence &&
+           a->u.new_entries.entry_count == b->u.new_entries.entry_count;
+  case SP_MSG_FETCH_ENTRIES: {
+    const sp_msg_fetch_entries *x = &a->u.fetch_entries;
+    const sp_msg_fetch_entries *y = &b->u.fetch_entries;
+    return x->since_sequence == y->since_sequence && x->limit == y->limit &&
+           x->since_hash_len == y->since_hash_len &&
+           memcmp(x->since_hash, y->since_hash, x->since_hash_len) == 0;
+  }
+  case SP_MSG_ENTRIES_RESPONSE: {
+    const sp_msg_entries_response *x = &a->u.entries_response;
+    const sp_msg_entries_response *y = &b->u.entries_response;
+    size_t i;
+    if (x->since_sequence != y->since_sequence ||
+        x->through_sequence != y->through_sequence ||
+        x->has_more != y->has_more || x->leader_latest != y->leader_latest ||
+        x->last_hash_len != y->last_hash_len ||
+        memcmp(x->last_hash, y->last_hash, x->last_hash_len) != 0 ||
+        x->entry_count != y->entry_count) {
+      return 0;
+    }
+    for (i = 0; i < x->entry_count; ++i) {
+      if (!entry_same(&x->entries[i], &y->entries[i])) {
+        return 0;
+      }
+    }
+    return 1;
+  }
+  case SP_MSG_ACKNOWLEDGE:
+    return a->u.acknowledge.up_to_sequence == b->u.acknowledge.up_to_sequence;
+  case SP_MSG_HEARTBEAT:
+    return a->u.heartbeat.current_sequence ==
+               b->u.heartbeat.current_sequence &&
+           a->u.heartbeat.role == b->u.heartbeat.role;
+  case SP_MSG_SYNC_REQUIRED:
+    return a->u.sync_required.reason == b->u.sync_required.reason &&
+           a->u.sync_required.leader_latest ==
+               b->u.sync_required.leader_latest &&
+           a->u.sync_required.leader_oldest ==
+               b->u.sync_required.leader_oldest &&
+           a->u.sync_required.follower_sequence ==
+               b->u.sync_required.follower_sequence;
+  case SP_MSG_ERROR:
+    return a->u.error.code == b->u.error.code &&
+           a->u.error.message_len == b->u.error.message_len &&
+           (a->u.error.message_len == 0 ||
+            memcmp(a->u.error.message, b->u.error.message,
+                   a->u.error.message_len) == 0);
+  }
+  return 0;
+}
+
+/* Decode -> encode -> decode -> encode; abort on any disagreement. */
+static void check_body(sp_decoder *dec, sp_decoder *dec2, const uint8_t *body,
+                       size_t len) {
+  sp_msg m1, m2;
+  uint8_t *f1, *f2;
+  size_t need, n1, n2;
+  int rv = sp_decoder_decode(dec, body, len, &m1);
+
+  if (rv == SP_ERR_INTERNAL) {
+    abort(); /* a decoder invariant broke */
+  }
+  if (rv != 0) {
+    return;
+  }
+  need = sp_msg_encoded_len(&m1);
+  if (need < SP_FRAME_HEADER_LEN + 1) {
+    abort(); /* accepted by the decoder, refused by the encoder */
+  }
+  f1 = malloc(need);
+  f2 = malloc(need);
+  if (!f1 || !f2) {
+    abort();
+  }
+  /* One byte short must be refused, exactly enough must fit. */
+  if (sp_msg_encode(&m1, f1, need - 1, &n1) != SP_ERR_NOBUF ||
+      sp_msg_encode(&m1, f1, need, &n1) != 0 || n1 != need) {
+    abort();
+  }
+  if (((size_t)f1[0] << 24 | (size_t)f1[1] << 16 | (size_t)f1[2] << 8 |
+       f1[3]) != need - SP_FRAME_HEADER_LEN) {
+    abort();
+  }
+  if (sp_decoder_decode(dec2, f1 + SP_FRAME_HEADER_LEN,
+                        n1 - SP_FRAME_HEADER_LEN, &m2) != 0 ||
+      !msg_same(&m1, &m2)) {
+    abort();
+  }
+  if (sp_msg_encode(&m2, f2, need, &n2) != 0 || n2 != n1 ||
+      memcmp(f1, f2, n1) != 0) {
+    abort();
+  }
+  free(f1);
+  free(f2);
+}
+
+static uint32_t next_rand(uint32_t *s) {
+  /* xorshift32: cheap and deterministic for a given control byte. */
+  uint32_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  return *s = x;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  sp_frame_reader *rd;
+  sp_decoder *dec, *dec2;
+  uint8_t ctl;
+  uint32_t seed;
+  size_t off;
+
+  if (size == 0) {
+    return 0;
+  }
+  ctl = data[0];
+  seed = 0x9e3779b9u ^ ctl;
+  ++data;
+  --size;
+  if (sp_frame_reader_new(&rd, MAX_FRAME, NULL) != 0 ||
+      sp_decoder_new(&dec, NULL) != 0 || sp_decoder_new(&dec2, NULL) != 0) {
+    abort();
+  }
+  off = 0;
+  while (off < size) {
+    size_t chunk = size - off;
+    size_t used = 0;
+
+    if (ctl != 0) {
+      size_t c = 1 + next_rand(&seed) % ctl;
+      chunk = c < chunk ? c : chunk;
+    }
+    /* A read stops after each frame it completes: loop over the chunk. */
+    while (used < chunk) {
+      const uint8_t *body;
+      size_t blen;
+      sp_ssize n = sp_frame_reader_read(rd, data + off + used, chunk - used,
+                                        &body, &blen);
+      if (n < 0) {
+        if (n != SP_ERR_FRAME_TOO_LARGE && n != SP_ERR_EMPTY_FRAME) {
+          abort();
+        }
+        goto done;
+      }
+      if (n == 0 || (size_t)n > chunk - used) {
+        abort(); /* no progress, or consumed more than given */
+      }
+      used += (size_t)n;
+      if (body) {
+        if (blen == 0 || blen > MAX_FRAME ||
+            sp_frame_reader_pending(rd) != 0) {
+          abort();
+        }
+        check_body(dec, dec2, body, blen);
+      }
+    }
+    off += chunk;
+  }
+done:
+  sp_decoder_del(dec);
+  sp_decoder_del(dec2);
+  sp_frame_reader_del(rd);
+  return 0;
+}

@@ -1,0 +1,1930 @@
+/*
+ * sp_codec_test.c: message encoding and decoding (sp_codec.c): round
+ * trips at the edges, every decode error, forward compatibility, the test
+ * vectors, and allocation failures.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/errors.h"
+#include "sp_buf.h"
+#include "sp_codec_int.h"
+#include "sp_mpack.h"
+#include "sp_test_mem.h"
+
+/* ---- comparing messages ---- */
+
+static void expect_entry_eq(const sp_entry *a, const sp_entry *b) {
+  assert_true(a->sequence == b->sequence);
+  assert_memory_equal(&a->device_id, &b->device_id, sizeof(sp_uuid));
+  assert_true(a->timestamp_ms == b->timestamp_ms);
+  assert_int_equal(a->model_type_len, b->model_type_len);
+  if (a->model_type_len) {
+    assert_memory_equal(a->model_type, b->model_type, a->model_type_len);
+  }
+  assert_memory_equal(&a->record_id, &b->record_id, sizeof(sp_uuid));
+  assert_int_equal(a->change_type, b->change_type);
+  assert_true(a->version == b->version);
+  assert_int_equal(a->data_len, b->data_len);
+  if (a->data_len) {
+    assert_memory_equal(a->data, b->data, a->data_len);
+  }
+}
+
+static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
+  assert_int_equal(a->type, b->type);
+  assert_memory_equal(&a->library_id, &b->library_id, sizeof(sp_uuid));
+  assert_true(a->epoch == b->epoch);
+  switch (a->type) {
+  case SP_MSG_NEW_ENTRIES:
+    assert_true(a->u.new_entries.from_sequence ==
+                b->u.new_entries.from_sequence);
+    assert_true(a->u.new_entries.to_sequence == b->u.new_entries.to_sequence);
+    assert_true(a->u.new_entries.entry_count == b->u.new_entries.entry_count);
+    break;
+  case SP_MSG_FETCH_ENTRIES:
+    assert_true(a->u.fetch_entries.since_sequence ==
+                b->u.fetch_entries.since_sequence);
+    assert_true(a->u.fetch_entries.limit == b->u.fetch_entries.limit);
+    assert_int_equal(a->u.fetch_entries.since_hash_len,
+                     b->u.fetch_entries.since_hash_len);
+    assert_memory_equal(a->u.fetch_entries.since_hash,
+                        b->u.fetch_entries.since_hash,
+                        a->u.fetch_entries.since_hash_len);
+    break;
+  case SP_MSG_ENTRIES_RESPONSE: {
+    const sp_msg_entries_response *x = &a->u.entries_response;
+    const sp_msg_entries_response *y = &b->u.entries_response;
+    size_t i;
+    assert_true(x->since_sequence == y->since_sequence);
+    assert_true(x->through_sequence == y->through_sequence);
+    assert_int_equal(x->has_more != 0, y->has_more != 0);
+    assert_true(x->leader_latest == y->leader_latest);
+    assert_int_equal(x->last_hash_len, y->last_hash_len);
+    assert_memory_equal(x->last_hash, y->last_hash, x->last_hash_len);
+    assert_int_equal(x->entry_count, y->entry_count);
+    for (i = 0; i < x->entry_count; ++i) {
+      expect_entry_eq(&x->entries[i], &y->entries[i]);
+    }
+    break;
+  }
+  case SP_MSG_ACKNOWLEDGE:
+    assert_true(a->u.acknowledge.up_to_sequence ==
+                b->u.acknowledge.up_to_sequence);
+    break;
+  case SP_MSG_HEARTBEAT:
+    assert_true(a->u.heartbeat.current_sequence ==
+                b->u.heartbeat.current_sequence);
+    assert_int_equal(a->u.heartbeat.role, b->u.heartbeat.role);
+    break;
+  case SP_MSG_SYNC_REQUIRED:
+    assert_int_equal(a->u.sync_required.reason, b->u.sync_required.reason);
+    assert_true(a->u.sync_required.leader_latest ==
+                b->u.sync_required.leader_latest);
+    assert_true(a->u.sync_required.leader_oldest ==
+                b->u.sync_required.leader_oldest);
+    assert_true(a->u.sync_required.follower_sequence ==
+                b->u.sync_required.follower_sequence);
+    break;
+  case SP_MSG_ERROR:
+    assert_int_equal(a->u.error.code, b->u.error.code);
+    assert_int_equal(a->u.error.message_len, b->u.error.message_len);
+    if (a->u.error.message_len) {
+      assert_memory_equal(a->u.error.message, b->u.error.message,
+                          a->u.error.message_len);
+    }
+    break;
+  default:
+    fail();
+  }
+}
+
+/* ---- building messages ---- */
+
+static void fill_uuid(sp_uuid *u, uint8_t base) {
+  size_t i;
+
+  for (i = 0; i < 16; ++i) {
+    u->bytes[i] = (uint8_t)(base + i);
+  }
+}
+
+static void msg_init(sp_msg *m, sp_msg_type type) {
+  memset(m, 0, sizeof(*m));
+  m->type = type;
+  fill_uuid(&m->library_id, 0x10);
+  m->epoch = 1;
+}
+
+static uint8_t g_payload[64];
+static char g_model[SP_MAX_MODEL_TYPE_LEN + 1];
+static char g_message[SP_MAX_ERROR_MESSAGE_LEN + 1];
+
+static void entry_init(sp_entry *e, sp_seq seq) {
+  memset(e, 0, sizeof(*e));
+  e->sequence = seq;
+  fill_uuid(&e->device_id, 0xa0);
+  e->timestamp_ms = 1700000000000ull + seq;
+  e->model_type = "tag";
+  e->model_type_len = 3;
+  fill_uuid(&e->record_id, (uint8_t)(0xb0 + seq));
+  e->change_type = (sp_change_type)(seq % 4);
+  e->version = (int64_t)seq - 5;
+  e->data = g_payload;
+  e->data_len = seq % sizeof(g_payload);
+}
+
+static sp_entry g_two[2];
+
+/* One small valid message of each type (the prefix/type tests use these). */
+static size_t sample_messages(sp_msg *out) {
+  size_t n = 0;
+
+  entry_init(&g_two[0], 3);
+  entry_init(&g_two[1], 4);
+  msg_init(&out[n], SP_MSG_NEW_ENTRIES);
+  out[n].u.new_entries.from_sequence = 2;
+  out[n].u.new_entries.to_sequence = 300;
+  out[n++].u.new_entries.entry_count = 298;
+  msg_init(&out[n], SP_MSG_FETCH_ENTRIES);
+  out[n].u.fetch_entries.since_sequence = 77;
+  out[n].u.fetch_entries.limit = 500;
+  memset(out[n].u.fetch_entries.since_hash, 0x21, SP_HASH_LEN);
+  out[n++].u.fetch_entries.since_hash_len = SP_HASH_LEN;
+  msg_init(&out[n], SP_MSG_ENTRIES_RESPONSE);
+  out[n].u.entries_response.since_sequence = 2;
+  out[n].u.entries_response.through_sequence = 5;
+  out[n].u.entries_response.has_more = 1;
+  out[n].u.entries_response.leader_latest = 9;
+  memset(out[n].u.entries_response.last_hash, 0x4e, SP_HASH_LEN);
+  out[n].u.entries_response.last_hash_len = SP_HASH_LEN;
+  out[n].u.entries_response.entries = g_two;
+  out[n++].u.entries_response.entry_count = 2;
+  msg_init(&out[n], SP_MSG_ACKNOWLEDGE);
+  out[n++].u.acknowledge.up_to_sequence = 128;
+  msg_init(&out[n], SP_MSG_HEARTBEAT);
+  out[n].u.heartbeat.current_sequence = 65536;
+  out[n++].u.heartbeat.role = SP_ROLE_FOLLOWER;
+  msg_init(&out[n], SP_MSG_SYNC_REQUIRED);
+  out[n].u.sync_required.reason = SP_SYNC_DIVERGENCE;
+  out[n].u.sync_required.leader_latest = 10;
+  out[n].u.sync_required.leader_oldest = 2;
+  out[n++].u.sync_required.follower_sequence = 11;
+  msg_init(&out[n], SP_MSG_ERROR);
+  out[n].u.error.code = -302;
+  out[n].u.error.message = "not a member";
+  out[n++].u.error.message_len = 12;
+  return n;
+}
+
+/* Encodes `m` into a fresh frame; returns it and its length. */
+static uint8_t *encode(const sp_msg *m, size_t *len) {
+  size_t need = sp_msg_encoded_len(m), nw;
+  uint8_t *buf;
+
+  assert_true(need > SP_FRAME_HEADER_LEN);
+  buf = malloc(need);
+  assert_non_null(buf);
+  assert_int_equal(sp_msg_encode(m, buf, need, &nw), 0);
+  assert_int_equal(nw, need);
+  *len = nw;
+  return buf;
+}
+
+/* Decodes the body of a frame; returns the decoder's result code. */
+static int decode_body(const uint8_t *body, size_t len, sp_msg *out) {
+  sp_decoder *dec;
+  int rv;
+
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  rv = sp_decoder_decode(dec, body, len, out);
+  sp_decoder_del(dec);
+  return rv;
+}
+
+/* Encode, decode with `dec`, compare, and check pointers point into the
+ * body (the decoder copies no string or payload). */
+static void round_trip_with(sp_decoder *dec, const sp_msg *m) {
+  size_t len, i;
+  uint8_t *frame = encode(m, &len);
+  const uint8_t *body = frame + SP_FRAME_HEADER_LEN, *end = frame + len;
+  sp_msg got;
+
+  assert_int_equal(sp_decoder_decode(dec, body, len - SP_FRAME_HEADER_LEN,
+                                     &got),
+                   0);
+  expect_msg_eq(m, &got);
+  if (got.type == SP_MSG_ENTRIES_RESPONSE) {
+    for (i = 0; i < got.u.entries_response.entry_count; ++i) {
+      const sp_entry *e = &got.u.entries_response.entries[i];
+      assert_true((const uint8_t *)e->model_type >= body &&
+                  (const uint8_t *)e->model_type + e->model_type_len <= end);
+      assert_true(e->data >= body && e->data + e->data_len <= end);
+    }
+  } else if (got.type == SP_MSG_ERROR) {
+    assert_true((const uint8_t *)got.u.error.message >= body &&
+                (const uint8_t *)got.u.error.message +
+                        got.u.error.message_len <= end);
+  }
+  free(frame);
+}
+
+static void round_trip(const sp_msg *m) {
+  sp_decoder *dec;
+
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  round_trip_with(dec, m);
+  sp_decoder_del(dec);
+}
+
+static int setup(void **state) {
+  (void)state;
+  memset(g_payload, 0x5d, sizeof(g_payload));
+  memset(g_model, 'm', sizeof(g_model));
+  memset(g_message, 'e', sizeof(g_message));
+  return 0;
+}
+
+/* ---- round trips ---- */
+
+static const uint64_t u64_edges[] = {0, 1, 127, 128, 255, 256, 65535, 65536,
+                                     UINT32_MAX, (uint64_t)UINT32_MAX + 1,
+                                     UINT64_MAX - 1, UINT64_MAX};
+#define N_EDGES (sizeof(u64_edges) / sizeof(u64_edges[0]))
+
+static void test_round_trip_simple_messages(void **state) {
+  size_t i;
+  sp_msg m;
+
+  (void)state;
+  for (i = 0; i < N_EDGES; ++i) {
+    uint64_t v = u64_edges[i], w = u64_edges[N_EDGES - 1 - i];
+
+    msg_init(&m, SP_MSG_NEW_ENTRIES);
+    m.epoch = v;
+    m.u.new_entries.from_sequence = v;
+    m.u.new_entries.to_sequence = w;
+    m.u.new_entries.entry_count = v;
+    round_trip(&m);
+
+    msg_init(&m, SP_MSG_FETCH_ENTRIES);
+    m.epoch = w;
+    m.u.fetch_entries.since_sequence = v;
+    m.u.fetch_entries.limit = w;
+    m.u.fetch_entries.since_hash_len = (i % 2) ? SP_HASH_LEN : 0;
+    memset(m.u.fetch_entries.since_hash, (int)i, SP_HASH_LEN);
+    round_trip(&m);
+
+    msg_init(&m, SP_MSG_ACKNOWLEDGE);
+    m.epoch = v;
+    m.u.acknowledge.up_to_sequence = w;
+    round_trip(&m);
+
+    msg_init(&m, SP_MSG_HEARTBEAT);
+    m.epoch = w;
+    m.u.heartbeat.current_sequence = v;
+    m.u.heartbeat.role = (i % 2) ? SP_ROLE_FOLLOWER : SP_ROLE_LEADER;
+    round_trip(&m);
+
+    msg_init(&m, SP_MSG_SYNC_REQUIRED);
+    m.epoch = v;
+    m.u.sync_required.reason = (sp_sync_reason)(1 + i % 4);
+    m.u.sync_required.leader_latest = v;
+    m.u.sync_required.leader_oldest = w;
+    m.u.sync_required.follower_sequence = v ^ w;
+    round_trip(&m);
+  }
+}
+
+static void test_round_trip_error(void **state) {
+  static const int32_t codes[] = {INT32_MIN, INT32_MIN + 1, -32769, -32768,
+                                  -129, -128, -33, -32, -1, 0, 1, 127, 128,
+                                  65535, 65536, INT32_MAX};
+  static const char utf8[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+  size_t i;
+  sp_msg m;
+
+  (void)state;
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
+    msg_init(&m, SP_MSG_ERROR);
+    m.u.error.code = codes[i];
+    m.u.error.message = i % 3 == 0 ? NULL : i % 3 == 1 ? g_message : utf8;
+    m.u.error.message_len = i % 3 == 0   ? 0
+                            : i % 3 == 1 ? SP_MAX_ERROR_MESSAGE_LEN - i
+                                         : sizeof(utf8) - 1;
+    round_trip(&m);
+  }
+  /* The largest message, and the largest short forms. */
+  msg_init(&m, SP_MSG_ERROR);
+  m.u.error.message = g_message;
+  m.u.error.message_len = SP_MAX_ERROR_MESSAGE_LEN;
+  round_trip(&m);
+  m.u.error.message_len = 31;
+  round_trip(&m);
+  m.u.error.message_len = 255;
+  round_trip(&m);
+}
+
+static void response_init(sp_msg *m, sp_seq since, sp_seq through,
+                          const sp_entry *entries, size_t n) {
+  msg_init(m, SP_MSG_ENTRIES_RESPONSE);
+  m->u.entries_response.since_sequence = since;
+  m->u.entries_response.through_sequence = through;
+  m->u.entries_response.leader_latest = through;
+  m->u.entries_response.entries = entries;
+  m->u.entries_response.entry_count = n;
+  if (n) {
+    memset(m->u.entries_response.last_hash, 0x77, SP_HASH_LEN);
+    m->u.entries_response.last_hash_len = SP_HASH_LEN;
+  }
+}
+
+static void test_round_trip_response_edges(void **state) {
+  sp_entry e[4];
+  sp_msg m;
+  uint8_t *big = malloc(1u << 20);
+
+  (void)state;
+  assert_non_null(big);
+  memset(big, 0xb1, 1u << 20);
+
+  /* Empty pages: no hash, and a hash (an empty page may carry one). */
+  response_init(&m, 0, 0, NULL, 0);
+  round_trip(&m);
+  response_init(&m, UINT64_MAX, UINT64_MAX, NULL, 0);
+  m.u.entries_response.has_more = 1;
+  m.u.entries_response.last_hash_len = SP_HASH_LEN;
+  round_trip(&m);
+
+  /* Edge entries. */
+  entry_init(&e[0], 1);
+  e[0].timestamp_ms = 0;
+  e[0].version = INT64_MIN;
+  e[0].model_type = NULL;
+  e[0].model_type_len = 0;
+  e[0].data = NULL;
+  e[0].data_len = 0;
+  e[0].change_type = SP_CHANGE_INSERT;
+  entry_init(&e[1], 2);
+  e[1].version = INT64_MAX;
+  e[1].model_type = g_model;
+  e[1].model_type_len = SP_MAX_MODEL_TYPE_LEN;
+  e[1].change_type = SP_CHANGE_BULK_INSERT;
+  e[1].timestamp_ms = UINT64_MAX;
+  entry_init(&e[2], 1000);
+  e[2].data = big;
+  e[2].data_len = 1u << 20;
+  e[2].model_type = "r\xc3\xa9sum\xc3\xa9";
+  e[2].model_type_len = 8;
+  entry_init(&e[3], UINT64_MAX);
+  e[3].version = 0;
+  response_init(&m, 0, UINT64_MAX, e, 4);
+  m.u.entries_response.has_more = 0;
+  round_trip(&m);
+  m.u.entries_response.has_more = 1;
+  m.u.entries_response.leader_latest = 0;
+  round_trip(&m);
+  free(big);
+}
+
+static void test_round_trip_many_entries(void **state) {
+  const size_t n = 10000;
+  sp_entry *e = calloc(n, sizeof(*e));
+  sp_decoder *dec;
+  sp_msg m;
+  size_t i;
+
+  (void)state;
+  assert_non_null(e);
+  for (i = 0; i < n; ++i) {
+    entry_init(&e[i], 100 + 3 * i); /* gaps are fine, order is not */
+  }
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  response_init(&m, 99, 100 + 3 * n, e, n);
+  round_trip_with(dec, &m);
+  /* The same decoder then decodes a small page (its array is reused). */
+  response_init(&m, 99, 200, e, 3);
+  round_trip_with(dec, &m);
+  response_init(&m, 99, 100 + 3 * n, e, n);
+  round_trip_with(dec, &m);
+  sp_decoder_del(dec);
+  free(e);
+}
+
+/* ---- splicing bodies for the error tests ---- */
+
+typedef struct fields {
+  size_t hdr;      /* bytes of the array header */
+  uint32_t n;      /* elements */
+  size_t off[64];  /* offset of each element */
+  size_t len[64];  /* its length */
+} fields;
+
+static void split(const uint8_t *p, size_t len, fields *f) {
+  sp_mp mp;
+  uint32_t i;
+
+  sp_mp_init(&mp, p, len);
+  assert_int_equal(sp_mp_array(&mp, &f->n), 0);
+  assert_true(f->n <= 64);
+  f->hdr = len - sp_mp_left(&mp);
+  for (i = 0; i < f->n; ++i) {
+    f->off[i] = len - sp_mp_left(&mp);
+    assert_int_equal(sp_mp_skip(&mp), 0);
+    f->len[i] = len - sp_mp_left(&mp) - f->off[i];
+  }
+}
+
+/* A growable byte string. */
+typedef struct bytes {
+  uint8_t *p;
+  size_t len;
+} bytes;
+
+static void put(bytes *b, const void *src, size_t n) {
+  uint8_t *q = realloc(b->p, b->len + n + 1);
+
+  assert_non_null(q);
+  b->p = q;
+  if (n) {
+    memcpy(b->p + b->len, src, n);
+  }
+  b->len += n;
+}
+
+static void put_array_hdr(bytes *b, uint32_t n) {
+  uint8_t h[5];
+
+  if (n < 16) {
+    h[0] = (uint8_t)(0x90 | n);
+    put(b, h, 1);
+  } else {
+    h[0] = 0xdd;
+    h[1] = (uint8_t)(n >> 24);
+    h[2] = (uint8_t)(n >> 16);
+    h[3] = (uint8_t)(n >> 8);
+    h[4] = (uint8_t)n;
+    put(b, h, 5);
+  }
+}
+
+/* body with element `i` replaced by `rep` */
+static bytes replace_field(const uint8_t *body, size_t len, uint32_t i,
+                           const void *rep, size_t replen) {
+  fields f;
+  bytes b = {NULL, 0};
+
+  split(body, len, &f);
+  assert_true(i < f.n);
+  put(&b, body, f.off[i]);
+  put(&b, rep, replen);
+  put(&b, body + f.off[i] + f.len[i], len - f.off[i] - f.len[i]);
+  return b;
+}
+
+/* body keeping only its first `keep` elements (header rewritten) */
+static bytes keep_fields(const uint8_t *body, size_t len, uint32_t keep) {
+  fields f;
+  bytes b = {NULL, 0};
+  uint32_t i;
+
+  split(body, len, &f);
+  put_array_hdr(&b, keep);
+  for (i = 0; i < keep && i < f.n; ++i) {
+    put(&b, body + f.off[i], f.len[i]);
+  }
+  return b;
+}
+
+/* body with `extra` raw elements appended (header rewritten) */
+static bytes add_fields(const uint8_t *body, size_t len, uint32_t nextra,
+                        const void *extra, size_t extralen) {
+  fields f;
+  bytes b = {NULL, 0};
+
+  split(body, len, &f);
+  put_array_hdr(&b, f.n + nextra);
+  put(&b, body + f.hdr, len - f.hdr);
+  put(&b, extra, extralen);
+  return b;
+}
+
+/* A one-entry EntriesResponse body and the location of its entry. */
+typedef struct one_entry {
+  uint8_t *frame;
+  size_t len;
+  const uint8_t *body;
+  size_t body_len;
+  size_t entry_off; /* within body */
+  size_t entry_len;
+} one_entry;
+
+static sp_entry g_one;
+
+static void one_entry_make(one_entry *o) {
+  sp_msg m;
+  fields f;
+
+  entry_init(&g_one, 7);
+  response_init(&m, 6, 7, &g_one, 1);
+  o->frame = encode(&m, &o->len);
+  o->body = o->frame + SP_FRAME_HEADER_LEN;
+  o->body_len = o->len - SP_FRAME_HEADER_LEN;
+  split(o->body, o->body_len, &f);
+  /* element 4 is the entries array: a 5-byte array 32 header, one entry */
+  assert_int_equal(o->body[f.off[4]], 0xdd);
+  o->entry_off = f.off[4] + 5;
+  o->entry_len = f.len[4] - 5;
+}
+
+/* The response body with its entry replaced by `entry` bytes. */
+static bytes with_entry(const one_entry *o, const bytes *entry) {
+  bytes b = {NULL, 0};
+
+  put(&b, o->body, o->entry_off);
+  put(&b, entry->p, entry->len);
+  put(&b, o->body + o->entry_off + o->entry_len,
+      o->body_len - o->entry_off - o->entry_len);
+  return b;
+}
+
+static int decode_bytes(const bytes *b) {
+  sp_msg m;
+  /* An exact-size copy: ASan catches any read past the body. */
+  uint8_t *copy = malloc(b->len ? b->len : 1);
+  int rv;
+
+  assert_non_null(copy);
+  memcpy(copy, b->p, b->len);
+  rv = decode_body(copy, b->len, &m);
+  free(copy);
+  return rv;
+}
+
+static void expect_decode(bytes b, int want) {
+  int rv = decode_bytes(&b);
+
+  if (rv != want) {
+    print_error("decode gave %s, want %s\n", sp_err_name(rv),
+                sp_err_name(want));
+  }
+  assert_int_equal(rv, want);
+  free(b.p);
+}
+
+/* ---- decode errors ---- */
+
+static void test_every_prefix_truncated(void **state) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i, k;
+
+  (void)state;
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    const uint8_t *body = frame + SP_FRAME_HEADER_LEN;
+    size_t blen = len - SP_FRAME_HEADER_LEN;
+    sp_msg m;
+
+    for (k = 0; k < blen; ++k) {
+      uint8_t *copy = malloc(k ? k : 1);
+      int rv;
+      assert_non_null(copy);
+      memcpy(copy, body, k);
+      rv = decode_body(copy, k, &m);
+      if (rv != SP_ERR_TRUNCATED) {
+        print_error("type %d prefix %zu: %s\n", msgs[i].type, k,
+                    sp_err_name(rv));
+      }
+      assert_int_equal(rv, SP_ERR_TRUNCATED);
+      free(copy);
+    }
+    assert_int_equal(decode_body(body, blen, &m), 0);
+    free(frame);
+  }
+}
+
+/* A value of a type no field accepts as `like`'s type. */
+static size_t wrong_type_for(uint8_t like, uint8_t *out) {
+  if (like <= 0x7f || like >= 0xe0 || (like >= 0xcc && like <= 0xd3)) {
+    memcpy(out, "\xca\x00\x00\x00\x00", 5); /* float for an int */
+    return 5;
+  }
+  if (like >= 0xc4 && like <= 0xc6) {
+    memcpy(out, "\xa0", 1); /* str for a bin */
+    return 1;
+  }
+  if ((like >= 0xa0 && like <= 0xbf) || (like >= 0xd9 && like <= 0xdb)) {
+    memcpy(out, "\xc4\x00", 2); /* bin for a str */
+    return 2;
+  }
+  if (like == 0xc2 || like == 0xc3) {
+    out[0] = 0x00; /* int for a bool */
+    return 1;
+  }
+  out[0] = 0x80; /* map for an array */
+  return 1;
+}
+
+static void test_wrong_type_every_field(void **state) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+  one_entry o;
+  fields f;
+  uint32_t k;
+
+  (void)state;
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    const uint8_t *body = frame + SP_FRAME_HEADER_LEN;
+    size_t blen = len - SP_FRAME_HEADER_LEN;
+
+    split(body, blen, &f);
+    for (k = 0; k < f.n; ++k) {
+      uint8_t rep[8];
+      size_t rl = wrong_type_for(body[f.off[k]], rep);
+      expect_decode(replace_field(body, blen, k, "\xc0", 1),
+                    SP_ERR_WRONG_TYPE);
+      expect_decode(replace_field(body, blen, k, rep, rl), SP_ERR_WRONG_TYPE);
+    }
+    free(frame);
+  }
+  /* Each field of an entry. */
+  one_entry_make(&o);
+  split(o.body + o.entry_off, o.entry_len, &f);
+  assert_int_equal(f.n, 8);
+  for (k = 0; k < f.n; ++k) {
+    uint8_t rep[8];
+    const uint8_t *eb = o.body + o.entry_off;
+    size_t rl = wrong_type_for(eb[f.off[k]], rep);
+    bytes e1 = replace_field(eb, o.entry_len, k, "\xc0", 1);
+    bytes e2 = replace_field(eb, o.entry_len, k, rep, rl);
+    expect_decode(with_entry(&o, &e1), SP_ERR_WRONG_TYPE);
+    expect_decode(with_entry(&o, &e2), SP_ERR_WRONG_TYPE);
+    free(e1.p);
+    free(e2.p);
+  }
+  /* The body itself must be an array; an entry too. */
+  {
+    bytes b = {NULL, 0};
+    put(&b, "\x81\x01\x02", 3);
+    expect_decode(b, SP_ERR_WRONG_TYPE);
+    b.p = NULL;
+    b.len = 0;
+    put(&b, "\x01", 1);
+    expect_decode(b, SP_ERR_WRONG_TYPE);
+    b.p = NULL;
+    b.len = 0;
+    put(&b, "\x81\x01\x02", 3);
+    expect_decode(with_entry(&o, &b), SP_ERR_WRONG_TYPE);
+    free(b.p);
+  }
+  free(o.frame);
+}
+
+static void test_uuid_lengths(void **state) {
+  static const uint8_t u15[] = {0xc4, 15, 1, 2, 3, 4, 5, 6, 7, 8,
+                                9, 10, 11, 12, 13, 14, 15};
+  static const uint8_t u17[] = {0xc4, 17, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                10, 11, 12, 13, 14, 15, 16, 17};
+  static const uint8_t u0[] = {0xc4, 0};
+  static const uint8_t u16w[] = {0xc5, 0, 16, 1, 2, 3, 4, 5, 6, 7, 8,
+                                 9, 10, 11, 12, 13, 14, 15, 16};
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+  one_entry o;
+
+  (void)state;
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    const uint8_t *body = frame + SP_FRAME_HEADER_LEN;
+    size_t blen = len - SP_FRAME_HEADER_LEN;
+
+    expect_decode(replace_field(body, blen, 1, u15, sizeof(u15)),
+                  SP_ERR_UUID_LENGTH);
+    expect_decode(replace_field(body, blen, 1, u17, sizeof(u17)),
+                  SP_ERR_UUID_LENGTH);
+    expect_decode(replace_field(body, blen, 1, u0, sizeof(u0)),
+                  SP_ERR_UUID_LENGTH);
+    /* 16 bytes in a wider bin header is still a UUID. */
+    expect_decode(replace_field(body, blen, 1, u16w, sizeof(u16w)), 0);
+    free(frame);
+  }
+  one_entry_make(&o);
+  for (i = 1; i <= 4; i += 3) { /* device_id, record_id */
+    const uint8_t *eb = o.body + o.entry_off;
+    bytes e1 = replace_field(eb, o.entry_len, (uint32_t)i, u15, sizeof(u15));
+    bytes e2 = replace_field(eb, o.entry_len, (uint32_t)i, u17, sizeof(u17));
+    expect_decode(with_entry(&o, &e1), SP_ERR_UUID_LENGTH);
+    expect_decode(with_entry(&o, &e2), SP_ERR_UUID_LENGTH);
+    free(e1.p);
+    free(e2.p);
+  }
+  free(o.frame);
+}
+
+/* Body of the sample message of `type`, in a fresh frame. */
+static uint8_t *sample_frame(sp_msg_type type, const uint8_t **body,
+                             size_t *blen) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i, len;
+  uint8_t *frame;
+
+  for (i = 0; i < n && msgs[i].type != type; ++i) {
+  }
+  assert_true(i < n);
+  frame = encode(&msgs[i], &len);
+  *body = frame + SP_FRAME_HEADER_LEN;
+  *blen = len - SP_FRAME_HEADER_LEN;
+  return frame;
+}
+
+static void test_enum_ranges(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  one_entry o;
+  const uint8_t *eb;
+  bytes e;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_HEARTBEAT, &body, &blen);
+  expect_decode(replace_field(body, blen, 4, "\x00", 1), 0);
+  expect_decode(replace_field(body, blen, 4, "\x01", 1), 0);
+  expect_decode(replace_field(body, blen, 4, "\x02", 1), SP_ERR_ENUM_RANGE);
+  expect_decode(replace_field(body, blen, 4, "\x7f", 1), SP_ERR_ENUM_RANGE);
+  expect_decode(replace_field(body, blen, 4, "\xcc\x01", 2), 0);
+  expect_decode(replace_field(body, blen, 4, "\xcd\x01\x00", 3),
+                SP_ERR_ENUM_RANGE);
+  expect_decode(replace_field(body, blen, 4,
+                              "\xcf\x00\x00\x00\x01\x00\x00\x00\x00", 9),
+                SP_ERR_ENUM_RANGE);
+  free(frame);
+
+  frame = sample_frame(SP_MSG_SYNC_REQUIRED, &body, &blen);
+  expect_decode(replace_field(body, blen, 3, "\x00", 1), SP_ERR_ENUM_RANGE);
+  expect_decode(replace_field(body, blen, 3, "\x01", 1), 0);
+  expect_decode(replace_field(body, blen, 3, "\x04", 1), 0);
+  expect_decode(replace_field(body, blen, 3, "\x05", 1), SP_ERR_ENUM_RANGE);
+  expect_decode(replace_field(body, blen, 3, "\xce\x00\x01\x00\x01", 5),
+                SP_ERR_ENUM_RANGE);
+  free(frame);
+
+  one_entry_make(&o);
+  eb = o.body + o.entry_off;
+  e = replace_field(eb, o.entry_len, 5, "\x03", 1);
+  expect_decode(with_entry(&o, &e), 0);
+  free(e.p);
+  e = replace_field(eb, o.entry_len, 5, "\x04", 1);
+  expect_decode(with_entry(&o, &e), SP_ERR_ENUM_RANGE);
+  free(e.p);
+  e = replace_field(eb, o.entry_len, 5, "\xcc\xff", 2);
+  expect_decode(with_entry(&o, &e), SP_ERR_ENUM_RANGE);
+  free(e.p);
+  free(o.frame);
+}
+
+static void test_int_ranges(void **state) {
+  static const uint8_t code_over[] = {0xce, 0x80, 0x00, 0x00, 0x00};
+  static const uint8_t code_under[] = {0xd3, 0xff, 0xff, 0xff, 0xff,
+                                       0x7f, 0xff, 0xff, 0xff};
+  static const uint8_t code_max[] = {0xce, 0x7f, 0xff, 0xff, 0xff};
+  static const uint8_t code_min[] = {0xd3, 0xff, 0xff, 0xff, 0xff,
+                                     0x80, 0x00, 0x00, 0x00};
+  static const uint8_t ver_over[] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0};
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  one_entry o;
+  fields f;
+  uint32_t k;
+
+  (void)state;
+  /* A negative number in every unsigned field of every message (the
+   * entries array, hashes, strings, role and reason aside). */
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *fr = encode(&msgs[i], &len);
+    const uint8_t *b = fr + SP_FRAME_HEADER_LEN;
+    size_t bl = len - SP_FRAME_HEADER_LEN;
+
+    split(b, bl, &f);
+    for (k = 0; k < f.n; ++k) {
+      uint8_t t = b[f.off[k]];
+      int is_uint = t <= 0x7f || (t >= 0xcc && t <= 0xcf);
+      if (!is_uint || (msgs[i].type == SP_MSG_ERROR && k == 3)) {
+        continue;
+      }
+      expect_decode(replace_field(b, bl, k, "\xff", 1), SP_ERR_INT_RANGE);
+      expect_decode(replace_field(b, bl, k, "\xd3\x80\0\0\0\0\0\0\0", 9),
+                    SP_ERR_INT_RANGE);
+    }
+    free(fr);
+  }
+  frame = sample_frame(SP_MSG_ERROR, &body, &blen);
+  expect_decode(replace_field(body, blen, 3, code_over, 5), SP_ERR_INT_RANGE);
+  expect_decode(replace_field(body, blen, 3, code_under, 9),
+                SP_ERR_INT_RANGE);
+  expect_decode(replace_field(body, blen, 3, code_max, 5), 0);
+  expect_decode(replace_field(body, blen, 3, code_min, 9), 0);
+  free(frame);
+
+  one_entry_make(&o);
+  {
+    const uint8_t *eb = o.body + o.entry_off;
+    bytes e = replace_field(eb, o.entry_len, 6, ver_over, sizeof(ver_over));
+    expect_decode(with_entry(&o, &e), SP_ERR_INT_RANGE);
+    free(e.p);
+    e = replace_field(eb, o.entry_len, 0, "\xe0", 1); /* sequence -32 */
+    expect_decode(with_entry(&o, &e), SP_ERR_INT_RANGE);
+    free(e.p);
+    e = replace_field(eb, o.entry_len, 2, "\xd0\x80", 2); /* timestamp */
+    expect_decode(with_entry(&o, &e), SP_ERR_INT_RANGE);
+    free(e.p);
+  }
+  free(o.frame);
+}
+
+/* A str of `n` bytes of `c` with the smallest header. */
+static bytes str_of(size_t n, char c) {
+  bytes b = {NULL, 0};
+  uint8_t h[3];
+  char *s = malloc(n + 1);
+
+  assert_non_null(s);
+  memset(s, c, n);
+  if (n < 32) {
+    h[0] = (uint8_t)(0xa0 | n);
+    put(&b, h, 1);
+  } else if (n < 256) {
+    h[0] = 0xd9;
+    h[1] = (uint8_t)n;
+    put(&b, h, 2);
+  } else {
+    h[0] = 0xda;
+    h[1] = (uint8_t)(n >> 8);
+    h[2] = (uint8_t)n;
+    put(&b, h, 3);
+  }
+  put(&b, s, n);
+  free(s);
+  return b;
+}
+
+static void test_oversize_strings(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  one_entry o;
+  bytes s, e;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_ERROR, &body, &blen);
+  s = str_of(SP_MAX_ERROR_MESSAGE_LEN, 'a');
+  expect_decode(replace_field(body, blen, 4, s.p, s.len), 0);
+  free(s.p);
+  s = str_of(SP_MAX_ERROR_MESSAGE_LEN + 1, 'a');
+  expect_decode(replace_field(body, blen, 4, s.p, s.len), SP_ERR_OVERSIZE);
+  free(s.p);
+  free(frame);
+
+  one_entry_make(&o);
+  s = str_of(SP_MAX_MODEL_TYPE_LEN, 'm');
+  e = replace_field(o.body + o.entry_off, o.entry_len, 3, s.p, s.len);
+  expect_decode(with_entry(&o, &e), 0);
+  free(s.p);
+  free(e.p);
+  s = str_of(SP_MAX_MODEL_TYPE_LEN + 1, 'm');
+  e = replace_field(o.body + o.entry_off, o.entry_len, 3, s.p, s.len);
+  expect_decode(with_entry(&o, &e), SP_ERR_OVERSIZE);
+  free(s.p);
+  free(e.p);
+  free(o.frame);
+}
+
+static void test_invalid_utf8(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  one_entry o;
+  bytes e;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_ERROR, &body, &blen);
+  expect_decode(replace_field(body, blen, 4, "\xa2\xc3\x28", 3), SP_ERR_UTF8);
+  expect_decode(replace_field(body, blen, 4, "\xa3\xed\xa0\x80", 4),
+                SP_ERR_UTF8);
+  expect_decode(replace_field(body, blen, 4, "\xa2\xc3\xa9", 3), 0);
+  free(frame);
+  one_entry_make(&o);
+  e = replace_field(o.body + o.entry_off, o.entry_len, 3, "\xa2\xc0\x80", 3);
+  expect_decode(with_entry(&o, &e), SP_ERR_UTF8);
+  free(e.p);
+  free(o.frame);
+}
+
+static void test_trailing_bytes(void **state) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+
+  (void)state;
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    bytes b = {NULL, 0};
+
+    put(&b, frame + 4, len - 4);
+    put(&b, "\xc0", 1);
+    expect_decode(b, SP_ERR_TRAILING_BYTES);
+    b.p = NULL;
+    b.len = 0;
+    /* Two messages in one body is trailing bytes too. */
+    put(&b, frame + 4, len - 4);
+    put(&b, frame + 4, len - 4);
+    expect_decode(b, SP_ERR_TRAILING_BYTES);
+    free(frame);
+  }
+}
+
+static void test_unknown_message(void **state) {
+  static const struct {
+    const char *b;
+    size_t n;
+  } cases[] = {
+      {"\x91\x00", 2},
+      {"\x91\x08", 2},
+      {"\x91\x7f", 2},
+      {"\x91\xcc\xff", 3},
+      {"\x91\xcf\x00\x00\x01\x00\x00\x00\x00\x01", 10},
+      /* a newer message with fields this decoder cannot know */
+      {"\x93\x08\xc4\x00\xc0", 5},
+  };
+  size_t i;
+
+  (void)state;
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+    bytes b = {NULL, 0};
+    put(&b, cases[i].b, cases[i].n);
+    expect_decode(b, SP_ERR_UNKNOWN_MESSAGE);
+  }
+}
+
+static void test_reserved_byte(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  bytes b = {NULL, 0};
+
+  (void)state;
+  put(&b, "\xc1", 1);
+  expect_decode(b, SP_ERR_MSGPACK);
+  b.p = NULL;
+  b.len = 0;
+  put(&b, "\x94\xc1", 2);
+  expect_decode(b, SP_ERR_MSGPACK);
+  frame = sample_frame(SP_MSG_ACKNOWLEDGE, &body, &blen);
+  expect_decode(replace_field(body, blen, 2, "\xc1", 1), SP_ERR_MSGPACK);
+  /* In an extension element, deep inside. */
+  expect_decode(add_fields(body, blen, 1, "\x92\x01\x91\xc1", 4),
+                SP_ERR_MSGPACK);
+  free(frame);
+}
+
+static void test_missing_fields(void **state) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+  one_entry o;
+  bytes b = {NULL, 0};
+  uint32_t k;
+
+  (void)state;
+  put(&b, "\x90", 1);
+  expect_decode(b, SP_ERR_MISSING_FIELD);
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    fields f;
+
+    split(frame + 4, len - 4, &f);
+    for (k = 1; k < f.n; ++k) {
+      expect_decode(keep_fields(frame + 4, len - 4, k), SP_ERR_MISSING_FIELD);
+    }
+    free(frame);
+  }
+  one_entry_make(&o);
+  for (k = 0; k < 8; ++k) {
+    bytes e = keep_fields(o.body + o.entry_off, o.entry_len, k);
+    expect_decode(with_entry(&o, &e), SP_ERR_MISSING_FIELD);
+    free(e.p);
+  }
+  free(o.frame);
+}
+
+static void test_entry_order(void **state) {
+  sp_entry e[3];
+  sp_msg m;
+  size_t len;
+  uint8_t *frame;
+  const uint8_t *body;
+  fields f;
+
+  (void)state;
+  entry_init(&e[0], 5);
+  entry_init(&e[1], 6);
+  entry_init(&e[2], 9);
+  response_init(&m, 4, 10, e, 3);
+  frame = encode(&m, &len);
+  body = frame + 4;
+  split(body, len - 4, &f);
+  /* Patch sequences in place (each is a fixint right after 0x98). */
+  {
+    static const struct {
+      uint8_t s0, s1, s2, since, through;
+      int want;
+    } cases[] = {
+        {5, 6, 9, 4, 10, 0},
+        {5, 6, 9, 4, 9, 0},                   /* through = last */
+        {5, 5, 9, 4, 10, SP_ERR_ENTRY_ORDER}, /* duplicate */
+        {5, 9, 6, 4, 10, SP_ERR_ENTRY_ORDER}, /* out of order */
+        {4, 6, 9, 4, 10, SP_ERR_ENTRY_ORDER}, /* not after since */
+        {3, 6, 9, 4, 10, SP_ERR_ENTRY_ORDER}, /* before since */
+        {5, 6, 11, 4, 10, SP_ERR_ENTRY_ORDER}, /* past through */
+        {5, 6, 9, 4, 3, SP_ERR_ENTRY_ORDER},  /* through < since */
+    };
+    size_t i;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+      bytes b = {NULL, 0};
+      fields ef;
+      put(&b, body, len - 4);
+      b.p[f.off[3]] = cases[i].since;
+      b.p[f.off[5]] = cases[i].through;
+      /* entries: 0xdd + count, then each entry 0x98 <seq> ... */
+      {
+        size_t at = f.off[4] + 5, k;
+        const uint8_t seqs[3] = {cases[i].s0, cases[i].s1, cases[i].s2};
+        for (k = 0; k < 3; ++k) {
+          split(b.p + at, len - 4 - at, &ef);
+          b.p[at + ef.off[0]] = seqs[k];
+          at += ef.off[7] + ef.len[7];
+        }
+      }
+      expect_decode(b, cases[i].want);
+    }
+  }
+  free(frame);
+
+  /* An empty page with through < since. */
+  response_init(&m, 4, 4, NULL, 0);
+  frame = encode(&m, &len);
+  split(frame + 4, len - 4, &f);
+  expect_decode(replace_field(frame + 4, len - 4, 5, "\x03", 1),
+                SP_ERR_ENTRY_ORDER);
+  free(frame);
+}
+
+static void test_hash_lengths(void **state) {
+  static const uint8_t h1[] = {0xc4, 1, 0};
+  uint8_t h31[33], h33[35], h32w[35];
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+
+  (void)state;
+  memset(h31, 1, sizeof(h31));
+  h31[0] = 0xc4;
+  h31[1] = 31;
+  memset(h33, 1, sizeof(h33));
+  h33[0] = 0xc4;
+  h33[1] = 33;
+  memset(h32w, 1, sizeof(h32w));
+  h32w[0] = 0xc5;
+  h32w[1] = 0;
+  h32w[2] = 32;
+  frame = sample_frame(SP_MSG_FETCH_ENTRIES, &body, &blen);
+  expect_decode(replace_field(body, blen, 5, h1, sizeof(h1)),
+                SP_ERR_HASH_LENGTH);
+  expect_decode(replace_field(body, blen, 5, h31, sizeof(h31)),
+                SP_ERR_HASH_LENGTH);
+  expect_decode(replace_field(body, blen, 5, h33, sizeof(h33)),
+                SP_ERR_HASH_LENGTH);
+  expect_decode(replace_field(body, blen, 5, h32w, sizeof(h32w)), 0);
+  expect_decode(replace_field(body, blen, 5, "\xc4\x00", 2), 0);
+  free(frame);
+  frame = sample_frame(SP_MSG_ENTRIES_RESPONSE, &body, &blen);
+  expect_decode(replace_field(body, blen, 8, h1, sizeof(h1)),
+                SP_ERR_HASH_LENGTH);
+  expect_decode(replace_field(body, blen, 8, h33, sizeof(h33)),
+                SP_ERR_HASH_LENGTH);
+  free(frame);
+}
+
+/* Wraps `inner` in `depth` one-element arrays. */
+static bytes nested(size_t depth, const char *inner, size_t inner_len) {
+  bytes b = {NULL, 0};
+  size_t i;
+
+  for (i = 0; i < depth; ++i) {
+    put(&b, "\x91", 1);
+  }
+  put(&b, inner, inner_len);
+  return b;
+}
+
+static void test_nesting_in_extension(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  one_entry o;
+  bytes x, e;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_HEARTBEAT, &body, &blen);
+  x = nested(SP_MP_MAX_DEPTH, "\xc0", 1);
+  expect_decode(add_fields(body, blen, 1, x.p, x.len), 0);
+  free(x.p);
+  x = nested(SP_MP_MAX_DEPTH + 1, "\xc0", 1);
+  expect_decode(add_fields(body, blen, 1, x.p, x.len), SP_ERR_NESTING);
+  free(x.p);
+  /* Far deeper than any stack would like: still a clean error. */
+  x = nested(100000, "\xc0", 1);
+  expect_decode(add_fields(body, blen, 1, x.p, x.len), SP_ERR_NESTING);
+  free(x.p);
+  free(frame);
+  /* Same inside an entry. */
+  one_entry_make(&o);
+  x = nested(SP_MP_MAX_DEPTH + 1, "\xc0", 1);
+  e = add_fields(o.body + o.entry_off, o.entry_len, 1, x.p, x.len);
+  expect_decode(with_entry(&o, &e), SP_ERR_NESTING);
+  free(x.p);
+  free(e.p);
+  free(o.frame);
+}
+
+/* An allocator that records the largest request (sizes are what matter
+ * here; sp_test_mem counts calls). */
+typedef struct size_mem {
+  sp_mem mem;
+  long calls;
+  size_t largest;
+} size_mem;
+
+static void note(size_mem *m, size_t n) {
+  ++m->calls;
+  if (n > m->largest) {
+    m->largest = n;
+  }
+}
+
+static void *sm_malloc(size_t n, void *ud) {
+  note(ud, n);
+  return malloc(n);
+}
+
+static void sm_free(void *p, void *ud) {
+  (void)ud;
+  free(p);
+}
+
+static void *sm_calloc(size_t k, size_t n, void *ud) {
+  note(ud, k * n);
+  return calloc(k, n);
+}
+
+static void *sm_realloc(void *p, size_t n, void *ud) {
+  note(ud, n);
+  return realloc(p, n);
+}
+
+static void size_mem_init(size_mem *m) {
+  m->mem.user_data = m;
+  m->mem.malloc = sm_malloc;
+  m->mem.free = sm_free;
+  m->mem.calloc = sm_calloc;
+  m->mem.realloc = sm_realloc;
+  m->calls = 0;
+  m->largest = 0;
+}
+
+static void test_huge_counts_fail_fast(void **state) {
+  /* 5 bytes declaring 2^28 elements. */
+  static const uint8_t five[] = {0xdd, 0x10, 0x00, 0x00, 0x00};
+  size_mem sm;
+  sp_decoder *dec;
+  sp_msg m;
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  fields f;
+  long after_new;
+  bytes b = {NULL, 0};
+
+  (void)state;
+  size_mem_init(&sm);
+  assert_int_equal(sp_decoder_new(&dec, &sm.mem), 0);
+  after_new = sm.calls;
+  assert_int_equal(sp_decoder_decode(dec, five, sizeof(five), &m),
+                   SP_ERR_TRUNCATED);
+  assert_int_equal(sm.calls, after_new);
+
+  /* A response whose entries array declares 2^28 entries and stops. */
+  frame = sample_frame(SP_MSG_ENTRIES_RESPONSE, &body, &blen);
+  split(body, blen, &f);
+  put(&b, body, f.off[4]);
+  put(&b, "\xdd\x10\x00\x00\x00", 5);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  assert_int_equal(sm.calls, after_new); /* nothing allocated */
+
+  /* The same with the two real entries and the tail after it: the third
+   * "entry" is the through_sequence integer.  Only room for what the
+   * bytes could hold was allocated: a few entries, not 2^28. */
+  put(&b, body + f.off[4] + 5, blen - f.off[4] - 5);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_WRONG_TYPE);
+  assert_true(sm.largest <= 4 * sizeof(sp_entry));
+  free(b.p);
+
+  /* Extension elements declaring 2^32-1 elements fail without looping. */
+  b = add_fields(body, blen, 1, "\xdd\xff\xff\xff\xff\xc0", 6);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  free(b.p);
+  b = add_fields(body, blen, 1, "\xdf\xff\xff\xff\xff\xc0\xc0", 7);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  free(b.p);
+  assert_int_equal(sp_decoder_decode(dec, body, blen, &m), 0);
+  assert_true(sm.largest <= 4 * sizeof(sp_entry));
+  sp_decoder_del(dec);
+  free(frame);
+}
+
+static void test_decode_arguments(void **state) {
+  static const uint8_t ack[] = {0x94, 0x04, 0xc4, 0x10, 0, 0, 0, 0, 0, 0,
+                                0,    0,    0,    0,    0, 0, 0, 0, 0, 0,
+                                0x01, 0x02};
+  sp_decoder *dec;
+  sp_msg m;
+
+  (void)state;
+  assert_int_equal(sp_decoder_new(NULL, NULL), SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  assert_int_equal(sp_decoder_decode(NULL, ack, sizeof(ack), &m),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_decoder_decode(dec, ack, sizeof(ack), NULL),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_decoder_decode(dec, NULL, 3, &m),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_decoder_decode(dec, NULL, 0, &m), SP_ERR_TRUNCATED);
+  assert_int_equal(sp_decoder_decode(dec, ack, 0, &m), SP_ERR_TRUNCATED);
+  assert_int_equal(sp_decoder_decode(dec, ack, sizeof(ack), &m), 0);
+  assert_int_equal(m.type, SP_MSG_ACKNOWLEDGE);
+  assert_true(m.epoch == 1);
+  assert_true(m.u.acknowledge.up_to_sequence == 2);
+  sp_decoder_del(dec);
+  sp_decoder_del(NULL);
+}
+
+/* ---- forward compatibility ---- */
+
+/* Extra elements a newer peer might add: ints, strings, floats, nil,
+ * nested maps and arrays, ext values of every size class. */
+static const char k_extras[] =
+    "\x2a"                                 /* 42 */
+    "\xa5hello"                            /* "hello" */
+    "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18" /* 3.14159... */
+    "\xc0"                                 /* nil */
+    "\x82\xa1k\x93\x01\x92\x02\x03\x80\xa1z\xc3" /* {k:[1,[2,3],{}],z:true} */
+    "\xd6\x05\x01\x02\x03\x04"             /* fixext4 */
+    "\xc7\x03\x07\x01\x02\x03"             /* ext8 */
+    "\xc8\x00\x01\x09\xff"                 /* ext16 */
+    "\xc6\x00\x00\x00\x02\xbe\xef"         /* bin32 */
+    "\xdc\x00\x01\xde\x00\x00";            /* array16 [map16 {}] */
+#define K_NEXTRA 10
+
+static void test_extra_trailing_elements(void **state) {
+  sp_msg msgs[8];
+  size_t n = sample_messages(msgs), i;
+  sp_decoder *dec;
+
+  (void)state;
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  for (i = 0; i < n; ++i) {
+    size_t len;
+    uint8_t *frame = encode(&msgs[i], &len);
+    bytes b = add_fields(frame + 4, len - 4, K_NEXTRA, k_extras,
+                         sizeof(k_extras) - 1);
+    sp_msg got;
+
+    assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &got), 0);
+    expect_msg_eq(&msgs[i], &got);
+    free(b.p);
+    /* One extra element and an array16 header: also fine. */
+    b = add_fields(frame + 4, len - 4, 1, "\x91\x91\x90", 3);
+    assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &got), 0);
+    expect_msg_eq(&msgs[i], &got);
+    free(b.p);
+    free(frame);
+  }
+  sp_decoder_del(dec);
+}
+
+static void test_entries_with_extra_elements(void **state) {
+  sp_entry e[3];
+  sp_msg m, got;
+  size_t len, k;
+  uint8_t *frame;
+  fields f;
+  bytes b = {NULL, 0};
+  sp_decoder *dec;
+
+  (void)state;
+  for (k = 0; k < 3; ++k) {
+    entry_init(&e[k], 10 + k);
+  }
+  response_init(&m, 9, 12, e, 3);
+  frame = encode(&m, &len);
+  split(frame + 4, len - 4, &f);
+  /* Rebuild the entries array with extra elements in each entry, and
+   * extra elements after the message's known fields too. */
+  put(&b, "\x9a", 1);
+  put(&b, frame + 4 + f.hdr, f.off[4] - f.hdr);
+  put(&b, "\x93", 1); /* a fixarray entries header is valid too */
+  {
+    const uint8_t *p = frame + 4 + f.off[4] + 5;
+    size_t left = f.len[4] - 5;
+    for (k = 0; k < 3; ++k) {
+      fields ef;
+      bytes x = {NULL, 0};
+      split(p, left, &ef);
+      x = add_fields(p, ef.off[7] + ef.len[7], (uint32_t)(k + 1) * 2,
+                     "\x01\xa1x\x81\x01\x91\x02\xd4\x01\x02\xc0\xc3", 12);
+      /* only the first (k+1)*2 extras are declared; trim the rest */
+      {
+        fields xf;
+        split(x.p, x.len, &xf);
+        x.len = xf.off[xf.n - 1] + xf.len[xf.n - 1];
+      }
+      put(&b, x.p, x.len);
+      free(x.p);
+      p += ef.off[7] + ef.len[7];
+      left -= ef.off[7] + ef.len[7];
+    }
+    assert_int_equal(left, 0);
+  }
+  put(&b, frame + 4 + f.off[5], len - 4 - f.off[5]);
+  put(&b, "\x81\xa3new\x92\xc4\x01\x00\xd5\x00\x00\x00", 13);
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &got), 0);
+  expect_msg_eq(&m, &got);
+  sp_decoder_del(dec);
+  free(b.p);
+  free(frame);
+}
+
+/* ---- test vectors (tests/data/vectors.txt) ---- */
+
+typedef struct vector {
+  char name[64];
+  uint8_t *bytes;
+  size_t len;
+} vector;
+
+typedef struct vectors {
+  vector v[64];
+  size_t n;
+} vectors;
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  return -1;
+}
+
+/* Parses one "name: hex" line into `out`; 0 if it is not one. */
+static int parse_vector_line(const char *line, vector *out) {
+  const char *colon = strstr(line, ": ");
+  const char *h;
+  size_t n, i;
+
+  if (!colon || (size_t)(colon - line) >= sizeof(out->name) ||
+      colon == line) {
+    return 0;
+  }
+  for (h = line; h < colon; ++h) {
+    if (!((*h >= 'a' && *h <= 'z') || (*h >= '0' && *h <= '9') ||
+          *h == '_' || *h == '+')) {
+      return 0;
+    }
+  }
+  h = colon + 2;
+  n = strcspn(h, "\r\n");
+  if (n == 0 || n % 2) {
+    return 0;
+  }
+  for (i = 0; i < n; ++i) {
+    if (hexval(h[i]) < 0) {
+      return 0;
+    }
+  }
+  memcpy(out->name, line, (size_t)(colon - line));
+  out->name[colon - line] = '\0';
+  out->len = n / 2;
+  out->bytes = malloc(out->len);
+  assert_non_null(out->bytes);
+  for (i = 0; i < out->len; ++i) {
+    out->bytes[i] = (uint8_t)(hexval(h[2 * i]) << 4 | hexval(h[2 * i + 1]));
+  }
+  return 1;
+}
+
+static char *data_path(const char *rel) {
+  const char *dir = getenv("SP_TEST_DATA");
+  char *p;
+
+  if (!dir) {
+    print_error("SP_TEST_DATA is not set (run through ctest)\n");
+    fail();
+  }
+  p = malloc(strlen(dir) + strlen(rel) + 2);
+  assert_non_null(p);
+  sprintf(p, "%s/%s", dir, rel);
+  return p;
+}
+
+/* Reads vectors from a file.  With `fence`, only lines inside ```vectors
+ * blocks count (the markdown spec); every other line is ignored. */
+static void load_vectors(const char *rel, int fence, vectors *vs) {
+  char *path = data_path(rel);
+  FILE *f = fopen(path, "r");
+  static char line[8192];
+  int inside = !fence;
+
+  if (!f) {
+    print_error("cannot open %s\n", path);
+    fail();
+  }
+  vs->n = 0;
+  while (fgets(line, sizeof(line), f)) {
+    assert_non_null(strchr(line, '\n')); /* no line is cut short */
+    if (fence && strncmp(line, "```", 3) == 0) {
+      inside = !inside && strncmp(line, "```vectors", 10) == 0;
+      continue;
+    }
+    if (!inside || line[0] == '#' || line[0] == '\n') {
+      continue;
+    }
+    assert_true(vs->n < 64);
+    if (!parse_vector_line(line, &vs->v[vs->n])) {
+      print_error("%s: bad vector line: %s", rel, line);
+      fail();
+    }
+    ++vs->n;
+  }
+  fclose(f);
+  free(path);
+}
+
+static void free_vectors(vectors *vs) {
+  size_t i;
+
+  for (i = 0; i < vs->n; ++i) {
+    free(vs->v[i].bytes);
+  }
+  vs->n = 0;
+}
+
+/* The fields each canonical vector must decode to (docs/protocol.md). */
+static sp_entry v_e1, v_e3, v_one[1], v_two[2];
+static const uint8_t v_data1[] = {1, 2, 3};
+static const char v_link1[] =
+    "4a00700360f94e1e99eb8c6a1975b01a2c7cdc664dc80f9e35f584b98aa88285";
+static const char v_link13[] =
+    "88c8cf46d9e6ce66ca80593a3afed3139da9fb9b7415f644fc051f70e467a1a4";
+
+static void hex_to(const char *hex, uint8_t *out) {
+  size_t i, n = strlen(hex) / 2;
+
+  for (i = 0; i < n; ++i) {
+    out[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+  }
+}
+
+static int expected_vector(const char *name, sp_msg *m) {
+  memset(m, 0, sizeof(*m));
+  fill_uuid(&m->library_id, 0x10);
+  memset(&v_e1, 0, sizeof(v_e1));
+  v_e1.sequence = 1;
+  fill_uuid(&v_e1.device_id, 0xa0);
+  v_e1.timestamp_ms = 1700000000000ull;
+  v_e1.model_type = "tag";
+  v_e1.model_type_len = 3;
+  fill_uuid(&v_e1.record_id, 0xb0);
+  v_e1.change_type = SP_CHANGE_INSERT;
+  v_e1.version = 1;
+  v_e1.data = v_data1;
+  v_e1.data_len = 3;
+  memset(&v_e3, 0, sizeof(v_e3));
+  v_e3.sequence = 3;
+  fill_uuid(&v_e3.device_id, 0xa0);
+  v_e3.timestamp_ms = 1700000000250ull;
+  v_e3.model_type = "location";
+  v_e3.model_type_len = 8;
+  fill_uuid(&v_e3.record_id, 0xc0);
+  v_e3.change_type = SP_CHANGE_DELETE;
+  v_e3.version = -1;
+  v_one[0] = v_e1;
+  v_two[0] = v_e1;
+  v_two[1] = v_e3;
+
+  if (strcmp(name, "new_entries") == 0) {
+    m->type = SP_MSG_NEW_ENTRIES;
+    m->epoch = 1;
+    m->u.new_entries.from_sequence = 0;
+    m->u.new_entries.to_sequence = 2;
+    m->u.new_entries.entry_count = 2;
+  } else if (strcmp(name, "fetch_entries") == 0) {
+    m->type = SP_MSG_FETCH_ENTRIES;
+    m->epoch = 1;
+    m->u.fetch_entries.since_sequence = 0;
+    m->u.fetch_entries.limit = 1000;
+  } else if (strcmp(name, "fetch_entries_hash") == 0) {
+    m->type = SP_MSG_FETCH_ENTRIES;
+    m->epoch = 1;
+    m->u.fetch_entries.since_sequence = 1;
+    m->u.fetch_entries.limit = 1000;
+    hex_to(v_link1, m->u.fetch_entries.since_hash);
+    m->u.fetch_entries.since_hash_len = SP_HASH_LEN;
+  } else if (strcmp(name, "entries_response_empty") == 0) {
+    m->type = SP_MSG_ENTRIES_RESPONSE;
+    m->epoch = 1;
+    m->u.entries_response.since_sequence = 2;
+    m->u.entries_response.through_sequence = 2;
+    m->u.entries_response.has_more = 0;
+    m->u.entries_response.leader_latest = 2;
+  } else if (strcmp(name, "entries_response_one") == 0) {
+    m->type = SP_MSG_ENTRIES_RESPONSE;
+    m->epoch = 1;
+    m->u.entries_response.since_sequence = 0;
+    m->u.entries_response.entries = v_one;
+    m->u.entries_response.entry_count = 1;
+    m->u.entries_response.through_sequence = 1;
+    m->u.entries_response.has_more = 1;
+    m->u.entries_response.leader_latest = 3;
+    hex_to(v_link1, m->u.entries_response.last_hash);
+    m->u.entries_response.last_hash_len = SP_HASH_LEN;
+  } else if (strcmp(name, "entries_response_gap") == 0) {
+    m->type = SP_MSG_ENTRIES_RESPONSE;
+    m->epoch = 1;
+    m->u.entries_response.since_sequence = 0;
+    m->u.entries_response.entries = v_two;
+    m->u.entries_response.entry_count = 2;
+    m->u.entries_response.through_sequence = 3;
+    m->u.entries_response.has_more = 0;
+    m->u.entries_response.leader_latest = 3;
+    hex_to(v_link13, m->u.entries_response.last_hash);
+    m->u.entries_response.last_hash_len = SP_HASH_LEN;
+  } else if (strcmp(name, "acknowledge") == 0) {
+    m->type = SP_MSG_ACKNOWLEDGE;
+    m->epoch = 1;
+    m->u.acknowledge.up_to_sequence = 1;
+  } else if (strcmp(name, "acknowledge_max") == 0) {
+    m->type = SP_MSG_ACKNOWLEDGE;
+    m->epoch = UINT64_MAX;
+    m->u.acknowledge.up_to_sequence = UINT64_MAX;
+  } else if (strcmp(name, "heartbeat") == 0) {
+    m->type = SP_MSG_HEARTBEAT;
+    m->epoch = 7;
+    m->u.heartbeat.current_sequence = 300;
+    m->u.heartbeat.role = SP_ROLE_FOLLOWER;
+  } else if (strcmp(name, "sync_required") == 0) {
+    m->type = SP_MSG_SYNC_REQUIRED;
+    m->epoch = 2;
+    m->u.sync_required.reason = SP_SYNC_BEHIND_RETENTION;
+    m->u.sync_required.leader_latest = 5000;
+    m->u.sync_required.leader_oldest = 4000;
+    m->u.sync_required.follower_sequence = 12;
+  } else if (strcmp(name, "error") == 0) {
+    m->type = SP_MSG_ERROR;
+    m->epoch = 0;
+    m->u.error.code = -302;
+    m->u.error.message = "not a member";
+    m->u.error.message_len = 12;
+  } else if (strcmp(name, "error_min") == 0) {
+    m->type = SP_MSG_ERROR;
+    m->epoch = 0;
+    m->u.error.code = INT32_MIN;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+static const vector *find_vector(const vectors *vs, const char *name) {
+  size_t i;
+
+  for (i = 0; i < vs->n; ++i) {
+    if (strcmp(vs->v[i].name, name) == 0) {
+      return &vs->v[i];
+    }
+  }
+  return NULL;
+}
+
+static void test_vectors(void **state) {
+  vectors vs;
+  size_t i, n_plain = 0, n_ext = 0;
+  int seen_type[8] = {0};
+  sp_decoder *dec;
+
+  (void)state;
+  load_vectors("vectors.txt", 0, &vs);
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  for (i = 0; i < vs.n; ++i) {
+    const vector *v = &vs.v[i];
+    char base[64];
+    char *plus;
+    const vector *bv;
+    sp_msg want, got;
+    size_t nw, blen;
+    uint8_t *out;
+
+    strcpy(base, v->name);
+    plus = strchr(base, '+');
+    if (plus) {
+      assert_string_equal(plus, "+ext");
+      *plus = '\0';
+    }
+    if (!expected_vector(base, &want)) {
+      print_error("vector %s has no expected fields in this test\n", base);
+      fail();
+    }
+    bv = find_vector(&vs, base);
+    assert_non_null(bv);
+    /* The frame prefix is the body length. */
+    assert_true(v->len > 4);
+    blen = (size_t)v->bytes[0] << 24 | (size_t)v->bytes[1] << 16 |
+           (size_t)v->bytes[2] << 8 | v->bytes[3];
+    assert_int_equal(blen, v->len - 4);
+    assert_int_equal(sp_decoder_decode(dec, v->bytes + 4, blen, &got), 0);
+    expect_msg_eq(&want, &got);
+    /* Re-encoding gives the canonical vector, byte for byte. */
+    out = malloc(bv->len);
+    assert_non_null(out);
+    assert_int_equal(sp_msg_encoded_len(&got), bv->len);
+    assert_int_equal(sp_msg_encode(&got, out, bv->len, &nw), 0);
+    assert_int_equal(nw, bv->len);
+    assert_memory_equal(out, bv->bytes, bv->len);
+    free(out);
+    if (plus) {
+      ++n_ext;
+      assert_memory_not_equal(v->bytes + 4, bv->bytes + 4,
+                              bv->len - 4 < blen ? bv->len - 4 : blen);
+    } else {
+      ++n_plain;
+      seen_type[want.type] = 1;
+    }
+  }
+  /* One vector per message type at least, and the extended ones. */
+  for (i = 1; i <= 7; ++i) {
+    assert_true(seen_type[i]);
+  }
+  assert_true(find_vector(&vs, "entries_response_empty") != NULL);
+  assert_true(find_vector(&vs, "entries_response_one") != NULL);
+  assert_true(find_vector(&vs, "entries_response_gap") != NULL);
+  assert_true(n_ext >= 1);
+  assert_true(n_plain >= 7);
+  sp_decoder_del(dec);
+  free_vectors(&vs);
+}
+
+static void test_doc_vectors_match_data_file(void **state) {
+  vectors file, doc;
+  size_t i;
+
+  (void)state;
+  load_vectors("vectors.txt", 0, &file);
+  load_vectors("../../docs/protocol.md", 1, &doc);
+  assert_int_equal(doc.n, file.n);
+  for (i = 0; i < file.n; ++i) {
+    const vector *d = find_vector(&doc, file.v[i].name);
+    if (!d) {
+      print_error("vector %s is not in docs/protocol.md\n", file.v[i].name);
+      fail();
+    }
+    assert_int_equal(d->len, file.v[i].len);
+    assert_memory_equal(d->bytes, file.v[i].bytes, d->len);
+  }
+  free_vectors(&file);
+  free_vectors(&doc);
+}
+
+/* ---- allocation failures ---- */
+
+typedef struct fail_arg {
+  const uint8_t *small, *big;
+  size_t small_len, big_len;
+  const sp_msg *want_small, *want_big;
+} fail_arg;
+
+static int decode_under_failure(const sp_mem *mem, void *arg) {
+  const fail_arg *a = arg;
+  sp_decoder *dec;
+  sp_msg got;
+  int rv;
+
+  rv = sp_decoder_new(&dec, mem);
+  if (rv != 0) {
+    return rv;
+  }
+  /* small, then big (the entry array grows), then small again */
+  rv = sp_decoder_decode(dec, a->small, a->small_len, &got);
+  if (rv == 0) {
+    expect_msg_eq(a->want_small, &got);
+    rv = sp_decoder_decode(dec, a->big, a->big_len, &got);
+  }
+  if (rv == 0) {
+    expect_msg_eq(a->want_big, &got);
+    rv = sp_decoder_decode(dec, a->small, a->small_len, &got);
+  }
+  sp_decoder_del(dec);
+  return rv;
+}
+
+static void test_decoder_allocation_failures(void **state) {
+  const size_t n = 500;
+  sp_entry *e = calloc(n, sizeof(*e));
+  sp_msg small, big;
+  uint8_t *fs, *fb;
+  size_t ls, lb, i;
+  fail_arg a;
+  long runs;
+
+  (void)state;
+  assert_non_null(e);
+  for (i = 0; i < n; ++i) {
+    entry_init(&e[i], i + 1);
+  }
+  response_init(&small, 0, 10, e, 10);
+  response_init(&big, 0, n, e, n);
+  fs = encode(&small, &ls);
+  fb = encode(&big, &lb);
+  a.small = fs + 4;
+  a.small_len = ls - 4;
+  a.big = fb + 4;
+  a.big_len = lb - 4;
+  a.want_small = &small;
+  a.want_big = &big;
+  runs = sp_test_mem_fail_each(decode_under_failure, &a, NULL);
+  assert_true(runs >= 3); /* decoder, array, regrowth */
+  free(fs);
+  free(fb);
+  free(e);
+}
+
+typedef struct append_arg {
+  const sp_msg *msgs;
+  size_t n;
+} append_arg;
+
+static int append_under_failure(const sp_mem *mem, void *arg) {
+  const append_arg *a = arg;
+  sp_buf b;
+  size_t i;
+  int rv = 0;
+
+  sp_buf_init(&b, mem);
+  for (i = 0; i < a->n; ++i) {
+    size_t before = b.len, flen;
+    uint8_t *frame;
+    uint8_t *copy = NULL;
+
+    if (before) {
+      copy = malloc(before);
+      assert_non_null(copy);
+      memcpy(copy, b.data, before);
+    }
+    rv = sp_codec_append_frame(&b, &a->msgs[i], SP_MAX_FRAME_DEFAULT);
+    if (rv != 0) {
+      /* On error the buffer is as before. */
+      assert_int_equal(b.len, before);
+      if (before) {
+        assert_memory_equal(b.data, copy, before);
+      }
+      free(copy);
+      break;
+    }
+    /* The appended bytes are exactly sp_msg_encode's frame. */
+    frame = encode(&a->msgs[i], &flen);
+    assert_int_equal(b.len, before + flen);
+    assert_memory_equal(b.data + before, frame, flen);
+    free(frame);
+    free(copy);
+  }
+  sp_buf_free(&b);
+  return rv;
+}
+
+static void test_append_frame_allocation_failures(void **state) {
+  sp_msg msgs[16];
+  size_t n = sample_messages(msgs);
+  sp_entry *e = calloc(200, sizeof(*e));
+  append_arg a;
+  size_t i;
+
+  (void)state;
+  assert_non_null(e);
+  for (i = 0; i < 200; ++i) {
+    entry_init(&e[i], i + 1);
+  }
+  /* A large response makes the buffer grow in the middle of a frame. */
+  response_init(&msgs[n++], 0, 200, e, 200);
+  memcpy(&msgs[n], &msgs[0], n * sizeof(msgs[0]));
+  n *= 2;
+  a.msgs = msgs;
+  a.n = n;
+  assert_true(sp_test_mem_fail_each(append_under_failure, &a, NULL) >= 3);
+  free(e);
+}
+
+static void test_append_frame_refusals(void **state) {
+  sp_msg m, bad;
+  sp_buf b;
+  size_t len;
+  uint8_t *frame;
+
+  (void)state;
+  sp_buf_init(&b, sp_mem_default());
+  msg_init(&m, SP_MSG_ACKNOWLEDGE);
+  m.u.acknowledge.up_to_sequence = 5;
+  assert_int_equal(sp_codec_append_frame(&b, &m, SP_MAX_FRAME_DEFAULT), 0);
+  frame = encode(&m, &len);
+  assert_int_equal(b.len, len);
+  /* Invalid message: refused, buffer unchanged. */
+  msg_init(&bad, SP_MSG_HEARTBEAT);
+  bad.u.heartbeat.role = (sp_role)9;
+  assert_int_equal(sp_codec_append_frame(&b, &bad, SP_MAX_FRAME_DEFAULT),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(b.len, len);
+  /* Body over the caller's maximum: refused, buffer unchanged. */
+  assert_int_equal(sp_codec_append_frame(&b, &m, len - 5),
+                   SP_ERR_FRAME_TOO_LARGE);
+  assert_int_equal(b.len, len);
+  assert_int_equal(sp_codec_append_frame(&b, &m, len - 4), 0);
+  assert_int_equal(b.len, 2 * len);
+  assert_memory_equal(b.data, frame, len);
+  assert_memory_equal(b.data + len, frame, len);
+  /* Appending after consumed bytes keeps the pending ones intact. */
+  sp_buf_consume(&b, len);
+  assert_int_equal(sp_codec_append_frame(&b, &m, SP_MAX_FRAME_DEFAULT), 0);
+  assert_int_equal(sp_buf_pending(&b), 2 * len);
+  assert_memory_equal(b.data + b.off, frame, len);
+  assert_memory_equal(b.data + b.off + len, frame, len);
+  free(frame);
+  sp_buf_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_round_trip_simple_messages),
+      cmocka_unit_test(test_round_trip_error),
+      cmocka_unit_test(test_round_trip_response_edges),
+      cmocka_unit_test(test_round_trip_many_entries),
+      cmocka_unit_test(test_every_prefix_truncated),
+      cmocka_unit_test(test_wrong_type_every_field),
+      cmocka_unit_test(test_uuid_lengths),
+      cmocka_unit_test(test_enum_ranges),
+      cmocka_unit_test(test_int_ranges),
+      cmocka_unit_test(test_oversize_strings),
+      cmocka_unit_test(test_invalid_utf8),
+      cmocka_unit_test(test_trailing_bytes),
+      cmocka_unit_test(test_unknown_message),
+      cmocka_unit_test(test_reserved_byte),
+      cmocka_unit_test(test_missing_fields),
+      cmocka_unit_test(test_entry_order),
+      cmocka_unit_test(test_hash_lengths),
+      cmocka_unit_test(test_nesting_in_extension),
+      cmocka_unit_test(test_huge_counts_fail_fast),
+      cmocka_unit_test(test_decode_arguments),
+      cmocka_unit_test(test_extra_trailing_elements),
+      cmocka_unit_test(test_entries_with_extra_elements),
+      cmocka_unit_test(test_vectors),
+      cmocka_unit_test(test_doc_vectors_match_data_file),
+      cmocka_unit_test(test_decoder_allocation_failures),
+      cmocka_unit_test(test_append_frame_allocation_failures),
+      cmocka_unit_test(test_append_frame_refusals),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}
