@@ -10,7 +10,7 @@ SP_JOBS=$(nproc 2>/dev/null || echo 2)
 SP_PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
   valgrind libmsgpack-dev libsodium-dev libngtcp2-dev
   libngtcp2-crypto-gnutls-dev libgnutls28-dev libsqlite3-dev sqlite3
-  libcmocka-dev"
+  libcmocka-dev python3"
 
 sp_log() { printf '==> %s\n' "$*" >&2; }
 

@@ -49,7 +49,7 @@ SP_API int sp_identity_load(sp_identity **pid, const char *path,
 /* Wipe the secret key and free.  NULL is allowed. */
 SP_API void sp_identity_del(sp_identity *id);
 
-/* The device id (owned by `id`, valid while it lives). */
+/* Returns the device id (owned by `id`, valid while it lives). */
 SP_API const sp_uuid *sp_identity_device_id(const sp_identity *id);
 
 /* Copy the raw Ed25519 public key into `out`. */
@@ -67,12 +67,17 @@ SP_API int sp_identity_fingerprint(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
                                    char *out, size_t outlen);
 
 /*
- * Encode/decode a public key as 64 lowercase hex characters (+ NUL), the
- * form pairing files use.  sp_public_key_parse returns 0 or
- * SP_ERR_INVALID_ARGUMENT.
+ * Write `key` as 64 lowercase hex characters plus a NUL into `out`, the
+ * form pairing files use.
  */
 SP_API void sp_public_key_format(const uint8_t key[SP_PUBLIC_KEY_LEN],
                                  char out[2 * SP_PUBLIC_KEY_LEN + 1]);
+
+/*
+ * Parse 64 hex digits (either case) from NUL-terminated `text` into `key`.
+ * Returns 0, or SP_ERR_INVALID_ARGUMENT (NULL, wrong length, not hex);
+ * `key` is untouched on error.
+ */
 SP_API int sp_public_key_parse(uint8_t key[SP_PUBLIC_KEY_LEN],
                                const char *text);
 

@@ -57,7 +57,7 @@ SP_API int sp_mem_store_prune(sp_mem_store *store, sp_seq through);
 SP_API int sp_mem_store_get(const sp_mem_store *store, sp_seq sequence,
                             sp_entry *out, uint8_t hash[SP_HASH_LEN]);
 
-/* Number of entries held (not counting pruned ones). */
+/* Returns the number of entries held (pruned ones not counted). */
 SP_API size_t sp_mem_store_count(const sp_mem_store *store);
 
 /*

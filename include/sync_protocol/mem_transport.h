@@ -130,7 +130,7 @@ SP_API int sp_mem_net_cut(sp_mem_net *net, const sp_uuid *a,
 SP_API int sp_mem_net_set_partitioned(sp_mem_net *net, const sp_uuid *device,
                                       int partitioned);
 
-/* The earliest pending delivery time, or SP_TSTAMP_MAX. */
+/* Returns the earliest pending delivery time, or SP_TSTAMP_MAX. */
 SP_API sp_tstamp sp_mem_net_get_expiry(const sp_mem_net *net);
 
 /*

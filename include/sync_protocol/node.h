@@ -67,8 +67,8 @@ SP_API int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
  */
 SP_API void sp_node_del(sp_node *node);
 
-/* The earliest time sp_node_handle_expiry must be called, or
- * SP_TSTAMP_MAX if no timer is armed. */
+/* Returns the earliest time sp_node_handle_expiry must be called, or
+ * SP_TSTAMP_MAX if no timer is armed.  `node` is only read. */
 SP_API sp_tstamp sp_node_get_expiry(const sp_node *node);
 
 /*
@@ -151,9 +151,15 @@ SP_API int sp_handler_new(sp_handler **phandler, sp_node *node,
  */
 SP_API void sp_handler_del(sp_handler *handler);
 
-/* The user_data of the handler's config. */
+/* Returns the user_data of the handler's config (NULL for a NULL
+ * handler); the library never dereferences it. */
 SP_API void *sp_handler_get_user_data(const sp_handler *handler);
+
+/* Returns the handler's current role (`handler` must not be NULL). */
 SP_API sp_role sp_handler_role(const sp_handler *handler);
+
+/* Returns the epoch the handler works under: a leader's own, or the
+ * highest a follower recorded with its log (`handler` must not be NULL). */
 SP_API uint64_t sp_handler_epoch(const sp_handler *handler);
 
 /*

@@ -98,7 +98,8 @@ SP_API void sp_quic_endpoint_get_transport(sp_quic_endpoint *ep,
 /* Bind the node (not owned).  Returns 0 or SP_ERR_INVALID_STATE. */
 SP_API int sp_quic_endpoint_attach(sp_quic_endpoint *ep, sp_node *node);
 
-/* The descriptor to poll for reading (owned by the endpoint). */
+/* Returns the descriptor to poll for reading (owned by the endpoint: do
+ * not close it). */
 SP_API int sp_quic_endpoint_fd(const sp_quic_endpoint *ep);
 
 /*
@@ -108,11 +109,11 @@ SP_API int sp_quic_endpoint_fd(const sp_quic_endpoint *ep);
 SP_API int sp_quic_endpoint_local_address(const sp_quic_endpoint *ep,
                                           char *buf, size_t buflen);
 
-/* The bound UDP port. */
+/* Returns the bound UDP port. */
 SP_API uint16_t sp_quic_endpoint_port(const sp_quic_endpoint *ep);
 
-/* When sp_quic_endpoint_process must run next (connections' and node's
- * timers), or SP_TSTAMP_MAX. */
+/* Returns when sp_quic_endpoint_process must run next (the connections'
+ * and the node's timers), or SP_TSTAMP_MAX. */
 SP_API sp_tstamp sp_quic_endpoint_get_expiry(const sp_quic_endpoint *ep);
 
 /*
@@ -136,7 +137,8 @@ SP_API int sp_quic_endpoint_wake(sp_quic_endpoint *ep);
 /* Thread- and signal-safe: make sp_quic_endpoint_run return. */
 SP_API void sp_quic_endpoint_stop(sp_quic_endpoint *ep);
 
-/* CLOCK_MONOTONIC in nanoseconds: the clock the endpoint's `now` uses. */
+/* Returns CLOCK_MONOTONIC in nanoseconds: the clock every `now` given
+ * to the endpoint (and its node) must come from. */
 SP_API sp_tstamp sp_quic_now(void);
 
 typedef struct sp_quic_stats {
