@@ -89,6 +89,7 @@ struct sp_session {
   unsigned dead : 1;            /* closed: freed by sp_node_reap */
   unsigned transport_gone : 1;  /* the transport reported it closed */
   unsigned connected_event : 1; /* PEER_CONNECTED was emitted */
+  unsigned heard : 1;           /* a whole frame arrived from the peer */
   unsigned hello_pending : 1;   /* a Heartbeat must open the stream */
   unsigned heartbeat_due : 1;
   int close_code;

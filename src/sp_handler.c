@@ -154,6 +154,7 @@ int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
   out->epoch = sp_handler_epoch(h);
   if (h->role == SP_ROLE_LEADER) {
     out->sequence = h->bounds.latest;
+    out->stepped_down = h->stepped_down;
   } else {
     out->sequence = h->st.applied;
     out->leader_latest = h->leader_latest;

@@ -104,6 +104,13 @@ void sp_session_close(sp_session *s, int code) {
     sp_event ev = {0};
     ev.error_code = code;
     sp_emit_simple(h, SP_EVENT_PEER_LOST, &s->peer, &ev);
+  } else if (s->local && !s->heard && code != 0) {
+    /* Never got through (unreachable, handshake refused...): the host
+     * hears of it, or it could not tell "down" from "connecting". */
+    sp_event ev = {0};
+    ev.error_code = code;
+    ev.message = "could not reach the peer";
+    sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
   }
 }
 
@@ -299,7 +306,6 @@ static void dispatch(sp_session *s, const sp_msg *msg) {
 void sp_session_input(sp_session *s, const uint8_t *data, size_t len) {
   sp_node *node = s->node;
 
-  s->last_recv = node->now;
   while (len > 0 && !s->dead && !s->refused) {
     const uint8_t *body;
     size_t blen;
@@ -321,6 +327,10 @@ void sp_session_input(sp_session *s, const uint8_t *data, size_t len) {
     if (!body) {
       continue;
     }
+    /* Liveness counts frames, not bytes: a stream that never completes a
+     * frame (torn, or a peer trickling bytes) must still time out. */
+    s->last_recv = node->now;
+    s->heard = 1;
     rv = sp_decoder_decode(node->dec, body, blen, &msg);
     if (rv != 0) {
       if (sp_err_is_fatal(rv)) {

@@ -67,8 +67,8 @@ int sp_handler_wait_acks(sp_handler *h, sp_seq sequence, size_t min_followers,
   if (rv != 0) {
     return SP_ERR_REGISTRY;
   }
-  if (acked >= needed) {
-    return 1;
+  if (acked >= needed || sequence == 0) {
+    return 1; /* sequence 0 is the empty log: everyone holds it */
   }
   w = sp_calloc(&h->node->mem, 1, sizeof(*w));
   if (!w) {
@@ -79,8 +79,16 @@ int sp_handler_wait_acks(sp_handler *h, sp_seq sequence, size_t min_followers,
   w->deadline = deadline;
   w->cb = cb;
   w->user_data = user_data;
-  w->next = h->waits;
-  h->waits = w;
+  /* Sorted by sequence (first come first among equals): waits that one
+   * ack or one expiry ends complete in sequence order. */
+  {
+    sp_wait **pp = &h->waits;
+    while (*pp && (*pp)->seq <= sequence) {
+      pp = &(*pp)->next;
+    }
+    w->next = *pp;
+    *pp = w;
+  }
   return 0;
 }
 

@@ -100,6 +100,9 @@ static int chance(sim *s, unsigned per10000) {
   return below(s, 10000) < per10000;
 }
 
+static void fail(sim *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 static void fail(sim *s, const char *fmt, ...) {
   va_list ap;
   int d;

@@ -105,9 +105,10 @@ SP_API int sp_mem_net_attach(sp_mem_net *net, const sp_uuid *device,
 /*
  * sp_mem_net_detach unbinds the device's node, as if its process died:
  * every connection it had is cut, its peers see their streams close, and
- * nothing more is delivered to it.  Call it before deleting the node
- * (sp_node_del then closes nothing on the network).  Returns 0 or
- * SP_ERR_NOT_FOUND.
+ * nothing more is delivered to it.  For a crash, call it before deleting
+ * the node (sp_node_del then closes nothing on the network); for a clean
+ * shutdown, delete the node first (its closes are queued) and detach
+ * before the network runs again.  Returns 0 or SP_ERR_NOT_FOUND.
  */
 SP_API int sp_mem_net_detach(sp_mem_net *net, const sp_uuid *device);
 

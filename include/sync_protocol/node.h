@@ -137,7 +137,8 @@ SP_API void sp_handler_config_default(sp_handler_config *cfg);
  * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, a missing store callback the
  * role needs, a zero interval, fetch_limit over SP_MAX_FETCH_LIMIT),
  * SP_ERR_VERSION, SP_ERR_EXISTS (the library already has a handler),
- * SP_ERR_STORE (the store could not report its state), SP_ERR_NOMEM, or
+ * SP_ERR_STORE (the store could not report its state), SP_ERR_REGISTRY
+ * (a leader could not list the library's members), SP_ERR_NOMEM, or
  * SP_ERR_CALLBACK_FAILURE.
  */
 SP_API int sp_handler_new(sp_handler **phandler, sp_node *node,
@@ -270,6 +271,8 @@ typedef struct sp_handler_status {
   size_t connected_peers;
   /* Follower: 1 while stopped by SyncRequired. */
   int sync_required;
+  /* Leader: 1 once it met a higher epoch and stopped serving. */
+  int stepped_down;
 } sp_handler_status;
 
 /* Fill `*out`.  Returns 0 or SP_ERR_INVALID_ARGUMENT. */

@@ -45,6 +45,9 @@ typedef struct mt_stream {
   int want_writable[2];
   /* Delivery time of the last in-order event toward a side. */
   sp_tstamp last_at[2];
+  /* The open failed (peer unknown, gone or partitioned): the opener's
+   * SP_ERR_UNREACHABLE is its own news, never held by a partition. */
+  int unreachable;
 } mt_stream;
 
 typedef enum mt_kind {
@@ -313,6 +316,7 @@ static int t_open(const sp_uuid *peer, const sp_uuid *library,
   } else {
     st->gone[1] = 1;
     st->closed[1] = 1;
+    st->unreachable = 1;
     if (schedule(net, MT_CLOSED, st, 0, net->now + net->cfg.latency,
                  SP_ERR_UNREACHABLE, NULL, 0) != 0) {
       return SP_ERR_NOMEM;
@@ -547,6 +551,9 @@ static int cut_streams(sp_mem_net *net, const mt_conn *c, const mt_dev *d) {
     if (c ? st->conn != c : (st->side[0] != d && st->side[1] != d)) {
       continue;
     }
+    if (d && st->closed[side_of(st, d)]) {
+      continue; /* it closed this stream itself: the peer hears that */
+    }
     for (k = 0; k < 2; ++k) {
       if (d && st->side[k] == d) {
         st->gone[k] = 1;
@@ -725,8 +732,9 @@ int sp_mem_net_run(sp_mem_net *net, sp_tstamp now) {
     mt_event e = heap_pop(net);
     mt_stream *st = e.st;
     int rv;
-    if ((st->side[0] && st->side[0]->partitioned) ||
-        (st->side[1] && st->side[1]->partitioned)) {
+    if (!st->unreachable &&
+        ((st->side[0] && st->side[0]->partitioned) ||
+         (st->side[1] && st->side[1]->partitioned))) {
       if (hold(net, &e) != 0) {
         sp_free(&net->mem, e.data);
         return SP_ERR_NOMEM;
