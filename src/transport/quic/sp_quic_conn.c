@@ -1,1 +1,616 @@
-/* placeholder: not yet written */
+/*
+ * sp_quic_conn.c: one QUIC connection on ngtcp2 0.12: creation, reading,
+ * writing, timers, and how it ends.  (Its callbacks: sp_quic_callbacks.c.)
+ * Nothing here calls the node.
+ *
+ * How a connection ends decides the reason its streams are closed with:
+ *   our verify callback refused the peer   -> its verify_error
+ *                                            (SP_ERR_UNKNOWN_KEY, _ALPN...)
+ *   the peer refused us with a TLS alert    -> certificate alerts:
+ *                                            SP_ERR_UNKNOWN_KEY;
+ *                                            no_application_protocol:
+ *                                            SP_ERR_ALPN; others:
+ *                                            SP_ERR_HANDSHAKE
+ *   no answer at all before the timeout     -> SP_ERR_UNREACHABLE
+ *   other failures before authentication    -> SP_ERR_HANDSHAKE
+ *   closed, reset or idle after it          -> SP_ERR_CONNECTION_LOST
+ */
+#include <string.h>
+
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <sodium.h>
+
+#include "sync_protocol/errors.h"
+#include "sync_protocol/uuid.h"
+#include "sp_mem_int.h"
+#include "sp_quic_int.h"
+
+/* CONNECTION_CLOSE re-sent at most this often to stray packets. */
+#define MAX_CLOSE_RESENDS 8
+
+static void path_of(ngtcp2_path *path, const sp_quic_endpoint *ep,
+                    const sp_quic_addr *remote) {
+  memset(path, 0, sizeof(*path));
+  path->local.addr = (ngtcp2_sockaddr *)&ep->local.u.sa;
+  path->local.addrlen = ep->local.len;
+  path->remote.addr = (ngtcp2_sockaddr *)&remote->u.sa;
+  path->remote.addrlen = remote->len;
+}
+
+static void random_cid(ngtcp2_cid *cid) {
+  uint8_t b[SP_QUIC_CID_LEN];
+
+  randombytes_buf(b, sizeof(b));
+  ngtcp2_cid_init(cid, b, sizeof(b));
+}
+
+void sp_quic_conn_free(sp_quic_conn *c) {
+  sp_quic_endpoint *ep;
+
+  if (!c) {
+    return;
+  }
+  ep = c->ep;
+  while (c->streams) {
+    sp_quic_stream_conn_ended(c->streams, c->end_reason
+                                              ? c->end_reason
+                                              : SP_ERR_CONNECTION_LOST);
+  }
+  sp_quic_cid_remove_conn(ep, c);
+  if (c->qc) {
+    ngtcp2_conn_del(c->qc);
+  }
+  if (c->session) {
+    gnutls_deinit(c->session);
+  }
+  sp_free(&ep->mem, c->close_pkt);
+  sp_free(&ep->mem, c);
+}
+
+static sp_quic_conn *conn_alloc(sp_quic_endpoint *ep, int server,
+                                const sp_quic_addr *remote) {
+  sp_quic_conn *c = sp_calloc(&ep->mem, 1, sizeof(*c));
+
+  if (c) {
+    c->ep = ep;
+    c->server = server;
+    c->remote = *remote;
+    c->state = SP_QUIC_CONN_HANDSHAKE;
+  }
+  return c;
+}
+
+int sp_quic_conn_client_new(sp_quic_conn **pc, sp_quic_endpoint *ep,
+                            const sp_uuid *peer, const sp_quic_addr *remote,
+                            sp_tstamp now) {
+  ngtcp2_callbacks cb;
+  ngtcp2_settings st;
+  ngtcp2_transport_params params;
+  ngtcp2_cid dcid, scid;
+  ngtcp2_path path;
+  sp_quic_conn *c;
+  int rv;
+
+  if (ep->nconns >= SP_QUIC_MAX_CONNS) {
+    return SP_ERR_NOMEM;
+  }
+  c = conn_alloc(ep, 0, remote);
+  if (!c) {
+    return SP_ERR_NOMEM;
+  }
+  c->peer = *peer;
+  random_cid(&dcid);
+  random_cid(&scid);
+  sp_quic_conn_config(ep, 0, now, &cb, &st, &params);
+  path_of(&path, ep, remote);
+  rv = ngtcp2_conn_client_new(&c->qc, &dcid, &scid, &path,
+                              NGTCP2_PROTO_VER_V1, &cb, &st, &params,
+                              &ep->nmem, c);
+  if (rv != 0) {
+    sp_free(&ep->mem, c);
+    return rv == NGTCP2_ERR_NOMEM ? SP_ERR_NOMEM : SP_ERR_QUIC;
+  }
+  rv = sp_quic_tls_session_new(c);
+  if (rv == 0) {
+    rv = sp_quic_cid_add(ep, &scid, c);
+  }
+  if (rv == 0) {
+    rv = sp_quic_conn_table_add(ep, c);
+  }
+  if (rv != 0) {
+    sp_quic_conn_free(c);
+    return rv;
+  }
+  ++ep->stats.connections_opened;
+  ep->output_pending = 1;
+  *pc = c;
+  return 0;
+}
+
+static size_t handshaking(const sp_quic_endpoint *ep) {
+  size_t i, n = 0;
+
+  for (i = 0; i < ep->nconns; ++i) {
+    n += ep->conns[i]->server && ep->conns[i]->state == SP_QUIC_CONN_HANDSHAKE;
+  }
+  return n;
+}
+
+int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
+                        const uint8_t *pkt, size_t len, sp_tstamp now) {
+  ngtcp2_callbacks cb;
+  ngtcp2_settings st;
+  ngtcp2_transport_params params;
+  ngtcp2_pkt_hd hd;
+  ngtcp2_cid scid;
+  ngtcp2_path path;
+  sp_quic_conn *c;
+  int rv;
+
+  if (ngtcp2_accept(&hd, pkt, len) != 0 || ep->nconns >= SP_QUIC_MAX_CONNS ||
+      handshaking(ep) >= SP_QUIC_MAX_HANDSHAKES) {
+    return 0;
+  }
+  c = conn_alloc(ep, 1, remote);
+  if (!c) {
+    return SP_ERR_NOMEM;
+  }
+  random_cid(&scid);
+  sp_quic_conn_config(ep, 1, now, &cb, &st, &params);
+  /* Without original_dcid the client fails the handshake (see notes). */
+  params.original_dcid = hd.dcid;
+  /* Only a server may give a token for its first id (RFC 9000 18.2). */
+  params.stateless_reset_token_present = 1;
+  sp_quic_reset_token(ep, &scid, params.stateless_reset_token);
+  path_of(&path, ep, remote);
+  rv = ngtcp2_conn_server_new(&c->qc, &hd.scid, &scid, &path, hd.version,
+                              &cb, &st, &params, &ep->nmem, c);
+  if (rv != 0) {
+    sp_free(&ep->mem, c);
+    return rv == NGTCP2_ERR_NOMEM ? SP_ERR_NOMEM : 0;
+  }
+  rv = sp_quic_tls_session_new(c);
+  if (rv == 0) {
+    rv = sp_quic_cid_add(ep, &scid, c);
+  }
+  /* Until the client learns our id it keeps using the one it made up. */
+  if (rv == 0) {
+    rv = sp_quic_cid_add(ep, &hd.dcid, c);
+  }
+  if (rv == 0) {
+    rv = sp_quic_conn_table_add(ep, c);
+  }
+  if (rv != 0) {
+    sp_quic_conn_free(c);
+    return rv == SP_ERR_NOMEM ? rv : 0;
+  }
+  ++ep->stats.connections_accepted;
+  sp_quic_debug(ep, "accepted a connection");
+  sp_quic_conn_read(c, remote, pkt, len, now);
+  return 0;
+}
+
+int sp_quic_conn_usable(const sp_quic_conn *c) {
+  return c->state == SP_QUIC_CONN_HANDSHAKE || c->state == SP_QUIC_CONN_OPEN;
+}
+
+/* The connection is over: streams learn `reason`, the failure is
+ * counted if it never got through its handshake. */
+static void conn_ended(sp_quic_conn *c, int reason) {
+  char uuid[SP_UUID_STRING_LEN + 1];
+
+  c->end_reason = reason;
+  if (!(c->authenticated && c->confirmed) && !c->counted_failure) {
+    c->counted_failure = 1;
+    ++c->ep->stats.handshakes_failed;
+  }
+  sp_quic_debug(c->ep, "%s connection to %s ended: %s",
+                c->server ? "server" : "client",
+                sp_uuid_format(&c->peer, uuid), sp_err_name(reason));
+  while (c->streams) {
+    sp_quic_stream_conn_ended(c->streams, reason);
+  }
+}
+
+static int reason_before_auth(const sp_quic_conn *c) {
+  if (c->verify_error) {
+    return c->verify_error;
+  }
+  return c->heard ? SP_ERR_HANDSHAKE : SP_ERR_UNREACHABLE;
+}
+
+/* A TLS alert code, seen from the side that did not send it. */
+static int reason_from_alert(uint8_t alert) {
+  switch (alert) {
+  case 42:  /* bad_certificate */
+  case 43:  /* unsupported_certificate */
+  case 44:  /* certificate_revoked */
+  case 45:  /* certificate_expired */
+  case 46:  /* certificate_unknown */
+  case 48:  /* unknown_ca */
+  case 49:  /* access_denied */
+    return SP_ERR_UNKNOWN_KEY;
+  case 120: /* no_application_protocol */
+    return SP_ERR_ALPN;
+  default:
+    return SP_ERR_HANDSHAKE;
+  }
+}
+
+/* The peer closed the connection. */
+static int reason_from_peer_close(sp_quic_conn *c) {
+  ngtcp2_connection_close_error ce;
+
+  ngtcp2_conn_get_connection_close_error(c->qc, &ce);
+  if (ce.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT &&
+      (ce.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR) {
+    return reason_from_alert((uint8_t)(ce.error_code & 0xff));
+  }
+  if (!c->authenticated) {
+    return reason_before_auth(c);
+  }
+  return SP_ERR_CONNECTION_LOST;
+}
+
+static void enter_quiet(sp_quic_conn *c, sp_quic_conn_state state,
+                        sp_tstamp now) {
+  c->state = state;
+  c->deadline = now + 3 * ngtcp2_conn_get_pto(c->qc);
+}
+
+/* Send CONNECTION_CLOSE carrying `ccerr`, keep it for stray packets. */
+static void close_with(sp_quic_conn *c,
+                       const ngtcp2_connection_close_error *ccerr,
+                       int reason, sp_tstamp now) {
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+  ngtcp2_ssize n;
+
+  if (!sp_quic_conn_usable(c)) {
+    return;
+  }
+  ngtcp2_path_storage_zero(&ps);
+  n = ngtcp2_conn_write_connection_close(c->qc, &ps.path, &pi, buf,
+                                         sizeof(buf), ccerr, now);
+  if (n > 0) {
+    c->close_pkt = sp_malloc(&c->ep->mem, (size_t)n);
+    if (c->close_pkt) {
+      memcpy(c->close_pkt, buf, (size_t)n);
+      c->close_pktlen = (size_t)n;
+    }
+    /* A full queue loses it; the peer then times out instead. */
+    (void)sp_quic_udp_queue(c->ep, buf, (size_t)n, &c->remote);
+    enter_quiet(c, SP_QUIC_CONN_CLOSING, now);
+  } else {
+    c->state = SP_QUIC_CONN_DEAD;
+  }
+  conn_ended(c, reason);
+}
+
+static void close_liberr(sp_quic_conn *c, int liberr, int reason,
+                         sp_tstamp now) {
+  ngtcp2_connection_close_error ce;
+
+  ngtcp2_connection_close_error_set_transport_error_liberr(&ce, liberr, NULL,
+                                                           0);
+  close_with(c, &ce, reason, now);
+}
+
+static void drop(sp_quic_conn *c, int reason) {
+  c->state = SP_QUIC_CONN_DEAD;
+  conn_ended(c, reason);
+}
+
+static int local_reason(const sp_quic_conn *c) {
+  return c->authenticated ? SP_ERR_CONNECTION_LOST : reason_before_auth(c);
+}
+
+static void on_error(sp_quic_conn *c, int liberr, sp_tstamp now) {
+  ngtcp2_connection_close_error ce;
+  uint8_t alert;
+
+  switch (liberr) {
+  case NGTCP2_ERR_DRAINING:
+    enter_quiet(c, SP_QUIC_CONN_DRAINING, now);
+    conn_ended(c, reason_from_peer_close(c));
+    return;
+  case NGTCP2_ERR_DROP_CONN:
+  case NGTCP2_ERR_RETRY:
+    drop(c, local_reason(c));
+    return;
+  case NGTCP2_ERR_CRYPTO:
+    alert = ngtcp2_conn_get_tls_alert(c->qc);
+    ngtcp2_connection_close_error_set_transport_error_tls_alert(&ce, alert,
+                                                                NULL, 0);
+    close_with(c, &ce,
+               c->verify_error ? c->verify_error : reason_from_alert(alert),
+               now);
+    return;
+  default:
+    sp_quic_debug(c->ep, "connection error: %s", ngtcp2_strerror(liberr));
+    close_liberr(c, liberr,
+                 c->verify_error ? c->verify_error : local_reason(c), now);
+    return;
+  }
+}
+
+void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
+                       const uint8_t *pkt, size_t len, sp_tstamp now) {
+  ngtcp2_path path;
+  ngtcp2_pkt_info pi;
+  int rv;
+
+  switch (c->state) {
+  case SP_QUIC_CONN_CLOSING:
+    if (c->close_pkt && c->close_resends < MAX_CLOSE_RESENDS) {
+      ++c->close_resends;
+      (void)sp_quic_udp_queue(c->ep, c->close_pkt, c->close_pktlen, remote);
+    }
+    return;
+  case SP_QUIC_CONN_DRAINING:
+  case SP_QUIC_CONN_DEAD:
+    return;
+  default:
+    break;
+  }
+  c->heard = 1;
+  c->last_rx = now;
+  memset(&pi, 0, sizeof(pi));
+  path_of(&path, c->ep, remote);
+  rv = ngtcp2_conn_read_pkt(c->qc, &path, &pi, pkt, len, now);
+  if (rv != 0) {
+    on_error(c, rv, now);
+  }
+}
+
+int sp_quic_conn_take_reset(sp_quic_conn *c, const sp_quic_addr *remote,
+                            const uint8_t *pkt, size_t len, sp_tstamp now) {
+  ngtcp2_path path;
+  ngtcp2_pkt_info pi;
+
+  if (!sp_quic_conn_usable(c) || !sp_quic_addr_equal(&c->remote, remote)) {
+    return 0;
+  }
+  memset(&pi, 0, sizeof(pi));
+  path_of(&path, c->ep, remote);
+  /* ngtcp2 discards a packet for an id it does not know, after checking
+   * its tail against the peer's reset tokens.  Nothing else about the
+   * connection changes: the packet proves nothing unless it is a reset. */
+  if (ngtcp2_conn_read_pkt(c->qc, &path, &pi, pkt, len, now) !=
+      NGTCP2_ERR_DRAINING) {
+    return 0;
+  }
+  on_error(c, NGTCP2_ERR_DRAINING, now);
+  return 1;
+}
+
+sp_tstamp sp_quic_conn_expiry(sp_quic_conn *c) {
+  switch (c->state) {
+  case SP_QUIC_CONN_CLOSING:
+  case SP_QUIC_CONN_DRAINING:
+    return c->deadline;
+  case SP_QUIC_CONN_DEAD:
+    return SP_TSTAMP_MAX;
+  default:
+    return ngtcp2_conn_get_expiry(c->qc);
+  }
+}
+
+void sp_quic_conn_handle_expiry(sp_quic_conn *c, sp_tstamp now) {
+  int rv;
+
+  switch (c->state) {
+  case SP_QUIC_CONN_CLOSING:
+  case SP_QUIC_CONN_DRAINING:
+    if (now >= c->deadline) {
+      c->state = SP_QUIC_CONN_DEAD;
+    }
+    return;
+  case SP_QUIC_CONN_DEAD:
+    return;
+  default:
+    break;
+  }
+  if (ngtcp2_conn_get_expiry(c->qc) > now) {
+    return;
+  }
+  rv = ngtcp2_conn_handle_expiry(c->qc, now);
+  if (rv == 0) {
+    return;
+  }
+  if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
+    /* Nothing to tell a peer that went quiet. */
+    drop(c, local_reason(c));
+    return;
+  }
+  on_error(c, rv, now);
+}
+
+void sp_quic_conn_shutdown(sp_quic_conn *c, int reason, sp_tstamp now) {
+  ngtcp2_connection_close_error ce;
+
+  ngtcp2_connection_close_error_default(&ce);
+  ngtcp2_connection_close_error_set_application_error(&ce, 0, NULL, 0);
+  if (!c->authenticated) {
+    /* Before the handshake an application close is not allowed. */
+    ngtcp2_connection_close_error_set_transport_error(&ce, NGTCP2_NO_ERROR,
+                                                      NULL, 0);
+  }
+  close_with(c, &ce, reason, now);
+}
+
+int sp_quic_conn_verify_peer(sp_quic_conn *c,
+                             const uint8_t key[SP_PUBLIC_KEY_LEN]) {
+  const sp_registry *reg = &c->ep->registry;
+  uint8_t expected[SP_PUBLIC_KEY_LEN];
+  sp_uuid dev;
+  int rv;
+
+  rv = reg->device_by_key(key, &dev, reg->user_data);
+  if (rv != 0) {
+    c->verify_error =
+        rv == SP_ERR_NOT_FOUND ? SP_ERR_UNKNOWN_KEY : SP_ERR_REGISTRY;
+    sp_quic_debug(c->ep, "peer key refused: %s", sp_err_name(c->verify_error));
+    return -1;
+  }
+  if (!c->server) {
+    /* We dialled a device: the key must be that device's, both ways. */
+    rv = reg->device_key(&c->peer, expected, reg->user_data);
+    if (rv != 0 && rv != SP_ERR_NOT_FOUND) {
+      c->verify_error = SP_ERR_REGISTRY;
+      return -1;
+    }
+    if (rv != 0 || sodium_memcmp(expected, key, SP_PUBLIC_KEY_LEN) != 0 ||
+        !sp_uuid_equal(&dev, &c->peer)) {
+      c->verify_error = SP_ERR_UNKNOWN_KEY;
+      sp_quic_debug(c->ep, "server key is not the dialled device's");
+      return -1;
+    }
+  }
+  c->peer = dev;
+  c->cert_ok = 1;
+  return 0;
+}
+
+/* Next stream (round robin) with bytes or a FIN to write. */
+static sp_quic_stream *next_stream(sp_quic_conn *c) {
+  sp_quic_stream *start = c->cursor ? c->cursor : c->streams, *s = start;
+
+  if (!s) {
+    return NULL;
+  }
+  do {
+    if (s->qsid >= 0 && !s->blocked && !s->write_shut &&
+        sp_quic_stream_has_output(s)) {
+      c->cursor = s;
+      return s;
+    }
+    s = s->cnext ? s->cnext : c->streams;
+  } while (s != start);
+  return NULL;
+}
+
+/* Open QUIC streams for streams the node opened, apply deferred resets. */
+static void prepare_streams(sp_quic_conn *c) {
+  sp_quic_stream *s;
+
+  for (s = c->streams; s; s = s->cnext) {
+    s->blocked = 0;
+    if (s->shutdown_pending && s->qsid >= 0) {
+      s->shutdown_pending = 0;
+      if (s->shutdown_both) {
+        ngtcp2_conn_shutdown_stream(c->qc, s->qsid, s->shutdown_code);
+      } else {
+        ngtcp2_conn_shutdown_stream_write(c->qc, s->qsid, s->shutdown_code);
+      }
+    }
+    if (s->qsid < 0 && c->authenticated && !c->streams_blocked) {
+      int64_t qsid;
+      int rv = ngtcp2_conn_open_bidi_stream(c->qc, &qsid, s);
+      if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED) {
+        c->streams_blocked = 1;
+        continue;
+      }
+      if (rv != 0) {
+        continue;
+      }
+      s->qsid = qsid;
+      if (!s->node_done) {
+        s->writable_pending = 1;
+        c->ep->events_pending = 1;
+      }
+    }
+  }
+}
+
+static void remote_addr(sp_quic_addr *out, const ngtcp2_path *path,
+                        const sp_quic_conn *c) {
+  if (path->remote.addrlen == 0 || path->remote.addrlen > sizeof(out->u)) {
+    *out = c->remote;
+    return;
+  }
+  memset(out, 0, sizeof(*out));
+  memcpy(&out->u.sa, path->remote.addr, path->remote.addrlen);
+  out->len = path->remote.addrlen;
+}
+
+void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
+  sp_quic_endpoint *ep = c->ep;
+  size_t max_payload, max_pkts, pkts = 0;
+  ngtcp2_path_storage ps;
+  ngtcp2_pkt_info pi;
+
+  if (!sp_quic_conn_usable(c)) {
+    return;
+  }
+  prepare_streams(c);
+  max_payload = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
+  max_pkts = ngtcp2_conn_get_send_quantum(c->qc) / max_payload;
+  if (max_pkts == 0) {
+    max_pkts = 1;
+  }
+  ngtcp2_path_storage_zero(&ps);
+  for (;;) {
+    ngtcp2_vec v[4];
+    size_t vcnt = 0, total = 0, i;
+    ngtcp2_ssize nwrite, ndatalen = -1;
+    sp_quic_stream *s;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_NONE;
+    uint8_t *dest = sp_quic_udp_space(ep, max_payload);
+    sp_quic_addr dst;
+    int fin = 0;
+
+    if (!dest) {
+      if (sp_quic_udp_flush(ep, now) != 0 ||
+          !(dest = sp_quic_udp_space(ep, max_payload))) {
+        break;
+      }
+    }
+    s = next_stream(c);
+    if (s) {
+      vcnt = sp_quic_stream_unsent(s, v, 4, &fin);
+      for (i = 0; i < vcnt; ++i) {
+        total += v[i].len;
+      }
+      flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+      if (fin) {
+        flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+      }
+    }
+    nwrite = ngtcp2_conn_writev_stream(c->qc, &ps.path, &pi, dest, max_payload,
+                                       &ndatalen, flags, s ? s->qsid : -1, v,
+                                       vcnt, now);
+    if (nwrite < 0) {
+      switch (nwrite) {
+      case NGTCP2_ERR_WRITE_MORE:
+        sp_quic_stream_mark_sent(s, (size_t)ndatalen,
+                                 fin && (size_t)ndatalen == total);
+        continue;
+      case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+        s->blocked = 1;
+        continue;
+      case NGTCP2_ERR_STREAM_SHUT_WR:
+      case NGTCP2_ERR_STREAM_NOT_FOUND:
+        s->write_shut = 1;
+        continue;
+      default:
+        on_error(c, (int)nwrite, now);
+        return;
+      }
+    }
+    if (s && ndatalen >= 0) {
+      sp_quic_stream_mark_sent(s, (size_t)ndatalen,
+                               fin && (size_t)ndatalen == total);
+    }
+    if (nwrite == 0) {
+      break;
+    }
+    remote_addr(&dst, &ps.path, c);
+    sp_quic_udp_commit(ep, (size_t)nwrite, &dst);
+    if (++pkts >= max_pkts) {
+      break;
+    }
+  }
+  ngtcp2_conn_update_pkt_tx_time(c->qc, now);
+}

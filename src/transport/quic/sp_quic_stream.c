@@ -1,1 +1,612 @@
-/* placeholder: not yet written */
+/*
+ * sp_quic_stream.c: transport streams, their send buffers, and the events
+ * the node hears about them.
+ *
+ * Send side: `send` copies into a chain of fixed chunks, at most
+ * stream_send_buffer bytes not yet acknowledged.  ngtcp2 does not copy
+ * stream data and may retransmit from it, so a chunk is freed only once
+ * the peer acknowledged all of it.  A short send or SP_ERR_WOULD_BLOCK
+ * owes the node a sp_node_stream_writable, paid when acks free space.
+ *
+ * Receive side: bytes are copied out of ngtcp2's callback and handed to
+ * the node in sp_quic_stream_dispatch; only then is the peer's window
+ * extended (stream and connection), by exactly what the node took.  A
+ * node that is slow to run therefore stalls its sender at the window,
+ * and nothing buffers more than the windows allow.
+ *
+ * Order per stream: opened, data, writable, closed (after all data).
+ * Once the node closed a stream, or was told it closed, it hears nothing
+ * more about it; buffered output still goes out (then a FIN), and what
+ * arrives is dropped with its window given back.
+ */
+#include <string.h>
+
+#include "sync_protocol/errors.h"
+#include "sync_protocol/uuid.h"
+#include "sp_mem_int.h"
+#include "sp_quic_int.h"
+
+typedef struct sp_quic_chunk {
+  struct sp_quic_chunk *next;
+  size_t len;
+  uint8_t data[SP_QUIC_CHUNK];
+} sp_quic_chunk;
+
+static int grow_table(sp_quic_endpoint *ep) {
+  size_t cap = ep->streams_cap ? ep->streams_cap * 2 : 16;
+  sp_quic_stream **t = sp_realloc(&ep->mem, ep->streams, cap * sizeof(*t));
+
+  if (!t) {
+    return SP_ERR_NOMEM;
+  }
+  ep->streams = t;
+  ep->streams_cap = cap;
+  return 0;
+}
+
+static void link_conn(sp_quic_stream *s, sp_quic_conn *c) {
+  s->conn = c;
+  s->cprev = NULL;
+  s->cnext = c->streams;
+  if (c->streams) {
+    c->streams->cprev = s;
+  }
+  c->streams = s;
+}
+
+static void unlink_conn(sp_quic_stream *s) {
+  sp_quic_conn *c = s->conn;
+
+  if (!c) {
+    return;
+  }
+  if (c->cursor == s) {
+    c->cursor = s->cnext;
+  }
+  if (s->cprev) {
+    s->cprev->cnext = s->cnext;
+  } else {
+    c->streams = s->cnext;
+  }
+  if (s->cnext) {
+    s->cnext->cprev = s->cprev;
+  }
+  s->cprev = s->cnext = NULL;
+  s->conn = NULL;
+}
+
+sp_quic_stream *sp_quic_stream_new(sp_quic_endpoint *ep, sp_quic_conn *c,
+                                   const sp_uuid *peer, int local) {
+  sp_quic_stream *s;
+
+  if (ep->nstreams == ep->streams_cap && grow_table(ep) != 0) {
+    return NULL;
+  }
+  s = sp_calloc(&ep->mem, 1, sizeof(*s));
+  if (!s) {
+    return NULL;
+  }
+  s->id = ep->next_stream_id++;
+  s->ep = ep;
+  s->qsid = -1;
+  s->peer = *peer;
+  s->local = local ? 1 : 0;
+  s->node_knows = local ? 1 : 0;
+  sp_buf_init(&s->rbuf, &ep->mem);
+  link_conn(s, c);
+  ep->streams[ep->nstreams++] = s;
+  return s;
+}
+
+sp_quic_stream *sp_quic_stream_find(sp_quic_endpoint *ep, uint64_t id) {
+  size_t i;
+
+  for (i = 0; i < ep->nstreams; ++i) {
+    if (ep->streams[i]->id == id) {
+      return ep->streams[i];
+    }
+  }
+  return NULL;
+}
+
+void sp_quic_stream_free(sp_quic_stream *s) {
+  sp_quic_endpoint *ep = s->ep;
+  sp_quic_chunk *ch = s->head;
+
+  unlink_conn(s);
+  while (ch) {
+    sp_quic_chunk *next = ch->next;
+    sp_free(&ep->mem, ch);
+    ch = next;
+  }
+  sp_free(&ep->mem, s->spare);
+  sp_buf_free(&s->rbuf);
+  sp_free(&ep->mem, s);
+}
+
+/* ---- send buffer ---- */
+
+static size_t buffered(const sp_quic_stream *s) {
+  return (size_t)(s->end - s->acked);
+}
+
+static size_t append(sp_quic_stream *s, const uint8_t *data, size_t len) {
+  sp_quic_endpoint *ep = s->ep;
+  size_t done = 0;
+
+  while (done < len) {
+    sp_quic_chunk *t = s->tail;
+    size_t n;
+
+    if (!t || t->len == SP_QUIC_CHUNK) {
+      sp_quic_chunk *ch = s->spare;
+      if (ch) {
+        s->spare = NULL;
+      } else {
+        ch = sp_malloc(&ep->mem, sizeof(*ch));
+        if (!ch) {
+          break;
+        }
+      }
+      ch->next = NULL;
+      ch->len = 0;
+      if (t) {
+        t->next = ch;
+      } else {
+        s->head = ch;
+      }
+      s->tail = t = ch;
+    }
+    n = SP_QUIC_CHUNK - t->len;
+    if (n > len - done) {
+      n = len - done;
+    }
+    memcpy(t->data + t->len, data + done, n);
+    t->len += n;
+    done += n;
+  }
+  s->end += done;
+  return done;
+}
+
+size_t sp_quic_stream_unsent(sp_quic_stream *s, ngtcp2_vec *v, size_t max,
+                             int *fin) {
+  sp_quic_chunk *ch = s->head;
+  uint64_t base = s->head_base, off = s->sent;
+  size_t n = 0;
+
+  while (ch && off >= base + ch->len) {
+    base += ch->len;
+    ch = ch->next;
+  }
+  while (ch && n < max) {
+    size_t start = (size_t)(off - base);
+    v[n].base = ch->data + start;
+    v[n].len = ch->len - start;
+    ++n;
+    off = base + ch->len;
+    base += ch->len;
+    ch = ch->next;
+  }
+  *fin = s->fin_requested && !s->fin_sent && off == s->end;
+  return n;
+}
+
+void sp_quic_stream_mark_sent(sp_quic_stream *s, size_t n, int fin) {
+  s->sent += n;
+  if (fin) {
+    s->fin_sent = 1;
+  }
+}
+
+int sp_quic_stream_has_output(const sp_quic_stream *s) {
+  return s->sent < s->end || (s->fin_requested && !s->fin_sent);
+}
+
+void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
+  sp_quic_endpoint *ep = s->ep;
+
+  if (offset + len > s->acked) {
+    s->acked = offset + len;
+  }
+  /* Only full chunks are released: the tail may still be filling. */
+  while (s->head && s->head->len == SP_QUIC_CHUNK &&
+         s->acked >= s->head_base + SP_QUIC_CHUNK) {
+    sp_quic_chunk *ch = s->head;
+    s->head = ch->next;
+    if (!s->head) {
+      s->tail = NULL;
+    }
+    s->head_base += SP_QUIC_CHUNK;
+    if (!s->spare) {
+      s->spare = ch;
+    } else {
+      sp_free(&ep->mem, ch);
+    }
+  }
+  if (s->want_writable && !s->node_done &&
+      buffered(s) < ep->cfg.stream_send_buffer) {
+    s->want_writable = 0;
+    s->writable_pending = 1;
+    ep->events_pending = 1;
+  }
+}
+
+/* ---- events recorded from ngtcp2 callbacks ---- */
+
+int sp_quic_reason_from_app_code(uint64_t code) {
+  /* Only codes of the non-fatal sp_error bands pass: a peer must not be
+   * able to make us report a fatal (local) failure. */
+  if (code >= 100 && code < 600) {
+    return -(int)code;
+  }
+  return SP_ERR_CONNECTION_LOST;
+}
+
+static void set_closed(sp_quic_stream *s, int reason) {
+  if (s->node_done || s->closed_pending) {
+    return;
+  }
+  s->closed_pending = 1;
+  s->closed_reason = reason;
+  s->ep->events_pending = 1;
+}
+
+int sp_quic_stream_received(sp_quic_stream *s, const uint8_t *data,
+                            size_t len, int fin) {
+  if (len > 0 && sp_buf_append(&s->rbuf, data, len) != 0) {
+    return SP_ERR_NOMEM;
+  }
+  if (fin) {
+    s->fin_received = 1;
+    set_closed(s, 0);
+  }
+  s->ep->events_pending = 1;
+  return 0;
+}
+
+void sp_quic_stream_peer_reset(sp_quic_stream *s, uint64_t app_code) {
+  set_closed(s, sp_quic_reason_from_app_code(app_code));
+  /* Reset our side too, so the stream ends in both directions. */
+  if (!s->write_shut && !s->fin_sent) {
+    s->shutdown_pending = 1;
+    s->shutdown_both = 0;
+    s->shutdown_code = app_code;
+    s->ep->output_pending = 1;
+  }
+}
+
+/* The node never saw this remote stream and there is nothing to show. */
+static int unseen(const sp_quic_stream *s) {
+  return s->opened_pending && sp_buf_pending(&s->rbuf) == 0 &&
+         !s->fin_received;
+}
+
+void sp_quic_stream_quic_closed(sp_quic_stream *s, int has_code,
+                                uint64_t app_code) {
+  s->quic_done = 1;
+  if (unseen(s)) {
+    s->opened_pending = 0;
+    s->node_done = 1;
+    return;
+  }
+  set_closed(s, has_code ? sp_quic_reason_from_app_code(app_code) : 0);
+}
+
+void sp_quic_stream_conn_ended(sp_quic_stream *s, int reason) {
+  unlink_conn(s);
+  s->quic_done = 1;
+  s->shutdown_pending = 0;
+  if (unseen(s)) {
+    s->opened_pending = 0;
+    s->node_done = 1;
+    return;
+  }
+  set_closed(s, reason);
+}
+
+/* ---- delivery to the node ---- */
+
+/* The node took (or will never take) `n` bytes: reopen the windows. */
+static void give_back(sp_quic_stream *s, size_t n) {
+  if (n == 0 || !s->conn || s->qsid < 0 || !sp_quic_conn_usable(s->conn)) {
+    return;
+  }
+  ngtcp2_conn_extend_max_stream_offset(s->conn->qc, s->qsid, n);
+  ngtcp2_conn_extend_max_offset(s->conn->qc, n);
+  s->ep->output_pending = 1;
+}
+
+static void drop_input(sp_quic_stream *s) {
+  size_t n = sp_buf_pending(&s->rbuf);
+
+  sp_buf_reset(&s->rbuf);
+  give_back(s, n);
+}
+
+/* Reset both directions with `code` (a negative sp_error). */
+static void reset_stream(sp_quic_stream *s, int code) {
+  if (s->conn && s->qsid >= 0) {
+    s->shutdown_pending = 1;
+    s->shutdown_both = 1;
+    s->shutdown_code = (uint64_t)(code < 0 ? -code : code);
+    s->ep->output_pending = 1;
+  } else if (s->conn && s->qsid < 0) {
+    unlink_conn(s);
+    s->quic_done = 1;
+  }
+}
+
+/* The node refused or forgot the stream. */
+static void node_dropped(sp_quic_stream *s, int rv) {
+  s->node_done = 1;
+  drop_input(s);
+  reset_stream(s, rv);
+}
+
+static int dispatch_one(sp_quic_endpoint *ep, sp_quic_stream *s,
+                        sp_tstamp now) {
+  sp_node *node = ep->node;
+  int rv;
+
+  if (s->node_done) {
+    s->opened_pending = s->writable_pending = s->closed_pending = 0;
+    drop_input(s);
+    return 0;
+  }
+  if (s->opened_pending) {
+    /* Not before the peer is proven (handshake_completed rings again). */
+    if (!s->conn || !s->conn->authenticated) {
+      return 0;
+    }
+    s->opened_pending = 0;
+    rv = sp_node_stream_opened(node, s->id, &s->peer, now);
+    if (rv != 0) {
+      node_dropped(s, rv);
+      return sp_err_is_fatal(rv) ? rv : 0;
+    }
+    s->node_knows = 1;
+  }
+  if (!s->node_knows) {
+    return 0;
+  }
+  while (!s->node_done && sp_buf_pending(&s->rbuf) > 0) {
+    size_t n = sp_buf_pending(&s->rbuf);
+    const uint8_t *data = s->rbuf.data + s->rbuf.off;
+
+    /* Consumed before the call: the memory stays put (nothing appends
+     * during dispatch), and a close_stream from inside the call must not
+     * give these bytes back a second time. */
+    sp_buf_consume(&s->rbuf, n);
+    give_back(s, n);
+    ep->stats.stream_bytes_received += n;
+    rv = sp_node_stream_data(node, s->id, &s->peer, data, n, now);
+    if (rv != 0 && !s->node_done) {
+      node_dropped(s, rv);
+    }
+    if (sp_err_is_fatal(rv)) {
+      return rv;
+    }
+  }
+  if (!s->node_done && s->writable_pending) {
+    s->writable_pending = 0;
+    rv = sp_node_stream_writable(node, s->id, &s->peer, now);
+    if (rv != 0 && !s->node_done) {
+      node_dropped(s, rv);
+    }
+    if (sp_err_is_fatal(rv)) {
+      return rv;
+    }
+  }
+  if (!s->node_done && s->closed_pending && sp_buf_pending(&s->rbuf) == 0) {
+    s->closed_pending = 0;
+    s->node_done = 1;
+    /* The peer ended its side cleanly: end ours once our bytes are out. */
+    if (s->closed_reason == 0 && s->conn && !s->write_shut) {
+      s->fin_requested = 1;
+      ep->output_pending = 1;
+    }
+    rv = sp_node_stream_closed(node, s->id, &s->peer, s->closed_reason, now);
+    if (sp_err_is_fatal(rv)) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
+int sp_quic_stream_dispatch(sp_quic_endpoint *ep, sp_tstamp now) {
+  size_t i;
+  int rv;
+
+  if (!ep->node || !ep->events_pending) {
+    return 0;
+  }
+  ep->events_pending = 0;
+  /* By index: the node may open streams (appended) while we iterate. */
+  for (i = 0; i < ep->nstreams; ++i) {
+    rv = dispatch_one(ep, ep->streams[i], now);
+    if (rv != 0) {
+      ep->events_pending = 1;
+      return rv;
+    }
+  }
+  return 0;
+}
+
+static int freeable(const sp_quic_stream *s) {
+  return s->node_done && s->quic_done;
+}
+
+void sp_quic_stream_sweep(sp_quic_endpoint *ep) {
+  size_t i, k = 0;
+
+  for (i = 0; i < ep->nstreams; ++i) {
+    sp_quic_stream *s = ep->streams[i];
+    if (freeable(s)) {
+      sp_quic_stream_free(s);
+    } else {
+      ep->streams[k++] = s;
+    }
+  }
+  ep->nstreams = k;
+}
+
+size_t sp_quic_stream_buffered(sp_quic_endpoint *ep, uint64_t id) {
+  sp_quic_stream *s = sp_quic_stream_find(ep, id);
+
+  return s ? buffered(s) : 0;
+}
+
+/* ---- the transport vtable ---- */
+
+/* A connection to `peer` we can put a stream on: an authenticated one
+ * either side opened, else one we are dialling to it; never one the node
+ * found silent, unless the peer was heard since. */
+static sp_quic_conn *conn_for(sp_quic_endpoint *ep, const sp_uuid *peer) {
+  sp_quic_conn *dialling = NULL;
+  size_t i;
+
+  for (i = 0; i < ep->nconns; ++i) {
+    sp_quic_conn *c = ep->conns[i];
+    if (!sp_quic_conn_usable(c) || !sp_uuid_equal(&c->peer, peer) ||
+        (c->suspect_at && c->suspect_at >= c->last_rx)) {
+      continue;
+    }
+    if (c->authenticated) {
+      return c;
+    }
+    if (!c->server && !dialling) {
+      dialling = c;
+    }
+  }
+  return dialling;
+}
+
+static int dial(sp_quic_endpoint *ep, const sp_uuid *peer,
+                sp_quic_conn **pc) {
+  char hints[4096];
+  sp_quic_addr addr;
+  int rv;
+
+  rv = ep->registry.address_hints(peer, hints, sizeof(hints),
+                                  ep->registry.user_data);
+  if (rv == SP_ERR_NOT_FOUND) {
+    return SP_ERR_UNREACHABLE;
+  }
+  if (rv != 0) {
+    return SP_ERR_REGISTRY;
+  }
+  hints[sizeof(hints) - 1] = '\0';
+  if (sp_quic_addr_pick(&addr, hints, ep->local.u.sa.sa_family) != 0) {
+    return SP_ERR_UNREACHABLE;
+  }
+  return sp_quic_conn_client_new(pc, ep, peer, &addr, sp_quic_now());
+}
+
+static int tr_open_stream(const sp_uuid *peer, const sp_uuid *library,
+                          uint64_t *stream_id, void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_conn *c;
+  sp_quic_stream *s;
+  int rv;
+
+  (void)library;
+  if (!peer || !stream_id || sp_uuid_is_nil(peer)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  c = conn_for(ep, peer);
+  if (!c) {
+    rv = dial(ep, peer, &c);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  s = sp_quic_stream_new(ep, c, peer, 1);
+  if (!s) {
+    return SP_ERR_NOMEM;
+  }
+  *stream_id = s->id;
+  ep->output_pending = 1;
+  return 0;
+}
+
+static sp_ssize tr_send(uint64_t stream_id, const uint8_t *data, size_t len,
+                        void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_stream *s = sp_quic_stream_find(ep, stream_id);
+  size_t room, n;
+
+  if (!s) {
+    return SP_ERR_NOT_FOUND;
+  }
+  if (!data && len > 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (s->node_done || s->fin_requested) {
+    return SP_ERR_CLOSED;
+  }
+  if (!s->conn) {
+    return s->closed_reason ? s->closed_reason : SP_ERR_CONNECTION_LOST;
+  }
+  if (s->write_shut || s->shutdown_pending) {
+    return s->closed_pending && s->closed_reason ? s->closed_reason
+                                                 : SP_ERR_CLOSED;
+  }
+  if (len == 0) {
+    return 0;
+  }
+  room = buffered(s) < ep->cfg.stream_send_buffer
+             ? ep->cfg.stream_send_buffer - buffered(s)
+             : 0;
+  n = append(s, data, len < room ? len : room);
+  if (n < len) {
+    s->want_writable = 1;
+  }
+  if (n == 0) {
+    return room == 0 ? SP_ERR_WOULD_BLOCK : SP_ERR_NOMEM;
+  }
+  ep->stats.stream_bytes_sent += n;
+  ep->output_pending = 1;
+  return (sp_ssize)n;
+}
+
+static int tr_close_stream(uint64_t stream_id, int error_code,
+                           void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_stream *s = sp_quic_stream_find(ep, stream_id);
+
+  if (!s || s->node_done) {
+    return SP_ERR_NOT_FOUND;
+  }
+  s->node_done = 1;
+  s->opened_pending = s->writable_pending = s->closed_pending = 0;
+  s->want_writable = 0;
+  drop_input(s);
+  if (error_code == SP_ERR_PEER_TIMEOUT && s->conn) {
+    /* The node heard nothing from the peer for its heartbeat timeout:
+     * the connection may be dead (a peer that vanished without a close
+     * or restarted without resetting it), so a reconnect must not land
+     * on it again.  It still ends by QUIC's own idle timeout. */
+    s->conn->suspect_at = sp_quic_now();
+  }
+  if (error_code != 0) {
+    reset_stream(s, error_code);
+  } else if (s->conn && s->qsid < 0 && s->end == 0) {
+    /* Never opened and nothing to deliver: nothing to tell the peer. */
+    unlink_conn(s);
+    s->quic_done = 1;
+  } else if (s->conn) {
+    s->fin_requested = 1;
+    ep->output_pending = 1;
+  }
+  return 0;
+}
+
+void sp_quic_transport_fill(sp_quic_endpoint *ep, sp_transport *out) {
+  memset(out, 0, sizeof(*out));
+  out->version = SP_TRANSPORT_VERSION;
+  out->user_data = ep;
+  out->open_stream = tr_open_stream;
+  out->send = tr_send;
+  out->close_stream = tr_close_stream;
+}

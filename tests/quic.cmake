@@ -1,0 +1,23 @@
+# Identity (unit) and QUIC transport tests.  The QUIC tests run over real
+# UDP on 127.0.0.1 and link a fake node (quic_fake_node.c) in place of the
+# core: static linking takes the six sp_node_* functions from it.
+# sync_protocol_static is listed again after sp_testutil because
+# sp_test_mem.c calls into the library.
+# Knobs (environment): SP_QUIC_DEBUG=1 prints ngtcp2's and the endpoint's
+# debug lines; SP_TEST_FILTER=<test> runs one test; SP_QUIC_BULK_MB sets
+# the size of the throughput runs (200 MB each, gso=1 then gso=0).
+sp_add_test(sp_identity_test SOURCES sp_identity_test.c LABELS unit
+  LIBS sync_protocol_static)
+
+if(SP_WITH_QUIC)
+  find_package(Threads REQUIRED)
+  set(SP_QUIC_TEST_HELPERS quic_fake_node.c quic_test_util.c)
+  sp_add_test(sp_quic_addr_test SOURCES sp_quic_addr_test.c LABELS quic
+    LIBS sync_protocol_static PkgConfig::NGTCP2)
+  foreach(t handshake stream loop)
+    sp_add_test(sp_quic_${t}_test
+      SOURCES sp_quic_${t}_test.c ${SP_QUIC_TEST_HELPERS}
+      LABELS quic TIMEOUT 60
+      LIBS sync_protocol_static PkgConfig::NGTCP2 Threads::Threads)
+  endforeach()
+endif()
