@@ -1,0 +1,22 @@
+/*
+ * cmds.h: the spsync subcommands.  Each takes argc/argv starting at the
+ * subcommand's name and returns the process exit status.
+ */
+#ifndef SPSYNC_CMDS_H
+#define SPSYNC_CMDS_H
+
+int cmd_keygen(int argc, char **argv);
+int cmd_fingerprint(int argc, char **argv);
+int cmd_leader(int argc, char **argv);
+int cmd_follower(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+
+/* Exit statuses shared by the commands. */
+#define EXIT_USAGE 2
+#define EXIT_SYNC_REQUIRED 3
+#define EXIT_TIMEOUT 4
+
+/* Parse a non-negative integer option value; -1 if it is not one. */
+long long parse_count(const char *s);
+
+#endif

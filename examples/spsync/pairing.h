@@ -1,0 +1,44 @@
+/*
+ * pairing.h: the small text file that stands in for a host's device
+ * registry in spsync.
+ *
+ *   # comment
+ *   library 9a0c3b1e-...                       (exactly one)
+ *   device  <uuid> <public key, 64 hex> leader   <ip:port | ->
+ *   device  <uuid> <public key, 64 hex> follower <ip:port | ->
+ *
+ * One device is the leader; every listed device is a member.  The
+ * address is where the device listens ("-": it is never dialed).
+ */
+#ifndef SPSYNC_PAIRING_H
+#define SPSYNC_PAIRING_H
+
+#include <sync_protocol/sync_protocol.h>
+#include <sync_protocol/identity.h>
+
+#define PAIRING_MAX_DEVICES 128
+
+typedef struct pairing_device {
+  sp_uuid id;
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  int leader;
+  char address[64];
+} pairing_device;
+
+typedef struct pairing {
+  sp_uuid library;
+  pairing_device dev[PAIRING_MAX_DEVICES];
+  int ndev;
+} pairing;
+
+/* Read `path` into `p`.  On error returns -1 with a message in `err`. */
+int pairing_load(pairing *p, const char *path, char *err, size_t errlen);
+
+/* The registry vtable over `p` (which must outlive its users). */
+void pairing_registry(pairing *p, sp_registry *out);
+
+/* The leader's entry, or NULL. */
+const pairing_device *pairing_leader(const pairing *p);
+const pairing_device *pairing_find(const pairing *p, const sp_uuid *id);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * progress.h: the follower's live progress: a redrawn line with a bar on
+ * a terminal, plain lines otherwise.
+ */
+#ifndef SPSYNC_PROGRESS_H
+#define SPSYNC_PROGRESS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct progress {
+  FILE *out;
+  int tty;
+  uint64_t last_applied;
+  uint64_t last_ns;
+  double rate; /* entries/s, smoothed */
+  int drawn;
+} progress;
+
+void progress_init(progress *p, FILE *out, uint64_t applied, uint64_t now_ns);
+/* Show the state; call about once a second (tty: more often is fine). */
+void progress_show(progress *p, uint64_t applied, uint64_t leader_latest,
+                   uint64_t now_ns);
+/* End the redrawn line before other output. */
+void progress_done(progress *p);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * rt.c: set up and drive one device for spsync.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rt.h"
+
+volatile sig_atomic_t rt_stop;
+
+static void on_signal(int sig) {
+  (void)sig;
+  rt_stop = 1;
+}
+
+void rt_error(const char *what, int code) {
+  fprintf(stderr, "spsync: %s: %s (%s)\n", what, sp_strerror(code),
+          sp_err_name(code));
+}
+
+static int on_event(const sp_event *ev, void *ud) {
+  rt *r = ud;
+  char peer[SP_UUID_STRING_LEN + 1] = "-";
+
+  if (ev->has_peer) {
+    sp_uuid_format(&ev->peer_id, peer);
+  }
+  switch (ev->type) {
+  case SP_EVENT_PEER_CONNECTED:
+    r->peers++;
+    if (r->verbose) fprintf(stderr, "spsync: peer %s connected\n", peer);
+    break;
+  case SP_EVENT_PEER_LOST:
+    r->peers--;
+    if (r->verbose)
+      fprintf(stderr, "spsync: peer %s lost (%s)\n", peer,
+              ev->error_code ? sp_err_name(ev->error_code) : "closed");
+    break;
+  case SP_EVENT_ENTRIES_APPLIED:
+    r->applied_batches++;
+    break;
+  case SP_EVENT_SYNC_REQUIRED_RECEIVED:
+    r->sync_required = 1;
+    r->sync_reason = ev->sync_reason;
+    break;
+  case SP_EVENT_SYNC_REQUIRED_SENT:
+    fprintf(stderr, "spsync: told %s a full sync is required (reason %d)\n",
+            peer, (int)ev->sync_reason);
+    break;
+  case SP_EVENT_ERROR:
+    if (r->verbose)
+      fprintf(stderr, "spsync: %s: %s\n", peer,
+              ev->message ? ev->message : sp_err_name(ev->error_code));
+    break;
+  case SP_EVENT_STEPPED_DOWN:
+    fprintf(stderr, "spsync: met epoch %llu: this leader stepped down\n",
+            (unsigned long long)ev->epoch);
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static void on_log(sp_log_level level, const char *msg, void *ud) {
+  (void)level;
+  (void)ud;
+  fprintf(stderr, "spsync: %s\n", msg);
+}
+
+static int open_log(rt *r, const rt_options *o) {
+  sp_sqlite_config sc;
+  int rv;
+
+  sp_sqlite_config_default(&sc);
+  sc.synchronous = o->sync_full ? SP_SQLITE_SYNC_FULL : SP_SQLITE_SYNC_NORMAL;
+  rv = sp_sqlite_store_open(&r->store, o->log_path, &sc, NULL);
+  if (rv != 0) {
+    fprintf(stderr, "spsync: cannot open log %s: %s\n", o->log_path,
+            sp_strerror(rv));
+    return -1;
+  }
+  return 0;
+}
+
+static uint64_t leader_epoch(rt *r, uint64_t wanted) {
+  sp_sqlite_status st;
+
+  if (sp_sqlite_store_status(r->store, &st) != 0) {
+    return 0;
+  }
+  if (wanted == 0) {
+    return st.epoch ? st.epoch : 1;
+  }
+  /* A new epoch is kept with the log before it is used. */
+  return sp_sqlite_store_set_epoch(r->store, wanted) == 0 ? wanted : 0;
+}
+
+int rt_open(rt *r, const rt_options *o) {
+  char err[256], addr[64];
+  sp_quic_config qc;
+  sp_node_config nc;
+  sp_handler_config hc;
+  sp_registry reg;
+  sp_events ev = SP_EVENTS_INIT;
+  sp_transport tr;
+  sp_store vt;
+  int rv;
+
+  memset(r, 0, sizeof(*r));
+  r->verbose = o->verbose;
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  if (pairing_load(&r->pair, o->pairing_path, err, sizeof(err)) != 0) {
+    fprintf(stderr, "spsync: %s\n", err);
+    return -1;
+  }
+  rv = sp_identity_load(&r->id, o->key_path, NULL);
+  if (rv != 0) {
+    fprintf(stderr, "spsync: cannot load key %s: %s%s\n", o->key_path,
+            sp_strerror(rv),
+            rv == SP_ERR_KEYFILE_PERMISSIONS ? " (chmod 600 it)" : "");
+    return -1;
+  }
+  r->self = pairing_find(&r->pair, sp_identity_device_id(r->id));
+  if (!r->self) {
+    fprintf(stderr, "spsync: this device is not in %s\n", o->pairing_path);
+    return -1;
+  }
+  if ((o->role == SP_ROLE_LEADER) != r->self->leader) {
+    fprintf(stderr, "spsync: %s names this device %s\n", o->pairing_path,
+            r->self->leader ? "the leader" : "a follower");
+    return -1;
+  }
+  if (open_log(r, o) != 0) {
+    return -1;
+  }
+  snprintf(addr, sizeof(addr), "%s",
+           o->listen ? o->listen
+                     : r->self->address[0] ? r->self->address : "127.0.0.1:0");
+  pairing_registry(&r->pair, &reg);
+  sp_quic_config_default(&qc);
+  qc.bind_address = addr;
+  rv = sp_quic_endpoint_new(&r->ep, &qc, r->id, &reg, NULL);
+  if (rv != 0) {
+    fprintf(stderr, "spsync: cannot listen on %s: %s\n", addr,
+            sp_strerror(rv));
+    return -1;
+  }
+  ev.user_data = r;
+  ev.on_event = on_event;
+  if (o->verbose) {
+    ev.on_log = on_log;
+    ev.log_level = SP_LOG_INFO;
+  }
+  sp_node_config_default(&nc);
+  nc.device_id = *sp_identity_device_id(r->id);
+  nc.seed = (uint64_t)sp_quic_now();
+  sp_quic_endpoint_get_transport(r->ep, &tr);
+  rv = sp_node_new(&r->node, &nc, &reg, &ev, &tr, NULL);
+  if (rv == 0) {
+    rv = sp_quic_endpoint_attach(r->ep, r->node);
+  }
+  if (rv != 0) {
+    rt_error("node", rv);
+    return -1;
+  }
+  sp_handler_config_default(&hc);
+  hc.library_id = r->pair.library;
+  hc.role = o->role;
+  if (o->role == SP_ROLE_LEADER) {
+    hc.epoch = leader_epoch(r, o->epoch);
+    if (hc.epoch == 0) {
+      fprintf(stderr, "spsync: epoch %llu is below the one in the log\n",
+              (unsigned long long)o->epoch);
+      return -1;
+    }
+  }
+  sp_sqlite_store_get_vtable(r->store, &vt);
+  rv = sp_handler_new(&r->h, r->node, &hc, &vt, sp_quic_now());
+  if (rv != 0) {
+    rt_error("open library", rv);
+    return -1;
+  }
+  return 0;
+}
+
+void rt_close(rt *r) {
+  /* The order matters: streams close through the endpoint, which must
+   * still exist, and the store must outlive the handler. */
+  sp_handler_del(r->h);
+  sp_node_del(r->node);
+  sp_quic_endpoint_del(r->ep);
+  sp_sqlite_store_close(r->store);
+  sp_identity_del(r->id);
+  memset(r, 0, sizeof(*r));
+}
+
+int rt_step(rt *r, sp_duration max_wait) {
+  sp_tstamp now = sp_quic_now(), exp = sp_quic_endpoint_get_expiry(r->ep);
+  sp_duration wait = exp <= now ? 0 : exp - now;
+  struct pollfd pfd;
+  int rv;
+
+  if (wait > max_wait) {
+    wait = max_wait;
+  }
+  pfd.fd = sp_quic_endpoint_fd(r->ep);
+  pfd.events = POLLIN;
+  /* Round up: waking a little late is fine, spinning is not. */
+  if (poll(&pfd, 1, (int)((wait + SP_MILLISECONDS - 1) / SP_MILLISECONDS)) <
+          0 &&
+      errno != EINTR) {
+    perror("spsync: poll");
+    return -1;
+  }
+  rv = sp_quic_endpoint_process(r->ep, sp_quic_now());
+  if (rv != 0) {
+    rt_error("network", rv);
+    return -1;
+  }
+  return 0;
+}

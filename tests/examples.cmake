@@ -1,0 +1,36 @@
+# Example and packaging tests (label examples), and the QUIC tests that run
+# leader and follower as separate spsync processes (label quic).
+if(NOT SP_BUILD_EXAMPLES)
+  return()
+endif()
+
+add_test(NAME examples_minimal_host COMMAND minimal_host)
+set_tests_properties(examples_minimal_host PROPERTIES LABELS examples)
+
+# Install into a temporary prefix; build minimal_host.c out of tree with
+# CMake and with pkg-config.  A sanitizer build's library needs the same
+# flags in the programs linked against it.
+if(SP_SANITIZE)
+  set(SP_OUT_OF_TREE_FLAGS "-fsanitize=address,undefined")
+else()
+  set(SP_OUT_OF_TREE_FLAGS "")
+endif()
+add_test(NAME examples_install
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/install_test.sh ${PROJECT_BINARY_DIR}
+          ${PROJECT_SOURCE_DIR} ${CMAKE_C_COMPILER} "${SP_OUT_OF_TREE_FLAGS}")
+set_tests_properties(examples_install PROPERTIES LABELS examples TIMEOUT 300)
+
+if(SP_WITH_QUIC AND SP_WITH_SQLITE)
+  add_test(NAME examples_spsync_cli
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spsync_cli_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(examples_spsync_cli PROPERTIES LABELS examples)
+
+  # Leader and follower as separate processes over real UDP: catch-up of
+  # 100,000 entries, a follower killed and restarted, a leader killed and
+  # restarted (the follower reconnects by itself).
+  add_test(NAME quic_processes
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/quic_process_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(quic_processes PROPERTIES LABELS quic TIMEOUT 600)
+endif()
