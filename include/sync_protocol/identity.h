@@ -23,7 +23,8 @@ typedef struct sp_identity sp_identity;
 
 /*
  * Generate a new key pair for `device_id` (NULL: a random device id).
- * Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM.
+ * Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM, or SP_ERR_INTERNAL
+ * (libsodium could not initialise).
  */
 SP_API int sp_identity_generate(sp_identity **pid, const sp_uuid *device_id,
                                 const sp_mem *mem);
@@ -41,7 +42,8 @@ SP_API int sp_identity_save(const sp_identity *id, const char *path);
  * (group or others may read or write it, or it is not a regular file),
  * SP_ERR_KEYFILE_FORMAT (not a key file, or its public key does not match
  * its secret), SP_ERR_IO (missing, unreadable; errno tells why),
- * SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM.
+ * SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM, SP_ERR_INTERNAL (libsodium could
+ * not initialise).
  */
 SP_API int sp_identity_load(sp_identity **pid, const char *path,
                             const sp_mem *mem);

@@ -42,9 +42,11 @@ typedef struct sp_quic_config {
   /* SP_QUIC_CONFIG_VERSION; set by sp_quic_config_default. */
   unsigned int version;
   /* "ipv4:port" or "[ipv6]:port" to bind; port 0 picks one
-   * ("127.0.0.1:0").  Copied. */
+   * ("0.0.0.0:0").  Copied. */
   const char *bind_address;
-  /* QUIC idle timeout; keep it above the heartbeat timeout (180 s). */
+  /* QUIC idle timeout; keep it above the heartbeat timeout (180 s).  A
+   * connection left with no stream stays open until it expires, so a
+   * peer opening a new stream on it never races its closing. */
   sp_duration idle_timeout;
   /* Bytes a stream buffers unacknowledged before `send` would block
    * (1 MiB): the bound on what a slow follower can make the leader hold. */
@@ -95,7 +97,12 @@ SP_API void sp_quic_endpoint_del(sp_quic_endpoint *ep);
 SP_API void sp_quic_endpoint_get_transport(sp_quic_endpoint *ep,
                                            sp_transport *out);
 
-/* Bind the node (not owned).  Returns 0 or SP_ERR_INVALID_STATE. */
+/*
+ * Bind the node (not owned); NULL unbinds it.  Unbind (or delete the
+ * endpoint) before deleting the node's memory is reused: process and
+ * get_expiry call into the bound node.  Returns 0, SP_ERR_INVALID_ARGUMENT
+ * (ep NULL) or SP_ERR_INVALID_STATE (another node is bound).
+ */
 SP_API int sp_quic_endpoint_attach(sp_quic_endpoint *ep, sp_node *node);
 
 /* Returns the descriptor to poll for reading (owned by the endpoint: do
@@ -125,8 +132,9 @@ SP_API sp_tstamp sp_quic_endpoint_get_expiry(const sp_quic_endpoint *ep);
 SP_API int sp_quic_endpoint_process(sp_quic_endpoint *ep, sp_tstamp now);
 
 /*
- * Block, processing, until sp_quic_endpoint_stop.  Returns 0 after a stop,
- * or what sp_quic_endpoint_process returned when it failed.
+ * Block, processing, until sp_quic_endpoint_stop (a stop requested before
+ * the call makes it return at once).  Returns 0 after a stop, or what
+ * sp_quic_endpoint_process returned when it failed.
  */
 SP_API int sp_quic_endpoint_run(sp_quic_endpoint *ep);
 

@@ -33,9 +33,9 @@ typedef struct sp_transport {
   /*
    * Open a stream to `peer` for `library` and store its id in
    * `*stream_id`.  Connecting may go on afterwards: until the stream can
-   * carry bytes, `send` returns SP_ERR_WOULD_BLOCK and the transport
-   * calls sp_node_stream_writable once it can; if connecting fails it
-   * calls sp_node_stream_closed.  Return 0, or a negative code
+   * carry bytes, `send` may take bytes into a bounded buffer or return
+   * SP_ERR_WOULD_BLOCK; the transport calls sp_node_stream_writable once
+   * it connects, and sp_node_stream_closed if connecting fails.  Return 0, or a negative code
    * (SP_ERR_UNREACHABLE, SP_ERR_NOMEM, ...) if no stream was created.
    */
   int (*open_stream)(const sp_uuid *peer, const sp_uuid *library,
