@@ -21,3 +21,9 @@ if(SP_WITH_QUIC)
       LIBS sync_protocol_static PkgConfig::NGTCP2 Threads::Threads)
   endforeach()
 endif()
+
+# Real nodes over QUIC, leader and follower in one process.
+if(SP_WITH_QUIC)
+  sp_add_test(sp_quic_node_test SOURCES sp_quic_node_test.c LABELS quic
+    TIMEOUT 300)
+endif()
