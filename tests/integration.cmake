@@ -34,4 +34,5 @@ else()
   set(SP_SIM_SEEDS 10000)
 endif()
 add_test(NAME sp_sim COMMAND sp_sim --seeds ${SP_SIM_SEEDS})
-set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800)
+set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800
+  PASS_REGULAR_EXPRESSION "0 invariant violations")
