@@ -215,6 +215,11 @@ void sp_log(sp_node *node, sp_log_level level, const char *fmt, ...)
 /* Create a session for `stream_id` (linked into the node). */
 int sp_session_new(sp_session **ps, sp_node *node, uint64_t stream_id,
                    const sp_uuid *peer, int local);
+/* A stream this node just opened through the transport, for `h`: the
+ * session is created and bound at once.  On failure the stream is closed
+ * and the code returned (SP_ERR_NOMEM). */
+int sp_session_new_local(sp_session **ps, sp_handler *h, uint64_t stream_id,
+                         const sp_uuid *peer);
 /* Bind a session to a handler (role state allocated). */
 int sp_session_attach(sp_session *s, sp_handler *h);
 /* Feed stream bytes; frames are decoded and dispatched. */
@@ -267,6 +272,10 @@ void sp_follower_stop(sp_handler *h);
 
 /* ---- handler (sp_handler.c) ---- */
 
+/* Double `*backoff` (from reconnect_min, capped at reconnect_max) and
+ * return when the next attempt is due: after a delay drawn in [b/2, b],
+ * so peers cut off together do not all come back together. */
+sp_tstamp sp_handler_backoff(sp_handler *h, sp_duration *backoff);
 /* A higher epoch was seen by a leader: step down and tell the host. */
 void sp_handler_step_down(sp_handler *h, uint64_t epoch,
                           const sp_uuid *peer);

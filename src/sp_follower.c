@@ -30,16 +30,7 @@ static void request_done(sp_handler *h, int status) {
 }
 
 static void schedule_reconnect(sp_handler *h) {
-  sp_node *node = h->node;
-  sp_duration b = h->backoff ? h->backoff * 2 : h->cfg.reconnect_min;
-
-  if (b > h->cfg.reconnect_max) {
-    b = h->cfg.reconnect_max;
-  }
-  h->backoff = b;
-  /* Jitter in [b/2, b]: followers cut off together do not return
-   * together. */
-  h->reconnect_at = node->now + b / 2 + sp_rand_below(&node->rng, b / 2 + 1);
+  h->reconnect_at = sp_handler_backoff(h, &h->backoff);
 }
 
 static void connect_leader(sp_handler *h) {
@@ -70,15 +61,7 @@ static void connect_leader(sp_handler *h) {
     schedule_reconnect(h);
     return;
   }
-  rv = sp_session_new(&s, node, id, &leader, 1);
-  if (rv == 0) {
-    rv = sp_session_attach(s, h);
-    if (rv != 0) {
-      sp_session_close(s, rv);
-    }
-  } else {
-    node->tr.close_stream(id, rv, node->tr.user_data);
-  }
+  rv = sp_session_new_local(&s, h, id, &leader);
   if (rv != 0) {
     sp_node_set_fatal(node, rv);
     schedule_reconnect(h);

@@ -166,6 +166,17 @@ int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
   return 0;
 }
 
+sp_tstamp sp_handler_backoff(sp_handler *h, sp_duration *backoff) {
+  sp_node *node = h->node;
+  sp_duration b = *backoff ? *backoff * 2 : h->cfg.reconnect_min;
+
+  if (b > h->cfg.reconnect_max) {
+    b = h->cfg.reconnect_max;
+  }
+  *backoff = b;
+  return node->now + b / 2 + sp_rand_below(&node->rng, b / 2 + 1);
+}
+
 void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer) {
   sp_event ev = {0};
 

@@ -552,7 +552,6 @@ static void dial(sp_handler *h, sp_frec *r) {
   sp_node *node = h->node;
   sp_session *s;
   uint64_t id;
-  sp_duration b;
   int rv;
 
   rv = node->tr.open_stream(&r->device, &h->cfg.library_id, &id,
@@ -560,15 +559,7 @@ static void dial(sp_handler *h, sp_frec *r) {
   sp_log(node, SP_LOG_DEBUG, "dialing follower: %s",
          rv ? sp_err_name(rv) : "stream opened");
   if (rv == 0) {
-    rv = sp_session_new(&s, node, id, &r->device, 1);
-    if (rv == 0) {
-      rv = sp_session_attach(s, h);
-      if (rv != 0) {
-        sp_session_close(s, rv);
-      }
-    } else {
-      node->tr.close_stream(id, rv, node->tr.user_data);
-    }
+    rv = sp_session_new_local(&s, h, id, &r->device);
     if (rv == 0) {
       s->hello_pending = 1;
       sp_session_pump(s);
@@ -578,12 +569,7 @@ static void dial(sp_handler *h, sp_frec *r) {
   }
   /* Whatever happened, the next attempt waits a little longer; a stream
    * that works resets the backoff when the follower acknowledges. */
-  b = r->dial_backoff ? r->dial_backoff * 2 : h->cfg.reconnect_min;
-  if (b > h->cfg.reconnect_max) {
-    b = h->cfg.reconnect_max;
-  }
-  r->dial_backoff = b;
-  r->dial_at = node->now + b / 2 + sp_rand_below(&node->rng, b / 2 + 1);
+  r->dial_at = sp_handler_backoff(h, &r->dial_backoff);
 }
 
 void sp_leader_expire(sp_handler *h, sp_tstamp now) {

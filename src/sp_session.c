@@ -52,6 +52,22 @@ void sp_session_free(sp_session *s) {
   sp_free(&s->node->mem, s);
 }
 
+int sp_session_new_local(sp_session **ps, sp_handler *h, uint64_t stream_id,
+                         const sp_uuid *peer) {
+  sp_node *node = h->node;
+  int rv = sp_session_new(ps, node, stream_id, peer, 1);
+
+  if (rv != 0) {
+    node->tr.close_stream(stream_id, rv, node->tr.user_data);
+    return rv;
+  }
+  rv = sp_session_attach(*ps, h);
+  if (rv != 0) {
+    sp_session_close(*ps, rv);
+  }
+  return rv;
+}
+
 int sp_session_attach(sp_session *s, sp_handler *h) {
   int rv;
 
