@@ -15,14 +15,19 @@
 
 int sp_chain_next(const uint8_t prev[SP_HASH_LEN], const sp_entry *entry,
                   uint8_t out[SP_HASH_LEN]) {
+  if (!prev || !out || sp_enc_check_entry(entry) != 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return sp_chain_link(prev, entry, out);
+}
+
+int sp_chain_link(const uint8_t prev[SP_HASH_LEN], const sp_entry *entry,
+                  uint8_t out[SP_HASH_LEN]) {
   crypto_generichash_state st;
   uint8_t head[SP_ENC_ENTRY_HEAD_MAX];
   msgpack_packer pk;
   sp_wr wr;
 
-  if (!prev || !out || sp_enc_check_entry(entry) != 0) {
-    return SP_ERR_INVALID_ARGUMENT;
-  }
   sp_wr_fixed(&wr, &pk, head, sizeof(head));
   if (sp_enc_entry_head(&pk, entry) != 0) {
     return SP_ERR_INTERNAL;

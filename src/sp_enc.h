@@ -40,6 +40,11 @@ int sp_enc_check_msg(const sp_msg *msg);
 /* 0 if `e` can be encoded, else SP_ERR_INVALID_ARGUMENT. */
 int sp_enc_check_entry(const sp_entry *e);
 
+/* sp_chain_next for an entry already checked (a decoded one): no second
+ * validation on the follower's hot path. */
+int sp_chain_link(const uint8_t prev[SP_HASH_LEN], const sp_entry *entry,
+                  uint8_t out[SP_HASH_LEN]);
+
 /* The encoders below return 0, or the writer's error (SP_ERR_NOBUF in
  * fixed mode, SP_ERR_NOMEM in growable mode); `pk` comes from sp_wr_*. */
 

@@ -20,7 +20,7 @@ void sp_handler_config_default(sp_handler_config *cfg) {
   cfg->reconnect_min = 100 * SP_MILLISECONDS;
   cfg->reconnect_max = 30 * SP_SECONDS;
   cfg->max_queued_fetches = 32;
-  cfg->response_max_bytes = 256 * 1024;
+  cfg->response_max_bytes = 64 * 1024;
   cfg->push_inline = 1;
 }
 

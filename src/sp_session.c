@@ -218,6 +218,23 @@ static int next_frame(sp_session *s) {
                                    : sp_follower_next_frame(s);
 }
 
+/* Capacity of the out buffer kept by an idle session: a catch-up page
+ * (up to response_max_bytes) is not held for the stream's whole life. */
+#define OUT_KEEP (16 * 1024)
+
+/* Nothing to send and nothing queued: a leader session whose follower
+ * holds everything gives its page-sized buffer back.  (Not between pages
+ * of a catch-up: the queue is empty only once the follower is current.) */
+static void release_idle_buffer(sp_session *s) {
+  const sp_handler *h = s->handler;
+
+  if (s->out.cap > OUT_KEEP && sp_buf_pending(&s->out) == 0 && h &&
+      h->role == SP_ROLE_LEADER && s->u.l.follower_current &&
+      s->u.l.qlen == 0) {
+    sp_buf_free(&s->out);
+  }
+}
+
 void sp_session_pump(sp_session *s) {
   sp_node *node = s->node;
 
@@ -248,6 +265,7 @@ void sp_session_pump(sp_session *s) {
       return;
     }
     if (!next_frame(s)) {
+      release_idle_buffer(s);
       return;
     }
   }

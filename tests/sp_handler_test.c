@@ -271,7 +271,7 @@ static void test_handler_new_validation(void **state) {
   assert_int_equal(hc.reconnect_min, 100 * MS);
   assert_int_equal(hc.reconnect_max, 30 * SP_SECONDS);
   assert_int_equal(hc.max_queued_fetches, 32);
-  assert_int_equal(hc.response_max_bytes, 256 * 1024);
+  assert_int_equal(hc.response_max_bytes, 64 * 1024);
   assert_int_equal(hc.retention_cap, 0);
 
   assert_int_equal(sp_handler_new(NULL, node, &hc, &st, 0),

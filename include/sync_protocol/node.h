@@ -109,7 +109,7 @@ typedef struct sp_handler_config {
   sp_duration reconnect_max;
   /* Leader: FetchEntries a follower may have queued (32). */
   uint32_t max_queued_fetches;
-  /* Leader: byte budget of one EntriesResponse body (256 KiB).  At least
+  /* Leader: byte budget of one EntriesResponse body (64 KiB).  At least
    * one entry always goes out, if it fits the frame limit. */
   size_t response_max_bytes;
   /* Leader: a registered follower lagging more than this many entries no

@@ -609,6 +609,10 @@ void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
     remote_addr(&dst, &ps.path, c);
     sp_quic_udp_commit(ep, (size_t)nwrite, &dst);
     if (++pkts >= max_pkts) {
+      /* The send quantum is spent, not necessarily the data: ask the
+       * host loop to come back at once (it reads what arrived first), or
+       * the rest waits for the next datagram or timer. */
+      ep->output_pending = 1;
       break;
     }
   }

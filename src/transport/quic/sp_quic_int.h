@@ -47,6 +47,10 @@
 /* Send buffers grow and shrink by chunks of this size: ngtcp2 keeps
  * pointers into them until the bytes are acknowledged, so they never move. */
 #define SP_QUIC_CHUNK (32 * 1024)
+/* Spare chunks an endpoint keeps (1 MiB). */
+#define SP_QUIC_CHUNK_POOL 32
+/* Bytes a stream may always buffer, whatever the endpoint's budget. */
+#define SP_QUIC_STREAM_FLOOR (2 * SP_QUIC_CHUNK)
 /* Streams the peer may have open on one connection at once. */
 #define SP_QUIC_MAX_PEER_STREAMS 100
 /* Connections one endpoint keeps, both directions together, and of
@@ -280,12 +284,13 @@ struct sp_quic_stream {
   unsigned shutdown_both : 1;
   unsigned quic_done : 1;      /* ngtcp2 forgot the stream */
   unsigned blocked : 1;        /* flow-control blocked in this write pass */
+  unsigned budget_wait : 1;    /* refused for the endpoint's send budget */
   int closed_reason;
   uint64_t shutdown_code;
   /* Send buffer: bytes [acked, end) of the stream kept, [sent, end) not
    * yet handed to ngtcp2.  `head_base` is the stream offset of head's
    * first byte. */
-  struct sp_quic_chunk *head, *tail, *spare;
+  struct sp_quic_chunk *head, *tail;
   uint64_t head_base, acked, sent, end;
   /* Received bytes the node has not taken yet (bounded by the window). */
   sp_buf rbuf;
@@ -325,6 +330,8 @@ int sp_quic_stream_dispatch(sp_quic_endpoint *ep, sp_tstamp now);
 void sp_quic_stream_sweep(sp_quic_endpoint *ep);
 /* Bytes a stream holds unacknowledged (tests). */
 size_t sp_quic_stream_buffered(sp_quic_endpoint *ep, uint64_t id);
+/* Free the endpoint's pool of spare send chunks. */
+void sp_quic_chunk_pool_free(sp_quic_endpoint *ep);
 
 void sp_quic_transport_fill(sp_quic_endpoint *ep, sp_transport *out);
 
@@ -354,6 +361,18 @@ struct sp_quic_endpoint {
   size_t ncids, cids_cap;
   sp_quic_stream **streams;
   size_t nstreams, streams_cap;
+  /* Send chunks no stream uses, for the next one that needs one: bulk
+   * sends recycle them instead of allocating, and idle streams hold none.
+   * At most SP_QUIC_CHUNK_POOL are kept. */
+  struct sp_quic_chunk *chunk_pool;
+  size_t npool;
+  /* Bytes all streams hold unacknowledged, bounded by send_budget (4 x
+   * stream_send_buffer), so many streams catching up at once do not each
+   * fill a whole buffer; and how many streams wait for that budget. */
+  size_t send_buffered;
+  size_t send_budget;
+  size_t budget_waiters;
+  size_t budget_cursor;
   uint64_t next_stream_id;
   /* Some stream has a node event waiting / some connection has output. */
   int events_pending;

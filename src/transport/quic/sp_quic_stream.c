@@ -109,17 +109,54 @@ sp_quic_stream *sp_quic_stream_find(sp_quic_endpoint *ep, uint64_t id) {
   return NULL;
 }
 
+static size_t buffered(const sp_quic_stream *s);
+
+/* ---- chunk pool ---- */
+
+static sp_quic_chunk *chunk_get(sp_quic_endpoint *ep) {
+  sp_quic_chunk *ch = ep->chunk_pool;
+
+  if (ch) {
+    ep->chunk_pool = ch->next;
+    ep->npool--;
+    return ch;
+  }
+  return sp_malloc(&ep->mem, sizeof(*ch));
+}
+
+static void chunk_put(sp_quic_endpoint *ep, sp_quic_chunk *ch) {
+  if (ep->npool < SP_QUIC_CHUNK_POOL) {
+    ch->next = ep->chunk_pool;
+    ep->chunk_pool = ch;
+    ep->npool++;
+  } else {
+    sp_free(&ep->mem, ch);
+  }
+}
+
+void sp_quic_chunk_pool_free(sp_quic_endpoint *ep) {
+  while (ep->chunk_pool) {
+    sp_quic_chunk *ch = ep->chunk_pool;
+    ep->chunk_pool = ch->next;
+    sp_free(&ep->mem, ch);
+  }
+  ep->npool = 0;
+}
+
 void sp_quic_stream_free(sp_quic_stream *s) {
   sp_quic_endpoint *ep = s->ep;
   sp_quic_chunk *ch = s->head;
 
+  ep->send_buffered -= buffered(s);
+  if (s->budget_wait) {
+    ep->budget_waiters--;
+  }
   unlink_conn(s);
   while (ch) {
     sp_quic_chunk *next = ch->next;
-    sp_free(&ep->mem, ch);
+    chunk_put(ep, ch);
     ch = next;
   }
-  sp_free(&ep->mem, s->spare);
   sp_buf_free(&s->rbuf);
   sp_free(&ep->mem, s);
 }
@@ -139,14 +176,9 @@ static size_t append(sp_quic_stream *s, const uint8_t *data, size_t len) {
     size_t n;
 
     if (!t || t->len == SP_QUIC_CHUNK) {
-      sp_quic_chunk *ch = s->spare;
-      if (ch) {
-        s->spare = NULL;
-      } else {
-        ch = sp_malloc(&ep->mem, sizeof(*ch));
-        if (!ch) {
-          break;
-        }
+      sp_quic_chunk *ch = chunk_get(ep);
+      if (!ch) {
+        break;
       }
       ch->next = NULL;
       ch->len = 0;
@@ -203,10 +235,37 @@ int sp_quic_stream_has_output(const sp_quic_stream *s) {
   return s->sent < s->end || (s->fin_requested && !s->fin_sent);
 }
 
+/* A stream refused for the endpoint's budget may send again. */
+static void budget_wake(sp_quic_endpoint *ep, sp_quic_stream *w) {
+  w->budget_wait = 0;
+  ep->budget_waiters--;
+  if (w->want_writable && !w->node_done &&
+      buffered(w) < ep->cfg.stream_send_buffer) {
+    w->want_writable = 0;
+    w->writable_pending = 1;
+    ep->events_pending = 1;
+  }
+}
+
+/* The budget has room again: wake the waiting streams, starting after the
+ * last one woken so that no stream is always served last. */
+static void budget_freed(sp_quic_endpoint *ep) {
+  size_t k, n = ep->nstreams;
+
+  for (k = 0; k < n && ep->budget_waiters > 0; ++k) {
+    sp_quic_stream *w = ep->streams[(ep->budget_cursor + k) % n];
+    if (w->budget_wait) {
+      budget_wake(ep, w);
+    }
+  }
+  ep->budget_cursor = n ? (ep->budget_cursor + 1) % n : 0;
+}
+
 void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
   sp_quic_endpoint *ep = s->ep;
 
   if (offset + len > s->acked) {
+    ep->send_buffered -= (size_t)(offset + len - s->acked);
     s->acked = offset + len;
   }
   /* Only full chunks are released: the tail may still be filling. */
@@ -218,17 +277,27 @@ void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
       s->tail = NULL;
     }
     s->head_base += SP_QUIC_CHUNK;
-    if (!s->spare) {
-      s->spare = ch;
-    } else {
-      sp_free(&ep->mem, ch);
-    }
+    chunk_put(ep, ch);
   }
-  if (s->want_writable && !s->node_done &&
-      buffered(s) < ep->cfg.stream_send_buffer) {
+  /* Everything written was acknowledged: the last, partly filled chunk
+   * goes back to the pool too (the next send takes one from there). */
+  if (s->head && s->acked == s->end && s->sent == s->end &&
+      s->head == s->tail) {
+    s->head_base += s->head->len;
+    chunk_put(ep, s->head);
+    s->head = s->tail = NULL;
+  }
+  if (s->budget_wait && buffered(s) < SP_QUIC_STREAM_FLOOR) {
+    /* Under its guaranteed share: it may send whatever the budget says. */
+    budget_wake(ep, s);
+  } else if (s->want_writable && !s->node_done && !s->budget_wait &&
+             buffered(s) < ep->cfg.stream_send_buffer) {
     s->want_writable = 0;
     s->writable_pending = 1;
     ep->events_pending = 1;
+  }
+  if (ep->budget_waiters > 0 && ep->send_buffered < ep->send_budget) {
+    budget_freed(ep);
   }
 }
 
@@ -558,7 +627,29 @@ static sp_ssize tr_send(uint64_t stream_id, const uint8_t *data, size_t len,
   room = buffered(s) < ep->cfg.stream_send_buffer
              ? ep->cfg.stream_send_buffer - buffered(s)
              : 0;
+  if (room > 0 && ep->send_buffered + room > ep->send_budget) {
+    /* The endpoint's budget, shared by every stream, is the tighter; but
+     * every stream may hold SP_QUIC_STREAM_FLOOR bytes whatever the
+     * others hold, so none starves. */
+    size_t left = ep->send_buffered < ep->send_budget
+                      ? ep->send_budget - ep->send_buffered
+                      : 0;
+    size_t share = buffered(s) < SP_QUIC_STREAM_FLOOR
+                       ? SP_QUIC_STREAM_FLOOR - buffered(s)
+                       : 0;
+    if (left < share) {
+      left = share;
+    }
+    if (left < room) {
+      if (left < len && !s->budget_wait) {
+        s->budget_wait = 1;
+        ep->budget_waiters++;
+      }
+      room = left;
+    }
+  }
   n = append(s, data, len < room ? len : room);
+  ep->send_buffered += n;
   if (n < len) {
     s->want_writable = 1;
   }
