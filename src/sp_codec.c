@@ -86,7 +86,9 @@ int sp_msg_encode(const sp_msg *msg, uint8_t *dst, size_t dstlen,
 int sp_codec_append_frame(sp_buf *buf, const sp_msg *msg, size_t max_frame) {
   msgpack_packer pk;
   sp_wr wr;
-  size_t start = buf->len;
+  /* Offsets from buf->off: appending may compact the buffer (drop the
+   * bytes already consumed), which moves the pending bytes to the front. */
+  size_t start = buf->len - buf->off;
   uint8_t prefix[SP_FRAME_HEADER_LEN] = {0};
   int rv;
 
@@ -104,10 +106,10 @@ int sp_codec_append_frame(sp_buf *buf, const sp_msg *msg, size_t max_frame) {
     rv = SP_ERR_FRAME_TOO_LARGE;
   }
   if (rv != 0) {
-    buf->len = start; /* nothing half-written stays queued */
+    buf->len = buf->off + start; /* nothing half-written stays queued */
     return rv;
   }
-  sp_put_be32(buf->data + start, (uint32_t)wr.len);
+  sp_put_be32(buf->data + buf->off + start, (uint32_t)wr.len);
   return 0;
 }
 

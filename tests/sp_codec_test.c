@@ -1862,7 +1862,7 @@ static void test_append_frame_allocation_failures(void **state) {
 static void test_append_frame_refusals(void **state) {
   sp_msg m, bad;
   sp_buf b;
-  size_t len;
+  size_t len, n, i;
   uint8_t *frame;
 
   (void)state;
@@ -1892,6 +1892,23 @@ static void test_append_frame_refusals(void **state) {
   assert_int_equal(sp_buf_pending(&b), 2 * len);
   assert_memory_equal(b.data + b.off, frame, len);
   assert_memory_equal(b.data + b.off + len, frame, len);
+  sp_buf_free(&b);
+
+  /* A full buffer with consumed bytes is compacted while the frame is
+   * appended: the frame still lands whole behind the pending bytes (the
+   * session fuzzer found the length prefix written at the old offset). */
+  sp_buf_init(&b, sp_mem_default());
+  do {
+    assert_int_equal(sp_codec_append_frame(&b, &m, SP_MAX_FRAME_DEFAULT), 0);
+  } while (b.cap - b.len >= len);
+  n = b.len / len;
+  sp_buf_consume(&b, len);
+  assert_int_equal(sp_codec_append_frame(&b, &m, SP_MAX_FRAME_DEFAULT), 0);
+  assert_int_equal(b.off, 0); /* compacted, not grown */
+  assert_int_equal(sp_buf_pending(&b), n * len);
+  for (i = 0; i < n; ++i) {
+    assert_memory_equal(b.data + i * len, frame, len);
+  }
   free(frame);
   sp_buf_free(&b);
 }
