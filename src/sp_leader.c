@@ -161,8 +161,10 @@ static void queue_sync_required(sp_session *s, sp_sync_reason reason,
   sp_event ev = {0};
 
   l->qlen = 0;
-  /* It stops fetching: announcing entries to it would be noise. */
+  /* It stops fetching: announcing entries to it would be noise, and
+   * pushing them would be refused again at once, forever. */
   l->announced = h->bounds.latest;
+  l->follower_current = 0;
   l->sync.reason = reason;
   l->sync.leader_latest = h->bounds.latest;
   l->sync.leader_oldest = h->bounds.pruned_through + 1;
