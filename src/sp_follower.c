@@ -372,14 +372,17 @@ int sp_follower_next_frame(sp_session *s) {
     return 0;
   }
   msg.type = SP_MSG_FETCH_ENTRIES;
-  msg.u.fetch_entries.since_sequence = f->requested;
   msg.u.fetch_entries.limit = h->cfg.fetch_limit;
   if (!f->resume_sent) {
-    /* The first fetch of a stream proves where the follower stands. */
+    /* The first fetch of a stream proves where the follower stands: at
+     * its durable head, the position since_hash is the link of (a page
+     * pushed before this fetch may have moved `requested` past it). */
+    f->requested = h->st.applied;
     memcpy(msg.u.fetch_entries.since_hash, h->st.head_hash, SP_HASH_LEN);
     msg.u.fetch_entries.since_hash_len = SP_HASH_LEN;
     f->resume_sent = 1;
   }
+  msg.u.fetch_entries.since_sequence = f->requested;
   if (f->rlen == h->cfg.fetch_window) {
     /* A forced fetch with a full ring: forget the oldest slot. */
     f->rhead = (f->rhead + 1) % h->cfg.fetch_window;
