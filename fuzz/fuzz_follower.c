@@ -1,0 +1,707 @@
+/*
+ * fuzz_follower.c: one node following library L, fed arbitrary bytes as if
+ * from its leader, and driven by its host.
+ *
+ * The node (device F1) follows L; its registry names X as the leader (an
+ * op can name F2 or nobody instead).  At creation the handler opens a
+ * stream to X through the capture transport; that stream is stream 0.
+ * Its store is an in-memory store, pre-filled with a prefix of "the
+ * leader's log" R (or with a divergent or longer log), behind the failing
+ * and checking store of fuzz_session_util.c.  R is the harness's model of
+ * what the leader holds: synthesized pages are cut from it with real
+ * chain hashes, so the fuzzer reaches `apply` without forging BLAKE2b.
+ *
+ * Input: an 8-byte header, then operations (fuzz_session_util.h lists the
+ * common ones).
+ *
+ *   hdr[0] flags: 1 fetch_window 1 + (hdr[3] & 3); 2 fetch_limit
+ *          1 + ((hdr[3] >> 2) & 7); 4 small max frame
+ *          256 + 64 * (hdr[4] & 15); 8 heartbeat interval 1 s, factor 2;
+ *          16 log lines on; 32 new local streams start connecting;
+ *          64 the store's prefix diverges from R; 128 the registry names
+ *          no leader at first
+ *   hdr[1] R holds hdr[1] & 31 entries
+ *   hdr[2] the store holds hdr[2] & 31 entries (past R's end: ahead);
+ *          32 stall timeout 1 s; 64 reconnect 1..20 ms; 128 R and the
+ *          store skip sequence 3
+ *   hdr[3] parameters of the flags above
+ *   hdr[4] max frame parameter; payload class hdr[4] >> 4
+ *   hdr[5] store epoch hdr[5] & 3; leader epoch E = that + ((hdr[5] >> 2)
+ *          & 3)
+ *   hdr[6] failure mask while the handler is created (one shot)
+ *   hdr[7] node seed
+ *
+ * Role operations (op byte = kind << 4 | p):
+ *   0x4p      request_entries(since applied - (p & 3); p & 4: past the
+ *             applied sequence)
+ *   0x9p ...  host API, p: 0 resync_done; 1 full sync (the store becomes
+ *             a copy of R) then resync_done; 2 get_status; 3 leader-only
+ *             calls; 4 registry leader := X, F2 or none (u8 % 3);
+ *             5 stream calls with a wrong peer or NULL data (u8 picks);
+ *             6 handle_expiry now
+ *   0xap u8   R grows by 1 + (p & 3) entries of class u8 & 15 (p & 4:
+ *             skip one sequence first)
+ *   0xbp f b v  a synthesized frame from the current stream's peer,
+ *             p & 7: 0 EntriesResponse cut from R: since from b (the
+ *             store's applied sequence, before it, after it, absolute),
+ *             f & 7 entries, f & 8 through one further, f & 16 has_more
+ *             flipped, f & 32 leader_latest = through, f & 64 last_hash
+ *             bit flipped, f & 128 no last_hash; 1 NewEntries; 2
+ *             Heartbeat (f & 2: role follower); 3 SyncRequired(reason
+ *             1 + (f & 3), oldest b); 4 Error; 5 FetchEntries or
+ *             Acknowledge (wrong role); 6 a forged page: 1 + (f & 3)
+ *             entries that R does not hold, chained correctly from the
+ *             store's head; 7 a burst of 1 + (b & 7) consecutive R pages
+ *             of 1 + (f & 3) entries from the applied sequence.  v & 3
+ *             picks the epoch (E, E + 1, E - 1, 0), v & 4 another library.
+ *   0xdp      leader epoch E: p < 8: E += p + 1; else E -= p - 7
+ *
+ * Oracles (besides the common ones, which include the checked apply):
+ * only follower messages are sent; Acknowledge never claims more than the
+ * store durably holds; the resume fetch's since_hash is the store's own
+ * link at `since`; Heartbeats claim no more than applied; the applied
+ * sequence and the recorded epoch never go down (handler and store); the
+ * handler never believes more than the store holds; events are follower
+ * events and ENTRIES_APPLIED reports what the store holds.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_session_util.h"
+
+#define FSU_MAX_FULL_SYNCS 8
+
+typedef struct follower_ctx {
+  fsu_world w; /* first: the hooks cast */
+  sp_mem_store *rlog;
+  sp_store rvt;
+  sp_seq rlatest;
+  uint64_t E;
+  uint32_t fetch_limit;
+  unsigned cls;
+  /* The store's content before each full sync (index: generation), for
+   * frames built before it and sent after it. */
+  sp_mem_store *gens[FSU_MAX_FULL_SYNCS];
+  /* Monotonic views. */
+  sp_seq max_applied;
+  uint64_t max_epoch;
+  sp_seq max_store_applied;
+  uint64_t max_store_epoch;
+} follower_ctx;
+
+static follower_ctx *ctx_of(fsu_world *w) { return (follower_ctx *)w; }
+
+static void log_append(sp_mem_store *store, sp_seq seq, unsigned cls) {
+  static uint8_t buf[FSU_PAYLOAD_MAX];
+  sp_entry e;
+  sp_seq got = 0;
+
+  fsu_make_entry(&e, seq, cls, buf);
+  if (sp_mem_store_append(store, &e, &got) != 0 || got != seq) {
+    fsu_fail("the harness could not append entry %llu",
+             (unsigned long long)seq);
+  }
+}
+
+static void set_epoch(const sp_store *vt, uint64_t epoch) {
+  if (vt->apply(NULL, NULL, 0, epoch, vt->user_data) != 0) {
+    fsu_fail("the in-memory store refused an epoch");
+  }
+}
+
+/* ---- checks ---- */
+
+static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
+  follower_ctx *c = ctx_of(w);
+  sp_store_state st;
+
+  fsu_store_state(w, &st);
+  if (msg->epoch > st.epoch) {
+    fsu_fail("follower message %d with epoch %llu, the store recorded %llu",
+             (int)msg->type, (unsigned long long)msg->epoch,
+             (unsigned long long)st.epoch);
+  }
+  switch (msg->type) {
+  case SP_MSG_ERROR:
+    break;
+  case SP_MSG_ACKNOWLEDGE:
+    if (msg->u.acknowledge.up_to_sequence == 0 ||
+        msg->u.acknowledge.up_to_sequence > st.applied) {
+      fsu_fail("Acknowledge(%llu) with %llu durably applied",
+               (unsigned long long)msg->u.acknowledge.up_to_sequence,
+               (unsigned long long)st.applied);
+    }
+    break;
+  case SP_MSG_FETCH_ENTRIES: {
+    const sp_msg_fetch_entries *f = &msg->u.fetch_entries;
+    if (f->limit != c->fetch_limit) {
+      fsu_fail("FetchEntries limit %llu, configured %u",
+               (unsigned long long)f->limit, c->fetch_limit);
+    }
+    if (f->since_hash_len == SP_HASH_LEN) {
+      /* The store as it was when the fetch was built: at some point
+       * between the stream's start and now (a full sync may have replaced
+       * the store's content in between). */
+      int g, ok = 0;
+      for (g = s->store_gen; g <= w->store_gen && !ok; ++g) {
+        const sp_mem_store *then = g < w->store_gen ? c->gens[g] : w->store;
+        uint8_t link[SP_HASH_LEN] = {0};
+        sp_entry e;
+        ok = f->since_sequence <= st.applied &&
+             (f->since_sequence == 0 ||
+              sp_mem_store_get(then, f->since_sequence, &e, link) == 0) &&
+             memcmp(link, f->since_hash, SP_HASH_LEN) == 0;
+      }
+      if (!ok) {
+        fsu_fail("resume fetch since %llu: since_hash is not the store's "
+                 "link there (applied %llu)",
+                 (unsigned long long)f->since_sequence,
+                 (unsigned long long)st.applied);
+      }
+    }
+    break;
+  }
+  case SP_MSG_HEARTBEAT:
+    if (msg->u.heartbeat.role != SP_ROLE_FOLLOWER ||
+        msg->u.heartbeat.current_sequence > st.applied) {
+      fsu_fail("follower Heartbeat{%llu, role %d} with %llu applied",
+               (unsigned long long)msg->u.heartbeat.current_sequence,
+               (int)msg->u.heartbeat.role, (unsigned long long)st.applied);
+    }
+    break;
+  default:
+    fsu_fail("the follower sent a leader's message, type %d", (int)msg->type);
+  }
+}
+
+static void f_check_state(fsu_world *w) {
+  follower_ctx *c = ctx_of(w);
+  sp_handler_status hs;
+  sp_store_state st;
+
+  fsu_status(w, &hs);
+  fsu_store_state(w, &st);
+  if (hs.role != SP_ROLE_FOLLOWER) {
+    fsu_fail("the follower's role changed to %d", (int)hs.role);
+  }
+  if (hs.sequence < c->max_applied || st.applied < c->max_store_applied) {
+    fsu_fail("applied sequence went back: handler %llu (was %llu), store "
+             "%llu (was %llu)",
+             (unsigned long long)hs.sequence,
+             (unsigned long long)c->max_applied,
+             (unsigned long long)st.applied,
+             (unsigned long long)c->max_store_applied);
+  }
+  if (hs.sequence > st.applied) {
+    fsu_fail("the handler believes %llu applied, the store holds %llu",
+             (unsigned long long)hs.sequence, (unsigned long long)st.applied);
+  }
+  if (hs.epoch < c->max_epoch || st.epoch < c->max_store_epoch ||
+      hs.epoch > st.epoch) {
+    fsu_fail("epoch went back: handler %llu (was %llu), store %llu (was "
+             "%llu)",
+             (unsigned long long)hs.epoch, (unsigned long long)c->max_epoch,
+             (unsigned long long)st.epoch,
+             (unsigned long long)c->max_store_epoch);
+  }
+  c->max_applied = hs.sequence;
+  c->max_store_applied = st.applied;
+  c->max_epoch = hs.epoch;
+  c->max_store_epoch = st.epoch;
+}
+
+static void f_check_event(fsu_world *w, const sp_event *ev) {
+  sp_store_state st;
+
+  fsu_store_state(w, &st);
+  switch (ev->type) {
+  case SP_EVENT_ACK_RECEIVED:
+  case SP_EVENT_SYNC_REQUIRED_SENT:
+  case SP_EVENT_STEPPED_DOWN:
+  case SP_EVENT_ROLE_CONFLICT:
+    fsu_fail("the follower reported leader event %d", (int)ev->type);
+  case SP_EVENT_ENTRIES_APPLIED:
+    if (ev->from_sequence == 0 || ev->from_sequence > ev->to_sequence ||
+        ev->to_sequence != st.applied) {
+      fsu_fail("ENTRIES_APPLIED (%llu..%llu), the store holds %llu",
+               (unsigned long long)ev->from_sequence,
+               (unsigned long long)ev->to_sequence,
+               (unsigned long long)st.applied);
+    }
+    break;
+  case SP_EVENT_CAUGHT_UP:
+    if (ev->to_sequence > st.applied) {
+      fsu_fail("CAUGHT_UP at %llu, the store holds %llu",
+               (unsigned long long)ev->to_sequence,
+               (unsigned long long)st.applied);
+    }
+    break;
+  case SP_EVENT_SYNC_REQUIRED_RECEIVED:
+    if (ev->sync_reason < SP_SYNC_BEHIND_RETENTION ||
+        ev->sync_reason > SP_SYNC_RETENTION_CAP) {
+      fsu_fail("SyncRequired received with reason %d", (int)ev->sync_reason);
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+static const fsu_role_ops follower_ops = {f_check_sent, f_check_state,
+                                          f_check_event};
+
+/* ---- operations ---- */
+
+static sp_seq applied_now(fsu_world *w) {
+  sp_store_state st;
+
+  fsu_store_state(w, &st);
+  return st.applied;
+}
+
+static void op_request(follower_ctx *c, unsigned p) {
+  fsu_world *w = &c->w;
+  sp_handler_status hs;
+  sp_seq since;
+  long owed;
+  int rv;
+
+  fsu_status(w, &hs);
+  if (p & 4) {
+    since = hs.sequence + 1 + (p & 3);
+  } else {
+    since = hs.sequence > (p & 3) ? hs.sequence - (p & 3) : 0;
+  }
+  /* Owed before the call: the request can end inside it (a send fails,
+   * the stream closes, the callback runs before the call returns 0). */
+  owed = ++w->requests_pending;
+  FSU_CALL(w, rv,
+           sp_handler_request_entries(w->h, since, fsu_request_cb, w, w->now));
+  if (since > hs.sequence) {
+    fsu_rc(w, "sp_handler_request_entries(past applied)", rv, 0,
+           SP_ERR_INVALID_ARGUMENT, SP_ERR_INVALID_STATE, FSU_END);
+  } else {
+    fsu_rc(w, "sp_handler_request_entries", rv, 1, 0, SP_ERR_INVALID_STATE,
+           FSU_END);
+  }
+  if (rv != 0) {
+    long before = w->requests_pending;
+    if (before == owed - 1) {
+      /* Called back inside the call: only a failing callback (fatal
+       * SP_ERR_CALLBACK_FAILURE) may then make the call fail. */
+      if (rv != SP_ERR_CALLBACK_FAILURE) {
+        fsu_fail("request called back, then refused with %s",
+                 sp_err_name(rv));
+      }
+    } else {
+      w->requests_pending--;
+    }
+  }
+}
+
+static void op_api(follower_ctx *c, unsigned p, fsu_in *in) {
+  fsu_world *w = &c->w;
+  sp_handler_status hs;
+  int rv;
+
+  switch (p) {
+  case 0:
+  case 1:
+    fsu_status(w, &hs);
+    if (p == 1 && hs.sync_required && c->rlatest >= applied_now(w) &&
+        w->store_gen < FSU_MAX_FULL_SYNCS) {
+      /* The host's full sync: the store becomes a snapshot of R (what it
+       * held is kept for the checks of frames built before). */
+      sp_store_state st;
+      sp_mem_store *old;
+      if (sp_mem_store_new(&old, NULL) != 0 ||
+          sp_mem_store_copy_from(old, w->store) != 0) {
+        fsu_fail("out of memory in the harness");
+      }
+      c->gens[w->store_gen++] = old;
+      fsu_store_state(w, &st);
+      set_epoch(&c->rvt, c->E > st.epoch ? c->E : st.epoch);
+      if (sp_mem_store_copy_from(w->store, c->rlog) != 0) {
+        fsu_fail("the host's full sync failed");
+      }
+    }
+    FSU_CALL(w, rv, sp_handler_resync_done(w->h, w->now));
+    if (!hs.sync_required) {
+      fsu_rc(w, "sp_handler_resync_done (none pending)", rv, 0,
+             SP_ERR_INVALID_STATE, FSU_END);
+    } else {
+      /* Fatal codes: resync_done reconnects (allocations, events); node.h
+       * lists only SP_ERR_INVALID_STATE and SP_ERR_STORE (reported). */
+      fsu_rc(w, "sp_handler_resync_done", rv, 1, 0, SP_ERR_STORE, FSU_END);
+    }
+    break;
+  case 2:
+    fsu_status(w, &hs);
+    break;
+  case 3: {
+    sp_follower_progress out[2];
+    sp_seq floor;
+    sp_ssize n;
+    FSU_CALL(w, rv, sp_handler_notify_new_entries(w->h, 0, 1, w->now));
+    fsu_rc(w, "notify on a follower", rv, 0, SP_ERR_INVALID_STATE, FSU_END);
+    FSU_CALL(w, rv,
+             sp_handler_wait_acks(w->h, 1, 0, w->now + SP_SECONDS,
+                                  fsu_wait_cb, w, w->now));
+    fsu_rc(w, "wait_acks on a follower", rv, 0, SP_ERR_INVALID_STATE,
+           FSU_END);
+    FSU_CALL(w, rv,
+             sp_handler_follower_progress(w->h, &fsu_dev[FSU_F2], w->now,
+                                          out));
+    fsu_rc(w, "follower_progress on a follower", rv, 0, SP_ERR_INVALID_STATE,
+           FSU_END);
+    FSU_CALL(w, n, sp_handler_list_followers(w->h, out, 2, w->now));
+    fsu_rc(w, "list_followers on a follower", (int)n, 0,
+           SP_ERR_INVALID_STATE, FSU_END);
+    FSU_CALL(w, rv, sp_handler_retention_floor(w->h, &floor));
+    fsu_rc(w, "retention_floor on a follower", rv, 0, SP_ERR_INVALID_STATE,
+           FSU_END);
+    break;
+  }
+  case 4: {
+    static const int leaders[3] = {FSU_X, FSU_F2, -1};
+    w->reg_leader = leaders[fsu_u8(in) % 3];
+    if (w->reg_leader >= 0) {
+      w->ever_leader[w->reg_leader] = 1;
+    }
+    break;
+  }
+  case 5:
+    fsu_wrong_peer_calls(w, fsu_u8(in));
+    break;
+  case 6:
+    fsu_advance(w, 0);
+    break;
+  default:
+    break;
+  }
+}
+
+static void op_grow(follower_ctx *c, unsigned p, fsu_in *in) {
+  unsigned n = 1 + (p & 3), cls = fsu_u8(in) & 15, i;
+
+  for (i = 0; i < n; ++i) {
+    sp_seq seq = c->rlatest + 1 + ((p & 4) && i == 0 ? 1 : 0);
+    if (seq > FSU_MAX_SEQ) {
+      break;
+    }
+    log_append(c->rlog, seq, cls);
+    c->rlatest = seq;
+  }
+}
+
+/* A page of R: up to `count` entries after `since`. */
+static void r_page(follower_ctx *c, sp_msg *m, sp_entry *ents, sp_seq since,
+                   unsigned count, unsigned f) {
+  sp_msg_entries_response *r = &m->u.entries_response;
+  uint8_t hash[SP_HASH_LEN] = {0};
+  size_t n = 0;
+  sp_seq q;
+
+  for (q = since + 1; q <= c->rlatest && n < count; ++q) {
+    if (sp_mem_store_get(c->rlog, q, &ents[n], hash) == 0) {
+      ++n;
+    }
+  }
+  m->type = SP_MSG_ENTRIES_RESPONSE;
+  r->since_sequence = since;
+  r->entries = ents;
+  r->entry_count = n;
+  if (n < count) {
+    r->through_sequence = since > c->rlatest ? since : c->rlatest;
+  } else if (n > 0) {
+    r->through_sequence = ents[n - 1].sequence;
+  } else {
+    r->through_sequence = since;
+  }
+  if (f & 8) {
+    r->through_sequence++;
+  }
+  r->has_more = r->through_sequence < c->rlatest;
+  if (f & 16) {
+    r->has_more = !r->has_more;
+  }
+  r->leader_latest = f & 32 ? r->through_sequence : c->rlatest;
+  if (n > 0) {
+    memcpy(r->last_hash, hash, SP_HASH_LEN);
+    r->last_hash_len = SP_HASH_LEN;
+    if (f & 64) {
+      r->last_hash[f % SP_HASH_LEN] ^= 1;
+    }
+    if (f & 128) {
+      r->last_hash_len = 0;
+    }
+  } else if (f & 64) {
+    r->last_hash_len = SP_HASH_LEN;
+  }
+}
+
+static void op_synth(follower_ctx *c, unsigned p, fsu_in *in) {
+  static const int32_t codes[8] = {SP_ERR_NOT_MEMBER, SP_ERR_FETCH_LIMIT,
+                                   SP_ERR_STALE_EPOCH, SP_ERR_TWO_LEADERS,
+                                   SP_ERR_INTERNAL, 0, -77777,
+                                   SP_ERR_ACK_BEYOND};
+  static uint8_t bufs[4][FSU_PAYLOAD_MAX];
+  fsu_world *w = &c->w;
+  uint8_t f = fsu_u8(in), b = fsu_u8(in), v = fsu_u8(in);
+  sp_entry ents[8];
+  sp_store_state st;
+  sp_msg m;
+  sp_seq base;
+
+  fsu_store_state(w, &st);
+  base = st.applied;
+  memset(&m, 0, sizeof(m));
+  m.library_id = v & 4 ? fsu_other_lib : fsu_lib;
+  switch (v & 3) {
+  case 0:
+    m.epoch = c->E;
+    break;
+  case 1:
+    m.epoch = c->E + 1;
+    break;
+  case 2:
+    m.epoch = c->E ? c->E - 1 : 0;
+    break;
+  default:
+    m.epoch = 0;
+    break;
+  }
+  switch (p & 7) {
+  case 0: {
+    sp_seq k = 1 + ((b >> 2) & 3), since;
+    switch (b & 3) {
+    case 0:
+      since = base;
+      break;
+    case 1:
+      since = base > k ? base - k : 0;
+      break;
+    case 2:
+      since = base + k;
+      break;
+    default:
+      since = b >> 2;
+      break;
+    }
+    r_page(c, &m, ents, since, f & 7, f);
+    break;
+  }
+  case 1:
+    m.type = SP_MSG_NEW_ENTRIES;
+    m.u.new_entries.from_sequence = b;
+    m.u.new_entries.to_sequence = f & 1 ? (sp_seq)b + (f >> 1) : c->rlatest;
+    m.u.new_entries.entry_count =
+        m.u.new_entries.to_sequence - m.u.new_entries.from_sequence + 1;
+    break;
+  case 2:
+    m.type = SP_MSG_HEARTBEAT;
+    m.u.heartbeat.current_sequence = f & 1 ? b : c->rlatest;
+    m.u.heartbeat.role = f & 2 ? SP_ROLE_FOLLOWER : SP_ROLE_LEADER;
+    break;
+  case 3:
+    m.type = SP_MSG_SYNC_REQUIRED;
+    m.u.sync_required.reason = (sp_sync_reason)(1 + (f & 3));
+    m.u.sync_required.leader_latest = c->rlatest;
+    m.u.sync_required.leader_oldest = b;
+    m.u.sync_required.follower_sequence = base;
+    break;
+  case 4:
+    m.type = SP_MSG_ERROR;
+    m.u.error.code = codes[f & 7];
+    m.u.error.message = "synthetic refusal from the leader";
+    m.u.error.message_len = (size_t)(f >> 3);
+    break;
+  case 5:
+    if (f & 1) {
+      m.type = SP_MSG_ACKNOWLEDGE;
+      m.u.acknowledge.up_to_sequence = b;
+    } else {
+      m.type = SP_MSG_FETCH_ENTRIES;
+      m.u.fetch_entries.since_sequence = b;
+      m.u.fetch_entries.limit = 1 + (f >> 1);
+    }
+    break;
+  case 6: {
+    sp_msg_entries_response *r = &m.u.entries_response;
+    uint8_t link[SP_HASH_LEN];
+    size_t i, n = 1 + (f & 3);
+    memcpy(link, st.head_hash, SP_HASH_LEN);
+    for (i = 0; i < n; ++i) {
+      fsu_make_entry(&ents[i], base + 1 + i, (f >> 2) & 15, bufs[i]);
+      ents[i].device_id = fsu_dev[FSU_F2]; /* not R's content */
+      if (sp_chain_next(link, &ents[i], link) != 0) {
+        fsu_fail("cannot chain a forged entry");
+      }
+    }
+    m.type = SP_MSG_ENTRIES_RESPONSE;
+    r->since_sequence = base;
+    r->entries = ents;
+    r->entry_count = n;
+    r->through_sequence = base + n;
+    r->has_more = (f & 64) != 0;
+    r->leader_latest = r->through_sequence + (r->has_more ? 1 : 0);
+    memcpy(r->last_hash, link, SP_HASH_LEN);
+    r->last_hash_len = SP_HASH_LEN;
+    break;
+  }
+  default: {
+    unsigned pages = 1 + (b & 7), i;
+    sp_seq since = base;
+    for (i = 0; i < pages && !w->fatal; ++i) {
+      r_page(c, &m, ents, since, 1 + (f & 3), 0);
+      fsu_feed_msg(w, &m);
+      since = m.u.entries_response.through_sequence;
+      if (!m.u.entries_response.has_more) {
+        break;
+      }
+    }
+    return;
+  }
+  }
+  fsu_feed_msg(w, &m);
+}
+
+/* ---- entry points ---- */
+
+fsu_world *fsu_follower_new(const uint8_t hdr[FSU_HDR_LEN],
+                            const fsu_tap *tap) {
+  follower_ctx *c = calloc(1, sizeof(*c));
+  sp_handler_config cfg;
+  size_t max_frame = SP_MAX_FRAME_DEFAULT;
+  unsigned rn = hdr[1] & 31, fn = hdr[2] & 31, cls = hdr[4] >> 4;
+  uint64_t e0 = hdr[5] & 3;
+  sp_seq seq;
+
+  if (!c) {
+    fsu_fail("out of memory in the harness");
+  }
+  if (hdr[0] & 4) {
+    max_frame = 256 + 64 * (size_t)(hdr[4] & 15);
+  }
+  fsu_world_init(&c->w, SP_ROLE_FOLLOWER, FSU_F1, &follower_ops, c, tap,
+                 max_frame, hdr[7], (hdr[0] & 16) != 0);
+  c->w.connect_mode = (hdr[0] & 32) != 0;
+  if (hdr[0] & 128) {
+    c->w.reg_leader = -1;
+  }
+  c->cls = cls;
+  c->E = e0 + ((hdr[5] >> 2) & 3);
+  if (sp_mem_store_new(&c->rlog, NULL) != 0) {
+    fsu_fail("out of memory in the harness");
+  }
+  sp_mem_store_get_vtable(c->rlog, &c->rvt);
+  for (seq = 1; seq <= rn; ++seq) {
+    if (!((hdr[2] & 128) && seq == 3)) {
+      log_append(c->rlog, seq, cls);
+      c->rlatest = seq;
+    }
+  }
+  set_epoch(&c->rvt, c->E);
+  for (seq = 1; seq <= fn; ++seq) {
+    if (!((hdr[2] & 128) && seq == 3)) {
+      log_append(c->w.store, seq, hdr[0] & 64 ? cls ^ 1 : cls);
+    }
+  }
+  set_epoch(&c->w.inner, e0);
+
+  sp_handler_config_default(&cfg);
+  cfg.library_id = fsu_lib;
+  cfg.role = SP_ROLE_FOLLOWER;
+  if (hdr[0] & 1) {
+    cfg.fetch_window = 1 + (hdr[3] & 3);
+  }
+  if (hdr[0] & 2) {
+    cfg.fetch_limit = 1 + ((hdr[3] >> 2) & 7);
+  }
+  c->fetch_limit = cfg.fetch_limit;
+  if (hdr[0] & 8) {
+    cfg.heartbeat_interval = 1 * SP_SECONDS;
+    cfg.heartbeat_timeout_factor = 2;
+  }
+  if (hdr[2] & 32) {
+    cfg.stall_timeout = 1 * SP_SECONDS;
+  }
+  if (hdr[2] & 64) {
+    cfg.reconnect_min = 1 * SP_MILLISECONDS;
+    cfg.reconnect_max = 20 * SP_MILLISECONDS;
+  }
+  if (fsu_world_open(&c->w, &cfg, hdr[6]) != 0) {
+    fsu_follower_del(&c->w);
+    return NULL;
+  }
+  return &c->w;
+}
+
+sp_mem_store *fsu_follower_leader_log(fsu_world *w) {
+  return ctx_of(w)->rlog;
+}
+
+int fsu_follower_step(fsu_world *w, fsu_in *in) {
+  follower_ctx *c = ctx_of(w);
+  uint8_t op;
+
+  if (w->fatal) {
+    return 1;
+  }
+  op = fsu_u8(in);
+  if (!fsu_step_common(w, op, in)) {
+    unsigned p = op & 15;
+    switch (op >> 4) {
+    case FSU_OP_ROLE4:
+      op_request(c, p);
+      break;
+    case FSU_OP_API:
+      op_api(c, p, in);
+      break;
+    case FSU_OP_ROLE10:
+      op_grow(c, p, in);
+      break;
+    case FSU_OP_SYNTH:
+      op_synth(c, p, in);
+      break;
+    case FSU_OP_ROLE13:
+      if (p < 8) {
+        c->E += p + 1;
+      } else {
+        c->E = c->E > p - 7 ? c->E - (p - 7) : 0;
+      }
+      break;
+    default:
+      break;
+    }
+  }
+  w->ops_done++;
+  if (w->fatal) {
+    return 1;
+  }
+  f_check_state(w);
+  return 0;
+}
+
+void fsu_follower_del(fsu_world *w) {
+  follower_ctx *c = ctx_of(w);
+  sp_mem_store *rlog = c->rlog;
+  int i;
+
+  fsu_world_free(w);
+  sp_mem_store_del(rlog);
+  for (i = 0; i < FSU_MAX_FULL_SYNCS; ++i) {
+    sp_mem_store_del(c->gens[i]);
+  }
+  free(c);
+}
+
+#ifndef FSU_NO_FUZZ_ENTRY
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static const fsu_role_entry role = {fsu_follower_new, fsu_follower_step,
+                                      fsu_follower_del};
+  return fsu_run_input(&role, data, size);
+}
+#endif
