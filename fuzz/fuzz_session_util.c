@@ -81,8 +81,14 @@ void fsu_make_entry(sp_entry *e, sp_seq seq, unsigned cls, uint8_t *buf) {
   e->record_id.bytes[2] = (uint8_t)cls;
   e->change_type = (sp_change_type)((seq + cls) % 4);
   e->version = (int64_t)seq * (cls & 1 ? -70000 : 3) - 5;
-  for (i = 0; i < n; ++i) {
+  /* The pattern repeats every 256 bytes: fill one period, copy the rest
+   * (a byte loop over 5,000-byte payloads was a fifth of the fuzzers'
+   * time, every comparison instrumented). */
+  for (i = 0; i < n && i < 256; ++i) {
     buf[i] = (uint8_t)(seq * 31u + i * 7u + cls);
+  }
+  for (; i < n; i += 256) {
+    memcpy(buf + i, buf, n - i < 256 ? n - i : 256);
   }
   e->data = n ? buf : NULL;
   e->data_len = n;
@@ -670,7 +676,7 @@ static int t_close(uint64_t stream_id, int error_code, void *ud) {
              sp_err_name(error_code));
   }
   if (error_code == 0 && !w->teardown &&
-      sp_frame_reader_pending(s->out_rd) != 0 && getenv("FSU_STRICT_CLOSE")) {
+      sp_frame_reader_pending(s->out_rd) != 0) {
     fsu_fail("stream %llu closed cleanly inside a frame (%zu bytes held)",
              (unsigned long long)stream_id,
              sp_frame_reader_pending(s->out_rd));

@@ -95,6 +95,21 @@ static void unlink_from_handler(sp_session *s) {
   s->hnext = NULL;
 }
 
+/* The code the transport closes the stream with.  A clean close (0)
+ * promises the peer whole frames up to the stream's end, which holds only
+ * when every queued byte was handed over: otherwise the peer would read a
+ * frame cut short (the transport may already hold part of it).  A stream
+ * being refused keeps its refusal's code whatever closes it. */
+static int wire_code(const sp_session *s, int code) {
+  if (code != 0) {
+    return code;
+  }
+  if (s->close_after && s->close_code != 0) {
+    return s->close_code;
+  }
+  return sp_buf_pending(&s->out) > 0 ? SP_ERR_CLOSED : 0;
+}
+
 void sp_session_close(sp_session *s, int code) {
   sp_handler *h = s->handler;
   sp_node *node = s->node;
@@ -104,7 +119,8 @@ void sp_session_close(sp_session *s, int code) {
   }
   s->dead = 1;
   if (!s->transport_gone) {
-    node->tr.close_stream(s->stream_id, code, node->tr.user_data);
+    node->tr.close_stream(s->stream_id, wire_code(s, code),
+                          node->tr.user_data);
   }
   if (!h) {
     return;

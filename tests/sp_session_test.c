@@ -2524,6 +2524,35 @@ static void test_transport_short_send(void **state) {
   fx_free(&f);
 }
 
+/* A stream closed while the transport holds part of a frame is not
+ * closed cleanly: a clean end would hand the peer a frame cut short. */
+static void test_transport_close_inside_frame(void **state) {
+  static fx f;
+  uint64_t a, a2, b, b2;
+  sp_msg m;
+
+  (void)state;
+  fx_leader(&f);
+  a = open_in(&f, &f.P);
+  b = open_in(&f, &f.Q);
+  cs(&f, a)->max_take = 7;
+  m = mk_fetch(&f.lib, LEADER_EPOCH, 0, 10, NULL);
+  inject_msg(&f, a, &f.P, &m);
+  inject_msg(&f, b, &f.Q, &m);
+  assert_int_equal(cs(&f, a)->len, 7);
+  /* Each follower opens a new stream, which replaces its old one. */
+  a2 = open_in(&f, &f.P);
+  b2 = open_in(&f, &f.Q);
+  inject_msg(&f, a2, &f.P, &m);
+  inject_msg(&f, b2, &f.Q, &m);
+  assert_int_equal(cs(&f, a)->close_calls, 1);
+  assert_int_equal(cs(&f, a)->close_code, SP_ERR_CLOSED);
+  /* Everything handed over: that one ends cleanly. */
+  assert_int_equal(cs(&f, b)->close_calls, 1);
+  assert_int_equal(cs(&f, b)->close_code, 0);
+  fx_free(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_leader_malformed_msgpack),
@@ -2564,6 +2593,7 @@ int main(void) {
       cmocka_unit_test(test_transport_wrong_peer),
       cmocka_unit_test(test_transport_unknown_and_duplicate_ids),
       cmocka_unit_test(test_transport_short_send),
+      cmocka_unit_test(test_transport_close_inside_frame),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftovers);
 }
