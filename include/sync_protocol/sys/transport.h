@@ -58,8 +58,8 @@ typedef struct sp_transport {
    * negative sp_error telling the peer why.  The node passes 0 only when
    * the transport took every byte it queued, so a clean end falls between
    * frames; a close that drops queued bytes carries SP_ERR_CLOSED (or the
-   * refusal's code).  After this the transport
-   * makes no further sp_node_stream_* call for `stream_id`.
+   * refusal's code).  After this the transport makes no further
+   * sp_node_stream_* call for `stream_id`.
    */
   int (*close_stream)(uint64_t stream_id, int error_code, void *user_data);
 } sp_transport;
