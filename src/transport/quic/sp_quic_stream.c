@@ -235,16 +235,22 @@ int sp_quic_stream_has_output(const sp_quic_stream *s) {
   return s->sent < s->end || (s->fin_requested && !s->fin_sent);
 }
 
+/* A stream whose send was cut short is owed a writable call once its
+ * buffer has room again. */
+static void wake_writable(sp_quic_endpoint *ep, sp_quic_stream *s) {
+  if (s->want_writable && !s->node_done &&
+      buffered(s) < ep->cfg.stream_send_buffer) {
+    s->want_writable = 0;
+    s->writable_pending = 1;
+    ep->events_pending = 1;
+  }
+}
+
 /* A stream refused for the endpoint's budget may send again. */
 static void budget_wake(sp_quic_endpoint *ep, sp_quic_stream *w) {
   w->budget_wait = 0;
   ep->budget_waiters--;
-  if (w->want_writable && !w->node_done &&
-      buffered(w) < ep->cfg.stream_send_buffer) {
-    w->want_writable = 0;
-    w->writable_pending = 1;
-    ep->events_pending = 1;
-  }
+  wake_writable(ep, w);
 }
 
 /* The budget has room again: wake the waiting streams, starting after the
@@ -290,11 +296,8 @@ void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
   if (s->budget_wait && buffered(s) < SP_QUIC_STREAM_FLOOR) {
     /* Under its guaranteed share: it may send whatever the budget says. */
     budget_wake(ep, s);
-  } else if (s->want_writable && !s->node_done && !s->budget_wait &&
-             buffered(s) < ep->cfg.stream_send_buffer) {
-    s->want_writable = 0;
-    s->writable_pending = 1;
-    ep->events_pending = 1;
+  } else if (!s->budget_wait) {
+    wake_writable(ep, s);
   }
   if (ep->budget_waiters > 0 && ep->send_buffered < ep->send_budget) {
     budget_freed(ep);
