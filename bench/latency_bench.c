@@ -80,6 +80,29 @@ static int udp_socket(int *port) {
   return fd;
 }
 
+#define UDP_READY 1
+#define EP_READY 2
+
+/* Sleep until the UDP socket or the endpoint has input, or `wait_ns`
+ * passes (at most `cap_ns`, so stop flags are looked at).  Returns which
+ * has input: UDP_READY, EP_READY, both or neither. */
+static int wait_udp_or_endpoint(int fd, sp_quic_endpoint *ep, uint64_t wait_ns,
+                                uint64_t cap_ns) {
+  struct pollfd p[2];
+  struct timespec ts;
+
+  ts.tv_sec = 0;
+  ts.tv_nsec = (long)(wait_ns < cap_ns ? wait_ns : cap_ns);
+  p[0].fd = fd;
+  p[0].events = POLLIN;
+  p[1].fd = sp_quic_endpoint_fd(ep);
+  p[1].events = POLLIN;
+  p[0].revents = p[1].revents = 0;
+  ppoll(p, 2, &ts, NULL);
+  return ((p[0].revents & POLLIN) ? UDP_READY : 0) |
+         ((p[1].revents & POLLIN) ? EP_READY : 0);
+}
+
 /* ---- follower process ---- */
 
 static shared *g_sh;
@@ -118,23 +141,13 @@ static int follower_main(void *arg) {
   bu_wait_addrs(rc->cl, 0, 0);
   bu_dev_open(&d, SP_ROLE_FOLLOWER, &vt, NULL);
   while (!rc->sh->stop) {
-    struct pollfd p[2];
-    struct timespec ts;
+    int ready;
     uint64_t now = bu_now(), next = sp_quic_endpoint_get_expiry(d.ep);
     uint64_t wait = next <= now ? 0 : next - now;
 
-    if (wait > 20000000u) {
-      wait = 20000000u; /* look at the stop flag now and then */
-    }
-    ts.tv_sec = 0;
-    ts.tv_nsec = (long)wait;
-    p[0].fd = fd;
-    p[0].events = POLLIN;
-    p[1].fd = sp_quic_endpoint_fd(d.ep);
-    p[1].events = POLLIN;
-    p[0].revents = p[1].revents = 0;
-    ppoll(p, 2, &ts, NULL);
-    if (p[0].revents & POLLIN) {
+    /* Capped: look at the stop flag now and then. */
+    ready = wait_udp_or_endpoint(fd, d.ep, wait, 20000000u);
+    if (ready & UDP_READY) {
       uint8_t buf[2048];
       struct sockaddr_in from;
       socklen_t fl = sizeof(from);
@@ -146,7 +159,7 @@ static int follower_main(void *arg) {
       }
     }
     now = bu_now();
-    if ((p[1].revents & POLLIN) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
+    if ((ready & EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
       bu_check(sp_quic_endpoint_process(d.ep, now), "process");
     }
   }
@@ -194,8 +207,7 @@ static int leader_main(void *arg) {
   t_entry = bu_now() + period;
   t_ping = t_entry + period / 2;
   while (entries < total || pings < total || ping_out) {
-    struct pollfd p[2];
-    struct timespec ts;
+    int ready;
     uint64_t now = bu_now(), next = sp_quic_endpoint_get_expiry(d.ep), w;
 
     if (entries < total && now >= t_entry) {
@@ -229,18 +241,8 @@ static int leader_main(void *arg) {
       next = t_ping;
     }
     w = next <= now ? 0 : next - now;
-    if (w > 50000000u) {
-      w = 50000000u;
-    }
-    ts.tv_sec = 0;
-    ts.tv_nsec = (long)w;
-    p[0].fd = fd;
-    p[0].events = POLLIN;
-    p[1].fd = sp_quic_endpoint_fd(d.ep);
-    p[1].events = POLLIN;
-    p[0].revents = p[1].revents = 0;
-    ppoll(p, 2, &ts, NULL);
-    if (p[0].revents & POLLIN) {
+    ready = wait_udp_or_endpoint(fd, d.ep, w, 50000000u);
+    if (ready & UDP_READY) {
       uint8_t buf[2048];
       uint64_t t = bu_now();
       ssize_t n = recv(fd, buf, sizeof(buf), 0);
@@ -254,7 +256,7 @@ static int leader_main(void *arg) {
       }
     }
     now = bu_now();
-    if ((p[1].revents & POLLIN) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
+    if ((ready & EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
       bu_check(sp_quic_endpoint_process(d.ep, now), "process");
     }
   }
