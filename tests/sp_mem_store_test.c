@@ -366,16 +366,19 @@ static void test_prune_releases_blocks(void **state) {
     assert_int_equal(sp_mem_store_append(s, &e, NULL), 0);
   }
   live_full = tm.live;
-  /* ~10 entries per 1 MiB block: at least 4 blocks, not one per entry. */
-  assert_true(live_full >= 3 + 4);
-  assert_true(live_full <= 3 + 5);
+  /* Each block is twice the last, up to 1 MiB: blocks of 1, 2, 4, 8, 10,
+   * 10 and 5 entries (plus the store, record and block arrays), not one
+   * block per entry. */
+  assert_int_equal(live_full, 3 + 7);
 
-  /* Entry 5 still lives in the first block: nothing can be freed. */
-  assert_int_equal(sp_mem_store_prune(s, 5), 0);
-  assert_int_equal(tm.live, live_full);
+  /* Entry 3 shares the second block with entry 2: only the first block
+   * can go. */
+  assert_int_equal(sp_mem_store_prune(s, 2), 0);
+  assert_int_equal(tm.live, live_full - 1);
+  /* Entries 16-25 fill the fifth block, 26 starts the sixth. */
   assert_int_equal(sp_mem_store_prune(s, 25), 0);
   live = tm.live;
-  assert_true(live <= live_full - 2);
+  assert_int_equal(live, live_full - 5);
   /* What is left is intact. */
   st_collect_init(&c);
   assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,

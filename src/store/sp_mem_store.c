@@ -19,8 +19,12 @@
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 
-/* Arena block size.  Larger entries get a block of their own size. */
-#define BLOCK_SIZE ((size_t)1 << 20)
+/* Arena block sizes: the first block is small and each new one is twice
+ * the last, up to the largest, so a short log (a test's, a fuzz input's)
+ * costs a few KiB while a long one fills 1 MiB blocks.  An entry larger
+ * than that gets a block of its own size. */
+#define BLOCK_MIN ((size_t)4096)
+#define BLOCK_MAX ((size_t)1 << 20)
 
 typedef struct block {
   uint64_t id;
@@ -215,7 +219,8 @@ static int log_place(const sp_mem *mem, mlog *log, size_t n, uint8_t **out,
       log->blocks = blocks;
       log->blocks_cap = bcap;
     }
-    cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
+    cap = b ? (b->cap < BLOCK_MAX / 2 ? 2 * b->cap : BLOCK_MAX) : BLOCK_MIN;
+    cap = n > cap ? n : cap;
     b = sp_malloc(mem, sizeof(block) + cap);
     if (!b) {
       return SP_ERR_NOMEM;
