@@ -261,7 +261,10 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
   }
 }
 
-/* Epoch fencing: refuse an older leader, record a newer epoch. */
+/* Epoch fencing: refuse an older leader, record a newer epoch.  Not while
+ * a full sync is pending: the host owns the store until resync_done (it
+ * may be replacing it, with an epoch this handler has not read yet), so
+ * nothing is written to it. */
 static int check_epoch(sp_session *s, uint64_t epoch) {
   sp_handler *h = hof(s);
 
@@ -271,7 +274,7 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
                       (unsigned long long)h->st.epoch);
     return -1;
   }
-  if (epoch > h->st.epoch) {
+  if (epoch > h->st.epoch && h->fstate != SP_F_SYNC_REQUIRED) {
     if (h->store.apply(NULL, NULL, 0, epoch, h->store.user_data) != 0) {
       sp_session_close(s, SP_ERR_STORE);
       return -1;

@@ -2168,6 +2168,45 @@ static void test_follower_stale_epoch(void **state) {
   fx_free(&f);
 }
 
+/* While a full sync is pending the host owns the store: a frame from the
+ * leader with a higher epoch is not recorded in it (the host may be
+ * replacing the store, with an epoch the handler has not read yet; found
+ * by fuzz_follower, regress-epoch-during-full-sync).  resync_done then
+ * takes the store's epoch. */
+static void test_follower_epoch_during_full_sync(void **state) {
+  static fx f;
+  fsnap s;
+  uint64_t id;
+  sp_msg m;
+  sp_handler_status st;
+
+  (void)state;
+  fx_follower(&f);
+  id = leader_stream(&f);
+  skip_all(&f, id);
+  m = mk(SP_MSG_SYNC_REQUIRED, &f.lib, FOLLOWER_EPOCH);
+  m.u.sync_required.reason = SP_SYNC_DIVERGENCE;
+  m.u.sync_required.leader_latest = LOG_LEN;
+  m.u.sync_required.leader_oldest = 1;
+  inject_msg(&f, id, &f.X, &m);
+  assert_int_equal(sp_handler_get_status(f.h, &st), 0);
+  assert_true(st.sync_required);
+
+  fsnap_take(&f, &s);
+  m = mk_hb(&f.lib, FOLLOWER_EPOCH + 3, LOG_LEN, SP_ROLE_LEADER);
+  inject_msg(&f, id, &f.X, &m);
+  fsnap_same(&f, &s);
+  assert_int_equal(cs(&f, id)->close_calls, 0);
+
+  /* The host's full sync recorded a newer epoch still. */
+  assert_int_equal(f.inner.apply(NULL, NULL, 0, FOLLOWER_EPOCH + 5,
+                                 f.inner.user_data),
+                   0);
+  assert_int_equal(sp_handler_resync_done(f.h, f.now), 0);
+  assert_int_equal(sp_handler_epoch(f.h), FOLLOWER_EPOCH + 5);
+  fx_free(&f);
+}
+
 static void test_follower_wrong_role(void **state) {
   static fx f;
   fsnap s;
@@ -2584,6 +2623,7 @@ int main(void) {
       cmocka_unit_test(test_follower_hash_missing),
       cmocka_unit_test(test_follower_apply_and_duplicate),
       cmocka_unit_test(test_follower_stale_epoch),
+      cmocka_unit_test(test_follower_epoch_during_full_sync),
       cmocka_unit_test(test_follower_wrong_role),
       cmocka_unit_test(test_follower_not_leader),
       cmocka_unit_test(test_follower_sync_required),

@@ -245,7 +245,8 @@ SP_API int sp_handler_request_entries(sp_handler *handler, sp_seq since,
 
 /*
  * Follower: the host finished the full sync a SyncRequired asked for; the
- * handler re-reads the store's state and resumes incremental sync.
+ * handler re-reads the store's state and resumes incremental sync.  Until
+ * this call succeeds the handler writes nothing to the store.
  * Returns 0, SP_ERR_INVALID_STATE (no SyncRequired pending), SP_ERR_STORE.
  */
 SP_API int sp_handler_resync_done(sp_handler *handler, sp_tstamp now);
