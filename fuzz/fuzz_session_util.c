@@ -1200,9 +1200,18 @@ int fsu_step_common(fsu_world *w, uint8_t op, fsu_in *in) {
 
   w->frames_in_op = 0;
   if (tracing()) {
-    fprintf(stderr, "[%llu ms] op %02x (current stream %zu of %zu)\n",
+    sp_handler_status hs;
+    sp_store_state st;
+    fsu_status(w, &hs);
+    fsu_store_state(w, &st);
+    fprintf(stderr,
+            "[%llu ms] op %02x (current stream %zu of %zu; handler epoch "
+            "%llu seq %llu%s; store epoch %llu applied %llu)\n",
             (unsigned long long)(w->now / SP_MILLISECONDS), op, w->cur,
-            w->nstreams);
+            w->nstreams, (unsigned long long)hs.epoch,
+            (unsigned long long)hs.sequence,
+            hs.sync_required ? " sync-required" : "",
+            (unsigned long long)st.epoch, (unsigned long long)st.applied);
   }
   switch (kind) {
   case FSU_OP_FEED: {
