@@ -2168,6 +2168,18 @@ static void test_follower_stale_epoch(void **state) {
   fx_free(&f);
 }
 
+/* The leader's SyncRequired (about follower sequence 0) on stream `id`. */
+static void inject_sync_required(fx *f, uint64_t id, sp_sync_reason reason,
+                                 sp_seq latest, sp_seq oldest) {
+  sp_msg m = mk(SP_MSG_SYNC_REQUIRED, &f->lib, FOLLOWER_EPOCH);
+
+  m.u.sync_required.reason = reason;
+  m.u.sync_required.leader_latest = latest;
+  m.u.sync_required.leader_oldest = oldest;
+  m.u.sync_required.follower_sequence = 0;
+  inject_msg(f, id, &f->X, &m);
+}
+
 /* While a full sync is pending the host owns the store: a frame from the
  * leader with a higher epoch is not recorded in it (the host may be
  * replacing the store, with an epoch the handler has not read yet; found
@@ -2184,11 +2196,7 @@ static void test_follower_epoch_during_full_sync(void **state) {
   fx_follower(&f);
   id = leader_stream(&f);
   skip_all(&f, id);
-  m = mk(SP_MSG_SYNC_REQUIRED, &f.lib, FOLLOWER_EPOCH);
-  m.u.sync_required.reason = SP_SYNC_DIVERGENCE;
-  m.u.sync_required.leader_latest = LOG_LEN;
-  m.u.sync_required.leader_oldest = 1;
-  inject_msg(&f, id, &f.X, &m);
+  inject_sync_required(&f, id, SP_SYNC_DIVERGENCE, LOG_LEN, 1);
   assert_int_equal(sp_handler_get_status(f.h, &st), 0);
   assert_true(st.sync_required);
 
@@ -2286,12 +2294,7 @@ static void test_follower_sync_required(void **state) {
   fx_follower(&f);
   id = leader_stream(&f);
   skip_all(&f, id);
-  m = mk(SP_MSG_SYNC_REQUIRED, &f.lib, FOLLOWER_EPOCH);
-  m.u.sync_required.reason = SP_SYNC_BEHIND_RETENTION;
-  m.u.sync_required.leader_latest = 100;
-  m.u.sync_required.leader_oldest = 50;
-  m.u.sync_required.follower_sequence = 0;
-  inject_msg(&f, id, &f.X, &m);
+  inject_sync_required(&f, id, SP_SYNC_BEHIND_RETENTION, 100, 50);
   e = find_ev(&f, SP_EVENT_SYNC_REQUIRED_RECEIVED);
   assert_non_null(e);
   assert_int_equal(e->sync_reason, SP_SYNC_BEHIND_RETENTION);
