@@ -25,6 +25,10 @@ extern "C" {
 /* Default and absolute maximum body length of one frame. */
 #define SP_MAX_FRAME_DEFAULT (4u * 1024u * 1024u)
 #define SP_MAX_FRAME_LIMIT (64u * 1024u * 1024u)
+/* Longest body of the first frame on a stream a peer opened (the frame
+ * that names its library): a node refuses a longer one
+ * (SP_ERR_FRAME_TOO_LARGE) before it is routed, whatever its max_frame. */
+#define SP_UNROUTED_MAX_FRAME (16u * 1024u)
 /* Longest model_type string accepted, in bytes. */
 #define SP_MAX_MODEL_TYPE_LEN 255u
 /* Longest Error message accepted, in bytes. */

@@ -77,6 +77,8 @@ typedef enum sp_error {
   SP_ERR_STALLED = -318,          /* requested entries did not arrive */
   SP_ERR_CANCELED = -319,         /* wait or request canceled by close */
   SP_ERR_NOT_LEADER = -320,       /* peer is not the library's leader */
+  SP_ERR_BACKING_OFF = -321,      /* follower backing off after a store
+                                     failure: dial again later */
 
   /* transport, identity and key-file band */
   SP_ERR_IO = -401,               /* socket or file system call failed */
@@ -90,6 +92,7 @@ typedef enum sp_error {
   SP_ERR_CONNECTION_LOST = -409,  /* connection closed under a stream */
   SP_ERR_QUIC = -410,             /* ngtcp2 reported an error */
   SP_ERR_UNREACHABLE = -411,      /* no address known for the device */
+  SP_ERR_DUPLICATE_DEVICE = -412, /* another key holds this device id */
 
   /* host callback band */
   SP_ERR_STORE = -501,            /* a store callback failed */

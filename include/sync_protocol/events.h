@@ -56,7 +56,32 @@ typedef enum sp_event_type {
   /* Leader: met a higher epoch and stopped leading; `epoch` is it. */
   SP_EVENT_STEPPED_DOWN = 9,
   /* Follower: applied everything the leader announced (lag 0). */
-  SP_EVENT_CAUGHT_UP = 10
+  SP_EVENT_CAUGHT_UP = 10,
+  /* Leader: its own log is corrupt at rest: the stored row `to_sequence`
+   * does not match its chain hash (`error_code` SP_ERR_STORE_CORRUPT).
+   * The row and everything after it are not served until the host
+   * repairs the store; followers are refused, never told to resync.
+   * Reported when first met, and again only when another row was met in
+   * between (the handler remembers the last row reported, not every
+   * one): serving the same row again is not reported again. */
+  SP_EVENT_LOG_CORRUPT = 11,
+  /* Follower: the store failed to apply (disk full, I/O error...): one
+   * event per failure episode, not one per retry.  `error_code` is the
+   * store's own code when it returned an sp_error (SP_ERR_IO,
+   * SP_ERR_STORE_CORRUPT...), else SP_ERR_STORE; `message` says which
+   * call failed.  Until the episode ends the follower retries with its
+   * backoff (reconnect_min doubling to reconnect_max) and refuses the
+   * leader's streams in between (SP_ERR_BACKING_OFF).  The episode ends
+   * with SP_EVENT_STORE_RECOVERED. */
+  SP_EVENT_STORE_FAILED = 12,
+  /* Follower: the end of an SP_EVENT_STORE_FAILED episode
+   * (`to_sequence` is the applied sequence); the backoff is reset.  An
+   * episode a write opened (apply, epoch record) ends with the first write
+   * that succeeds; one only the state read opened ends with the first
+   * state read that succeeds (a caught-up follower may have nothing to
+   * write).  An episode outlives role changes (sp_handler_set_role) and
+   * ends in the next follower term by the same rule. */
+  SP_EVENT_STORE_RECOVERED = 13
 } sp_event_type;
 
 typedef struct sp_event {
@@ -65,11 +90,14 @@ typedef struct sp_event {
   /* The peer device, when `has_peer` is 1. */
   sp_uuid peer_id;
   int has_peer;
-  /* SP_EVENT_PEER_LOST, SP_EVENT_ERROR: an sp_error code. */
+  /* SP_EVENT_PEER_LOST, SP_EVENT_ERROR, SP_EVENT_STORE_FAILED: an
+   * sp_error code. */
   int error_code;
-  /* SP_EVENT_ERROR: NUL-terminated text, valid during the callback. */
+  /* SP_EVENT_ERROR, SP_EVENT_STORE_FAILED: NUL-terminated text, valid
+   * during the callback. */
   const char *message;
-  /* SP_EVENT_ENTRIES_APPLIED: the applied range; CAUGHT_UP: to_sequence. */
+  /* SP_EVENT_ENTRIES_APPLIED: the applied range; CAUGHT_UP: to_sequence;
+   * LOG_CORRUPT: to_sequence is the first corrupt row. */
   sp_seq from_sequence;
   sp_seq to_sequence;
   /* SP_EVENT_ACK_RECEIVED. */

@@ -113,6 +113,16 @@ SP_API int sp_mem_net_attach(sp_mem_net *net, const sp_uuid *device,
 SP_API int sp_mem_net_detach(sp_mem_net *net, const sp_uuid *device);
 
 /*
+ * sp_mem_net_vanish unbinds the device's node as a crash the peers do not
+ * hear of (a process killed behind a transport that tells nobody, as a
+ * QUIC peer learns only from a timeout or a stateless reset): its peers'
+ * streams stay open and what they send is lost.  Call it before deleting
+ * the node; sp_mem_net_attach may then bind a new node (a restart), whose
+ * streams use fresh connections.  Returns 0 or SP_ERR_NOT_FOUND.
+ */
+SP_API int sp_mem_net_vanish(sp_mem_net *net, const sp_uuid *device);
+
+/*
  * sp_mem_net_cut cuts the connection between devices `a` and `b`: bytes in
  * flight are lost and both sides see every stream on it close with
  * SP_ERR_CONNECTION_LOST.  Returns 0 or SP_ERR_NOT_FOUND (no connection).

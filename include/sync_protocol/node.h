@@ -83,7 +83,8 @@ SP_API sp_handler *sp_node_find_handler(sp_node *node, const sp_uuid *library);
 
 /* ---- handler ---- */
 
-#define SP_HANDLER_CONFIG_VERSION 1
+/* 2 added registry_refresh_interval; a version-1 config gets its default. */
+#define SP_HANDLER_CONFIG_VERSION 2
 
 typedef struct sp_handler_config {
   /* SP_HANDLER_CONFIG_VERSION; set by sp_handler_config_default. */
@@ -99,15 +100,21 @@ typedef struct sp_handler_config {
   uint32_t heartbeat_timeout_factor;
   /* Follower: sequence span of one FetchEntries (1024). */
   uint32_t fetch_limit;
-  /* Follower: FetchEntries kept in flight while catching up (4). */
+  /* Follower: FetchEntries kept in flight while catching up (4); the
+   * leader holds no more of them than this (docs/protocol.md 12.2, "The
+   * fetch window"), so keep it at most the leader's max_queued_fetches. */
   uint32_t fetch_window;
   /* Follower: re-connect when asked-for entries do not come (60 s). */
   sp_duration stall_timeout;
-  /* Follower: first and largest reconnect delay (100 ms, 30 s); each
-   * failure doubles the delay, with jitter of up to half of it. */
+  /* Both: first and largest delay of a follower's reconnects and of a
+   * leader's dials to a follower (100 ms, 30 s); each failure doubles the
+   * delay, with jitter of up to half of it.  A leader resets a follower's
+   * delay only when its acknowledged sequence moves forward. */
   sp_duration reconnect_min;
   sp_duration reconnect_max;
-  /* Leader: FetchEntries a follower may have queued (32). */
+  /* Leader: FetchEntries of a follower it holds unanswered, at most
+   * (32); more is refused (SP_ERR_TOO_MANY_REQUESTS).  A follower within
+   * its fetch_window never reaches it. */
   uint32_t max_queued_fetches;
   /* Leader: byte budget of one EntriesResponse body (64 KiB).  At least
    * one entry always goes out, if it fits the frame limit. */
@@ -123,6 +130,10 @@ typedef struct sp_handler_config {
    * them with NewEntries for it to fetch (three trips) (1).  0 keeps the
    * seed's announce-then-fetch flow. */
   int push_inline;
+  /* Leader: re-read the registry's member list this often (60 s): a device
+   * added since is dialled, one removed is refused and forgotten.  0 = only
+   * at the start of a term and on sp_handler_registry_changed. */
+  sp_duration registry_refresh_interval;
 } sp_handler_config;
 
 /* Fill `cfg` with the defaults shown above (role leader, epoch 1). */
@@ -187,6 +198,14 @@ typedef int (*sp_ack_wait_cb)(sp_handler *handler, sp_seq sequence,
 /*
  * Leader: call `cb` once `min_followers` followers (0: every follower the
  * registry lists) have durably acknowledged `sequence`, or at `deadline`.
+ * Only devices the registry lists when the count is made count, and only
+ * with what they acknowledged in this leadership term, or with a position
+ * kept with the log (a store with save_follower_ack, sys/store.h) that is
+ * on this log's history: such a position is a fact about the follower's
+ * own durable log, whichever leader process heard it, so a follower that
+ * synced and went away before this leader started still counts.  Acks are
+ * credited per device and key: a device id proving a second key (when the
+ * transport tells keys) starts over from what that key acknowledges.
  * Returns 1 if already satisfied (no callback will come), 0 if registered,
  * SP_ERR_INVALID_STATE (not leader), SP_ERR_INVALID_ARGUMENT, SP_ERR_REGISTRY,
  * or SP_ERR_NOMEM.
@@ -207,6 +226,8 @@ SP_API int sp_handler_follower_progress(sp_handler *handler,
 /*
  * Leader: copy the progress of up to `cap` known followers into `out` and
  * return how many are known (may exceed `cap`), or a negative error.
+ * Known: the members found at the last re-read of the registry (see
+ * sp_handler_registry_changed) and members that connected since.
  */
 SP_API sp_ssize sp_handler_list_followers(sp_handler *handler,
                                           sp_follower_progress *out,
@@ -216,10 +237,28 @@ SP_API sp_ssize sp_handler_list_followers(sp_handler *handler,
  * Leader: store in `*floor` the highest sequence every registered follower
  * has durably acknowledged (followers past the retention cap excluded):
  * the host may prune up to it.  A registered follower that never
- * acknowledged keeps it at 0.  Returns 0, SP_ERR_INVALID_STATE,
+ * acknowledged keeps it at 0; positions kept with the log count as for
+ * sp_handler_wait_acks.  Returns 0, SP_ERR_INVALID_STATE,
  * SP_ERR_REGISTRY, SP_ERR_STORE or SP_ERR_NOMEM.
  */
 SP_API int sp_handler_retention_floor(sp_handler *handler, sp_seq *floor);
+
+/*
+ * The host changed the registry of this handler's library (a device added
+ * or removed).  Leader: the member list is re-read at once.  A device added
+ * is dialled now (and listed by sp_handler_list_followers); a device no
+ * longer listed is treated as one that never was: its stream is refused
+ * with SP_ERR_NOT_MEMBER, it is not dialled again, and its record and
+ * acknowledgements are dropped, with its position kept with the log (if
+ * it comes back, it counts from what it acknowledges then).  A device
+ * added starts from its position kept with the log, if any.  Waits for "every follower" are re-checked.  Without
+ * this call the leader sees the change at its next scheduled re-read
+ * (cfg.registry_refresh_interval).  A follower reads the registry on every
+ * connect and has nothing to do.  Call it outside the node's callbacks.
+ * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL), SP_ERR_REGISTRY (the member
+ * list could not be read: nothing changed), or a fatal code.
+ */
+SP_API int sp_handler_registry_changed(sp_handler *handler, sp_tstamp now);
 
 /*
  * Called once when a request made with sp_handler_request_entries ends:
@@ -234,10 +273,23 @@ typedef int (*sp_request_cb)(sp_handler *handler, int status, sp_seq applied,
 /*
  * Follower: fetch everything after `since` (at most the applied sequence;
  * entries already applied are skipped) and call `cb` when caught up.  One
- * request at a time.  Returns 0, SP_ERR_INVALID_STATE (not follower, a
- * request pending, or waiting for a full sync), SP_ERR_INVALID_ARGUMENT
- * (`since` past the applied sequence: that would leave a gap), or a fatal
- * code.
+ * request at a time.  With no stream to the leader, one is opened at once
+ * (not after the reconnect backoff, except while backing off after a
+ * store failure: then the request waits for the next retry).  A request
+ * either fails here and `cb` is never called for it, or is accepted (0)
+ * and `cb` is called exactly once: caught up, SP_ERR_SYNC_REQUIRED,
+ * SP_ERR_CONNECTION_LOST, SP_ERR_STORE, SP_ERR_CANCELED (role change,
+ * sp_handler_del), or why a later connection attempt failed
+ * (SP_ERR_NOT_FOUND, SP_ERR_REGISTRY, the transport's code); that call
+ * may come before this function returns if the stream fails during it
+ * (SP_ERR_CONNECTION_LOST, also for a stream this call opened).
+ * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, or `since` past the applied
+ * sequence that sp_handler_get_status reports, judged before this call
+ * connects: that would leave a gap), SP_ERR_INVALID_STATE (not follower, a
+ * request pending, or waiting for a full sync), SP_ERR_NOT_FOUND (the
+ * registry names no leader but this device), SP_ERR_REGISTRY, SP_ERR_STORE
+ * (the store could not report its state), the transport's open_stream
+ * code (SP_ERR_UNREACHABLE...), or a fatal code.
  */
 SP_API int sp_handler_request_entries(sp_handler *handler, sp_seq since,
                                       sp_request_cb cb, void *user_data,
@@ -254,8 +306,11 @@ SP_API int sp_handler_resync_done(sp_handler *handler, sp_tstamp now);
 /*
  * Failover: change role and epoch.  Streams are closed and re-established
  * as the new role requires.  A new leader's epoch must exceed every epoch
- * it has seen.  Returns 0, SP_ERR_INVALID_ARGUMENT (epoch not higher for a
- * leader), SP_ERR_STORE, or a fatal code.
+ * it has seen.  A leadership term starts with no acknowledgement held in
+ * memory: the retention floor and waits count what followers acknowledge
+ * (or resume from) in it, and positions kept with the log (see
+ * sp_handler_wait_acks).  Returns 0, SP_ERR_INVALID_ARGUMENT (epoch not
+ * higher for a leader), SP_ERR_STORE, or a fatal code.
  */
 SP_API int sp_handler_set_role(sp_handler *handler, sp_role role,
                                uint64_t epoch, sp_tstamp now);

@@ -29,5 +29,6 @@
 #include "sync_protocol/node.h"
 #include "sync_protocol/mem_transport.h"
 #include "sync_protocol/mem_store.h"
+#include "sync_protocol/store_verify.h"
 
 #endif /* SYNC_PROTOCOL_H */

@@ -45,11 +45,22 @@ typedef struct sp_registry {
   int (*members)(const sp_uuid *library, sp_uuid *out, size_t cap,
                  size_t *count, void *user_data);
 
-  /* Copy the device's Ed25519 public key; SP_ERR_NOT_FOUND if unknown. */
+  /*
+   * Copy the device's Ed25519 public key; SP_ERR_NOT_FOUND if unknown.  A
+   * device has exactly one key: a device re-keyed (a reinstall) replaces
+   * its key here, and a second device presenting the same id (a copied
+   * key file, a clone) must not be added under it.  The QUIC transport
+   * refuses a peer whose proven key is not the key this returns for the
+   * device `device_by_key` names (SP_ERR_DUPLICATE_DEVICE on the refusing
+   * side).
+   */
   int (*device_key)(const sp_uuid *device,
                     uint8_t public_key[SP_PUBLIC_KEY_LEN], void *user_data);
 
-  /* Find the device that owns `public_key`; SP_ERR_NOT_FOUND if none. */
+  /*
+   * Find the device that owns `public_key`; SP_ERR_NOT_FOUND if none.
+   * Consistent with `device_key`: it names device D only for D's one key.
+   */
   int (*device_by_key)(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
                        sp_uuid *device, void *user_data);
 

@@ -10,18 +10,27 @@
  * reported to the caller as SP_ERR_STORE (the session backs off and retries
  * from the durable state; nothing is half-applied).  The one exception is
  * SP_ERR_NOT_FOUND from `hash_at`, which is passed through.
+ *
+ * Integrity: every stored row keeps the chain hash after it, and the rows
+ * must chain (hash = link(hash of the entry before, entry)).  A leader
+ * serves a row only if it does; the first row that does not is reported
+ * as SP_EVENT_LOG_CORRUPT and nothing from it on is served.
+ * sp_store_verify (store_verify.h) checks a whole log the same way.
  */
 #ifndef SYNC_PROTOCOL_SYS_STORE_H
 #define SYNC_PROTOCOL_SYS_STORE_H
 
 #include "sync_protocol/types.h"
+#include "sync_protocol/sys/registry.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SP_STORE_VERSION 1
-#define SP_STORE_INIT {SP_STORE_VERSION, NULL, NULL, NULL, NULL, NULL, NULL}
+#define SP_STORE_VERSION 2
+#define SP_STORE_INIT \
+  {SP_STORE_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+   NULL}
 
 /* Returned by an sp_entry_sink to stop a read before taking the entry. */
 #define SP_SINK_STOP 1
@@ -35,6 +44,29 @@ extern "C" {
  */
 typedef int (*sp_entry_sink)(const sp_entry *entry,
                              const uint8_t hash[SP_HASH_LEN], void *sink_ctx);
+
+/*
+ * load_follower_acks calls the sink once per follower position kept with
+ * the log.  `key` is the public key the follower proved on the stream that
+ * acknowledged (all zeros if the transport did not say), `hash` the
+ * leader's chain hash after `acked` when it was saved; the arguments are
+ * valid during the call only.  The sink returns 0 to go on, or a
+ * negative error that the store must return from load_follower_acks.
+ */
+typedef int (*sp_follower_ack_sink)(const sp_uuid *device,
+                                    const uint8_t key[SP_PUBLIC_KEY_LEN],
+                                    sp_seq acked,
+                                    const uint8_t hash[SP_HASH_LEN],
+                                    void *sink_ctx);
+
+/*
+ * load_follower_addresses calls the sink once per kept address: `device`
+ * was last seen at `address` (NUL-terminated); both are valid during the
+ * call only.  The sink returns 0 to go on, or a negative error that the
+ * store must return from load_follower_addresses.
+ */
+typedef int (*sp_follower_address_sink)(const sp_uuid *device,
+                                        const char *address, void *sink_ctx);
 
 /* The leader's log bounds. */
 typedef struct sp_log_bounds {
@@ -65,10 +97,22 @@ typedef struct sp_store {
 
   /*
    * Feed the entries with after < sequence <= through to `sink`, in
-   * order, at most `max_count` of them, stopping early when the sink
-   * returns SP_SINK_STOP.  Entries absent from the log (gaps) are simply
-   * not fed.  Pointers passed to the sink are the store's, valid during
-   * the sink call only.
+   * strictly increasing order, at most `max_count` of them, stopping
+   * early when the sink returns SP_SINK_STOP.  Entries absent from the
+   * log (gaps) are simply not fed.  Pointers passed to the sink are the
+   * store's, valid during the sink call only.  Each entry comes with the
+   * chain hash stored for it; the leader checks it against the chain
+   * before serving the entry.
+   *
+   * Consistency with `bounds`: the two are separate calls and need not
+   * see one snapshot.  The host may prune between them or while a read
+   * runs (from another thread, with its own locking): then the entries
+   * at or below the new prune point are not fed, and nothing else may be
+   * missing.  A read never feeds an entry that is not in the log, and
+   * feeds the entries that remain (after the prune point) without holes
+   * the log did not have.  The leader re-reads the bounds after a read
+   * whose first entry is not after + 1 (or that fed none): a prune past
+   * `after` makes it tell the follower SyncRequired(behind retention).
    */
   int (*read)(sp_seq after, sp_seq through, size_t max_count,
               sp_entry_sink sink, void *sink_ctx, void *user_data);
@@ -101,6 +145,61 @@ typedef struct sp_store {
 
   /* Fill `*out` with the durable state (after restart: what is on disk). */
   int (*state)(sp_store_state *out, void *user_data);
+
+  /* -- version 2: follower positions kept with the log (leader side) -- */
+
+  /*
+   * Optional (NULL: positions are not kept; only a store with `version` 2
+   * or more is asked).  Remember that `device`, proving `key`, has durably
+   * applied everything up to `acked`, where the chain hash is `hash`,
+   * replacing what was kept for it (the hash lets a later leader check
+   * that the position is on its own history).  The
+   * leader calls it when a follower's acknowledgement moves forward, at
+   * most about once a second per follower while it is catching up, and at
+   * once when it reaches the latest entry.  Need not be durable by
+   * itself: losing the last saves only makes a position look older, which
+   * is safe.  Must not be torn (key and position change together).
+   */
+  int (*save_follower_ack)(const sp_uuid *device,
+                           const uint8_t key[SP_PUBLIC_KEY_LEN],
+                           sp_seq acked, const uint8_t hash[SP_HASH_LEN],
+                           void *user_data);
+
+  /*
+   * Optional, with save_follower_ack.  Feed every kept position to
+   * `sink` (any order); a store that never saved any feeds none.  The
+   * leader loads them when it starts (and when the registry lists a new
+   * follower) and keeps those of registered followers whose hash is still
+   * its own at that position: they count as acknowledgements for the
+   * retention floor and sp_handler_wait_acks.  A row that no longer
+   * decodes is skipped: the store feeds the others, then returns
+   * SP_ERR_STORE_CORRUPT.  Best-effort: if this fails or a position
+   * cannot be checked, the leader logs it and counts the positions not
+   * loaded as none.
+   */
+  int (*load_follower_acks)(sp_follower_ack_sink sink, void *sink_ctx,
+                            void *user_data);
+
+  /*
+   * Optional (NULL: a restarted leader dials only the addresses the
+   * registry gives).  Remember that `device` last connected from
+   * `address` (a NUL-terminated string shorter than SP_PEER_ADDRESS_MAX,
+   * sys/transport.h; only read during the call), replacing what was kept
+   * for it; an empty `address` forgets it.  The leader calls it when a
+   * follower's stream arrives from an address the transport reports.  Need
+   * not be durable by itself: a lost save only leaves an older address.
+   */
+  int (*save_follower_address)(const sp_uuid *device, const char *address,
+                               void *user_data);
+
+  /*
+   * Optional, with save_follower_address.  Feed every kept address to
+   * `sink` (any order).  The leader loads them when it starts and hands
+   * those of registered followers to the transport (add_address_hint),
+   * so that it reaches them at once.
+   */
+  int (*load_follower_addresses)(sp_follower_address_sink sink,
+                                 void *sink_ctx, void *user_data);
 } sp_store;
 
 #ifdef __cplusplus

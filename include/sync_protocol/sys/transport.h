@@ -14,13 +14,18 @@
 #define SYNC_PROTOCOL_SYS_TRANSPORT_H
 
 #include "sync_protocol/types.h"
+#include "sync_protocol/sys/registry.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define SP_TRANSPORT_VERSION 1
-#define SP_TRANSPORT_INIT {SP_TRANSPORT_VERSION, NULL, NULL, NULL, NULL}
+#define SP_TRANSPORT_VERSION 2
+#define SP_TRANSPORT_INIT \
+  {SP_TRANSPORT_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+
+/* Room for a peer address, terminating NUL included ("[v6%zone]:port"). */
+#define SP_PEER_ADDRESS_MAX 64
 
 typedef struct sp_node sp_node;
 
@@ -62,6 +67,47 @@ typedef struct sp_transport {
    * sp_node_stream_* call for `stream_id`.
    */
   int (*close_stream)(uint64_t stream_id, int error_code, void *user_data);
+
+  /* -- version 2 -- */
+
+  /*
+   * Optional (NULL, or a version-1 vtable: the node cannot tell two keys
+   * of one device apart and relies on the registry's one key per device).
+   * Copy the public key the peer of `stream_id` proved in the handshake.
+   * A leader binds each follower to the key of its first stream: a stream
+   * from the same device id with another key is refused while the first
+   * is connected (SP_ERR_DUPLICATE_DEVICE), and acknowledgements are
+   * never credited for two keys.  Return 0, or SP_ERR_NOT_FOUND while the
+   * key is not known yet (a stream still connecting).
+   */
+  int (*peer_key)(uint64_t stream_id, uint8_t public_key[SP_PUBLIC_KEY_LEN],
+                  void *user_data);
+
+  /*
+   * Optional (NULL: a restarted leader reaches only the followers the
+   * registry gives addresses for).  Write the address the peer of
+   * `stream_id` is seen at, NUL-terminated, into `buf` (`len` bytes,
+   * SP_PEER_ADDRESS_MAX is enough), in the form the transport takes back
+   * in add_address_hint.  A leader keeps it with the follower's position
+   * (sys/store.h, save_follower_address) for the next time it starts.
+   * Return 0, SP_ERR_NOT_FOUND (not known, or not an address worth
+   * dialing back) or SP_ERR_NOBUF.
+   */
+  int (*peer_address)(uint64_t stream_id, char *buf, size_t len,
+                      void *user_data);
+
+  /*
+   * Optional, with peer_address.  `address` (from peer_address, only read
+   * during the call) is where `device` was last seen: open_stream may dial
+   * it when the registry gives no address for the device.  A leader calls
+   * it as it starts, before it dials any follower, so a follower that only
+   * ever dialed out hears of the restarted leader at once.  A later hint
+   * for the same device replaces the earlier one.  Return 0,
+   * SP_ERR_INVALID_ARGUMENT (an address the transport cannot parse) or
+   * SP_ERR_NOMEM; a failure only costs the shortcut.
+   */
+  int (*add_address_hint)(const sp_uuid *device, const char *address,
+                          void *user_data);
 } sp_transport;
 
 /*
@@ -74,6 +120,8 @@ typedef struct sp_transport {
 
 /*
  * A peer opened a stream.  Returns 0, SP_ERR_EXISTS (id already in use),
+ * SP_ERR_TOO_MANY_REQUESTS (the peer already has 16 streams waiting for
+ * the first frame that routes them: reset this one),
  * SP_ERR_INVALID_ARGUMENT, SP_ERR_NOMEM, or a fatal code.
  */
 SP_API int sp_node_stream_opened(sp_node *node, uint64_t stream_id,
@@ -107,6 +155,21 @@ SP_API int sp_node_stream_writable(sp_node *node, uint64_t stream_id,
 SP_API int sp_node_stream_closed(sp_node *node, uint64_t stream_id,
                                  const sp_uuid *peer, int reason,
                                  sp_tstamp now);
+
+/*
+ * How many of the bytes a stream delivered the node still holds as part of
+ * a frame it has not received whole (`*held`), and how many more bytes that
+ * frame needs (`*need`, 0 when none is begun or the stream reads no more).
+ * Call it after sp_node_stream_data: a transport with flow control keeps
+ * `*held` counted against the peer's windows and gives credit back as it
+ * falls, so that what the node buffers for a peer stays inside the windows
+ * granted to it; `*need` says how far a window must open for the frame
+ * begun to complete (at most the node's max_frame plus the 4-byte prefix).
+ * Returns 0, SP_ERR_NOT_FOUND (unknown or closed stream: both are 0), or
+ * SP_ERR_INVALID_ARGUMENT.
+ */
+SP_API int sp_node_stream_held(const sp_node *node, uint64_t stream_id,
+                               size_t *held, size_t *need);
 
 #ifdef __cplusplus
 }
