@@ -6,8 +6,10 @@
  * sp_node_reap, which frees the sessions that ended during the call and
  * returns the first fatal error met.
  */
+#include <stddef.h>
 #include <string.h>
 
+#include "sp_codec_int.h"
 #include "sp_core.h"
 #include "sp_mem_int.h"
 
@@ -53,7 +55,11 @@ int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
   if (events) {
     node->ev = *events;
   }
-  node->tr = *transport;
+  /* A version-1 transport is a shorter struct: copy only what it has
+   * (the calloc left peer_key NULL). */
+  memcpy(&node->tr, transport,
+         transport->version >= 2 ? sizeof(*transport)
+                                 : offsetof(sp_transport, peer_key));
   sp_rand_seed(&node->rng, cfg->seed);
   rv = sp_decoder_new(&node->dec, &node->mem);
   if (rv != 0) {
@@ -172,6 +178,19 @@ static int lookup(sp_node *node, uint64_t id, const sp_uuid *peer,
   return 0;
 }
 
+/* Incoming streams of `peer` still waiting for a first frame to route
+ * them (refused ones read nothing more). */
+static size_t unrouted(const sp_node *node, const sp_uuid *peer) {
+  const sp_session *s;
+  size_t n = 0;
+
+  for (s = node->sessions; s; s = s->next) {
+    n += !s->dead && !s->handler && !s->local && !s->refused &&
+         sp_uuid_equal(&s->peer, peer);
+  }
+  return n;
+}
+
 int sp_node_stream_opened(sp_node *node, uint64_t stream_id,
                           const sp_uuid *peer, sp_tstamp now) {
   sp_session *s;
@@ -182,6 +201,9 @@ int sp_node_stream_opened(sp_node *node, uint64_t stream_id,
   }
   if (find_session(node, stream_id)) {
     return SP_ERR_EXISTS;
+  }
+  if (unrouted(node, peer) >= SP_MAX_UNROUTED_PER_PEER) {
+    return SP_ERR_TOO_MANY_REQUESTS;
   }
   node->now = now;
   rv = sp_session_new(&s, node, stream_id, peer, 0);
@@ -206,6 +228,25 @@ int sp_node_stream_data(sp_node *node, uint64_t stream_id,
   node->now = now;
   sp_session_input(s, data, len);
   return sp_node_reap(node);
+}
+
+int sp_node_stream_held(const sp_node *node, uint64_t stream_id,
+                        size_t *held, size_t *need) {
+  const sp_session *s;
+
+  if (!node || !held || !need) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  *held = *need = 0;
+  for (s = node->sessions; s; s = s->next) {
+    if (s->stream_id == stream_id && !s->dead) {
+      *held = sp_frame_reader_pending(s->reader);
+      /* A refused stream reads nothing more: its frame never completes. */
+      *need = s->refused ? 0 : sp_frame_reader_need(s->reader);
+      return 0;
+    }
+  }
+  return SP_ERR_NOT_FOUND;
 }
 
 int sp_node_stream_writable(sp_node *node, uint64_t stream_id,

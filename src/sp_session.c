@@ -29,7 +29,11 @@ int sp_session_new(sp_session **ps, sp_node *node, uint64_t stream_id,
   if (!s) {
     return SP_ERR_NOMEM;
   }
-  rv = sp_frame_reader_new(&s->reader, max_frame(node), &node->mem);
+  rv = sp_frame_reader_new(&s->reader,
+                           local || max_frame(node) < SP_UNROUTED_MAX_FRAME
+                               ? max_frame(node)
+                               : SP_UNROUTED_MAX_FRAME,
+                           &node->mem);
   if (rv != 0) {
     sp_free(&node->mem, s);
     return rv;
@@ -80,6 +84,8 @@ int sp_session_attach(sp_session *s, sp_handler *h) {
   }
   s->hnext = h->sessions;
   h->sessions = s;
+  /* Routed: frames of the node's full size from now on. */
+  sp_frame_reader_set_max(s->reader, max_frame(s->node));
   return 0;
 }
 
@@ -393,6 +399,7 @@ void sp_session_input(sp_session *s, const uint8_t *data, size_t len) {
     }
     dispatch(s, &msg);
   }
+  sp_frame_reader_trim(s->reader);
   sp_session_pump(s);
 }
 

@@ -12,6 +12,7 @@
 
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
+#include "sp_codec_int.h"
 #include "sp_test_mem.h"
 
 /* A stream of frames and the bodies it carries. */
@@ -430,6 +431,145 @@ static void test_buffer_reused(void **state) {
   stream_free(&s);
 }
 
+/* Pages of the default response budget (64 KiB), each arriving in
+ * several reads: the buffer the first one grew is kept for the next ones,
+ * not given back and regrown in quarter steps for every page. */
+static void test_page_sized_buffer_reused(void **state) {
+  enum { PAGE = 64 * 1024 + 300, CHUNK = 1400, PAGES = 4 };
+  stream s;
+  uint8_t *body = malloc(PAGE);
+  sp_test_mem t;
+  sp_frame_reader *rd;
+  got g = {0};
+  size_t i, off;
+  long after_first = 0;
+
+  (void)state;
+  assert_non_null(body);
+  memset(&s, 0, sizeof(s));
+  memset(body, 0x5a, PAGE);
+  for (i = 0; i < PAGES; ++i) {
+    stream_add(&s, body, PAGE - i);
+  }
+  sp_test_mem_init(&t);
+  assert_int_equal(sp_frame_reader_new(&rd, 0, &t.mem), 0);
+  for (i = 0, off = 0; off < s.len; off += CHUNK) {
+    size_t c = s.len - off < CHUNK ? s.len - off : CHUNK;
+    assert_int_equal(feed(rd, s.bytes + off, c, &g), 0);
+    sp_frame_reader_trim(rd);
+    if (i == 0 && off + c >= s.body_off[1] - 4) {
+      after_first = t.count;
+      i = 1;
+    }
+  }
+  print_message("allocations: %ld for the first page, %ld for %d more\n",
+                after_first, t.count - after_first, PAGES - 1);
+  assert_true(after_first > 0);
+  /* At most one to reach a slightly larger page; not one per read. */
+  assert_true(t.count - after_first <= PAGES - 1);
+  check_got(&s, &g);
+  got_free(&g);
+  sp_frame_reader_del(rd);
+  assert_int_equal(t.live, 0);
+  stream_free(&s);
+  free(body);
+}
+
+/* A byte-counting allocator (the size kept in front of each block). */
+typedef union bhdr {
+  size_t n;
+  max_align_t align;
+} bhdr;
+
+static void *b_malloc(size_t n, void *ud) {
+  bhdr *h = malloc(sizeof(bhdr) + n);
+  if (!h) {
+    return NULL;
+  }
+  h->n = n;
+  *(size_t *)ud += n;
+  return h + 1;
+}
+
+static void b_free(void *p, void *ud) {
+  if (p) {
+    bhdr *h = (bhdr *)p - 1;
+    *(size_t *)ud -= h->n;
+    free(h);
+  }
+}
+
+static void *b_calloc(size_t k, size_t n, void *ud) {
+  void *p = b_malloc(k * n, ud);
+  if (p) {
+    memset(p, 0, k * n);
+  }
+  return p;
+}
+
+static void *b_realloc(void *p, size_t n, void *ud) {
+  bhdr *h, *q;
+  if (!p) {
+    return b_malloc(n, ud);
+  }
+  h = (bhdr *)p - 1;
+  *(size_t *)ud -= h->n;
+  q = realloc(h, sizeof(bhdr) + n);
+  if (!q) {
+    *(size_t *)ud += h->n;
+    return NULL;
+  }
+  q->n = n;
+  *(size_t *)ud += n;
+  return q + 1;
+}
+
+/* What a reader allocates follows the bytes a peer sent (a quarter more
+ * at most, past a small floor), not twice that; and a large frame's
+ * buffer is given back once the frame was handed out and trimmed, and
+ * at the latest when the next frame starts. */
+static void test_memory_follows_bytes(void **state) {
+  enum { BODY = 2 * 1024 * 1024, STEP = 10 * 1000 };
+  size_t live = 0, off, idle;
+  sp_mem m = {&live, b_malloc, b_free, b_calloc, b_realloc};
+  uint8_t *frame = calloc(1, 4 + BODY);
+  sp_frame_reader *rd;
+  const uint8_t *body;
+  size_t blen;
+
+  (void)state;
+  assert_non_null(frame);
+  frame[1] = (uint8_t)(BODY >> 16);
+  assert_int_equal(sp_frame_reader_new(&rd, 0, &m), 0);
+  idle = live;
+  for (off = 0; off + STEP < 4 + BODY; off += STEP) {
+    size_t held;
+    assert_int_equal(sp_frame_reader_read(rd, frame + off, STEP, &body, &blen),
+                     STEP);
+    assert_null(body);
+    held = sp_frame_reader_pending(rd);
+    assert_int_equal(held, off + STEP);
+    assert_true(live - idle <= held + held / 4 + 4096);
+  }
+  assert_int_equal(sp_frame_reader_read(rd, frame + off, 4 + BODY - off,
+                                        &body, &blen),
+                   (sp_ssize)(4 + BODY - off));
+  assert_int_equal(blen, BODY);
+  assert_int_equal(sp_frame_reader_pending(rd), 0);
+  assert_int_equal(sp_frame_reader_need(rd), 0);
+  sp_frame_reader_trim(rd);
+  assert_int_equal(live, idle);
+  /* Need counts the rest of a prefix, then the rest of the body. */
+  assert_int_equal(sp_frame_reader_read(rd, frame, 2, &body, &blen), 2);
+  assert_int_equal(sp_frame_reader_need(rd), 2);
+  assert_int_equal(sp_frame_reader_read(rd, frame + 2, 100, &body, &blen),
+                   100);
+  assert_int_equal(sp_frame_reader_need(rd), BODY - 98);
+  sp_frame_reader_del(rd);
+  assert_int_equal(live, 0);
+  free(frame);
+}
+
 /* Reader creation and split reads with an allocation failing. */
 static int reader_body(const sp_mem *mem, void *arg) {
   const stream *s = arg;
@@ -486,6 +626,8 @@ int main(void) {
       cmocka_unit_test(test_max_frame_setting),
       cmocka_unit_test(test_invalid_arguments),
       cmocka_unit_test(test_buffer_reused),
+      cmocka_unit_test(test_page_sized_buffer_reused),
+      cmocka_unit_test(test_memory_follows_bytes),
       cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
