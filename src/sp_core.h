@@ -50,6 +50,16 @@ typedef struct sp_lsess {
   int has_acked;
   /* SyncRequired to send (reason 0: none) and its sequences. */
   sp_msg_sync_required sync;
+  /* The key the peer proved, once the transport tells (has_key). */
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  int has_key;
+  /* Window accounting (docs/protocol.md, "The fetch window"): `through`
+   * of the last page that said has_more = false (the follower forgot
+   * every request it had out when that page arrived), and what the
+   * queue's head is when it is no request of the follower's (sp_leader.c
+   * OWN_*; the queue has one slot more than cfg.max_queued_fetches). */
+  sp_seq done_through;
+  int head_own;
 } sp_lsess;
 
 /* Follower side of a session: the fetch pipeline. */
@@ -71,7 +81,17 @@ typedef struct sp_fsess {
   sp_tstamp last_progress;
   /* CAUGHT_UP reported for the current `covered`. */
   int caught_up_reported;
+  /* When the stream became the follower's leader stream. */
+  sp_tstamp attached_at;
 } sp_fsess;
+
+/* What a peer can make a node hold on incoming streams no first frame has
+ * routed to a library yet (a registered device needs no membership for
+ * that): a first frame of at most SP_UNROUTED_MAX_FRAME bytes (codec.h),
+ * and at most SP_MAX_UNROUTED_PER_PEER such streams at once (more are
+ * refused with SP_ERR_TOO_MANY_REQUESTS).  Every first frame is a few
+ * dozen bytes. */
+#define SP_MAX_UNROUTED_PER_PEER 16
 
 struct sp_session {
   sp_node *node;
@@ -109,7 +129,10 @@ struct sp_session {
 
 struct sp_frec {
   sp_uuid device;
-  /* Listed by the registry as a member (refreshed on each dial round). */
+  /* Listed by the registry as a member at the last re-read of the member
+   * list (start of the term, every cfg.registry_refresh_interval, and
+   * sp_handler_registry_changed); records of devices no longer listed are
+   * dropped then. */
   int registered;
   sp_session *session;
   sp_seq acked;
@@ -118,6 +141,14 @@ struct sp_frec {
   /* Dialing the follower when it is not connected. */
   sp_tstamp dial_at;
   sp_duration dial_backoff;
+  /* The key the follower proved (has_key: the transport said), bound by
+   * its first stream or by the position kept with the log: acks are only
+   * ever credited for one key. */
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  int has_key;
+  /* Position last handed to the store's save_follower_ack, and when. */
+  sp_seq saved;
+  sp_tstamp saved_at;
 };
 
 /* ---- handler ---- */
@@ -150,6 +181,11 @@ struct sp_handler {
   sp_wait *waits;
   /* Cached log bounds, refreshed on notify and on every page. */
   sp_log_bounds bounds;
+  /* Next scheduled re-read of the registry's member list. */
+  sp_tstamp members_at;
+  /* Last corrupt row reported to the host (SP_EVENT_LOG_CORRUPT), so that
+   * followers meeting it again and again do not repeat the event. */
+  sp_seq corrupt_reported;
 
   /* follower */
   sp_fstate fstate;
@@ -164,6 +200,10 @@ struct sp_handler {
   /* sp_handler_request_entries in progress. */
   sp_request_cb request_cb;
   void *request_ud;
+  /* A store failure episode is open (SP_EVENT_STORE_FAILED reported, not
+   * yet recovered), and which call opened it (sp_follower.c): the backoff
+   * grows until that kind of call succeeds again. */
+  int store_failing;
 };
 
 /* ---- node ---- */
@@ -247,6 +287,9 @@ void sp_session_free(sp_session *s);
 /* ---- role logic (sp_leader.c, sp_follower.c) ---- */
 
 int sp_leader_attach(sp_session *s);
+/* An incoming stream from a device whose live stream proved another key:
+ * refuse it (SP_ERR_DUPLICATE_DEVICE) and return 1; else 0. */
+int sp_leader_key_refused(sp_handler *h, sp_session *s);
 void sp_leader_detach(sp_session *s);
 void sp_leader_on_msg(sp_session *s, const sp_msg *msg);
 /* Generate one frame into s->out; returns 1 if one was queued. */
@@ -257,6 +300,11 @@ int sp_leader_start(sp_handler *h);
 void sp_leader_stop(sp_handler *h);
 /* Find (or add with `add`) the record of a follower device. */
 sp_frec *sp_leader_frec(sp_handler *h, const sp_uuid *device, int add);
+/* Followers' last addresses (sp_leader_addr.c): keep the one an incoming
+ * stream came from; at the start of a term, hand those kept for members
+ * to the transport before the first dial. */
+void sp_leader_remember_address(sp_session *s);
+void sp_leader_hint_addresses(sp_handler *h);
 
 int sp_follower_attach(sp_session *s);
 void sp_follower_detach(sp_session *s);
@@ -269,6 +317,13 @@ sp_tstamp sp_follower_session_expiry(const sp_session *s);
 void sp_follower_session_expire(sp_session *s, sp_tstamp now);
 int sp_follower_start(sp_handler *h);
 void sp_follower_stop(sp_handler *h);
+/* While backing off after a store failure, refuse an incoming leader
+ * stream (SP_ERR_BACKING_OFF) and return 1; else 0. */
+int sp_follower_refuse_while_backing_off(sp_handler *h, sp_session *s);
+/* A new stream from the leader while h->leader exists: close the old one
+ * (a restarted leader's new stream wins) and return 1, or return 0 when
+ * the old one is too young to tell from a crossed dial. */
+int sp_follower_yield_leader(sp_handler *h);
 
 /* ---- handler (sp_handler.c) ---- */
 

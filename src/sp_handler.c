@@ -2,6 +2,7 @@
  * sp_handler.c: one library on one node: configuration, lifecycle, the
  * acceptance of incoming streams, role changes.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "sp_core.h"
@@ -22,6 +23,7 @@ void sp_handler_config_default(sp_handler_config *cfg) {
   cfg->max_queued_fetches = 32;
   cfg->response_max_bytes = 64 * 1024;
   cfg->push_inline = 1;
+  cfg->registry_refresh_interval = 60 * SP_SECONDS;
 }
 
 static int check_config(const sp_handler_config *c, const sp_store *st) {
@@ -96,8 +98,20 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
     return SP_ERR_NOMEM;
   }
   h->node = node;
-  h->cfg = *cfg;
-  h->store = *store;
+  /* A version-1 config is a shorter struct: copy what it has and give the
+   * later fields their defaults. */
+  if (cfg->version >= 2) {
+    h->cfg = *cfg;
+  } else {
+    sp_handler_config_default(&h->cfg);
+    memcpy(&h->cfg, cfg,
+           offsetof(sp_handler_config, registry_refresh_interval));
+  }
+  /* A version-1 store is a shorter struct: copy only what it has (the
+   * calloc left the later callbacks NULL). */
+  memcpy(&h->store, store,
+         store->version >= 2 ? sizeof(*store)
+                             : offsetof(sp_store, save_follower_ack));
   h->role = cfg->role;
   h->epoch = cfg->role == SP_ROLE_LEADER ? cfg->epoch : 0;
   sp_buf_init(&h->hashes, &node->mem);
@@ -203,6 +217,9 @@ int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first) {
       sp_session_refuse(s, SP_ERR_STALE_EPOCH, "this leader stepped down");
       return -1;
     }
+    if (sp_leader_key_refused(h, s)) {
+      return -1;
+    }
     /* A leader's first word is a Heartbeat with role leader; such a peer
      * is handled by the leader logic once attached. */
   } else {
@@ -219,8 +236,17 @@ int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first) {
                         (unsigned long long)h->st.epoch);
       return -1;
     }
-    if (h->leader || h->fstate == SP_F_SYNC_REQUIRED) {
-      /* Our own stream to the leader is the one that counts. */
+    if (h->fstate == SP_F_SYNC_REQUIRED) {
+      /* Nothing is fetched until the host's full sync is done. */
+      sp_session_close(s, 0);
+      return -1;
+    }
+    if (sp_follower_refuse_while_backing_off(h, s)) {
+      return -1;
+    }
+    if (h->leader && !sp_follower_yield_leader(h)) {
+      /* Crossed dials: our own stream to the leader is the one that
+       * counts, as it is on the leader. */
       sp_session_close(s, 0);
       return -1;
     }

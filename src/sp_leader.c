@@ -17,6 +17,12 @@
 /* Room kept after the entries of a page for its trailing fields. */
 #define PAGE_TAIL_MAX 64
 
+/* A queue head that is no request of the follower's (l->head_own), and
+ * the queue's size: the follower's requests plus that one. */
+#define OWN_PUSH 1
+#define OWN_RESEND 2
+#define QCAP(h) ((h)->cfg.max_queued_fetches + 1u)
+
 static sp_handler *hof(sp_session *s) { return s->handler; }
 
 static int refresh_bounds(sp_handler *h) {
@@ -67,30 +73,292 @@ sp_frec *sp_leader_frec(sp_handler *h, const sp_uuid *device, int add) {
   return r;
 }
 
-/* Mark registry members as registered followers (adding records). */
+static void forget_kept(sp_handler *h, const sp_uuid *device);
+static void load_kept_acks(sp_handler *h, size_t first);
+
+/* The device of record `i` left the library.  It is treated as one that
+ * never was a member (the node refuses those on incoming streams): its
+ * stream is refused, and what it acknowledged is forgotten, here and in
+ * the position kept with the log, so a device that comes back counts from
+ * what it acknowledges then and a device that left never stands in for
+ * one that joined. */
+static void drop_frec(sp_handler *h, size_t i) {
+  sp_frec *r = &h->frecs[i];
+  sp_session *s = r->session;
+
+  forget_kept(h, &r->device);
+  if (s) {
+    r->session = NULL;
+    s->rec = NULL;
+    sp_session_refuse(s, SP_ERR_NOT_MEMBER,
+                      "device is no longer a member of this library");
+  }
+  if (i != --h->nfrecs) {
+    h->frecs[i] = h->frecs[h->nfrecs];
+    if (h->frecs[i].session) {
+      h->frecs[i].session->rec = &h->frecs[i];
+    }
+  }
+}
+
+/* Re-read the registry's member list: records added for new members
+ * (seeded with their positions kept with the log), dropped for devices no
+ * longer listed. */
 static int refresh_members(sp_handler *h) {
   sp_node *node = h->node;
-  size_t n, i;
+  size_t n, i, old = h->nfrecs;
   int rv = sp_node_members(node, &h->cfg.library_id, &n);
 
   if (rv != 0) {
     return rv;
   }
+  /* New records go at the end, and are taken back if one cannot be
+   * made: until every one exists, the last list read stays in force. */
+  for (i = 0; i < n; ++i) {
+    if (!sp_uuid_equal(&node->members[i], &node->cfg.device_id) &&
+        !sp_leader_frec(h, &node->members[i], 0) &&
+        !sp_leader_frec(h, &node->members[i], 1)) {
+      h->nfrecs = old;
+      return SP_ERR_NOMEM;
+    }
+  }
   for (i = 0; i < h->nfrecs; ++i) {
     h->frecs[i].registered = 0;
   }
   for (i = 0; i < n; ++i) {
-    sp_frec *r;
-    if (sp_uuid_equal(&node->members[i], &node->cfg.device_id)) {
-      continue;
+    sp_frec *r = sp_leader_frec(h, &node->members[i], 0);
+    if (r && !sp_uuid_equal(&node->members[i], &node->cfg.device_id)) {
+      r->registered = 1;
     }
-    r = sp_leader_frec(h, &node->members[i], 1);
-    if (!r) {
-      return SP_ERR_NOMEM;
-    }
-    r->registered = 1;
   }
+  /* Before any drop moves a record below `old`. */
+  if (h->nfrecs > old) {
+    load_kept_acks(h, old);
+  }
+  /* Backwards: drop_frec moves the last record, already kept, into i. */
+  for (i = h->nfrecs; i-- > 0;) {
+    if (!h->frecs[i].registered) {
+      drop_frec(h, i);
+    }
+  }
+  sp_waits_check(h);
   return 0;
+}
+
+/* Credit a follower with the durable position `seq` (an ack, or a resume
+ * point the chain vouches for).  Only a position that moves forward resets
+ * the dial backoff: a follower that connects, resumes and fails again
+ * (a full disk) must not be dialled every reconnect_min forever. */
+static void credit(sp_handler *h, sp_frec *r, sp_seq seq) {
+  if (seq > r->acked) {
+    r->dial_backoff = 0;
+  }
+  r->acked = seq;
+  r->has_acked = 1;
+  r->last_ack_at = h->node->now;
+}
+
+/* ---- follower keys and positions kept with the log ---- */
+
+/* Catching up, a follower's position is kept at most this often. */
+#define KEEP_INTERVAL SP_SECONDS
+
+static const uint8_t no_key[SP_PUBLIC_KEY_LEN];
+
+static int can_keep(const sp_handler *h) {
+  return h->store.save_follower_ack && h->store.load_follower_acks;
+}
+
+/* Hand the record's position to the store: when it reached the latest
+ * entry (what --exit-when-synced and a restarted leader need), when
+ * `force`d, else at most every KEEP_INTERVAL.  A lost save only makes
+ * the position look older, which is safe, so failures are only logged. */
+static void keep_ack(sp_handler *h, sp_frec *r, int force) {
+  uint8_t hash[SP_HASH_LEN];
+  sp_tstamp now = h->node->now;
+  int rv;
+
+  if (!can_keep(h) || !r->has_acked || r->acked == r->saved ||
+      (!force && r->acked < h->bounds.latest &&
+       now - r->saved_at < KEEP_INTERVAL && now >= r->saved_at)) {
+    return;
+  }
+  rv = h->store.hash_at(r->acked, hash, h->store.user_data);
+  if (rv == 0) {
+    rv = h->store.save_follower_ack(&r->device, r->has_key ? r->key : no_key,
+                                    r->acked, hash, h->store.user_data);
+  }
+  if (rv != 0) {
+    sp_log(h->node, SP_LOG_WARN, "keeping a follower position failed: %s",
+           sp_err_name(rv));
+    return;
+  }
+  r->saved = r->acked;
+  r->saved_at = now;
+}
+
+/* Forget what `device` acknowledged in the position kept with the log
+ * (sequence 0: nothing). */
+static void forget_kept(sp_handler *h, const sp_uuid *device) {
+  static const uint8_t none[SP_HASH_LEN];
+
+  if (can_keep(h) &&
+      h->store.save_follower_ack(device, no_key, 0, none,
+                                 h->store.user_data) != 0) {
+    sp_log(h->node, SP_LOG_WARN, "forgetting a follower position failed");
+  }
+}
+
+typedef struct kept_ctx {
+  sp_handler *h;
+  size_t first; /* records before it are not seeded */
+  int failed;
+} kept_ctx;
+
+static int kept_sink(const sp_uuid *device,
+                     const uint8_t key[SP_PUBLIC_KEY_LEN], sp_seq acked,
+                     const uint8_t hash[SP_HASH_LEN], void *arg) {
+  kept_ctx *c = arg;
+  sp_handler *h = c->h;
+  sp_frec *r = sp_leader_frec(h, device, 0);
+  uint8_t mine[SP_HASH_LEN];
+  int rv;
+
+  if (!r || (size_t)(r - h->frecs) < c->first || !r->registered ||
+      r->has_key) {
+    return 0;
+  }
+  if (memcmp(key, no_key, SP_PUBLIC_KEY_LEN) != 0) {
+    uint8_t listed[SP_PUBLIC_KEY_LEN];
+    const sp_registry *reg = &h->node->reg;
+    /* The host replaced the device's key since (a reinstall): what the
+     * old key acknowledged says nothing about the new key's log.  (The
+     * core needs no device_key otherwise: it may be absent.) */
+    if (reg->device_key &&
+        reg->device_key(device, listed, reg->user_data) == 0 &&
+        memcmp(listed, key, SP_PUBLIC_KEY_LEN) != 0) {
+      return 0;
+    }
+    memcpy(r->key, key, SP_PUBLIC_KEY_LEN);
+    r->has_key = 1;
+  }
+  if (acked == 0 || (r->has_acked && r->acked >= acked) ||
+      acked > h->bounds.latest || acked < h->bounds.pruned_through) {
+    return 0;
+  }
+  /* The chain hash commits to the whole prefix: only a position on this
+   * log's own history says anything about what the follower holds. */
+  rv = h->store.hash_at(acked, mine, h->store.user_data);
+  if (rv == SP_ERR_NOT_FOUND ||
+      (rv == 0 && memcmp(mine, hash, SP_HASH_LEN) != 0)) {
+    return 0;
+  }
+  if (rv != 0) {
+    c->failed = 1; /* unknown: the position is not counted */
+    return 0;
+  }
+  r->acked = acked;
+  r->has_acked = 1;
+  r->saved = acked;
+  return 0;
+}
+
+/* Seed the records from `first` on with the positions kept with the
+ * log: a follower that synced and went away before this leader started
+ * (or before the registry listed it) still counts as holding what it
+ * acknowledged.  Best-effort, as store.h says: a position that cannot be
+ * read or checked only counts as none, so errors are logged and the
+ * leader goes on. */
+static void load_kept_acks(sp_handler *h, size_t first) {
+  kept_ctx c;
+  int rv;
+
+  if (!can_keep(h)) {
+    return;
+  }
+  c.h = h;
+  c.first = first;
+  c.failed = 0;
+  rv = refresh_bounds(h);
+  if (rv == 0) {
+    rv = h->store.load_follower_acks(kept_sink, &c, h->store.user_data);
+  }
+  if (rv != 0 || c.failed) {
+    sp_log(h->node, SP_LOG_WARN, "loading kept follower positions: %s",
+           sp_err_name(rv ? rv : SP_ERR_STORE));
+  }
+}
+
+/* The key the peer of `s` proved, if the transport tells: 1, else 0. */
+static int stream_key(const sp_session *s, uint8_t key[SP_PUBLIC_KEY_LEN]) {
+  const sp_transport *tr = &s->node->tr;
+
+  return tr->version >= 2 && tr->peer_key &&
+         tr->peer_key(s->stream_id, key, tr->user_data) == 0;
+}
+
+/* Bind the record to the key `s` proved, once the transport knows it.  A
+ * key other than the record's is another device under the same id (or
+ * this one reinstalled): what the old key acknowledged says nothing about
+ * the new key's log, so the record starts over. */
+static void bind_key(sp_session *s) {
+  sp_handler *h = hof(s);
+  sp_lsess *l = &s->u.l;
+  sp_frec *r = s->rec;
+  char id[SP_UUID_STRING_LEN + 1];
+
+  if (l->has_key || !r || !stream_key(s, l->key)) {
+    return;
+  }
+  l->has_key = 1;
+  if (r->has_key && memcmp(r->key, l->key, SP_PUBLIC_KEY_LEN) == 0) {
+    return;
+  }
+  if (r->has_key) {
+    sp_log(h->node, SP_LOG_WARN,
+           "follower %s proves another key: its acknowledgements start over",
+           sp_uuid_format(&r->device, id));
+    r->acked = 0;
+    r->has_acked = 0;
+    r->saved = 0;
+    memcpy(r->key, l->key, SP_PUBLIC_KEY_LEN);
+    /* Forget the old key's kept position too (sequence 0: nothing). */
+    if (can_keep(h)) {
+      static const uint8_t none[SP_HASH_LEN];
+      if (h->store.save_follower_ack(&r->device, r->key, 0, none,
+                                     h->store.user_data) != 0) {
+        sp_log(h->node, SP_LOG_WARN, "keeping a follower key failed");
+      }
+    }
+    return;
+  }
+  /* First key for the record: what it holds (a position kept without a
+   * key) is now kept under this key, or the next leader would find the
+   * row keyless and this key's acks, equal to it, never saved. */
+  memcpy(r->key, l->key, SP_PUBLIC_KEY_LEN);
+  r->has_key = 1;
+  r->saved = 0;
+  keep_ack(h, r, 1);
+}
+
+int sp_leader_key_refused(sp_handler *h, sp_session *s) {
+  sp_frec *r = sp_leader_frec(h, &s->peer, 0);
+  sp_session *live = r ? r->session : NULL;
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  char id[SP_UUID_STRING_LEN + 1];
+
+  if (!live || live == s || live->dead || !stream_key(s, key)) {
+    return 0;
+  }
+  bind_key(live);
+  if (!live->u.l.has_key ||
+      memcmp(live->u.l.key, key, SP_PUBLIC_KEY_LEN) == 0) {
+    return 0;
+  }
+  sp_session_refuse(s, SP_ERR_DUPLICATE_DEVICE,
+                    "device %s is connected with another key",
+                    sp_uuid_format(&s->peer, id));
+  return 1;
 }
 
 /* ---- sessions ---- */
@@ -101,8 +369,7 @@ int sp_leader_attach(sp_session *s) {
   sp_frec *r;
 
   memset(l, 0, sizeof(*l));
-  l->queue = sp_calloc(&h->node->mem, h->cfg.max_queued_fetches,
-                       sizeof(*l->queue));
+  l->queue = sp_calloc(&h->node->mem, QCAP(h), sizeof(*l->queue));
   if (!l->queue) {
     return SP_ERR_NOMEM;
   }
@@ -122,6 +389,8 @@ int sp_leader_attach(sp_session *s) {
   }
   r->session = s;
   s->rec = r;
+  bind_key(s);
+  sp_leader_remember_address(s);
   return 0;
 }
 
@@ -132,6 +401,7 @@ void sp_leader_detach(sp_session *s) {
   sp_free(&h->node->mem, s->u.l.queue);
   s->u.l.queue = NULL;
   if (r && r->session == s) {
+    keep_ack(h, r, 1); /* what the catch-up interval held back */
     r->session = NULL;
     if (r->dial_backoff < h->cfg.reconnect_min) {
       r->dial_backoff = h->cfg.reconnect_min;
@@ -161,6 +431,7 @@ static void queue_sync_required(sp_session *s, sp_sync_reason reason,
   sp_event ev = {0};
 
   l->qlen = 0;
+  l->head_own = 0;
   /* It stops fetching: announcing entries to it would be noise, and
    * pushing them would be refused again at once, forever. */
   l->announced = h->bounds.latest;
@@ -190,11 +461,40 @@ static sp_sync_reason unservable(sp_handler *h, sp_seq since) {
   return 0;
 }
 
+static int own_row_corrupt(sp_handler *h, sp_seq seq);
+static void report_corrupt(sp_session *s, sp_seq seq);
+
+/* Queue one page from `since` ahead of the follower's requests. */
+static void resend_from(sp_session *s, sp_seq since, sp_seq end) {
+  sp_handler *h = hof(s);
+  sp_lsess *l = &s->u.l;
+  sp_range *head;
+
+  if (l->head_own == 0) {
+    l->qhead = (l->qhead + QCAP(h) - 1) % QCAP(h);
+    l->qlen++;
+    head = &l->queue[l->qhead];
+    head->cur = since;
+    head->end = end;
+  } else {
+    /* A push turns into it; several become one, from the lowest. */
+    head = &l->queue[l->qhead];
+    if (l->head_own == OWN_PUSH || since < head->cur) {
+      head->cur = since;
+    }
+    if (head->end < end) {
+      head->end = end;
+    }
+  }
+  l->head_own = OWN_RESEND;
+}
+
 static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
   sp_handler *h = hof(s);
   sp_lsess *l = &s->u.l;
   sp_sync_reason why;
   sp_range *slot;
+  sp_seq end;
 
   if (m->limit == 0 || m->limit > SP_MAX_FETCH_LIMIT) {
     sp_session_refuse(s, SP_ERR_FETCH_LIMIT,
@@ -209,6 +509,12 @@ static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
   if (!why && m->since_hash_len == SP_HASH_LEN) {
     uint8_t mine[SP_HASH_LEN];
     int rv = h->store.hash_at(m->since_sequence, mine, h->store.user_data);
+    if (rv == 0 && memcmp(mine, m->since_hash, SP_HASH_LEN) != 0 &&
+        own_row_corrupt(h, m->since_sequence)) {
+      /* Our stored hash rotted, not the follower's log. */
+      report_corrupt(s, m->since_sequence);
+      return;
+    }
     if (rv == SP_ERR_NOT_FOUND ||
         (rv == 0 && memcmp(mine, m->since_hash, SP_HASH_LEN) != 0)) {
       why = SP_SYNC_DIVERGENCE;
@@ -224,26 +530,43 @@ static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
   if (m->since_hash_len == SP_HASH_LEN && s->rec) {
     /* A resume point the chain vouches for is the follower's durable
      * position: count it as an acknowledgement. */
-    s->rec->acked = m->since_sequence;
-    s->rec->has_acked = 1;
-    s->rec->last_ack_at = h->node->now;
-    s->rec->dial_backoff = 0;
+    credit(h, s->rec, m->since_sequence);
     l->acked = m->since_sequence;
     l->has_acked = 1;
     sp_waits_check(h);
   }
-  if (l->qlen == h->cfg.max_queued_fetches) {
+  l->notify_outstanding = 0;
+  end = m->since_sequence + m->limit < m->since_sequence
+            ? UINT64_MAX
+            : m->since_sequence + m->limit;
+  if (end <= l->sent_through) {
+    /* It crossed pages already sent, which end it on the follower's side
+     * too when they arrive: it takes no slot, or the two would count
+     * differently. */
+    return;
+  }
+  if (m->since_sequence < l->done_through) {
+    /* It crossed a page saying has_more = false, which ended it on the
+     * follower's side: no slot.  It still gets one page from its start
+     * (one for any number of them), in case what it crossed never
+     * arrived. */
+    resend_from(s, m->since_sequence, end);
+    return;
+  }
+  if (l->head_own == OWN_PUSH) {
+    /* The follower's requests take over what the push had left. */
+    l->qlen = 0;
+    l->head_own = 0;
+  }
+  if (l->qlen - (l->head_own ? 1u : 0u) == h->cfg.max_queued_fetches) {
     sp_session_refuse(s, SP_ERR_TOO_MANY_REQUESTS,
                       "more than %u fetches queued", h->cfg.max_queued_fetches);
     return;
   }
   l->follower_current = 0;
-  slot = &l->queue[(l->qhead + l->qlen++) % h->cfg.max_queued_fetches];
+  slot = &l->queue[(l->qhead + l->qlen++) % QCAP(h)];
   slot->cur = m->since_sequence;
-  slot->end = m->since_sequence + m->limit < m->since_sequence
-                  ? UINT64_MAX
-                  : m->since_sequence + m->limit;
-  l->notify_outstanding = 0;
+  slot->end = end;
 }
 
 static void on_ack(sp_session *s, sp_seq up_to) {
@@ -269,10 +592,8 @@ static void on_ack(sp_session *s, sp_seq up_to) {
   l->acked = up_to;
   l->has_acked = 1;
   if (s->rec) {
-    s->rec->acked = up_to;
-    s->rec->has_acked = 1;
-    s->rec->last_ack_at = h->node->now;
-    s->rec->dial_backoff = 0;
+    credit(h, s->rec, up_to);
+    keep_ack(h, s->rec, 0);
     progress_of(h, s->rec, h->node->now, &ev.progress);
   }
   sp_emit_simple(h, SP_EVENT_ACK_RECEIVED, &s->peer, &ev);
@@ -303,6 +624,8 @@ static void on_other_leader(sp_session *s, const sp_msg *msg) {
 void sp_leader_on_msg(sp_session *s, const sp_msg *msg) {
   sp_handler *h = hof(s);
 
+  /* A stream we opened learns its key once connected. */
+  bind_key(s);
   if (msg->epoch > h->epoch) {
     sp_handler_step_down(h, msg->epoch, &s->peer);
     return;
@@ -367,7 +690,37 @@ typedef struct page_ctx {
   uint8_t last_hash[SP_HASH_LEN];
   int stopped;
   int too_big;
+  /* The link before the next entry, as the chain computes it (not as the
+   * store claims it), when known. */
+  uint8_t link[SP_HASH_LEN];
+  int have_link;
+  /* Sequence of the first entry the store fed (0: none). */
+  sp_seq first_seq;
+  /* First entry whose stored hash does not verify (0: none). */
+  sp_seq corrupt_seq;
 } page_ctx;
+
+/* A stored row is served only if it still matches its chain hash: the
+ * store is the leader's own, and a follower would otherwise take the
+ * leader's rot for its own divergence. */
+static int page_verify(page_ctx *c, const sp_entry *e,
+                       const uint8_t hash[SP_HASH_LEN]) {
+  uint8_t link[SP_HASH_LEN];
+
+  if (!c->have_link) {
+    /* After a gap the page starts in, the link before is not stored:
+     * take the row's own; the follower's chain still checks it. */
+    memcpy(c->link, hash, SP_HASH_LEN);
+    c->have_link = 1;
+    return 0;
+  }
+  if (sp_chain_link(c->link, e, link) != 0 ||
+      memcmp(link, hash, SP_HASH_LEN) != 0) {
+    return -1;
+  }
+  memcpy(c->link, link, SP_HASH_LEN);
+  return 0;
+}
 
 static int page_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
                      void *arg) {
@@ -375,6 +728,9 @@ static int page_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
   size_t body = sp_buf_pending(c->out) - c->body_start;
   size_t need = body + entry_len(e) + PAGE_TAIL_MAX;
 
+  if (c->first_seq == 0) {
+    c->first_seq = e->sequence;
+  }
   if (need > c->max_frame) {
     c->too_big = c->count == 0;
     c->stopped = 1;
@@ -384,8 +740,11 @@ static int page_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
     c->stopped = 1;
     return SP_SINK_STOP;
   }
-  if (sp_enc_check_entry(e) != 0) {
-    return SP_ERR_STORE_CORRUPT;
+  /* A row that no longer decodes rotted as much as one whose hash fails. */
+  if (sp_enc_check_entry(e) != 0 || page_verify(c, e, hash) != 0) {
+    c->corrupt_seq = e->sequence;
+    c->stopped = 1;
+    return SP_SINK_STOP;
   }
   if (sp_enc_entry(c->pk, e) != 0) {
     return SP_ERR_NOMEM;
@@ -410,6 +769,109 @@ static int page_failed(sp_session *s, size_t frame_rel, int code,
   }
   sp_session_close(s, code);
   return 0;
+}
+
+/* The leader's own log is corrupt at `seq`: tell the host (not again for
+ * the row last reported: every follower will meet it), and refuse the follower with the leader's
+ * reason.  A SyncRequired would send it to copy the corruption.  The
+ * session may be closed (and its queue freed) on return. */
+static void report_corrupt(sp_session *s, sp_seq seq) {
+  sp_handler *h = hof(s);
+
+  if (h->corrupt_reported != seq) {
+    sp_event ev = {0};
+    h->corrupt_reported = seq;
+    ev.error_code = SP_ERR_STORE_CORRUPT;
+    ev.to_sequence = seq;
+    ev.message = "stored row does not match its chain hash";
+    sp_emit_simple(h, SP_EVENT_LOG_CORRUPT, NULL, &ev);
+    sp_log(s->node, SP_LOG_ERROR, "log corrupt at %llu: not served",
+           (unsigned long long)seq);
+  }
+  sp_session_refuse(s, SP_ERR_STORE_CORRUPT, "leader's log is corrupt at %llu",
+                    (unsigned long long)seq);
+}
+
+/* Drop the page being built, then report_corrupt. */
+static int page_corrupt(sp_session *s, size_t frame_rel, sp_seq seq) {
+  s->out.len = s->out.off + frame_rel;
+  report_corrupt(s, seq);
+  return 1;
+}
+
+static int row_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
+                    void *arg) {
+  page_ctx *c = arg;
+
+  c->first_seq = e->sequence;
+  if (sp_enc_check_entry(e) != 0 || page_verify(c, e, hash) != 0) {
+    c->corrupt_seq = e->sequence;
+  }
+  return SP_SINK_STOP;
+}
+
+/* 1 if the leader's stored row `seq` does not chain from the row before
+ * it: its content or its stored hash rotted.  0 if it chains, or if that
+ * cannot be told (no link kept before it, a store error). */
+static int own_row_corrupt(sp_handler *h, sp_seq seq) {
+  page_ctx c;
+
+  if (seq == 0) {
+    return 0;
+  }
+  memset(&c, 0, sizeof(c));
+  if (h->store.hash_at(seq - 1, c.link, h->store.user_data) != 0) {
+    return 0;
+  }
+  c.have_link = 1;
+  if (h->store.read(seq - 1, seq, 1, row_sink, &c, h->store.user_data) < 0) {
+    return 0;
+  }
+  return c.first_seq == seq && c.corrupt_seq == seq;
+}
+
+/* Bounds and rows are separate store calls: a prune between them (or
+ * during the read) takes rows out of the page.  Judge a page that does
+ * not start right after `cur`, or that met a link that does not verify,
+ * only after reading the bounds again: a prune past `cur` explains it,
+ * and the follower is behind retention, not diverged. */
+static int pruned_under_read(sp_handler *h, sp_seq cur, const page_ctx *c,
+                             int *pruned) {
+  *pruned = 0;
+  if (c->first_seq == cur + 1 && c->corrupt_seq == 0) {
+    return 0;
+  }
+  if (refresh_bounds(h) != 0) {
+    return SP_ERR_STORE;
+  }
+  *pruned = cur < h->bounds.pruned_through;
+  return 0;
+}
+
+/* The follower's side of this is on_page's: a request ends when a page
+ * (pushed or not) reaches its end, and every one ends with a page saying
+ * has_more = false. */
+static void retire_requests(sp_session *s, sp_seq through, int has_more) {
+  sp_handler *h = hof(s);
+  sp_lsess *l = &s->u.l;
+
+  if (!has_more) {
+    l->qlen = 0;
+    l->done_through = through;
+  } else if (l->head_own == OWN_RESEND) {
+    /* One page, whatever it reached. */
+    l->qhead = (l->qhead + 1) % QCAP(h);
+    l->qlen--;
+    l->head_own = 0;
+  }
+  while (l->qlen > 0 && l->queue[l->qhead].end <= through) {
+    l->qhead = (l->qhead + 1) % QCAP(h);
+    l->qlen--;
+    l->head_own = 0;
+  }
+  if (l->qlen == 0) {
+    l->head_own = 0;
+  }
 }
 
 static int serve_page(sp_session *s) {
@@ -450,11 +912,35 @@ static int serve_page(sp_session *s) {
   }
   width = end > r->cur ? (size_t)(end - r->cur) : 0;
   if (width > 0) {
+    int pruned;
+    rv = h->store.hash_at(r->cur, c.link, h->store.user_data);
+    if (rv != 0 && rv != SP_ERR_NOT_FOUND) {
+      return page_failed(s, frame_rel, SP_ERR_STORE, "store hash_at failed");
+    }
+    c.have_link = rv == 0;
     rv = h->store.read(r->cur, end, width, page_sink, &c, h->store.user_data);
+    if (rv == SP_ERR_STORE_CORRUPT) {
+      /* The store could not decode the row after the last it fed: the
+       * page ends before it, and that row is the corruption. */
+      c.corrupt_seq = (c.count ? c.last_seq : r->cur) + 1;
+      c.stopped = 1;
+      rv = 0;
+    }
     if (rv < 0) {
       return page_failed(s, frame_rel,
                          rv == SP_ERR_NOMEM ? rv : SP_ERR_STORE,
                          "store read failed");
+    }
+    if (pruned_under_read(h, r->cur, &c, &pruned) != 0) {
+      return page_failed(s, frame_rel, SP_ERR_STORE, "store bounds failed");
+    }
+    if (pruned) {
+      s->out.len = s->out.off + frame_rel;
+      queue_sync_required(s, SP_SYNC_BEHIND_RETENTION, r->cur);
+      return 1;
+    }
+    if (c.corrupt_seq && c.count == 0) {
+      return page_corrupt(s, frame_rel, c.corrupt_seq);
     }
   }
   if (c.too_big) {
@@ -474,11 +960,10 @@ static int serve_page(sp_session *s) {
   sp_put_be32(s->out.data + s->out.off + frame_rel,
               (uint32_t)(sp_buf_pending(&s->out) - c.body_start));
   r->cur = through;
-  if (through >= r->end || through >= h->bounds.latest) {
-    l->qhead = (l->qhead + 1) % h->cfg.max_queued_fetches;
-    l->qlen--;
+  retire_requests(s, through, has_more);
+  if (l->sent_through < through) {
+    l->sent_through = through;
   }
-  l->sent_through = through;
   l->follower_current = !has_more;
   if (l->announced < h->bounds.latest) {
     l->announced = h->bounds.latest;
@@ -498,7 +983,20 @@ int sp_leader_next_frame(sp_session *s) {
     l->sync.reason = 0;
     return sp_session_queue(s, &msg) == 0;
   }
+  /* The follower holds what was sent: a request that pages sent already
+   * cover is over (a peer may send ranges out of order), and the rest
+   * start where it stands, so that no page is all duplicates. */
+  if (l->head_own != OWN_RESEND) {
+    retire_requests(s, l->sent_through, 1);
+  }
   if (l->qlen > 0) {
+    sp_range *r = &l->queue[l->qhead];
+    if (l->head_own == OWN_RESEND && r->cur < h->bounds.pruned_through) {
+      r->cur = h->bounds.pruned_through; /* the follower is past it */
+    }
+    if (r->cur < l->sent_through && l->head_own != OWN_RESEND) {
+      r->cur = l->sent_through;
+    }
     return serve_page(s);
   }
   if (h->cfg.push_inline && l->follower_current &&
@@ -508,6 +1006,7 @@ int sp_leader_next_frame(sp_session *s) {
     l->queue[l->qhead].cur = l->sent_through;
     l->queue[l->qhead].end = h->bounds.latest;
     l->qlen = 1;
+    l->head_own = OWN_PUSH;
     return serve_page(s);
   }
   if (!l->notify_outstanding && h->bounds.latest > l->announced) {
@@ -525,22 +1024,33 @@ int sp_leader_next_frame(sp_session *s) {
 
 /* ---- handler-level leader duties ---- */
 
+static void schedule_members(sp_handler *h) {
+  sp_duration iv = h->cfg.registry_refresh_interval;
+
+  h->members_at = iv && h->node->now <= SP_TSTAMP_MAX - iv
+                      ? h->node->now + iv
+                      : SP_TSTAMP_MAX;
+}
+
 int sp_leader_start(sp_handler *h) {
-  size_t i;
   int rv = refresh_bounds(h);
 
   if (rv != 0) {
     return rv;
   }
+  /* A term starts with what followers acknowledge in it: figures from an
+   * earlier term (leader -> follower -> leader) may stand for entries this
+   * log no longer holds, and would feed its retention floor and waits.
+   * Every record starts afresh, due to be dialled now.  Unlike the term's
+   * live acks, a kept position is a fact about the follower's own log,
+   * checked against this log's chain on load (refresh_members). */
+  h->nfrecs = 0;
+  schedule_members(h);
   rv = refresh_members(h);
-  if (rv != 0) {
-    return rv;
+  if (rv == 0) {
+    sp_leader_hint_addresses(h);
   }
-  for (i = 0; i < h->nfrecs; ++i) {
-    h->frecs[i].dial_at = h->node->now;
-    h->frecs[i].dial_backoff = 0;
-  }
-  return 0;
+  return rv;
 }
 
 void sp_leader_stop(sp_handler *h) {
@@ -570,14 +1080,14 @@ static void dial(sp_handler *h, sp_frec *r) {
     }
   }
   /* Whatever happened, the next attempt waits a little longer; a stream
-   * that works resets the backoff when the follower acknowledges. */
+   * that works resets the backoff when the follower acknowledges progress
+   * (a stream that connects and then fails does not). */
   r->dial_at = sp_handler_backoff(h, &r->dial_backoff);
 }
 
-void sp_leader_expire(sp_handler *h, sp_tstamp now) {
+static void dial_due(sp_handler *h, sp_tstamp now) {
   size_t i;
 
-  sp_waits_expire(h, now);
   for (i = 0; i < h->nfrecs && !h->stepped_down; ++i) {
     sp_frec *r = &h->frecs[i];
     if (r->registered && !r->session && r->dial_at <= now) {
@@ -586,12 +1096,29 @@ void sp_leader_expire(sp_handler *h, sp_tstamp now) {
   }
 }
 
+void sp_leader_expire(sp_handler *h, sp_tstamp now) {
+  sp_waits_expire(h, now);
+  if (!h->stepped_down && h->members_at <= now) {
+    int rv;
+    schedule_members(h);
+    rv = refresh_members(h);
+    if (rv != 0) {
+      /* The last list read stays in force until the next try. */
+      sp_log(h->node, SP_LOG_WARN, "registry members: %s", sp_err_name(rv));
+    }
+  }
+  dial_due(h, now);
+}
+
 sp_tstamp sp_leader_expiry(const sp_handler *h) {
   sp_tstamp t = sp_waits_expiry(h);
   size_t i;
 
   if (h->stepped_down) {
     return t;
+  }
+  if (h->members_at < t) {
+    t = h->members_at;
   }
   for (i = 0; i < h->nfrecs; ++i) {
     const sp_frec *r = &h->frecs[i];
@@ -628,6 +1155,25 @@ int sp_handler_notify_new_entries(sp_handler *h, sp_seq from, sp_seq to,
     int fatal = sp_node_reap(h->node);
     return fatal ? fatal : rv;
   }
+}
+
+int sp_handler_registry_changed(sp_handler *h, sp_tstamp now) {
+  int rv, fatal;
+
+  if (!h) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (h->role != SP_ROLE_LEADER || h->stepped_down) {
+    return 0;
+  }
+  h->node->now = now;
+  rv = refresh_members(h);
+  if (rv == 0) {
+    schedule_members(h);
+    dial_due(h, now);
+  }
+  fatal = sp_node_reap(h->node);
+  return fatal ? fatal : rv;
 }
 
 int sp_handler_follower_progress(sp_handler *h, const sp_uuid *device,

@@ -8,11 +8,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "sp_cluster.h"
+#include "sp_core.h"
 #include "sp_test_mem.h"
 
 #define MS SP_MILLISECONDS
@@ -28,6 +30,10 @@ typedef struct host {
   int registry_fails;
   int state_fails;
   int bounds_fails;
+  /* The transport's open_stream fails with this code (0: it succeeds). */
+  int open_fails;
+  /* The registry names no leader. */
+  int no_leader;
   sp_mem_store *store;
   sp_store inner;
 } host;
@@ -45,6 +51,9 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
   host *h = ud;
 
   (void)lib;
+  if (h->no_leader) {
+    return SP_ERR_NOT_FOUND;
+  }
   *leader = h->other;
   return 0;
 }
@@ -71,6 +80,9 @@ static int t_open(const sp_uuid *peer, const sp_uuid *library,
 
   (void)peer;
   (void)library;
+  if (h->open_fails) {
+    return h->open_fails;
+  }
   *stream_id = (uint64_t)++h->opens;
   return 0;
 }
@@ -353,6 +365,40 @@ static void test_handler_new_validation(void **state) {
   host_free(&h);
 }
 
+/* A host compiled against version 1 of sp_handler_config passes a shorter
+ * struct: nothing past it is read, and the later fields get defaults.  The
+ * config sits at the end of an exact-size heap block so ASan sees any read
+ * beyond it. */
+static void test_handler_config_version_1(void **state) {
+  const size_t v1 = offsetof(sp_handler_config, registry_refresh_interval);
+  host h;
+  sp_node_config cfg;
+  sp_registry reg;
+  sp_transport tr;
+  sp_store st;
+  sp_node *node;
+  sp_handler *hd = NULL;
+  sp_handler_config hc, *old;
+
+  (void)state;
+  host_init(&h, &cfg, &reg, &tr, &st);
+  assert_int_equal(sp_node_new(&node, &cfg, &reg, NULL, &tr, NULL), 0);
+  sp_handler_config_default(&hc);
+  hc.library_id = h.lib;
+  hc.version = 1;
+  hc.fetch_window = 7;
+  old = malloc(v1);
+  assert_non_null(old);
+  memcpy(old, &hc, v1);
+  assert_int_equal(sp_handler_new(&hd, node, old, &st, 0), 0);
+  free(old);
+  assert_int_equal(hd->cfg.fetch_window, 7);
+  assert_int_equal(hd->cfg.registry_refresh_interval, 60 * SP_SECONDS);
+  sp_handler_del(hd);
+  sp_node_del(node);
+  host_free(&h);
+}
+
 /* The host's callbacks failing during creation: nothing stays attached. */
 static void test_handler_new_host_failures(void **state) {
   host h;
@@ -392,6 +438,142 @@ static void test_handler_new_host_failures(void **state) {
   /* And then it works. */
   assert_int_equal(sp_handler_new(&hd, node, &hc, &st, 0), 0);
   assert_non_null(hd);
+  sp_node_del(node);
+  host_free(&h);
+}
+
+/* ---- sp_handler_request_entries: exactly one ending per request ---- */
+
+typedef struct req_seen {
+  int calls;
+  int status;
+} req_seen;
+
+static int on_req(sp_handler *hd, int status, sp_seq applied, void *ud) {
+  req_seen *r = ud;
+
+  (void)hd;
+  (void)applied;
+  r->calls++;
+  r->status = status;
+  return 0;
+}
+
+/* Run the node's timers (reconnects included) for `span`. */
+static void run_timers(sp_node *node, sp_tstamp *now, sp_duration span) {
+  sp_tstamp end = *now + span, t;
+
+  while ((t = sp_node_get_expiry(node)) <= end) {
+    *now = t > *now ? t : *now;
+    assert_int_equal(sp_node_handle_expiry(node, *now), 0);
+  }
+  *now = end;
+}
+
+static sp_handler *open_follower(host *h, sp_node **node) {
+  sp_node_config cfg;
+  sp_registry reg;
+  sp_transport tr;
+  sp_store st;
+  sp_handler_config hc;
+  sp_handler *hd = NULL;
+  int open_fails = h->open_fails, no_leader = h->no_leader;
+
+  host_init(h, &cfg, &reg, &tr, &st);
+  h->open_fails = open_fails;
+  h->no_leader = no_leader;
+  assert_int_equal(sp_node_new(node, &cfg, &reg, NULL, &tr, NULL), 0);
+  sp_handler_config_default(&hc);
+  hc.library_id = h->lib;
+  hc.role = SP_ROLE_FOLLOWER;
+  assert_int_equal(sp_handler_new(&hd, *node, &hc, &st, 0), 0);
+  return hd;
+}
+
+/* Connecting fails synchronously (the transport cannot open a stream, the
+ * registry names no leader): the request is refused at once, and no
+ * callback ever comes for it. */
+static void request_when_connect_fails(int open_fails, int no_leader,
+                                       int want) {
+  host h;
+  sp_node *node;
+  sp_handler *hd;
+  req_seen r = {0, 0};
+  sp_tstamp now = 0;
+  int rv;
+
+  memset(&h, 0, sizeof(h));
+  h.open_fails = open_fails;
+  h.no_leader = no_leader;
+  hd = open_follower(&h, &node);
+  run_timers(node, &now, 5 * SP_SECONDS);
+  rv = sp_handler_request_entries(hd, 0, on_req, &r, now);
+  run_timers(node, &now, 120 * SP_SECONDS);
+  /* Either refused with no callback, or accepted with exactly one. */
+  assert_true((rv < 0 && r.calls == 0) || (rv == 0 && r.calls == 1));
+  assert_int_equal(rv, want);
+  /* Still one request at a time once connecting works again. */
+  h.open_fails = 0;
+  h.no_leader = 0;
+  assert_int_equal(sp_handler_request_entries(hd, 0, on_req, &r, now), 0);
+  assert_int_equal(r.calls, 0);
+  sp_node_del(node);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, SP_ERR_CANCELED);
+  host_free(&h);
+}
+
+static void test_request_entries_connect_fails(void **state) {
+  (void)state;
+  request_when_connect_fails(SP_ERR_UNREACHABLE, 0, SP_ERR_UNREACHABLE);
+  request_when_connect_fails(SP_ERR_IO, 0, SP_ERR_IO);
+  request_when_connect_fails(0, 1, SP_ERR_NOT_FOUND);
+}
+
+/* An accepted request ends in exactly one callback whatever ends it: the
+ * stream lost, the role changed, the handler deleted. */
+static void test_request_entries_one_callback(void **state) {
+  host h;
+  sp_node *node;
+  sp_handler *hd;
+  req_seen r = {0, 0};
+  sp_tstamp now = 0;
+
+  (void)state;
+  memset(&h, 0, sizeof(h));
+  hd = open_follower(&h, &node);
+  assert_int_equal(h.opens, 1);
+
+  /* The stream is lost; reconnecting then fails synchronously. */
+  assert_int_equal(sp_handler_request_entries(hd, 0, on_req, &r, now), 0);
+  h.open_fails = SP_ERR_UNREACHABLE;
+  assert_int_equal(sp_node_stream_closed(node, 1, &h.other,
+                                         SP_ERR_CONNECTION_LOST, now),
+                   0);
+  run_timers(node, &now, 120 * SP_SECONDS);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(r.status, SP_ERR_CONNECTION_LOST);
+
+  /* Connecting works again: a request made while disconnected connects
+   * at once instead of waiting out the backoff. */
+  h.open_fails = 0;
+  assert_int_equal(sp_handler_request_entries(hd, 0, on_req, &r, now), 0);
+  assert_int_equal(h.opens, 2);
+  /* The role changes under it. */
+  assert_int_equal(sp_handler_set_role(hd, SP_ROLE_LEADER, 5, now), 0);
+  assert_int_equal(r.calls, 2);
+  assert_int_equal(r.status, SP_ERR_CANCELED);
+  run_timers(node, &now, 60 * SP_SECONDS);
+  assert_int_equal(r.calls, 2);
+
+  /* Back to follower; the handler is deleted under a pending request. */
+  assert_int_equal(sp_handler_set_role(hd, SP_ROLE_FOLLOWER, 0, now), 0);
+  assert_int_equal(sp_handler_request_entries(hd, 0, on_req, &r, now), 0);
+  sp_handler_del(hd);
+  assert_int_equal(r.calls, 3);
+  assert_int_equal(r.status, SP_ERR_CANCELED);
+  run_timers(node, &now, 60 * SP_SECONDS);
+  assert_int_equal(r.calls, 3);
   sp_node_del(node);
   host_free(&h);
 }
@@ -697,7 +879,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_node_new_validation),
       cmocka_unit_test(test_handler_new_validation),
+      cmocka_unit_test(test_handler_config_version_1),
       cmocka_unit_test(test_handler_new_host_failures),
+      cmocka_unit_test(test_request_entries_connect_fails),
+      cmocka_unit_test(test_request_entries_one_callback),
       cmocka_unit_test(test_status_and_user_data),
       cmocka_unit_test(test_find_handler),
       cmocka_unit_test(test_failover_set_role),

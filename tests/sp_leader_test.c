@@ -400,6 +400,206 @@ static void test_divergence_on_resume(void **state) {
   tc_free(&t);
 }
 
+/* Streams the leader opened, counted per follower: the leader speaks
+ * first on a stream it dials (a follower's hello opens the others). */
+typedef struct dials {
+  uint64_t seen[8192];
+  size_t nseen;
+  long by_leader[TC_MAX_DEVS];
+} dials;
+
+static int count_dials(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
+  dials *c = t->fault_ud;
+  size_t i;
+  int k;
+
+  (void)v;
+  for (i = 0; i < c->nseen; ++i) {
+    if (c->seen[i] == d->stream_id) {
+      return 0;
+    }
+  }
+  assert_true(c->nseen < sizeof(c->seen) / sizeof(c->seen[0]));
+  c->seen[c->nseen++] = d->stream_id;
+  if (!sp_uuid_equal(&d->from, &t->dev[LEADER].id)) {
+    return 0;
+  }
+  for (k = 0; k < t->ndevs; ++k) {
+    if (sp_uuid_equal(&d->to, &t->dev[k].id)) {
+      c->by_leader[k]++;
+    }
+  }
+  return 0;
+}
+
+/* A follower whose store keeps failing: the resume fetch succeeds every
+ * time and the page fails every time.  Only acknowledged progress resets
+ * the leader's dial backoff, so its dials to that follower thin out
+ * (doubling from reconnect_min to reconnect_max) instead of coming every
+ * reconnect_min forever; once the store works again it catches up. */
+static void test_dial_backoff_without_progress(void **state) {
+  static dials c;
+  tc t;
+
+  (void)state;
+  memset(&c, 0, sizeof(c));
+  start(&t, 2, 1 * MS);
+  t.fault = count_dials;
+  t.fault_ud = &c;
+  tc_append(&t, LIB, 10, 10);
+  assert_true(tc_converge(&t, LIB, SP_SECONDS));
+  sp_mem_store_fail_applies(t.dev[F1].store[LIB], 1000000);
+  tc_append(&t, LIB, 10, 10);
+  tc_run_for(&t, 60 * SP_SECONDS);
+  assert_int_equal(tc_applied(&t, F1, LIB), 10);
+  print_message("leader dials to the failing follower in 60 s: %ld\n",
+                c.by_leader[F1]);
+  /* 100 ms doubling to 30 s, drawn in [b/2, b]: about ten dials in a
+   * minute. */
+  assert_in_range(c.by_leader[F1], 1, 16);
+  sp_mem_store_fail_applies(t.dev[F1].store[LIB], 0);
+  assert_true(tc_converge(&t, LIB, 45 * SP_SECONDS));
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
+static sp_ssize listed(tc *t, int dev) {
+  sp_follower_progress p[TC_MAX_DEVS];
+  sp_ssize n = sp_handler_list_followers(t->dev[LEADER].h[LIB], p,
+                                         TC_MAX_DEVS, t->now);
+  sp_ssize i;
+
+  assert_true(n >= 0 && n <= TC_MAX_DEVS);
+  for (i = 0; i < n; ++i) {
+    if (sp_uuid_equal(&p[i].device_id, &t->dev[dev].id)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The registry changes while the leader runs and nobody tells it: its
+ * scheduled re-read dials a device added later and drops one removed
+ * (its stream closed, never dialled again, no longer listed). */
+static void test_registry_refreshed_on_schedule(void **state) {
+  static dials c;
+  tc t;
+  sp_seq latest;
+  int k;
+
+  (void)state;
+  memset(&c, 0, sizeof(c));
+  assert_int_equal(tc_init(&t, 3, 1, 1 * MS, NULL), 0);
+  t.fault = count_dials;
+  t.fault_ud = &c;
+  t.dev[2].member[LIB] = 0;
+  /* Device 2 hardly ever dials on its own: only the leader brings it in. */
+  t.dev[2].cfg[LIB].reconnect_min = 600 * SP_SECONDS;
+  t.dev[2].cfg[LIB].reconnect_max = 600 * SP_SECONDS;
+  for (k = 0; k < 3; ++k) {
+    assert_int_equal(tc_open(&t, k, LIB), 0);
+  }
+  latest = tc_append(&t, LIB, 10, 10);
+  tc_run_for(&t, SP_SECONDS);
+  assert_int_equal(tc_applied(&t, F1, LIB), latest);
+  assert_int_equal(tc_applied(&t, 2, LIB), 0);
+  assert_false(listed(&t, 2));
+
+  t.dev[2].member[LIB] = 1;
+  tc_run_for(&t, 70 * SP_SECONDS);
+  assert_int_equal(tc_applied(&t, 2, LIB), latest);
+  assert_true(listed(&t, 2));
+  assert_true(c.by_leader[2] >= 1);
+
+  t.dev[F1].member[LIB] = 0;
+  tc_run_for(&t, 70 * SP_SECONDS);
+  assert_false(listed(&t, F1));
+  c.by_leader[F1] = 0;
+  latest = tc_append(&t, LIB, 10, 10);
+  tc_run_for(&t, 70 * SP_SECONDS);
+  assert_int_equal(tc_applied(&t, 2, LIB), latest);
+  assert_int_equal(tc_applied(&t, F1, LIB), latest - 10);
+  assert_int_equal(c.by_leader[F1], 0);
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
+/* The host says the registry changed: the leader acts at once.  A device
+ * removed loses its stream (refused: not a member), is not dialled, not
+ * listed and no longer counts; put back, it is dialled and catches up. */
+static void test_registry_changed_call(void **state) {
+  static dials c;
+  wait_result w = {0};
+  tc t;
+  sp_handler *lh;
+  sp_follower_progress p;
+  sp_seq latest;
+  int k;
+
+  (void)state;
+  memset(&c, 0, sizeof(c));
+  assert_int_equal(tc_init(&t, 3, 1, 1 * MS, NULL), 0);
+  t.fault = count_dials;
+  t.fault_ud = &c;
+  t.dev[2].member[LIB] = 0;
+  /* Neither follower comes back on its own within the test. */
+  for (k = 1; k < 3; ++k) {
+    t.dev[k].cfg[LIB].reconnect_min = 600 * SP_SECONDS;
+    t.dev[k].cfg[LIB].reconnect_max = 600 * SP_SECONDS;
+  }
+  t.dev[LEADER].cfg[LIB].registry_refresh_interval = 0; /* no schedule */
+  for (k = 0; k < 3; ++k) {
+    assert_int_equal(tc_open(&t, k, LIB), 0);
+  }
+  lh = t.dev[LEADER].h[LIB];
+  latest = tc_append(&t, LIB, 10, 10);
+  tc_run_for(&t, SP_SECONDS);
+  assert_int_equal(tc_applied(&t, F1, LIB), latest);
+  assert_int_equal(tc_applied(&t, 2, LIB), 0);
+
+  /* Added: dialled at once. */
+  t.dev[2].member[LIB] = 1;
+  assert_int_equal(sp_handler_registry_changed(lh, t.now), 0);
+  assert_true(tc_converge(&t, LIB, SP_SECONDS));
+  assert_true(listed(&t, 2));
+
+  /* Removed: refused now, and nothing more reaches it. */
+  t.dev[F1].member[LIB] = 0;
+  c.by_leader[F1] = 0;
+  assert_int_equal(sp_handler_registry_changed(lh, t.now), 0);
+  tc_run_for(&t, 10 * MS);
+  assert_int_equal(t.dev[F1].counts.last_error, SP_ERR_NOT_MEMBER);
+  assert_false(listed(&t, F1));
+  assert_int_equal(sp_handler_follower_progress(lh, &t.dev[F1].id, t.now, &p),
+                   SP_ERR_NOT_FOUND);
+  latest = tc_append(&t, LIB, 10, 10);
+  tc_run_for(&t, 10 * SP_SECONDS);
+  assert_int_equal(tc_applied(&t, 2, LIB), latest);
+  assert_int_equal(tc_applied(&t, F1, LIB), latest - 10);
+  assert_int_equal(c.by_leader[F1], 0);
+  /* Every follower now means device 2 alone. */
+  assert_int_equal(sp_handler_wait_acks(lh, latest, 0, t.now + SP_SECONDS,
+                                        on_wait, &w, t.now), 1);
+  assert_int_equal(w.calls, 0);
+
+  /* Back: dialled and caught up; its old figures were forgotten. */
+  t.dev[F1].member[LIB] = 1;
+  assert_int_equal(sp_handler_registry_changed(lh, t.now), 0);
+  assert_int_equal(sp_handler_follower_progress(lh, &t.dev[F1].id, t.now, &p),
+                   0);
+  assert_false(p.has_acked);
+  assert_true(tc_converge(&t, LIB, SP_SECONDS));
+  assert_int_equal(c.by_leader[F1], 1);
+  assert_true(tc_is_prefix(&t, F1, LIB));
+
+  /* A follower has nothing to do; NULL is refused. */
+  assert_int_equal(sp_handler_registry_changed(t.dev[F1].h[LIB], t.now), 0);
+  assert_int_equal(sp_handler_registry_changed(NULL, t.now),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_live_push),
@@ -413,6 +613,9 @@ int main(void) {
       cmocka_unit_test(test_sync_required_behind),
       cmocka_unit_test(test_sync_required_ahead),
       cmocka_unit_test(test_divergence_on_resume),
+      cmocka_unit_test(test_dial_backoff_without_progress),
+      cmocka_unit_test(test_registry_refreshed_on_schedule),
+      cmocka_unit_test(test_registry_changed_call),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,8 @@ typedef struct fx {
   sp_uuid self;
   sp_uuid f[NF];
   size_t nmembers; /* self + the first nmembers-1 followers */
+  unsigned removed; /* bit i: follower i left the registry */
+  int members_fail; /* the registry cannot list members */
   sp_uuid lib;
   sp_mem_store *store;
   sp_node *node;
@@ -42,6 +44,8 @@ typedef struct fx {
   sp_event_type fail_event;   /* on_event fails for this type (0: none) */
   long events;
   int closes;
+  int opens; /* the leader's dials */
+  long members_calls; /* registry members() calls */
 } fx;
 
 /* ---- host ---- */
@@ -54,7 +58,8 @@ static int r_is_member(const sp_uuid *lib, const sp_uuid *device,
   (void)lib;
   *is_member = sp_uuid_equal(device, &x->self);
   for (i = 0; i + 1 < x->nmembers; ++i) {
-    *is_member |= sp_uuid_equal(device, &x->f[i]);
+    *is_member |=
+        !(x->removed >> i & 1u) && sp_uuid_equal(device, &x->f[i]);
   }
   return 0;
 }
@@ -72,20 +77,34 @@ static int r_members(const sp_uuid *lib, sp_uuid *out, size_t cap,
   fx *x = ud;
   size_t i;
 
+  size_t n = 0;
+
   (void)lib;
-  for (i = 0; i < x->nmembers && i < cap; ++i) {
-    out[i] = i == 0 ? x->self : x->f[i - 1];
+  x->members_calls++;
+  if (x->members_fail) {
+    return SP_ERR_IO;
   }
-  *count = x->nmembers;
+  for (i = 0; i < x->nmembers; ++i) {
+    if (i > 0 && (x->removed >> (i - 1) & 1u)) {
+      continue;
+    }
+    if (n < cap) {
+      out[n] = i == 0 ? x->self : x->f[i - 1];
+    }
+    ++n;
+  }
+  *count = n;
   return 0;
 }
 
 static int t_open(const sp_uuid *peer, const sp_uuid *library,
                   uint64_t *stream_id, void *ud) {
+  fx *x = ud;
+
   (void)peer;
   (void)library;
   (void)stream_id;
-  (void)ud;
+  x->opens++;
   return SP_ERR_UNREACHABLE; /* the leader's dials go nowhere */
 }
 
@@ -130,7 +149,7 @@ static int on_wait(sp_handler *h, sp_seq seq, int status, size_t acked,
 
 /* Fixtures are static and tracked while alive, so that one left behind by
  * a failed assertion is still freed by the group teardown. */
-static fx *live_fx[2];
+static fx *live_fx[16];
 
 static void fx_track(fx *x, int on) {
   size_t i;
@@ -143,6 +162,9 @@ static void fx_track(fx *x, int on) {
   }
   assert_false(on);
 }
+
+/* Store vtable version fx_init hands over (0: the store's own). */
+static unsigned fx_store_version;
 
 static void fx_init(fx *x, size_t followers) {
   sp_node_config cfg;
@@ -187,6 +209,9 @@ static void fx_init(fx *x, size_t followers) {
     assert_int_equal(sp_mem_store_append(x->store, &e, NULL), 0);
   }
   sp_mem_store_get_vtable(x->store, &st);
+  if (fx_store_version) {
+    st.version = fx_store_version;
+  }
   sp_handler_config_default(&hc);
   hc.library_id = x->lib;
   hc.reconnect_min = 10 * SP_SECONDS; /* dials rarely */
@@ -600,8 +625,179 @@ static void test_registry_shrinks(void **state) {
   fx_free(&x);
 }
 
+/* "Every follower" means every follower the registry lists now: acks of
+ * a device that left do not stand in for one that joined and has
+ * acknowledged nothing. */
+static void test_every_follower_counts_members_only(void **state) {
+  static fx x;
+  sp_tstamp dl;
+
+  (void)state;
+  fx_init(&x, 2);
+  dl = x.now + 60 * SP_SECONDS;
+  assert_int_equal(ack(&x, 0, 5), 0);
+  assert_int_equal(ack(&x, 1, 5), 0);
+  x.removed = 1u << 1; /* the second follower leaves... */
+  x.nmembers = 4;      /* ...and a third joins */
+  assert_int_equal(sp_handler_wait_acks(x.h, 5, 0, dl, on_wait, &x, x.now),
+                   0);
+  /* Two followers asked for: the one that left is not one of them. */
+  assert_int_equal(sp_handler_wait_acks(x.h, 5, 2, dl, on_wait, &x, x.now),
+                   0);
+  assert_int_equal(x.ncalls, 0);
+  assert_int_equal(ack(&x, 2, 5), 0);
+  assert_int_equal(x.ncalls, 2);
+  assert_int_equal(x.calls[0].status, 0);
+  assert_int_equal(x.calls[0].acked, 2);
+  assert_int_equal(x.calls[1].status, 0);
+  assert_int_equal(x.calls[1].acked, 2);
+  fx_free(&x);
+}
+
+/* A leader's term starts with nothing acknowledged: what followers
+ * acknowledged in an earlier term (leader -> follower -> leader) neither
+ * satisfies waits nor raises the retention floor until they acknowledge
+ * again in this one. */
+static void test_new_term_forgets_acks(void **state) {
+  static fx x;
+  sp_follower_progress p[NF];
+  sp_seq floor = 99;
+  sp_ssize n, i;
+
+  (void)state;
+  /* A store that keeps no follower positions of its own (version 1):
+   * what counts here is only what the leader held in memory. */
+  fx_store_version = 1;
+  fx_init(&x, 2);
+  fx_store_version = 0;
+  assert_int_equal(ack(&x, 0, 5), 0);
+  assert_int_equal(ack(&x, 1, 7), 0);
+  assert_int_equal(sp_handler_retention_floor(x.h, &floor), 0);
+  assert_int_equal(floor, 5);
+  assert_int_equal(sp_handler_set_role(x.h, SP_ROLE_FOLLOWER, 0, x.now), 0);
+  assert_int_equal(sp_handler_set_role(x.h, SP_ROLE_LEADER, 2, x.now), 0);
+  assert_int_equal(sp_handler_retention_floor(x.h, &floor), 0);
+  assert_int_equal(floor, 0);
+  assert_int_equal(sp_handler_wait_acks(x.h, 5, 1, x.now + SP_SECONDS,
+                                        on_wait, &x, x.now), 0);
+  n = sp_handler_list_followers(x.h, p, NF, x.now);
+  assert_int_equal(n, 2);
+  for (i = 0; i < n; ++i) {
+    assert_false(p[i].has_acked);
+    assert_int_equal(p[i].acked_sequence, 0);
+  }
+  assert_int_equal(x.ncalls, 0);
+  fx_free(&x);
+}
+
+/* The registry failing to list members changes nothing: the leader keeps
+ * the list it had, scheduled re-reads try again later, and the host's
+ * call says why. */
+static void test_registry_unreadable(void **state) {
+  static fx x;
+  sp_follower_progress p[NF];
+  int closes;
+
+  (void)state;
+  fx_init(&x, 2);
+  assert_int_equal(ack(&x, 0, 5), 0);
+  assert_int_equal(ack(&x, 1, 5), 0);
+  x.members_fail = 1;
+  assert_int_equal(sp_handler_registry_changed(x.h, x.now), SP_ERR_REGISTRY);
+  assert_int_equal(expire(&x, x.now + 3600 * SP_SECONDS), 0);
+  assert_int_equal(sp_handler_list_followers(x.h, p, NF, x.now), 2);
+  assert_int_equal(sp_handler_wait_acks(x.h, 5, 0, x.now + SP_SECONDS,
+                                        on_wait, &x, x.now),
+                   SP_ERR_REGISTRY);
+  x.members_fail = 0;
+  x.removed = 1u << 0;
+  closes = x.closes;
+  assert_int_equal(sp_handler_registry_changed(x.h, x.now), 0);
+  assert_int_equal(sp_handler_list_followers(x.h, p, NF, x.now), 1);
+  assert_true(sp_uuid_equal(&p[0].device_id, &x.f[1]));
+  assert_int_equal(x.closes, closes + 1); /* the one that left */
+  assert_int_equal(x.ncalls, 0);
+  fx_free(&x);
+}
+
+/* Follower 0 comes back on a new stream, acknowledges `seq`, and leaves. */
+static void visit(fx *x, uint64_t stream, sp_seq seq) {
+  x->stream[0] = stream;
+  assert_int_equal(sp_node_stream_opened(x->node, stream, &x->f[0], x->now),
+                   0);
+  assert_int_equal(ack(x, 0, seq), 0);
+  assert_int_equal(sp_node_stream_closed(x->node, stream, &x->f[0], 0,
+                                         x->now), 0);
+}
+
+/* Dials the leader makes in (now, now + d]. */
+static int dials_within(fx *x, sp_duration d) {
+  sp_tstamp end = x->now + d;
+  int before = x->opens;
+
+  while (sp_node_get_expiry(x->node) <= end) {
+    assert_int_equal(expire(x, sp_node_get_expiry(x->node)), 0);
+  }
+  x->now = end;
+  return x->opens - before;
+}
+
+/* The leader's dial backoff (reconnect_min 10 s, max 60 s here) resets
+ * only when a follower's acknowledged sequence moves forward: a follower
+ * that connects and acknowledges again what it had acknowledged (no
+ * progress) leaves it as it grew. */
+static void test_repeated_ack_keeps_dial_backoff(void **state) {
+  static fx x;
+
+  (void)state;
+  fx_init(&x, 1);
+  visit(&x, 2000, 5);
+  assert_int_equal(dials_within(&x, 11 * SP_SECONDS), 1);
+  /* Failing dials: the backoff grows to its cap. */
+  assert_true(dials_within(&x, 300 * SP_SECONDS) >= 3);
+  visit(&x, 2001, 5);
+  assert_int_equal(dials_within(&x, 25 * SP_SECONDS), 0);
+  assert_int_equal(dials_within(&x, 40 * SP_SECONDS), 1);
+  /* Progress: back to reconnect_min. */
+  visit(&x, 2002, 6);
+  assert_int_equal(dials_within(&x, 11 * SP_SECONDS), 1);
+  fx_free(&x);
+}
+
+/* One ack re-checks every wait against one reading of the member list,
+ * and so does one expiry pass: the registry is asked once, not once per
+ * wait. */
+static void test_one_member_read_per_pass(void **state) {
+  static fx x;
+  sp_tstamp dl;
+  int i;
+
+  (void)state;
+  fx_init(&x, 3);
+  assert_int_equal(ack(&x, 0, 1), 0);
+  dl = x.now + 10 * SP_SECONDS; /* before the registry's re-read */
+  for (i = 0; i < 6; ++i) {
+    assert_int_equal(
+        sp_handler_wait_acks(x.h, 8, 0, dl, on_wait, &x, x.now), 0);
+  }
+  x.members_calls = 0;
+  assert_int_equal(ack(&x, 0, 2), 0);
+  assert_int_equal(x.members_calls, 1);
+  assert_int_equal(x.ncalls, 0);
+  x.members_calls = 0;
+  assert_int_equal(expire(&x, dl), 0);
+  assert_int_equal(x.ncalls, 6);
+  assert_int_equal(x.members_calls, 1);
+  for (i = 0; i < 6; ++i) {
+    assert_int_equal(x.calls[i].status, SP_ERR_DEADLINE);
+    assert_int_equal(x.calls[i].acked, 0);
+  }
+  fx_free(&x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_one_member_read_per_pass),
       cmocka_unit_test(test_already_satisfied),
       cmocka_unit_test(test_more_than_followers),
       cmocka_unit_test(test_order),
@@ -613,6 +809,10 @@ int main(void) {
       cmocka_unit_test(test_invalid),
       cmocka_unit_test(test_follower_and_stepped_down),
       cmocka_unit_test(test_registry_shrinks),
+      cmocka_unit_test(test_every_follower_counts_members_only),
+      cmocka_unit_test(test_new_term_forgets_acks),
+      cmocka_unit_test(test_registry_unreadable),
+      cmocka_unit_test(test_repeated_ack_keeps_dial_backoff),
   };
   return cmocka_run_group_tests(tests, NULL, free_leftovers);
 }
