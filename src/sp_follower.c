@@ -10,6 +10,7 @@
  * is never applied.  Anything that breaks the stream sends the follower back
  * to its durable state through a reconnect.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "sp_core.h"
@@ -34,7 +35,108 @@ static void schedule_reconnect(sp_handler *h) {
   h->reconnect_at = sp_handler_backoff(h, &h->backoff);
 }
 
-static void connect_leader(sp_handler *h) {
+/* What opened a store failure episode (h->store_failing): a write ends
+ * only with a write that succeeds (a full disk still reads); a failed
+ * state() read ends with the next read that succeeds, or an idle,
+ * caught-up follower, which writes nothing, would stay failing. */
+#define FAILING_WRITE 1
+#define FAILING_STATE 2
+
+/* A local store failure.  Retrying at once would only fail again (a full
+ * disk stays full), and accepting the leader's next stream is retrying at
+ * once: so the episode keeps the backoff growing until the failed call
+ * succeeds, incoming streams are refused meanwhile, and the host is told
+ * once per episode, not once per retry.  A pending request ends with it. */
+static void store_failed(sp_handler *h, const sp_uuid *peer, int rv,
+                         const char *what) {
+  char text[128];
+  sp_event ev = {0};
+
+  sp_log(h->node, SP_LOG_WARN, "store %s failed (%s); backing off", what,
+         sp_err_name(rv));
+  request_done(h, SP_ERR_STORE);
+  if (h->store_failing) {
+    if (strcmp(what, "state") != 0) {
+      h->store_failing = FAILING_WRITE; /* a read alone no longer ends it */
+    }
+    return;
+  }
+  h->store_failing = strcmp(what, "state") == 0 ? FAILING_STATE
+                                                 : FAILING_WRITE;
+  /* The store's own code is its cause, when it is one of ours. */
+  ev.error_code =
+      rv < 0 && strcmp(sp_err_name(rv), "SP_ERR_UNKNOWN") != 0 ? rv
+                                                               : SP_ERR_STORE;
+  snprintf(text, sizeof(text), "store %s failed: %s", what,
+           sp_strerror(ev.error_code));
+  ev.message = text;
+  sp_emit_simple(h, SP_EVENT_STORE_FAILED, peer, &ev);
+}
+
+/* A store call that wrote succeeded (`wrote`), or state() did: an
+ * episode that such a call ends is over. */
+static void store_ok(sp_handler *h, const sp_uuid *peer, int wrote) {
+  sp_event ev = {0};
+
+  if (!h->store_failing || (!wrote && h->store_failing != FAILING_STATE)) {
+    return;
+  }
+  h->store_failing = 0;
+  h->backoff = 0;
+  ev.to_sequence = h->st.applied;
+  sp_emit_simple(h, SP_EVENT_STORE_RECOVERED, peer, &ev);
+}
+
+static int backing_off_after_store_failure(const sp_handler *h) {
+  return h->store_failing && h->node->now < h->reconnect_at;
+}
+
+int sp_follower_refuse_while_backing_off(sp_handler *h, sp_session *s) {
+  if (!backing_off_after_store_failure(h)) {
+    return 0;
+  }
+  sp_session_refuse(s, SP_ERR_BACKING_OFF,
+                    "follower backing off after a store failure (%llu ms)",
+                    (unsigned long long)((h->reconnect_at - h->node->now) /
+                                         SP_MILLISECONDS));
+  return 1;
+}
+
+/* How long two streams of one follower and its leader may cross (each
+ * side dialing before it hears of the other's dial): about a handshake.
+ * Within it the leader keeps the follower's stream (sp_leader_attach), so
+ * the follower must keep it too; past it, a new stream from the leader is
+ * a restarted or reconnected leader, whose old stream is dead or dying. */
+#define CROSSED_DIAL_WINDOW (1 * SP_SECONDS)
+
+int sp_follower_yield_leader(sp_handler *h) {
+  sp_session *old = h->leader;
+
+  if (h->node->now < old->u.f.attached_at + CROSSED_DIAL_WINDOW) {
+    return 0;
+  }
+  sp_log(h->node, SP_LOG_INFO, "a newer stream from the leader replaces ours");
+  /* Unlinked first so the close neither reports a lost connection nor
+   * schedules a reconnect: the new stream takes over, a pending request
+   * with it.  Were attaching it to fail, the reconnect is due at once. */
+  h->leader = NULL;
+  h->fstate = SP_F_DISCONNECTED;
+  h->reconnect_at = h->node->now;
+  sp_session_close(old, 0);
+  return 1;
+}
+
+/* A connection attempt that failed before any stream existed: nothing
+ * will close a stream later, so a pending request ends here. */
+static int connect_failed(sp_handler *h, int rv) {
+  schedule_reconnect(h);
+  request_done(h, rv);
+  return rv;
+}
+
+/* Open a stream to the registry's leader.  Returns 0 (a stream exists,
+ * or is being connected) or why none could be opened. */
+static int connect_leader(sp_handler *h) {
   sp_node *node = h->node;
   sp_uuid leader;
   sp_session *s;
@@ -43,32 +145,33 @@ static void connect_leader(sp_handler *h) {
 
   /* Resume from what the store holds, not from what we believe it
    * holds: the durable state is the only truth across reconnects. */
-  if (h->store.state(&h->st, h->store.user_data) != 0) {
-    sp_log(node, SP_LOG_WARN, "store state failed; retrying");
-    schedule_reconnect(h);
-    return;
+  rv = h->store.state(&h->st, h->store.user_data);
+  if (rv != 0) {
+    store_failed(h, NULL, rv, "state");
+    return connect_failed(h, SP_ERR_STORE);
   }
+  store_ok(h, NULL, 0);
   rv = node->reg.leader(&h->cfg.library_id, &leader, node->reg.user_data);
   if (rv != 0 || sp_uuid_equal(&leader, &node->cfg.device_id)) {
     sp_log(node, SP_LOG_WARN, "no leader to follow (%s)",
            rv ? sp_err_name(rv) : "registry names this device");
-    schedule_reconnect(h);
-    return;
+    return connect_failed(h, rv == 0 || rv == SP_ERR_NOT_FOUND
+                                 ? SP_ERR_NOT_FOUND
+                                 : SP_ERR_REGISTRY);
   }
   rv = node->tr.open_stream(&leader, &h->cfg.library_id, &id,
                             node->tr.user_data);
   if (rv != 0) {
     sp_log(node, SP_LOG_INFO, "cannot reach leader: %s", sp_err_name(rv));
-    schedule_reconnect(h);
-    return;
+    return connect_failed(h, rv < 0 ? rv : SP_ERR_UNREACHABLE);
   }
   rv = sp_session_new_local(&s, h, id, &leader);
   if (rv != 0) {
     sp_node_set_fatal(node, rv);
-    schedule_reconnect(h);
-    return;
+    return connect_failed(h, rv);
   }
   sp_session_pump(s);
+  return 0;
 }
 
 int sp_follower_attach(sp_session *s) {
@@ -83,6 +186,7 @@ int sp_follower_attach(sp_session *s) {
   f->covered = f->requested = h->st.applied;
   f->acked_sent = h->st.applied;
   f->last_progress = h->node->now;
+  f->attached_at = h->node->now;
   /* What the last leader had says nothing about this stream's leader (a
    * failover, a restart that lost entries): asking past its end would
    * look like a follower ahead of it.  Learn it again. */
@@ -158,13 +262,37 @@ static void caught_up(sp_session *s) {
   sp_fsess *f = &s->u.f;
   sp_event ev = {0};
 
-  h->backoff = 0;
+  /* Nothing applied proves a failed store works again. */
+  if (!h->store_failing) {
+    h->backoff = 0;
+  }
   if (!f->caught_up_reported) {
     f->caught_up_reported = 1;
     ev.to_sequence = h->st.applied;
     sp_emit_simple(h, SP_EVENT_CAUGHT_UP, &s->peer, &ev);
   }
   request_done(h, 0);
+}
+
+/* Which requests a page ends, by the rule the leader follows too
+ * (retire_requests in sp_leader.c), so that both count the same ones
+ * out: a request ends once all it asked for arrived, whichever page
+ * brought it (a pushed one too), and every one ends with a page saying
+ * has_more = false. */
+static void end_requests(sp_session *s, int has_more) {
+  sp_handler *h = hof(s);
+  sp_fsess *f = &s->u.f;
+
+  while (f->rlen > 0 && f->ring[f->rhead].end <= f->covered) {
+    f->rhead = (f->rhead + 1) % h->cfg.fetch_window;
+    f->rlen--;
+  }
+  if (!has_more) {
+    /* Nothing exists past `covered`: later requests restart from here. */
+    f->rlen = 0;
+    f->requested = f->covered;
+    caught_up(s);
+  }
 }
 
 static void on_page(sp_session *s, const sp_msg_entries_response *r) {
@@ -184,7 +312,10 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
   }
   if (r->since_sequence < f->covered) {
     if (r->through_sequence <= f->covered) {
-      return; /* a duplicate of something applied: skip it */
+      /* A duplicate of something applied: nothing to apply, but it ends
+       * requests as any page does (the leader counts it as one). */
+      end_requests(s, r->has_more);
+      return;
     }
     /* Overlaps what we hold (a pushed page crossed our fetch): apply only
      * the part past `covered`; the chain still runs from our head. */
@@ -220,10 +351,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
     rv = h->store.apply(r->entries, h->hashes.data, r->entry_count,
                         h->st.epoch, h->store.user_data);
     if (rv != 0) {
-      sp_event ev = {0};
-      ev.error_code = SP_ERR_STORE;
-      ev.message = "store apply failed";
-      sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
+      store_failed(h, &s->peer, rv, "apply");
       sp_session_close(s, SP_ERR_STORE);
       return;
     }
@@ -237,6 +365,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
              SP_HASH_LEN);
       sp_emit_simple(h, SP_EVENT_ENTRIES_APPLIED, &s->peer, &ev);
     }
+    store_ok(h, &s->peer, 1);
   }
   f->covered = r->through_sequence;
   f->last_progress = s->node->now;
@@ -246,19 +375,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
   if (f->requested < f->covered) {
     f->requested = f->covered;
   }
-  if (f->rlen > 0) {
-    sp_range *head = &f->ring[f->rhead];
-    if (r->through_sequence >= head->end || !r->has_more) {
-      f->rhead = (f->rhead + 1) % h->cfg.fetch_window;
-      f->rlen--;
-    }
-  }
-  if (!r->has_more) {
-    /* Nothing exists past `through`: later requests restart from here. */
-    f->rlen = 0;
-    f->requested = f->covered;
-    caught_up(s);
-  }
+  end_requests(s, r->has_more);
 }
 
 /* Epoch fencing: refuse an older leader, record a newer epoch.  Not while
@@ -275,11 +392,14 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
     return -1;
   }
   if (epoch > h->st.epoch && h->fstate != SP_F_SYNC_REQUIRED) {
-    if (h->store.apply(NULL, NULL, 0, epoch, h->store.user_data) != 0) {
+    int rv = h->store.apply(NULL, NULL, 0, epoch, h->store.user_data);
+    if (rv != 0) {
+      store_failed(h, &s->peer, rv, "epoch record");
       sp_session_close(s, SP_ERR_STORE);
       return -1;
     }
     h->st.epoch = epoch;
+    store_ok(h, &s->peer, 1);
   }
   return 0;
 }
@@ -422,8 +542,12 @@ int sp_follower_start(sp_handler *h) {
   }
   h->fstate = SP_F_DISCONNECTED;
   h->backoff = 0;
+  /* An episode of an earlier follower term (set_role follower -> leader
+   * -> follower) stays open, to end as any other: the host that heard of
+   * the failure hears of the recovery. */
+  store_ok(h, NULL, 0);
   h->reconnect_at = h->node->now;
-  connect_leader(h);
+  (void)connect_leader(h);
   return 0;
 }
 
@@ -439,7 +563,7 @@ void sp_follower_stop(sp_handler *h) {
 
 void sp_follower_expire(sp_handler *h, sp_tstamp now) {
   if (h->fstate == SP_F_DISCONNECTED && !h->leader && now >= h->reconnect_at) {
-    connect_leader(h);
+    (void)connect_leader(h);
   }
 }
 
@@ -454,6 +578,8 @@ sp_tstamp sp_follower_expiry(const sp_handler *h) {
 
 int sp_handler_request_entries(sp_handler *h, sp_seq since, sp_request_cb cb,
                                void *user_data, sp_tstamp now) {
+  int connected = 0;
+
   if (!h || !cb) {
     return SP_ERR_INVALID_ARGUMENT;
   }
@@ -461,14 +587,34 @@ int sp_handler_request_entries(sp_handler *h, sp_seq since, sp_request_cb cb,
       h->fstate == SP_F_SYNC_REQUIRED) {
     return SP_ERR_INVALID_STATE;
   }
+  /* Judged against what this handler holds (sp_handler_get_status),
+   * before any connect reads the store again: the answer does not depend
+   * on whether a stream exists. */
   if (since > h->st.applied) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   h->node->now = now;
+  /* No stream: the host asks now, so connect now rather than at the end
+   * of the backoff, except after a store failure (that backoff protects
+   * the store).  A synchronous failure refuses the request, which never
+   * calls back; once accepted, exactly one callback ends it. */
+  if (!h->leader && h->fstate == SP_F_DISCONNECTED &&
+      !backing_off_after_store_failure(h)) {
+    int rv = connect_leader(h);
+    int fatal = sp_node_reap(h->node);
+    if (fatal != 0 || rv != 0) {
+      return fatal != 0 ? fatal : rv;
+    }
+    connected = 1;
+  }
   h->request_cb = cb;
   h->request_ud = user_data;
   if (h->leader) {
     sp_session_pump(h->leader);
+  } else if (connected) {
+    /* The stream opened above already failed: the request ends with it,
+     * as it would on that stream a moment later, not at the next retry. */
+    request_done(h, SP_ERR_CONNECTION_LOST);
   }
   return sp_node_reap(h->node);
 }
@@ -492,6 +638,6 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
     sp_session_close(h->sessions, 0);
   }
   h->backoff = 0;
-  connect_leader(h);
+  (void)connect_leader(h);
   return sp_node_reap(h->node);
 }

@@ -435,6 +435,41 @@ static int t_close(uint64_t stream_id, int error_code, void *ud) {
   return 0;
 }
 
+/* The network reaches devices by id: a device's address is its id, so a
+ * leader keeping addresses is exercised the same way as over QUIC. */
+#define MEM_ADDR_PREFIX "mem:"
+
+static int t_peer_address(uint64_t stream_id, char *buf, size_t len,
+                          void *ud) {
+  mt_dev *self = ud;
+  mt_stream *st = find_stream(self->net, stream_id);
+  char id[SP_UUID_STRING_LEN + 1];
+
+  if (!st || (st->side[0] != self && st->side[1] != self) || !buf) {
+    return SP_ERR_NOT_FOUND;
+  }
+  sp_uuid_format(&st->ids[1 - side_of(st, self)], id);
+  if (len < sizeof(MEM_ADDR_PREFIX) + SP_UUID_STRING_LEN) {
+    return SP_ERR_NOBUF;
+  }
+  memcpy(buf, MEM_ADDR_PREFIX, sizeof(MEM_ADDR_PREFIX) - 1);
+  memcpy(buf + sizeof(MEM_ADDR_PREFIX) - 1, id, SP_UUID_STRING_LEN + 1);
+  return 0;
+}
+
+static int t_add_address_hint(const sp_uuid *device, const char *address,
+                              void *ud) {
+  sp_uuid id;
+
+  (void)ud;
+  if (!device || !address ||
+      strncmp(address, MEM_ADDR_PREFIX, sizeof(MEM_ADDR_PREFIX) - 1) != 0 ||
+      sp_uuid_parse(&id, address + sizeof(MEM_ADDR_PREFIX) - 1) != 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return 0;
+}
+
 /* ---- public API ---- */
 
 int sp_mem_net_new(sp_mem_net **pnet, const sp_mem_net_config *cfg,
@@ -524,6 +559,8 @@ int sp_mem_net_add_device(sp_mem_net *net, const sp_uuid *device,
   transport->open_stream = t_open;
   transport->send = t_send;
   transport->close_stream = t_close;
+  transport->peer_address = t_peer_address;
+  transport->add_address_hint = t_add_address_hint;
   return 0;
 }
 
@@ -604,6 +641,32 @@ int sp_mem_net_detach(sp_mem_net *net, const sp_uuid *device) {
   }
   d->node = NULL;
   return rv;
+}
+
+int sp_mem_net_vanish(sp_mem_net *net, const sp_uuid *device) {
+  mt_dev *d = net && device ? find_dev(net, device) : NULL;
+  size_t i;
+
+  if (!d) {
+    return SP_ERR_NOT_FOUND;
+  }
+  /* Only the vanished side is marked: its node's closes say nothing, and
+   * what the peers send on is dropped (t_send), unheard. */
+  for (i = 0; i < net->nstreams; ++i) {
+    mt_stream *st = net->streams[i];
+    if (st->side[0] == d || st->side[1] == d) {
+      st->gone[side_of(st, d)] = 1;
+      st->closed[side_of(st, d)] = 1;
+      st->conn = NULL;
+    }
+  }
+  for (i = net->nconns; i-- > 0;) {
+    if (net->conns[i]->a == d || net->conns[i]->b == d) {
+      forget_conn(net, net->conns[i]);
+    }
+  }
+  d->node = NULL;
+  return 0;
 }
 
 int sp_mem_net_cut(sp_mem_net *net, const sp_uuid *a, const sp_uuid *b) {
