@@ -671,6 +671,30 @@ static void test_fail_each_allocation(void **state) {
   big_payload = NULL;
 }
 
+/* Follower positions kept with the log (store vtable version 2). */
+static void test_follower_acks(void **state) {
+  sp_mem_store *s;
+  sp_store vt;
+  (void)state;
+
+  assert_int_equal(sp_mem_store_new(&s, NULL), 0);
+  sp_mem_store_get_vtable(s, &vt);
+  assert_int_equal(st_check_follower_acks(&vt), 0);
+  sp_mem_store_del(s);
+}
+
+/* Follower addresses kept with the log (store vtable version 2). */
+static void test_follower_addresses(void **state) {
+  sp_mem_store *s;
+  sp_store vt;
+  (void)state;
+
+  assert_int_equal(sp_mem_store_new(&s, NULL), 0);
+  sp_mem_store_get_vtable(s, &vt);
+  assert_int_equal(st_check_follower_addresses(&vt), 0);
+  sp_mem_store_del(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_args),
@@ -684,6 +708,8 @@ int main(void) {
       cmocka_unit_test(test_copy_from),
       cmocka_unit_test(test_copy_from_nomem),
       cmocka_unit_test(test_fail_each_allocation),
+      cmocka_unit_test(test_follower_acks),
+      cmocka_unit_test(test_follower_addresses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

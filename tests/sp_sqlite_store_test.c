@@ -1101,8 +1101,119 @@ static void test_alloc_failure(void **state) {
   assert_true(sp_test_mem_fail_each(body_alloc, NULL, NULL) >= 2);
 }
 
+/* Follower positions: kept across reopening, readable read-only, and a
+ * file that never saved one (or was written before the table existed)
+ * has none. */
+static void test_follower_acks(void **state) {
+  char p[PATH_MAX];
+  uint8_t got[SP_PUBLIC_KEY_LEN], k2[SP_PUBLIC_KEY_LEN];
+  sp_sqlite_config ro;
+  st_facks f;
+  (void)state;
+
+  new_path(p, sizeof(p), "facks");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 3), 1);
+  sp_store vt = vtable(s);
+  assert_int_equal(st_check_follower_acks(&vt), 0);
+  sp_sqlite_store_close(s);
+
+  memset(k2, 0x22, sizeof(k2));
+  sp_sqlite_config_default(&ro);
+  ro.read_only = 1;
+  s = open_ok(p, &ro);
+  vt = vtable(s);
+  memset(&f, 0, sizeof(f));
+  assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data), 0);
+  assert_int_equal(f.n, 2);
+  assert_int_equal(st_facks_find(&f, 0xa1, got), 1);
+  assert_memory_equal(got, k2, sizeof(k2));
+  assert_int_equal(st_facks_find(&f, 0xb2, got), 3);
+  sp_sqlite_store_close(s);
+
+  new_path(p, sizeof(p), "nofacks");
+  s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 2), 1);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, &ro);
+  vt = vtable(s);
+  memset(&f, 0, sizeof(f));
+  assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data), 0);
+  assert_int_equal(f.n, 0);
+  sp_sqlite_store_close(s);
+}
+
+/* Follower addresses: kept across reopening, readable read-only, none in
+ * a file that never saved one (the table is created on the first save). */
+static void test_follower_addresses(void **state) {
+  char p[PATH_MAX];
+  const char *got;
+  sp_sqlite_config ro;
+  st_faddrs f;
+  (void)state;
+
+  new_path(p, sizeof(p), "faddrs");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 3), 1);
+  sp_store vt = vtable(s);
+  assert_int_equal(st_check_follower_addresses(&vt), 0);
+  sp_sqlite_store_close(s);
+
+  sp_sqlite_config_default(&ro);
+  ro.read_only = 1;
+  s = open_ok(p, &ro);
+  vt = vtable(s);
+  memset(&f, 0, sizeof(f));
+  assert_int_equal(
+      vt.load_follower_addresses(st_faddrs_sink, &f, vt.user_data), 0);
+  assert_int_equal(f.n, 1);
+  got = st_faddrs_find(&f, 0xa1);
+  assert_non_null(got);
+  assert_string_equal(got, "192.0.2.9:7002");
+  sp_sqlite_store_close(s);
+
+  new_path(p, sizeof(p), "nofaddrs");
+  s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 2), 1);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, &ro);
+  vt = vtable(s);
+  memset(&f, 0, sizeof(f));
+  assert_int_equal(
+      vt.load_follower_addresses(st_faddrs_sink, &f, vt.user_data), 0);
+  assert_int_equal(f.n, 0);
+  sp_sqlite_store_close(s);
+}
+
+/* A kept position that no longer decodes is skipped: the others are still
+ * fed, and the load says some row was corrupt. */
+static void test_follower_acks_bad_row_skipped(void **state) {
+  char p[PATH_MAX];
+  st_facks f;
+  (void)state;
+
+  new_path(p, sizeof(p), "facksbad");
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 3), 1);
+  sp_store vt = vtable(s);
+  assert_int_equal(st_check_follower_acks(&vt), 0);
+  sp_sqlite_store_close(s);
+  /* The first row (by device, the table's key) gets a key of the wrong
+   * length. */
+  raw_exec(p, "UPDATE sync_follower_ack SET key = x'00' WHERE device ="
+              " (SELECT min(device) FROM sync_follower_ack)");
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  memset(&f, 0, sizeof(f));
+  assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data),
+                   SP_ERR_STORE_CORRUPT);
+  assert_int_equal(f.n, 1);
+  sp_sqlite_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_follower_acks_bad_row_skipped),
       cmocka_unit_test(test_open_args),
       cmocka_unit_test(test_append_reopen),
       cmocka_unit_test(test_two_writers),
@@ -1118,6 +1229,8 @@ int main(void) {
       cmocka_unit_test(test_sync_full_and_read_only),
       cmocka_unit_test(test_crash_safety),
       cmocka_unit_test(test_alloc_failure),
+      cmocka_unit_test(test_follower_acks),
+      cmocka_unit_test(test_follower_addresses),
   };
   return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

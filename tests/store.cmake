@@ -9,3 +9,12 @@ if(SP_WITH_SQLITE)
   sp_add_test(sp_sqlite_store_test SOURCES sp_sqlite_store_test.c
     LABELS store LIBS sync_protocol_static PkgConfig::SQLITE TIMEOUT 120)
 endif()
+# sp_store_verify over both reference stores (the SQLite part when built).
+if(SP_WITH_SQLITE)
+  sp_add_test(sp_verify_test SOURCES sp_verify_test.c LABELS store
+    LIBS sync_protocol_static PkgConfig::SQLITE)
+  target_compile_definitions(sp_verify_test PRIVATE SP_TEST_SQLITE=1)
+else()
+  sp_add_test(sp_verify_test SOURCES sp_verify_test.c LABELS unit
+    LIBS sync_protocol_static)
+endif()

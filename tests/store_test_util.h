@@ -11,6 +11,7 @@
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
 #include "sync_protocol/sys/store.h"
+#include "sync_protocol/sys/transport.h"
 
 static const char *const st_model_types[] = {"Tag", "Location", "", "File"};
 
@@ -162,6 +163,193 @@ static inline int st_snapshot_equal(const st_snapshot *a,
          memcmp(a->state.head_hash, b->state.head_hash, SP_HASH_LEN) == 0 &&
          a->state.epoch == b->state.epoch && a->count == b->count &&
          a->digest == b->digest;
+}
+
+/* ---- follower positions (store vtable version 2) ---- */
+
+#define ST_MAX_FACKS 8
+
+typedef struct st_facks {
+  size_t n;
+  sp_uuid device[ST_MAX_FACKS];
+  uint8_t key[ST_MAX_FACKS][SP_PUBLIC_KEY_LEN];
+  sp_seq acked[ST_MAX_FACKS];
+  uint8_t hash[ST_MAX_FACKS][SP_HASH_LEN];
+  int fail_at; /* > 0: the sink fails with SP_ERR_CANCELED on this call */
+} st_facks;
+
+static inline int st_facks_sink(const sp_uuid *device,
+                                const uint8_t key[SP_PUBLIC_KEY_LEN],
+                                sp_seq acked, const uint8_t hash[SP_HASH_LEN],
+                                void *ctx) {
+  st_facks *f = ctx;
+
+  if (f->fail_at > 0 && (size_t)f->fail_at == f->n + 1) {
+    return SP_ERR_CANCELED;
+  }
+  if (f->n == ST_MAX_FACKS) {
+    return SP_ERR_NOBUF;
+  }
+  f->device[f->n] = *device;
+  memcpy(f->key[f->n], key, SP_PUBLIC_KEY_LEN);
+  f->acked[f->n] = acked;
+  memcpy(f->hash[f->n], hash, SP_HASH_LEN);
+  f->n++;
+  return 0;
+}
+
+/* Position kept for `tag`'s device in `f`, or -1 (its key in `key`; its
+ * hash must be the key's first byte repeated, as the check saves them). */
+static inline long long st_facks_find(const st_facks *f, uint8_t tag,
+                                      uint8_t key[SP_PUBLIC_KEY_LEN]) {
+  for (size_t i = 0; i < f->n; ++i) {
+    if (f->device[i].bytes[0] == tag) {
+      for (size_t j = 0; j < SP_HASH_LEN; ++j) {
+        if (f->hash[i][j] != f->key[i][0]) {
+          return -2;
+        }
+      }
+      memcpy(key, f->key[i], SP_PUBLIC_KEY_LEN);
+      return (long long)f->acked[i];
+    }
+  }
+  return -1;
+}
+
+static inline sp_uuid st_fack_device(uint8_t tag) {
+  sp_uuid u;
+  memset(&u, 0x5a, sizeof(u));
+  u.bytes[0] = tag;
+  return u;
+}
+
+/* Saves for two devices, a replacement (position and key together), a
+ * failing sink; returns 0 or the line of the first failed check. */
+static inline int st_check_follower_acks(const sp_store *vt) {
+  uint8_t k1[SP_PUBLIC_KEY_LEN], k2[SP_PUBLIC_KEY_LEN], got[SP_PUBLIC_KEY_LEN];
+  sp_uuid a = st_fack_device(0xa1), b = st_fack_device(0xb2);
+  st_facks f;
+
+  memset(k1, 0x11, sizeof(k1));
+  memset(k2, 0x22, sizeof(k2));
+  if (vt->version < 2 || !vt->save_follower_ack || !vt->load_follower_acks) {
+    return __LINE__;
+  }
+  memset(&f, 0, sizeof(f));
+  if (vt->load_follower_acks(st_facks_sink, &f, vt->user_data) != 0 ||
+      f.n != 0) {
+    return __LINE__; /* nothing kept yet */
+  }
+  if (vt->save_follower_ack(&a, k1, 7, k1, vt->user_data) != 0 ||
+      vt->save_follower_ack(&b, k2, 3, k2, vt->user_data) != 0 ||
+      vt->save_follower_ack(&a, k1, 9, k1, vt->user_data) != 0) {
+    return __LINE__;
+  }
+  if (vt->load_follower_acks(st_facks_sink, &f, vt->user_data) != 0 ||
+      f.n != 2 || st_facks_find(&f, 0xa1, got) != 9 ||
+      memcmp(got, k1, sizeof(k1)) != 0 || st_facks_find(&f, 0xb2, got) != 3 ||
+      memcmp(got, k2, sizeof(k2)) != 0) {
+    return __LINE__;
+  }
+  /* A new key for a device replaces key and position at once. */
+  if (vt->save_follower_ack(&a, k2, 1, k2, vt->user_data) != 0) {
+    return __LINE__;
+  }
+  memset(&f, 0, sizeof(f));
+  if (vt->load_follower_acks(st_facks_sink, &f, vt->user_data) != 0 ||
+      f.n != 2 || st_facks_find(&f, 0xa1, got) != 1 ||
+      memcmp(got, k2, sizeof(k2)) != 0) {
+    return __LINE__;
+  }
+  /* A sink's error comes back unchanged. */
+  memset(&f, 0, sizeof(f));
+  f.fail_at = 2;
+  if (vt->load_follower_acks(st_facks_sink, &f, vt->user_data) !=
+      SP_ERR_CANCELED) {
+    return __LINE__;
+  }
+  return 0;
+}
+
+/* Addresses kept by load_follower_addresses, by device tag. */
+typedef struct st_faddrs {
+  size_t n;
+  uint8_t tag[8];
+  char address[8][SP_PEER_ADDRESS_MAX];
+} st_faddrs;
+
+static inline int st_faddrs_sink(const sp_uuid *device, const char *address,
+                                 void *ctx) {
+  st_faddrs *f = ctx;
+
+  if (f->n == 8 || strlen(address) >= SP_PEER_ADDRESS_MAX) {
+    return SP_ERR_NOBUF;
+  }
+  f->tag[f->n] = device->bytes[0];
+  strcpy(f->address[f->n++], address);
+  return 0;
+}
+
+static inline const char *st_faddrs_find(const st_faddrs *f, uint8_t tag) {
+  for (size_t i = 0; i < f->n; ++i) {
+    if (f->tag[i] == tag) {
+      return f->address[i];
+    }
+  }
+  return NULL;
+}
+
+/* Addresses for two devices, a replacement, a forgotten one, one too long;
+ * returns 0 or the line of the first failed check. */
+static inline int st_check_follower_addresses(const sp_store *vt) {
+  sp_uuid a = st_fack_device(0xa1), b = st_fack_device(0xb2);
+  char longest[SP_PEER_ADDRESS_MAX + 1];
+  const char *got;
+  st_faddrs f;
+
+  if (vt->version < 2 || !vt->save_follower_address ||
+      !vt->load_follower_addresses) {
+    return __LINE__;
+  }
+  memset(&f, 0, sizeof(f));
+  if (vt->load_follower_addresses(st_faddrs_sink, &f, vt->user_data) != 0 ||
+      f.n != 0) {
+    return __LINE__; /* nothing kept yet */
+  }
+  if (vt->save_follower_address(&a, "192.0.2.1:7000", vt->user_data) != 0 ||
+      vt->save_follower_address(&b, "[2001:db8::1]:7001", vt->user_data) !=
+          0 ||
+      vt->save_follower_address(&a, "192.0.2.9:7002", vt->user_data) != 0) {
+    return __LINE__;
+  }
+  if (vt->load_follower_addresses(st_faddrs_sink, &f, vt->user_data) != 0 ||
+      f.n != 2 || !(got = st_faddrs_find(&f, 0xa1)) ||
+      strcmp(got, "192.0.2.9:7002") != 0 ||
+      !(got = st_faddrs_find(&f, 0xb2)) ||
+      strcmp(got, "[2001:db8::1]:7001") != 0) {
+    return __LINE__;
+  }
+  /* An empty address forgets; one that does not fit is refused. */
+  memset(longest, '1', SP_PEER_ADDRESS_MAX);
+  longest[SP_PEER_ADDRESS_MAX] = '\0';
+  if (vt->save_follower_address(&b, "", vt->user_data) != 0 ||
+      vt->save_follower_address(&a, longest, vt->user_data) !=
+          SP_ERR_INVALID_ARGUMENT) {
+    return __LINE__;
+  }
+  memset(&f, 0, sizeof(f));
+  if (vt->load_follower_addresses(st_faddrs_sink, &f, vt->user_data) != 0 ||
+      f.n != 1 || !(got = st_faddrs_find(&f, 0xa1)) ||
+      strcmp(got, "192.0.2.9:7002") != 0) {
+    return __LINE__;
+  }
+  /* A sink's error comes back unchanged. */
+  f.n = 8;
+  if (vt->load_follower_addresses(st_faddrs_sink, &f, vt->user_data) !=
+      SP_ERR_NOBUF) {
+    return __LINE__;
+  }
+  return 0;
 }
 
 #endif /* STORE_TEST_UTIL_H */

@@ -16,6 +16,8 @@
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
 #include "sync_protocol/mem_store.h"
+#include "sync_protocol/sys/transport.h"
+#include "sync_protocol/uuid.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 
@@ -67,9 +69,29 @@ typedef struct mlog {
   uint64_t epoch;
 } mlog;
 
+/* A follower position kept with the log (save_follower_ack). */
+typedef struct fack {
+  sp_uuid device;
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  sp_seq acked;
+  uint8_t hash[SP_HASH_LEN];
+} fack;
+
+/* Where a follower last connected from (save_follower_address). */
+typedef struct faddr {
+  sp_uuid device;
+  char address[SP_PEER_ADDRESS_MAX];
+} faddr;
+
 struct sp_mem_store {
   sp_mem mem;
   mlog log;
+  fack *facks;
+  size_t nfacks;
+  size_t capfacks;
+  faddr *faddrs;
+  size_t nfaddrs;
+  size_t capfaddrs;
   unsigned fail_applies;
   /* Depth of `read` calls feeding a sink: records must not move or be
    * freed under it, so mutations are refused meanwhile. */
@@ -334,6 +356,8 @@ void sp_mem_store_del(sp_mem_store *store) {
   }
   m = store->mem;
   log_free(&m, &store->log);
+  sp_free(&m, store->facks);
+  sp_free(&m, store->faddrs);
   sp_free(&m, store);
 }
 
@@ -600,6 +624,115 @@ static int vt_state(sp_store_state *out, void *user_data) {
   return 0;
 }
 
+static int vt_save_follower_ack(const sp_uuid *device,
+                                const uint8_t key[SP_PUBLIC_KEY_LEN],
+                                sp_seq acked, const uint8_t hash[SP_HASH_LEN],
+                                void *user_data) {
+  sp_mem_store *s = user_data;
+  fack *a = NULL;
+  size_t i;
+
+  if (!device || !key || !hash) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < s->nfacks && !a; ++i) {
+    if (sp_uuid_equal(&s->facks[i].device, device)) {
+      a = &s->facks[i];
+    }
+  }
+  if (!a) {
+    if (s->nfacks == s->capfacks) {
+      size_t cap = s->capfacks ? s->capfacks * 2 : 4;
+      fack *p = sp_realloc(&s->mem, s->facks, cap * sizeof(*p));
+      if (!p) {
+        return SP_ERR_NOMEM;
+      }
+      s->facks = p;
+      s->capfacks = cap;
+    }
+    a = &s->facks[s->nfacks++];
+    a->device = *device;
+  }
+  memcpy(a->key, key, SP_PUBLIC_KEY_LEN);
+  a->acked = acked;
+  memcpy(a->hash, hash, SP_HASH_LEN);
+  return 0;
+}
+
+static int vt_load_follower_acks(sp_follower_ack_sink sink, void *sink_ctx,
+                                 void *user_data) {
+  const sp_mem_store *s = user_data;
+  size_t i;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < s->nfacks; ++i) {
+    int rv = sink(&s->facks[i].device, s->facks[i].key, s->facks[i].acked,
+                  s->facks[i].hash, sink_ctx);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
+static int vt_save_follower_address(const sp_uuid *device,
+                                    const char *address, void *user_data) {
+  sp_mem_store *s = user_data;
+  faddr *a = NULL;
+  size_t i, len;
+
+  if (!device || !address) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  len = strlen(address);
+  if (len >= SP_PEER_ADDRESS_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < s->nfaddrs && !a; ++i) {
+    if (sp_uuid_equal(&s->faddrs[i].device, device)) {
+      a = &s->faddrs[i];
+    }
+  }
+  if (!a) {
+    if (s->nfaddrs == s->capfaddrs) {
+      size_t cap = s->capfaddrs ? s->capfaddrs * 2 : 4;
+      faddr *p = sp_realloc(&s->mem, s->faddrs, cap * sizeof(*p));
+      if (!p) {
+        return SP_ERR_NOMEM;
+      }
+      s->faddrs = p;
+      s->capfaddrs = cap;
+    }
+    a = &s->faddrs[s->nfaddrs++];
+    a->device = *device;
+  }
+  memcpy(a->address, address, len + 1);
+  return 0;
+}
+
+static int vt_load_follower_addresses(sp_follower_address_sink sink,
+                                      void *sink_ctx, void *user_data) {
+  const sp_mem_store *s = user_data;
+  size_t i;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < s->nfaddrs; ++i) {
+    int rv;
+    if (s->faddrs[i].address[0] == '\0') {
+      continue; /* forgotten */
+    }
+    rv = sink(&s->faddrs[i].device, s->faddrs[i].address, sink_ctx);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
 void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   if (!out) {
     return;
@@ -612,4 +745,8 @@ void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   out->hash_at = vt_hash_at;
   out->apply = vt_apply;
   out->state = vt_state;
+  out->save_follower_ack = vt_save_follower_ack;
+  out->load_follower_acks = vt_load_follower_acks;
+  out->save_follower_address = vt_save_follower_address;
+  out->load_follower_addresses = vt_load_follower_addresses;
 }

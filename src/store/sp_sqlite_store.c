@@ -8,6 +8,13 @@
  *            version INTEGER, data BLOB, hash BLOB)
  *   sync_log_meta(id = 1, schema_version, applied, head_hash, epoch,
  *                 pruned_through, pruned_hash)
+ *   sync_follower_ack(device BLOB PRIMARY KEY, key BLOB, acked INTEGER,
+ *                     hash BLOB)
+ *                 (leader side; created on the first save, so a file
+ *                 written before it existed needs no migration)
+ *   sync_follower_address(device BLOB PRIMARY KEY, address TEXT)
+ *                 (leader side, the same way; apart from the positions
+ *                 because it changes on its own schedule: per connection)
  *
  * The metadata row is the authority on the log's position and is written
  * in the same transaction as the rows it describes, so the two can only
@@ -31,6 +38,7 @@
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
 #include "sync_protocol/sqlite_store.h"
+#include "sync_protocol/sys/transport.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 
@@ -127,6 +135,9 @@ struct sp_sqlite_store {
   sp_mem mem;
   sqlite3 *db;
   sqlite3_stmt *st[ST_NSTMT];
+  /* Follower positions: prepared on first use, once the table exists. */
+  sqlite3_stmt *ack_save;
+  sqlite3_stmt *ack_load;
   /* Set while `read` feeds a sink: the row statement cannot be re-entered
    * and the table must not change under it, so only the one-row queries
    * (bounds, hash_at, state) are allowed from inside a sink. */
@@ -451,6 +462,8 @@ static void store_free(sp_sqlite_store *s) {
   for (int i = 0; i < ST_NSTMT; ++i) {
     sqlite3_finalize(s->st[i]);
   }
+  sqlite3_finalize(s->ack_save);
+  sqlite3_finalize(s->ack_load);
   sqlite3_close(s->db);
   sp_free(&m, s);
 }
@@ -1010,6 +1023,223 @@ static int vt_state(sp_store_state *out, void *user_data) {
   return rv;
 }
 
+/* -- follower positions (vtable version 2) -- */
+
+static const char ack_table_sql[] =
+    "CREATE TABLE IF NOT EXISTS sync_follower_ack("
+    " device BLOB PRIMARY KEY,"
+    " key BLOB NOT NULL,"
+    " acked INTEGER NOT NULL,"
+    " hash BLOB NOT NULL) WITHOUT ROWID";
+
+/* 1 if the table exists, 0 if not, or an error. */
+static int ack_table_exists(sp_sqlite_store *s) {
+  sqlite3_int64 n = 0;
+  int rc = query_int(s->db,
+                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+                     " AND name = 'sync_follower_ack'",
+                     &n);
+  return rc == SQLITE_OK ? n > 0 : SP_ERR_STORE;
+}
+
+static int ack_prepare(sp_sqlite_store *s, sqlite3_stmt **st,
+                       const char *sql) {
+  if (*st) {
+    return 0;
+  }
+  return sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+                            NULL) == SQLITE_OK
+             ? 0
+             : SP_ERR_STORE;
+}
+
+/*
+ * One row, one statement, so one implicit transaction: key and position
+ * change together.  Under synchronous=NORMAL a WAL commit is not synced,
+ * so a save costs a WAL append; under FULL it costs a sync, which is why
+ * the leader saves at most about once a second per follower (and when it
+ * reaches the latest entry) rather than on every acknowledgement.
+ */
+static int vt_save_follower_ack(const sp_uuid *device,
+                                const uint8_t key[SP_PUBLIC_KEY_LEN],
+                                sp_seq acked, const uint8_t hash[SP_HASH_LEN],
+                                void *user_data) {
+  sp_sqlite_store *s = user_data;
+  sqlite3_stmt *st;
+  int rv;
+
+  if (!device || !key || !hash || acked > SEQ_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (s->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  if (!s->ack_save) {
+    if (sqlite3_exec(s->db, ack_table_sql, NULL, NULL, NULL) != SQLITE_OK) {
+      return SP_ERR_STORE;
+    }
+    rv = ack_prepare(s, &s->ack_save,
+                     "INSERT OR REPLACE INTO sync_follower_ack(device, key,"
+                     " acked, hash) VALUES(?1, ?2, ?3, ?4)");
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  st = s->ack_save;
+  sqlite3_bind_blob(st, 1, device->bytes, (int)sizeof(device->bytes),
+                    SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, key, SP_PUBLIC_KEY_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)acked);
+  sqlite3_bind_blob(st, 4, hash, SP_HASH_LEN, SQLITE_STATIC);
+  rv = run(st);
+  sqlite3_clear_bindings(st);
+  return rv;
+}
+
+static int vt_load_follower_acks(sp_follower_ack_sink sink, void *sink_ctx,
+                                 void *user_data) {
+  sp_sqlite_store *s = user_data;
+  sqlite3_stmt *st;
+  int rv = 0, rc, bad = 0;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (!s->ack_load) {
+    rv = ack_table_exists(s);
+    if (rv <= 0) {
+      return rv; /* never saved: nothing kept */
+    }
+    rv = ack_prepare(s, &s->ack_load,
+                     "SELECT device, key, acked, hash"
+                     " FROM sync_follower_ack");
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  st = s->ack_load;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    sp_uuid device;
+    const void *d = sqlite3_column_blob(st, 0);
+    const void *k = sqlite3_column_blob(st, 1);
+    sqlite3_int64 acked = sqlite3_column_int64(st, 2);
+    const void *hash = sqlite3_column_blob(st, 3);
+
+    if (!d || sqlite3_column_bytes(st, 0) != (int)sizeof(device.bytes) ||
+        !k || sqlite3_column_bytes(st, 1) != SP_PUBLIC_KEY_LEN ||
+        acked < 0 || !hash || sqlite3_column_bytes(st, 3) != SP_HASH_LEN) {
+      bad = 1; /* one bad row hides no other position: said at the end */
+      continue;
+    }
+    memcpy(device.bytes, d, sizeof(device.bytes));
+    rv = sink(&device, k, (sp_seq)acked, hash, sink_ctx);
+    if (rv != 0) {
+      break;
+    }
+  }
+  if (rv == 0 && rc != SQLITE_DONE) {
+    rv = SP_ERR_STORE;
+  }
+  if (rv == 0 && bad) {
+    rv = SP_ERR_STORE_CORRUPT;
+  }
+  sqlite3_reset(st);
+  return rv;
+}
+
+/* -- follower addresses (vtable version 2) -- */
+
+/* Saved once per incoming connection and loaded once per leader term:
+ * the statements are prepared per call rather than kept. */
+static int vt_save_follower_address(const sp_uuid *device,
+                                    const char *address, void *user_data) {
+  sp_sqlite_store *s = user_data;
+  sqlite3_stmt *st = NULL;
+  size_t len;
+  int rv;
+
+  if (!device || !address) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  len = strlen(address);
+  if (len >= SP_PEER_ADDRESS_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (s->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  if (sqlite3_exec(s->db,
+                   "CREATE TABLE IF NOT EXISTS sync_follower_address("
+                   " device BLOB PRIMARY KEY,"
+                   " address TEXT NOT NULL) WITHOUT ROWID",
+                   NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(s->db,
+                         len ? "INSERT OR REPLACE INTO sync_follower_address"
+                               "(device, address) VALUES(?1, ?2)"
+                             : "DELETE FROM sync_follower_address"
+                               " WHERE device = ?1",
+                         -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return SP_ERR_STORE;
+  }
+  sqlite3_bind_blob(st, 1, device->bytes, (int)sizeof(device->bytes),
+                    SQLITE_STATIC);
+  if (len) {
+    sqlite3_bind_text(st, 2, address, (int)len, SQLITE_STATIC);
+  }
+  rv = run(st);
+  sqlite3_finalize(st);
+  return rv;
+}
+
+static int vt_load_follower_addresses(sp_follower_address_sink sink,
+                                      void *sink_ctx, void *user_data) {
+  sp_sqlite_store *s = user_data;
+  sqlite3_stmt *st = NULL;
+  sqlite3_int64 n = 0;
+  int rv = 0, rc;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (query_int(s->db,
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+                " AND name = 'sync_follower_address'",
+                &n) != SQLITE_OK) {
+    return SP_ERR_STORE;
+  }
+  if (n == 0) {
+    return 0; /* never saved: nothing kept */
+  }
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT device, address FROM sync_follower_address",
+                         -1, &st, NULL) != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return SP_ERR_STORE;
+  }
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    sp_uuid device;
+    const void *d = sqlite3_column_blob(st, 0);
+    const unsigned char *a = sqlite3_column_text(st, 1);
+
+    if (!d || sqlite3_column_bytes(st, 0) != (int)sizeof(device.bytes) ||
+        !a || sqlite3_column_bytes(st, 1) >= SP_PEER_ADDRESS_MAX) {
+      rv = SP_ERR_STORE_CORRUPT;
+      break;
+    }
+    memcpy(device.bytes, d, sizeof(device.bytes));
+    rv = sink(&device, (const char *)a, sink_ctx);
+    if (rv != 0) {
+      break;
+    }
+  }
+  if (rv == 0 && rc != SQLITE_DONE) {
+    rv = SP_ERR_STORE;
+  }
+  sqlite3_finalize(st);
+  return rv;
+}
+
 void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out) {
   if (!out) {
     return;
@@ -1022,4 +1252,8 @@ void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out) {
   out->hash_at = vt_hash_at;
   out->apply = vt_apply;
   out->state = vt_state;
+  out->save_follower_ack = vt_save_follower_ack;
+  out->load_follower_acks = vt_load_follower_acks;
+  out->save_follower_address = vt_save_follower_address;
+  out->load_follower_addresses = vt_load_follower_addresses;
 }
