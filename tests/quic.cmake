@@ -1,6 +1,6 @@
 # Identity (unit) and QUIC transport tests.  The QUIC tests run over real
 # UDP on 127.0.0.1 and link a fake node (quic_fake_node.c) in place of the
-# core: static linking takes the six sp_node_* functions from it.
+# core: static linking takes the seven sp_node_* functions from it.
 # sync_protocol_static is listed again after sp_testutil because
 # sp_test_mem.c calls into the library.
 # Knobs (environment): SP_QUIC_DEBUG=1 prints ngtcp2's and the endpoint's
@@ -14,7 +14,8 @@ if(SP_WITH_QUIC)
   set(SP_QUIC_TEST_HELPERS quic_fake_node.c quic_test_util.c)
   sp_add_test(sp_quic_addr_test SOURCES sp_quic_addr_test.c LABELS quic
     LIBS sync_protocol_static PkgConfig::NGTCP2)
-  foreach(t handshake stream loop)
+  foreach(t handshake stream loop retry lifetime window liveness
+      credit fairness peer_conns)
     sp_add_test(sp_quic_${t}_test
       SOURCES sp_quic_${t}_test.c ${SP_QUIC_TEST_HELPERS}
       LABELS quic TIMEOUT 60
@@ -26,4 +27,13 @@ endif()
 if(SP_WITH_QUIC)
   sp_add_test(sp_quic_node_test SOURCES sp_quic_node_test.c LABELS quic
     TIMEOUT 300)
+  # A real node under a peer trying to exceed the memory bounds.
+  sp_add_test(sp_quic_bounds_test SOURCES sp_quic_bounds_test.c LABELS quic
+    TIMEOUT 60)
+  # The keys the transport proves, as the leader's records see them.
+  sp_add_test(sp_quic_peer_key_test SOURCES sp_quic_peer_key_test.c
+    LABELS quic TIMEOUT 60 LIBS PkgConfig::NGTCP2)
+  # A leader killed and restarted reaches its follower at once.
+  sp_add_test(sp_quic_restart_test SOURCES sp_quic_restart_test.c
+    LABELS quic TIMEOUT 60 LIBS PkgConfig::NGTCP2)
 endif()

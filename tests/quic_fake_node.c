@@ -300,6 +300,26 @@ int sp_node_stream_closed(sp_node *node, uint64_t stream_id,
   return 0;
 }
 
+int sp_node_stream_held(const sp_node *node, uint64_t stream_id,
+                        size_t *held, size_t *need) {
+  size_t i;
+
+  *held = *need = 0;
+  for (i = 0; i < node->nstreams; ++i) {
+    const fn_stream *s = &node->streams[i];
+    if (s->id == stream_id && !s->closed && !s->close_sent) {
+      if (node->held_of) {
+        node->held_of(node, s, held, need);
+      } else if (node->hold_frame) {
+        *held = (size_t)(s->received % node->hold_frame);
+        *need = *held ? node->hold_frame - *held : 0;
+      }
+      return 0;
+    }
+  }
+  return SP_ERR_NOT_FOUND;
+}
+
 sp_tstamp sp_node_get_expiry(const sp_node *node) { return node->expiry; }
 
 int sp_node_handle_expiry(sp_node *node, sp_tstamp now) {

@@ -1,7 +1,7 @@
 /*
  * quic_fake_node.h: a stand-in for the node in the QUIC transport tests.
  *
- * It defines the six functions the transport calls (sp_node_stream_*,
+ * It defines the seven functions the transport calls (sp_node_stream_*,
  * sp_node_get_expiry, sp_node_handle_expiry); static linking takes them
  * from here instead of the library.  It records what the transport
  * reports, checks the transport's promises (peer ids consistent, no call
@@ -91,6 +91,14 @@ struct sp_node {
   int stop_on_expiry;
   sp_tstamp first_data_at;
   sp_tstamp last_data_at;
+  /* When set, the node reads each stream as frames of this many bytes
+   * and holds the bytes of an unfinished one (sp_node_stream_held says
+   * so), as the real node's frame reader does. */
+  size_t hold_frame;
+  /* When set, says what the node holds of stream `s` instead (tests
+   * giving streams their own frame sizes, or a refused stream). */
+  void (*held_of)(const struct sp_node *n, const fn_stream *s, size_t *held,
+                  size_t *need);
 };
 
 void fn_init(sp_node *n, sp_quic_endpoint *ep);

@@ -301,6 +301,30 @@ static void test_server_is_other_device(void **state) {
   pair_free(&p);
 }
 
+/* The server's registry lists the client's device id twice, under another
+ * key first (a copied id, a reinstall): the client's key leads to that id,
+ * but it is not the device's one key, so the handshake is refused. */
+static void test_second_key_for_device(void **state) {
+  pair p;
+  sp_identity *c;
+  qt_entry *e;
+
+  (void)state;
+  pair_start(&p, NULL, NULL);
+  assert_int_equal(sp_identity_generate(&c, NULL, NULL), 0);
+  e = qt_registry_find(&p.b.reg, sp_identity_device_id(p.a.id));
+  sp_identity_public_key(c, e->key);
+  assert_true(p.b.reg.n < QT_MAX_DEVICES);
+  e = &p.b.reg.dev[p.b.reg.n++];
+  e->present = 1;
+  e->id = *sp_identity_device_id(p.a.id);
+  sp_identity_public_key(p.a.id, e->key);
+  /* Now: device_by_key(A's key) = A, device_key(A) = C's key. */
+  refused_common(&p, SP_ERR_UNKNOWN_KEY);
+  sp_identity_del(c);
+  pair_free(&p);
+}
+
 /* Someone who copied device B's certificate (but not its key) connects
  * as B: the TLS CertificateVerify cannot be made, the server refuses. */
 static void test_forged_certificate(void **state) {
@@ -529,6 +553,7 @@ int main(void) {
       cmocka_unit_test(test_unknown_client_key),
       cmocka_unit_test(test_unknown_server_key),
       cmocka_unit_test(test_server_is_other_device),
+      cmocka_unit_test(test_second_key_for_device),
       cmocka_unit_test(test_forged_certificate),
       cmocka_unit_test(test_forge_hook_sound),
       cmocka_unit_test(test_wrong_alpn),

@@ -7,6 +7,24 @@
  * key must be in the device registry, and the ALPN must be SP_ALPN.  One
  * bidirectional QUIC stream carries one library.
  *
+ * An endpoint keeps at most 64 accepted connections in their handshake.
+ * From 32 on, a new peer must first prove its source address with a QUIC
+ * Retry (one more round trip, unseen by the node), so a flood of Initials
+ * from spoofed addresses cannot lock registered peers out; so must a peer
+ * whose host (IP address) already has 8 in progress, and a host gets at
+ * most 8 more slots with a proven address.
+ *
+ * A peer that vanished is found by the endpoint itself (keep_alive,
+ * ack_timeout below): the streams of its connection close with
+ * SP_ERR_CONNECTION_LOST, and a connection that ended never carries a new
+ * stream.  When a peer proves its key on a new connection (a restarted
+ * process, a new address), its older connections are sent a PING and
+ * dropped if they do not answer within 3 PTO (1 s at least).  A peer
+ * device holds at most 4 authenticated connections with an endpoint, both
+ * directions together: proving its key on a fifth closes its oldest at
+ * once, which bounds what one device can make us hold
+ * (docs/security.md).
+ *
  * Event-loop integration: sp_quic_endpoint_fd is one descriptor that turns
  * readable when a datagram or a doorbell ring is waiting; call
  * sp_quic_endpoint_process when it does or when the time returned by
@@ -36,7 +54,9 @@ typedef struct sp_quic_endpoint sp_quic_endpoint;
  * SP_ERR_CALLBACK_FAILURE. */
 typedef int (*sp_quic_wake_cb)(sp_quic_endpoint *ep, void *user_data);
 
-#define SP_QUIC_CONFIG_VERSION 1
+/* 2 added keep_alive and ack_timeout; version 1 structs are still
+ * accepted (the new fields then take their defaults). */
+#define SP_QUIC_CONFIG_VERSION 2
 
 typedef struct sp_quic_config {
   /* SP_QUIC_CONFIG_VERSION; set by sp_quic_config_default. */
@@ -66,6 +86,25 @@ typedef struct sp_quic_config {
   void *wake_user_data;
   /* Optional: ngtcp2's and this module's debug lines go to stderr when 1. */
   int debug;
+  /* Version 2.  A connection carrying streams that has sent and received
+   * nothing for this long sends a QUIC PING (5 s; 0: never; the side
+   * that accepted the connection waits 1.25 x as long, so only one PING
+   * goes out while both sides are up).  This is how an idle link finds
+   * out its peer vanished: a peer that restarted answers with a
+   * stateless reset, and a PING nobody acknowledges runs into
+   * ack_timeout.  The cost is one PING and its ACK, about 80 bytes of UDP
+   * payload, per interval (docs/performance.md, idle).  It is not the
+   * protocol's Heartbeat (30 s), which checks the peer's node, not the
+   * path. */
+  sp_duration keep_alive;
+  /* Version 2.  A connection whose packets the peer has acknowledged none
+   * of for this long is declared lost (4 s; 3 PTO at least, so a slow
+   * path is not cut; 0: only idle_timeout ends it); its streams close
+   * with SP_ERR_CONNECTION_LOST and the next stream dials afresh.  With
+   * keep_alive it bounds how long a vanished peer goes unnoticed:
+   * keep_alive + ack_timeout on the dialling side (9 s by default),
+   * 1.25 x keep_alive + ack_timeout on the accepting side (10.25 s). */
+  sp_duration ack_timeout;
 } sp_quic_config;
 
 /* Fill `cfg` with the defaults above. */

@@ -127,13 +127,97 @@ int sp_quic_conn_client_new(sp_quic_conn **pc, sp_quic_endpoint *ep,
   return 0;
 }
 
-static size_t handshaking(const sp_quic_endpoint *ep) {
+static int same_host(const sp_quic_addr *a, const sp_quic_addr *b) {
+  if (a->u.sa.sa_family != b->u.sa.sa_family) {
+    return 0;
+  }
+  if (a->u.sa.sa_family == AF_INET6) {
+    return memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr,
+                  sizeof(a->u.in6.sin6_addr)) == 0;
+  }
+  return a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr;
+}
+
+/* Accepted connections in their handshake; in `*host`, those of them
+ * from `remote`'s host whose address is as proven as this one's. */
+static size_t handshaking(const sp_quic_endpoint *ep,
+                          const sp_quic_addr *remote, int validated,
+                          size_t *host) {
   size_t i, n = 0;
 
+  *host = 0;
   for (i = 0; i < ep->nconns; ++i) {
-    n += ep->conns[i]->server && ep->conns[i]->state == SP_QUIC_CONN_HANDSHAKE;
+    const sp_quic_conn *c = ep->conns[i];
+    if (c->server && c->state == SP_QUIC_CONN_HANDSHAKE) {
+      ++n;
+      *host += same_host(&c->remote, remote) &&
+               (!validated || c->validated);
+    }
   }
   return n;
+}
+
+/*
+ * Ask the client to prove its address: a Retry carrying a token that
+ * binds that address, the id we make up for it and the id it chose.  It
+ * costs no state, and is smaller than the Initial it answers.
+ */
+static void send_retry(sp_quic_endpoint *ep, const ngtcp2_pkt_hd *hd,
+                       const sp_quic_addr *remote, sp_tstamp now) {
+  uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  ngtcp2_ssize tokenlen, n;
+  ngtcp2_cid scid;
+
+  random_cid(&scid);
+  tokenlen = ngtcp2_crypto_generate_retry_token(
+      token, ep->token_key, sizeof(ep->token_key), hd->version,
+      &remote->u.sa, remote->len, &scid, &hd->dcid, now);
+  if (tokenlen < 0) {
+    return;
+  }
+  n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid,
+                                &scid, &hd->dcid, token, (size_t)tokenlen);
+  if (n > 0 && sp_quic_udp_queue(ep, buf, (size_t)n, remote) == 0) {
+    ++ep->retries_sent;
+  }
+}
+
+/* A client that already took one Retry ignores another (RFC 9000 17.2.5):
+ * tell it the token failed instead of letting it time out. */
+static void refuse_token(sp_quic_endpoint *ep, const ngtcp2_pkt_hd *hd,
+                         const sp_quic_addr *remote) {
+  uint8_t buf[NGTCP2_MAX_UDP_PAYLOAD_SIZE];
+  ngtcp2_ssize n;
+
+  ++ep->tokens_refused;
+  sp_quic_debug(ep, "Retry token refused (forged, expired or other address)");
+  n = ngtcp2_crypto_write_connection_close(buf, sizeof(buf), hd->version,
+                                           &hd->scid, &hd->dcid,
+                                           NGTCP2_INVALID_TOKEN, NULL, 0);
+  if (n > 0) {
+    (void)sp_quic_udp_queue(ep, buf, (size_t)n, remote);
+  }
+}
+
+/* 1: the Initial carries a Retry token we made for this address and id
+ * (`*odcid` is then the id of the client's first Initial); 0: no Retry
+ * token (a NEW_TOKEN one is never issued, so treated as none); -1: a
+ * Retry token that is forged, expired or made for another address. */
+static int check_token(sp_quic_endpoint *ep, const ngtcp2_pkt_hd *hd,
+                       const sp_quic_addr *remote, sp_tstamp now,
+                       ngtcp2_cid *odcid) {
+  if (hd->token.len == 0 ||
+      hd->token.base[0] != NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+    return 0;
+  }
+  if (ngtcp2_crypto_verify_retry_token(
+          odcid, hd->token.base, hd->token.len, ep->token_key,
+          sizeof(ep->token_key), hd->version, &remote->u.sa, remote->len,
+          &hd->dcid, SP_QUIC_RETRY_TOKEN_TTL, now) != 0) {
+    return -1;
+  }
+  return 1;
 }
 
 int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
@@ -142,23 +226,50 @@ int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
   ngtcp2_settings st;
   ngtcp2_transport_params params;
   ngtcp2_pkt_hd hd;
-  ngtcp2_cid scid;
+  ngtcp2_cid scid, odcid;
   ngtcp2_path path;
   sp_quic_conn *c;
-  int rv;
+  size_t busy, host;
+  int rv, validated;
 
-  if (ngtcp2_accept(&hd, pkt, len) != 0 || ep->nconns >= SP_QUIC_MAX_CONNS ||
-      handshaking(ep) >= SP_QUIC_MAX_HANDSHAKES) {
+  if (ngtcp2_accept(&hd, pkt, len) != 0 || ep->nconns >= SP_QUIC_MAX_CONNS) {
+    return 0;
+  }
+  validated = check_token(ep, &hd, remote, now, &odcid);
+  if (validated < 0) {
+    refuse_token(ep, &hd, remote);
+    return 0;
+  }
+  busy = handshaking(ep, remote, validated, &host);
+  if (!validated &&
+      (busy >= ep->retry_threshold || host >= SP_QUIC_MAX_HOST_HANDSHAKES)) {
+    /* Even with every slot taken: the client re-sends its Initial, now
+     * with the token, and gets the next slot that frees. */
+    send_retry(ep, &hd, remote, now);
+    return 0;
+  }
+  if (busy >= SP_QUIC_MAX_HANDSHAKES ||
+      host >= SP_QUIC_MAX_HOST_HANDSHAKES) {
     return 0;
   }
   c = conn_alloc(ep, 1, remote);
   if (!c) {
     return SP_ERR_NOMEM;
   }
+  c->validated = validated;
   random_cid(&scid);
   sp_quic_conn_config(ep, 1, now, &cb, &st, &params);
-  /* Without original_dcid the client fails the handshake (see notes). */
-  params.original_dcid = hd.dcid;
+  /* Without original_dcid the client fails the handshake (see notes);
+   * after a Retry it checks retry_scid too, and the token is what tells
+   * ngtcp2 the address is validated (no 3x limit). */
+  if (validated) {
+    params.original_dcid = odcid;
+    params.retry_scid = hd.dcid;
+    params.retry_scid_present = 1;
+    st.token = hd.token;
+  } else {
+    params.original_dcid = hd.dcid;
+  }
   /* Only a server may give a token for its first id (RFC 9000 18.2). */
   params.stateless_reset_token_present = 1;
   sp_quic_reset_token(ep, &scid, params.stateless_reset_token);
@@ -188,6 +299,119 @@ int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
   sp_quic_debug(ep, "accepted a connection");
   sp_quic_conn_read(c, remote, pkt, len, now);
   return 0;
+}
+
+/* ---- liveness ----
+ *
+ * A peer that vanished (crashed, unplugged, its address gone) sends
+ * nothing, not even a close.  ngtcp2 only re-sends into the void until
+ * the idle timeout (minutes): we declare the connection lost when what we
+ * sent has waited ack_timeout (3 PTO at least) with no acknowledgement.
+ * An idle connection has nothing waiting, so the keep-alive PING gives
+ * the clock something to time (and a restarted peer something to answer
+ * with a stateless reset). */
+
+static uint64_t in_flight(sp_quic_conn *c) {
+  ngtcp2_conn_stat cs;
+
+  ngtcp2_conn_get_conn_stat(c->qc, &cs);
+  return cs.bytes_in_flight;
+}
+
+/* After ngtcp2 ran with `before` bytes in flight.  Bytes in flight only
+ * go down when an ACK arrives (ngtcp2 declares nothing lost without
+ * one), so a drop is the peer's sign of life. */
+static void ack_clock(sp_quic_conn *c, uint64_t before, sp_tstamp now) {
+  uint64_t after = in_flight(c);
+
+  if (after < before) {
+    c->probe_by = 0;
+  }
+  if (after == 0) {
+    c->unacked_since = 0;
+  } else if (c->unacked_since == 0 || after < before) {
+    c->unacked_since = now;
+  }
+}
+
+static sp_tstamp ack_deadline(sp_quic_conn *c) {
+  sp_duration t = c->ep->cfg.ack_timeout, floor;
+  sp_tstamp d = c->probe_by ? c->probe_by : SP_TSTAMP_MAX;
+
+  if (c->state != SP_QUIC_CONN_OPEN) {
+    return SP_TSTAMP_MAX;
+  }
+  if (t != 0 && c->unacked_since != 0) {
+    floor = 3 * ngtcp2_conn_get_pto(c->qc);
+    t = t > floor ? t : floor;
+    if (c->unacked_since + t < d) {
+      d = c->unacked_since + t;
+    }
+  }
+  return d;
+}
+
+/* How long an older connection has to answer the probe, at least. */
+#define PROBE_MIN (1 * SP_SECONDS)
+
+/* Open connections of `c`'s peer other than `c`. */
+static size_t older_of_peer(const sp_quic_conn *c) {
+  const sp_quic_endpoint *ep = c->ep;
+  size_t i, n = 0;
+
+  for (i = 0; i < ep->nconns; ++i) {
+    const sp_quic_conn *o = ep->conns[i];
+    n += o != c && o->state == SP_QUIC_CONN_OPEN &&
+         sp_uuid_equal(&o->peer, &c->peer);
+  }
+  return n;
+}
+
+/*
+ * `c` just proved its peer, who may hold older connections with us: a
+ * restarted process, a new address.  The peer is up and reachable, so an
+ * older connection to it either acknowledges a PING within a few round
+ * trips or is dead; meanwhile no new stream goes on it.  (A restarted
+ * dialler's stateless reset cannot be checked on our side, RFC 9000
+ * 10.3: without this, only the keep-alive and ack timeout would tell.)
+ * Past SP_QUIC_MAX_PEER_CONNS the oldest are closed at once instead, so
+ * that the newest win as they do for streams: each connection may make us
+ * hold a window and a frame, and a device opening connections without
+ * end must not multiply that.
+ */
+static void probe_older(sp_quic_conn *c, sp_tstamp now) {
+  sp_quic_endpoint *ep = c->ep;
+  size_t i, older = older_of_peer(c);
+  size_t excess =
+      older >= SP_QUIC_MAX_PEER_CONNS ? older + 1 - SP_QUIC_MAX_PEER_CONNS : 0;
+
+  for (i = 0; i < ep->nconns; ++i) {
+    sp_quic_conn *o = ep->conns[i];
+    sp_duration w;
+
+    if (o == c || o->state != SP_QUIC_CONN_OPEN ||
+        !sp_uuid_equal(&o->peer, &c->peer)) {
+      continue;
+    }
+    if (excess > 0) {
+      /* The table keeps creation order: this is the oldest left. */
+      --excess;
+      sp_quic_debug(ep, "peer holds more than %d connections: oldest closed",
+                    SP_QUIC_MAX_PEER_CONNS);
+      sp_quic_conn_shutdown(o, SP_ERR_CONNECTION_LOST, now);
+      continue;
+    }
+    if (o->probe_by) {
+      continue;
+    }
+    w = 3 * ngtcp2_conn_get_pto(o->qc);
+    o->probe_by = now + (w > PROBE_MIN ? w : PROBE_MIN);
+    o->probe_pending = 1;
+    if (o->suspect_at < now) {
+      o->suspect_at = now;
+    }
+    ep->output_pending = 1;
+  }
 }
 
 int sp_quic_conn_usable(const sp_quic_conn *c) {
@@ -339,7 +563,8 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
                        const uint8_t *pkt, size_t len, sp_tstamp now) {
   ngtcp2_path path;
   ngtcp2_pkt_info pi;
-  int rv;
+  uint64_t before;
+  int rv, was_authenticated;
 
   switch (c->state) {
   case SP_QUIC_CONN_CLOSING:
@@ -358,9 +583,16 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
   c->last_rx = now;
   memset(&pi, 0, sizeof(pi));
   path_of(&path, c->ep, remote);
+  before = in_flight(c);
+  was_authenticated = c->authenticated;
   rv = ngtcp2_conn_read_pkt(c->qc, &path, &pi, pkt, len, now);
   if (rv != 0) {
     on_error(c, rv, now);
+    return;
+  }
+  ack_clock(c, before, now);
+  if (!was_authenticated && c->authenticated) {
+    probe_older(c, now);
   }
 }
 
@@ -392,12 +624,15 @@ sp_tstamp sp_quic_conn_expiry(sp_quic_conn *c) {
     return c->deadline;
   case SP_QUIC_CONN_DEAD:
     return SP_TSTAMP_MAX;
-  default:
-    return ngtcp2_conn_get_expiry(c->qc);
+  default: {
+    sp_tstamp t = ngtcp2_conn_get_expiry(c->qc), a = ack_deadline(c);
+    return a < t ? a : t;
+  }
   }
 }
 
 void sp_quic_conn_handle_expiry(sp_quic_conn *c, sp_tstamp now) {
+  uint64_t before;
   int rv;
 
   switch (c->state) {
@@ -412,11 +647,20 @@ void sp_quic_conn_handle_expiry(sp_quic_conn *c, sp_tstamp now) {
   default:
     break;
   }
+  if (ack_deadline(c) <= now) {
+    /* The close may still reach a peer that is only slow to answer. */
+    sp_quic_debug(c->ep, "nothing acknowledged in time (%s)",
+                  c->probe_by && c->probe_by <= now ? "probe" : "ack timeout");
+    sp_quic_conn_shutdown(c, SP_ERR_CONNECTION_LOST, now);
+    return;
+  }
   if (ngtcp2_conn_get_expiry(c->qc) > now) {
     return;
   }
+  before = in_flight(c);
   rv = ngtcp2_conn_handle_expiry(c->qc, now);
   if (rv == 0) {
+    ack_clock(c, before, now);
     return;
   }
   if (rv == NGTCP2_ERR_IDLE_CLOSE || rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
@@ -454,7 +698,26 @@ int sp_quic_conn_verify_peer(sp_quic_conn *c,
     sp_quic_debug(c->ep, "peer key refused: %s", sp_err_name(c->verify_error));
     return -1;
   }
-  if (!c->server) {
+  if (c->server) {
+    /* The registry holds one key per device: a key that leads to a device
+     * whose key is another is a second device under that id (a copied
+     * id, a reinstall listed twice).  Its acks would be credited to the
+     * first device's record: refuse it before anything is exchanged. */
+    rv = reg->device_key(&dev, expected, reg->user_data);
+    if (rv != 0) {
+      /* The device it named has no key now (the registry changed in
+       * between): the key is unknown, not a second device. */
+      rv = rv == SP_ERR_NOT_FOUND ? SP_ERR_UNKNOWN_KEY : SP_ERR_REGISTRY;
+    } else if (sodium_memcmp(expected, key, SP_PUBLIC_KEY_LEN) != 0) {
+      rv = SP_ERR_DUPLICATE_DEVICE;
+    }
+    if (rv != 0) {
+      c->verify_error = rv;
+      sp_quic_debug(c->ep, "peer key refused: %s",
+                    sp_err_name(c->verify_error));
+      return -1;
+    }
+  } else {
     /* We dialled a device: the key must be that device's, both ways. */
     rv = reg->device_key(&c->peer, expected, reg->user_data);
     if (rv != 0 && rv != SP_ERR_NOT_FOUND) {
@@ -469,11 +732,15 @@ int sp_quic_conn_verify_peer(sp_quic_conn *c,
     }
   }
   c->peer = dev;
+  memcpy(c->peer_key, key, SP_PUBLIC_KEY_LEN);
   c->cert_ok = 1;
   return 0;
 }
 
-/* Next stream (round robin) with bytes or a FIN to write. */
+/* Next stream with bytes or a FIN to write, from the cursor on.  The
+ * writer moves the cursor past a stream once it filled a packet, so a
+ * stream that always has output (a follower catching up) cannot starve
+ * the others of its connection. */
 static sp_quic_stream *next_stream(sp_quic_conn *c) {
   sp_quic_stream *start = c->cursor ? c->cursor : c->streams, *s = start;
 
@@ -491,14 +758,26 @@ static sp_quic_stream *next_stream(sp_quic_conn *c) {
   return NULL;
 }
 
+/* The node gave up on a stream because the peer went silent or what it
+ * asked for never came: the connection under it may be dead. */
+static int doubts_path(uint64_t code) {
+  return code == (uint64_t)-SP_ERR_PEER_TIMEOUT ||
+         code == (uint64_t)-SP_ERR_STALLED;
+}
+
 /* Open QUIC streams for streams the node opened, apply deferred resets. */
-static void prepare_streams(sp_quic_conn *c) {
+static void prepare_streams(sp_quic_conn *c, sp_tstamp now) {
   sp_quic_stream *s;
 
   for (s = c->streams; s; s = s->cnext) {
     s->blocked = 0;
     if (s->shutdown_pending && s->qsid >= 0) {
       s->shutdown_pending = 0;
+      if (doubts_path(s->shutdown_code) && c->suspect_at < now) {
+        /* Not reused for a new stream until the peer is heard again
+         * (the reset is acknowledged, or anything else arrives). */
+        c->suspect_at = now;
+      }
       if (s->shutdown_both) {
         ngtcp2_conn_shutdown_stream(c->qc, s->qsid, s->shutdown_code);
       } else {
@@ -540,11 +819,25 @@ void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
   size_t max_payload, max_pkts, pkts = 0;
   ngtcp2_path_storage ps;
   ngtcp2_pkt_info pi;
+  sp_duration keep_alive;
+  uint64_t before;
 
   if (!sp_quic_conn_usable(c)) {
     return;
   }
-  prepare_streams(c);
+  /* Only a connection with streams is kept alive: one without ends by
+   * its idle timeout, as before.  The accepting side waits a quarter
+   * longer, so that only the dialling side's PING (and its ACK) goes out
+   * while both are up, instead of two crossing PINGs. */
+  keep_alive = ep->cfg.keep_alive + (c->server ? ep->cfg.keep_alive / 4 : 0);
+  if (!(c->streams && c->authenticated)) {
+    keep_alive = 0;
+  }
+  /* A probe is a keep-alive due at once (ngtcp2 0.12 has no other way to
+   * ask for a PING). */
+  ngtcp2_conn_set_keep_alive_timeout(c->qc, c->probe_pending ? 1 : keep_alive);
+  before = in_flight(c);
+  prepare_streams(c, now);
   max_payload = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
   max_pkts = ngtcp2_conn_get_send_quantum(c->qc) / max_payload;
   if (max_pkts == 0) {
@@ -608,6 +901,10 @@ void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
     }
     remote_addr(&dst, &ps.path, c);
     sp_quic_udp_commit(ep, (size_t)nwrite, &dst);
+    if (s) {
+      /* Round robin: a packet's worth per stream in turn. */
+      c->cursor = s->cnext;
+    }
     if (++pkts >= max_pkts) {
       /* The send quantum is spent, not necessarily the data: ask the
        * host loop to come back at once (it reads what arrived first), or
@@ -617,4 +914,9 @@ void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
     }
   }
   ngtcp2_conn_update_pkt_tx_time(c->qc, now);
+  ack_clock(c, before, now);
+  if (c->probe_pending && in_flight(c) > 0) {
+    /* Something the peer must acknowledge is out: its answer decides. */
+    c->probe_pending = 0;
+  }
 }

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -53,6 +54,11 @@ void sp_quic_config_default(sp_quic_config *cfg) {
   cfg->conn_recv_window = 4 * 1024 * 1024;
   cfg->gso = 1;
   cfg->alpn = SP_ALPN;
+  /* A caught-up follower must notice a vanished leader within 10 s: a
+   * PING after 5 s idle, then a reset within a round trip or 4 s without
+   * an ACK.  The cost is in docs/performance.md (idle). */
+  cfg->keep_alive = 5 * SP_SECONDS;
+  cfg->ack_timeout = 4 * SP_SECONDS;
 }
 
 sp_tstamp sp_quic_now(void) {
@@ -173,11 +179,14 @@ void sp_quic_reset_token(const sp_quic_endpoint *ep, const ngtcp2_cid *cid,
 /* Resets sent per process step, at most (they answer unauthenticated
  * packets: keep them cheap to ask for). */
 #define MAX_RESETS_PER_STEP 16
-/* Resets are at most RESET_MAX bytes and answer only longer packets, so
- * a reset never draws a reset (RFC 9000 10.3.3 asks only that each be
- * smaller than what it answers, which still lets two endpoints bounce
- * shrinking resets for a while). */
+/* A reset is one byte shorter than the packet it answers and at most
+ * RESET_MAX bytes (RFC 9000 10.3.3), so two endpoints that bounce resets
+ * at each other stop at RESET_MIN, the shortest ngtcp2 recognises.  The
+ * shorter ones answer a keep-alive PING (about 40 bytes), which is how an
+ * idle peer of a restarted endpoint learns of the restart. */
 #define RESET_MAX 42
+#define RESET_MIN \
+  (1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
 
 /*
  * A short-header packet for a connection id we do not know: most likely
@@ -190,18 +199,19 @@ static void send_reset(sp_quic_endpoint *ep, const sp_quic_addr *from,
                        const uint8_t *dcid, size_t dcidlen, size_t len) {
   uint8_t pkt[RESET_MAX], rnd[RESET_MAX];
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+  size_t size = len - 1 < RESET_MAX ? len - 1 : RESET_MAX;
   ngtcp2_cid cid;
   ngtcp2_ssize n;
 
-  if (dcidlen != SP_QUIC_CID_LEN || len <= RESET_MAX ||
+  if (dcidlen != SP_QUIC_CID_LEN || len <= RESET_MIN ||
       ep->resets_sent >= MAX_RESETS_PER_STEP) {
     return;
   }
   ngtcp2_cid_init(&cid, dcid, dcidlen);
   sp_quic_reset_token(ep, &cid, token);
   randombytes_buf(rnd, sizeof(rnd));
-  n = ngtcp2_pkt_write_stateless_reset(pkt, sizeof(pkt), token, rnd,
-                                       sizeof(pkt) - sizeof(token));
+  n = ngtcp2_pkt_write_stateless_reset(pkt, size, token, rnd,
+                                       size - 1 - sizeof(token));
   if (n > 0 && sp_quic_udp_queue(ep, pkt, (size_t)n, from) == 0) {
     ++ep->resets_sent;
     sp_quic_debug(ep, "stateless reset sent for an unknown connection");
@@ -243,7 +253,7 @@ void sp_quic_endpoint_on_datagram(sp_quic_endpoint *ep,
 static int check_config(const sp_quic_config *cfg) {
   size_t alpnlen;
 
-  if (cfg->version != SP_QUIC_CONFIG_VERSION) {
+  if (cfg->version == 0 || cfg->version > SP_QUIC_CONFIG_VERSION) {
     return SP_ERR_VERSION;
   }
   if (!cfg->bind_address || cfg->idle_timeout == 0 ||
@@ -299,6 +309,7 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
                          const sp_registry *registry, const sp_mem *mem) {
   sp_quic_endpoint *ep;
   sp_quic_addr bind_addr;
+  sp_quic_config full;
   sp_mem m;
   size_t alpnlen;
   int rv;
@@ -309,6 +320,13 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
   rv = check_config(cfg);
   if (rv == 0) {
     rv = check_registry(registry);
+  }
+  if (rv == 0 && cfg->version < SP_QUIC_CONFIG_VERSION) {
+    /* An older caller's struct ends before the newer fields. */
+    sp_quic_config_default(&full);
+    memcpy(&full, cfg, offsetof(sp_quic_config, keep_alive));
+    full.version = SP_QUIC_CONFIG_VERSION;
+    cfg = &full;
   }
   if (rv != 0) {
     return rv;
@@ -359,6 +377,8 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
                                "spreset1", seed);
     sodium_memzero(seed, sizeof(seed));
   }
+  randombytes_buf(ep->token_key, sizeof(ep->token_key));
+  ep->retry_threshold = SP_QUIC_RETRY_THRESHOLD;
   rv = sp_quic_udp_open(ep, &bind_addr);
   if (rv == 0) {
     rv = sp_quic_tls_init(&ep->tls, identity, identity, ep->alpn);
@@ -420,6 +440,7 @@ void sp_quic_endpoint_del(sp_quic_endpoint *ep) {
   sp_free(&ep->mem, ep->conns);
   sp_free(&ep->mem, ep->streams);
   sp_free(&ep->mem, ep->cids);
+  sp_free(&ep->mem, ep->hints);
   sp_quic_tls_free(&ep->tls);
   sp_quic_udp_close(ep);
   if (ep->epfd >= 0) {
@@ -430,6 +451,7 @@ void sp_quic_endpoint_del(sp_quic_endpoint *ep) {
   }
   sp_free(&ep->mem, ep->alpn);
   sodium_memzero(ep->reset_key, sizeof(ep->reset_key));
+  sodium_memzero(ep->token_key, sizeof(ep->token_key));
   sp_free(&ep->mem, ep);
 }
 

@@ -58,6 +58,26 @@
  * costs at most this many TLS sessions). */
 #define SP_QUIC_MAX_CONNS 1024
 #define SP_QUIC_MAX_HANDSHAKES 64
+/* Authenticated connections one peer device holds with us, both
+ * directions together: each may make us hold conn_recv_window +
+ * max_frame, so this is what bounds a device (docs/security.md).  An
+ * honest device holds one, two for a moment after a restart. */
+#define SP_QUIC_MAX_PEER_CONNS 4
+/* Accepted handshakes in progress from one host (IP address, any port),
+ * counted apart for Initials that proved their address with a Retry
+ * token and those that did not.  Past it an unproven Initial is answered
+ * with a Retry and a proven one gets no slot: a host that answers cannot
+ * take every slot, and spoofing a host's address costs that host only a
+ * round trip.  Devices behind one NAT rarely handshake at once. */
+#define SP_QUIC_MAX_HOST_HANDSHAKES 8
+/* From this many accepted handshakes in progress on, an Initial takes a
+ * slot only with a Retry token (RFC 9000 8.1.2): its source address must
+ * have answered us, so spoofed addresses cost no slot.  Below it, no
+ * Retry round trip is spent. */
+#define SP_QUIC_RETRY_THRESHOLD (SP_QUIC_MAX_HANDSHAKES / 2)
+/* A Retry token is echoed at once; this also covers the Initial carrying
+ * it being lost and re-sent within a handshake timeout. */
+#define SP_QUIC_RETRY_TOKEN_TTL (10 * SP_SECONDS)
 
 typedef struct sp_quic_conn sp_quic_conn;
 typedef struct sp_quic_stream sp_quic_stream;
@@ -189,6 +209,9 @@ struct sp_quic_conn {
   /* Client: the device we dialled, until authenticated.  Then (both
    * sides) the device whose key the handshake proved. */
   sp_uuid peer;
+  /* The public key the peer proved (valid once cert_ok): the transport
+   * reports it (peer_key), so the core can tell two keys of one id. */
+  uint8_t peer_key[SP_PUBLIC_KEY_LEN];
   /* The peer certificate passed every check. */
   int cert_ok;
   /* cert_ok and the handshake completed: streams may carry bytes. */
@@ -197,9 +220,18 @@ struct sp_quic_conn {
   int confirmed;
   /* When a datagram last arrived, and when the node last declared the
    * peer silent on one of our streams (SP_ERR_PEER_TIMEOUT): such a
-   * connection is not reused until the peer is heard again. */
+   * connection is not reused until the peer is heard again.  Resetting a
+   * stream for SP_ERR_STALLED marks it the same way (sp_quic_conn.c). */
   sp_tstamp last_rx;
   sp_tstamp suspect_at;
+  /* Since when packets we sent have waited for an acknowledgement with
+   * none arriving (0: nothing waits): the ack timeout runs from it. */
+  sp_tstamp unacked_since;
+  /* The peer proved itself on a newer connection: a PING is due here
+   * (probe_pending), and without an acknowledgement by probe_by this
+   * connection is dead (0: no probe). */
+  sp_tstamp probe_by;
+  int probe_pending;
   /* Why our own checks refused the peer (an SP_ERR_*), or 0. */
   int verify_error;
   /* A datagram came from the peer (tells unreachable from refused). */
@@ -208,6 +240,8 @@ struct sp_quic_conn {
   int streams_blocked;
   /* Counted in handshakes_failed already. */
   int counted_failure;
+  /* Accepted with our Retry token: its address answered us. */
+  int validated;
   /* Reason given to streams when the connection ended. */
   int end_reason;
   sp_tstamp deadline;
@@ -217,6 +251,16 @@ struct sp_quic_conn {
   /* Streams of this connection and the round-robin position. */
   sp_quic_stream *streams;
   sp_quic_stream *cursor;
+  /* Receive credit (sp_quic_stream.c): bytes its streams' node consumed
+   * (whole frames, or dropped), the connection offset granted to the peer
+   * (0: the initial window), and the one stream whose unfinished frame
+   * may take credit past the window so that it can complete. */
+  uint64_t rx_consumed;
+  uint64_t rx_limit;
+  sp_quic_stream *rx_big;
+  /* rx_big's consumed offset once the frame it was granted for is whole:
+   * the allowance is released there. */
+  uint64_t rx_big_end;
 };
 
 /* Callbacks, settings and transport parameters for a new connection
@@ -231,7 +275,9 @@ int sp_quic_conn_client_new(sp_quic_conn **pc, sp_quic_endpoint *ep,
                             const sp_uuid *peer, const sp_quic_addr *remote,
                             sp_tstamp now);
 /* A datagram that may open a connection: accept it if it is a valid
- * Initial.  Never fails the endpoint (refusals only drop the packet),
+ * Initial, answer it with a Retry when handshakes pile up and it has no
+ * token, or with INVALID_TOKEN when its Retry token is not ours for that
+ * address.  Never fails the endpoint (refusals only drop the packet),
  * except with SP_ERR_NOMEM. */
 int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
                         const uint8_t *pkt, size_t len, sp_tstamp now);
@@ -275,6 +321,8 @@ struct sp_quic_stream {
   unsigned writable_pending : 1;
   unsigned want_writable : 1;  /* a short send/WOULD_BLOCK owes a call */
   unsigned closed_pending : 1;
+  /* Its connection had proven the peer when it ended (conn is NULL). */
+  unsigned peer_proven : 1;
   /* QUIC-facing state. */
   unsigned fin_received : 1;
   unsigned fin_requested : 1;
@@ -294,6 +342,17 @@ struct sp_quic_stream {
   uint64_t head_base, acked, sent, end;
   /* Received bytes the node has not taken yet (bounded by the window). */
   sp_buf rbuf;
+  /* Receive credit (sp_quic_stream.c): bytes handed to the node or
+   * dropped; of those, what the node still holds in a frame not received
+   * whole and what that frame still needs (sp_node_stream_held); the
+   * consumed bytes already counted on the connection; the stream offset
+   * granted to the peer (0: the initial window). */
+  uint64_t rx_taken;
+  size_t node_held, node_need;
+  uint64_t rx_counted;
+  uint64_t rx_limit;
+  /* The key its connection proved, kept when that ended (peer_proven). */
+  uint8_t peer_key[SP_PUBLIC_KEY_LEN];
 };
 
 /* A stream on `c` (local: the node opened it).  Returns NULL on NOMEM. */
@@ -342,6 +401,13 @@ typedef struct sp_quic_cid_entry {
   sp_quic_conn *conn;
 } sp_quic_cid_entry;
 
+/* Where a device was last seen, from the node (add_address_hint): dialed
+ * when the registry has no address for it. */
+typedef struct sp_quic_hint {
+  sp_uuid device;
+  char address[SP_PEER_ADDRESS_MAX];
+} sp_quic_hint;
+
 struct sp_quic_endpoint {
   sp_mem mem;
   ngtcp2_mem nmem;
@@ -382,10 +448,20 @@ struct sp_quic_endpoint {
    * restarted endpoint can still reset its previous connections. */
   uint8_t reset_key[32];
   unsigned resets_sent;
+  /* Key of our Retry tokens: random per endpoint, as a token is only
+   * ever answered within one handshake.  `retry_threshold` is
+   * SP_QUIC_RETRY_THRESHOLD (tests lower it); the counters are for tests
+   * and debugging. */
+  uint8_t token_key[32];
+  size_t retry_threshold;
+  uint64_t retries_sent;
+  uint64_t tokens_refused;
   atomic_int stop;
   /* sp_quic_endpoint_wake rang (stop rings the same bell). */
   atomic_int woken;
   sp_quic_stats stats;
+  sp_quic_hint *hints;
+  size_t nhints, hints_cap;
 };
 
 /* The stateless reset token of one of our connection ids. */

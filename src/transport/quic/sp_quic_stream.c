@@ -9,10 +9,20 @@
  * owes the node a sp_node_stream_writable, paid when acks free space.
  *
  * Receive side: bytes are copied out of ngtcp2's callback and handed to
- * the node in sp_quic_stream_dispatch; only then is the peer's window
- * extended (stream and connection), by exactly what the node took.  A
- * node that is slow to run therefore stalls its sender at the window,
- * and nothing buffers more than the windows allow.
+ * the node in sp_quic_stream_dispatch.  The peer's windows (stream and
+ * connection) are extended only by what the node consumed: bytes it took
+ * minus those it still holds of a frame not received whole
+ * (sp_node_stream_held).  A node that is slow to run stalls its sender at
+ * the window, and what this endpoint and the node hold of a peer's bytes
+ * stays inside the windows granted, plus one exception that keeps frames
+ * larger than a window from stalling for ever: per connection, one stream
+ * whose unfinished frame cannot complete inside its stream window may be
+ * granted credit for the whole of it (stream and connection, up to the
+ * node's max_frame plus its prefix), until that frame completes or the
+ * stream ends.  So a connection holds at most conn_recv_window +
+ * max_frame + 4 received bytes, whatever its streams do.  When the node is
+ * done with a stream, what it held of an unfinished frame is dropped and
+ * counts as consumed.
  *
  * Order per stream: opened, data, writable, closed (after all data).
  * Once the node closed a stream, or was told it closed, it hears nothing
@@ -54,11 +64,18 @@ static void link_conn(sp_quic_stream *s, sp_quic_conn *c) {
   c->streams = s;
 }
 
+static void pass_allowance(sp_quic_conn *c);
+
 static void unlink_conn(sp_quic_stream *s) {
   sp_quic_conn *c = s->conn;
+  int passes;
 
   if (!c) {
     return;
+  }
+  passes = c->rx_big == s;
+  if (passes) {
+    c->rx_big = NULL;
   }
   if (c->cursor == s) {
     c->cursor = s->cnext;
@@ -73,6 +90,9 @@ static void unlink_conn(sp_quic_stream *s) {
   }
   s->cprev = s->cnext = NULL;
   s->conn = NULL;
+  if (passes) {
+    pass_allowance(c);
+  }
 }
 
 sp_quic_stream *sp_quic_stream_new(sp_quic_endpoint *ep, sp_quic_conn *c,
@@ -110,6 +130,7 @@ sp_quic_stream *sp_quic_stream_find(sp_quic_endpoint *ep, uint64_t id) {
 }
 
 static size_t buffered(const sp_quic_stream *s);
+static void node_forgets(sp_quic_stream *s);
 
 /* ---- chunk pool ---- */
 
@@ -150,6 +171,9 @@ void sp_quic_stream_free(sp_quic_stream *s) {
   ep->send_buffered -= buffered(s);
   if (s->budget_wait) {
     ep->budget_waiters--;
+  }
+  if (s->conn && s->node_done) {
+    node_forgets(s);
   }
   unlink_conn(s);
   while (ch) {
@@ -366,6 +390,10 @@ void sp_quic_stream_quic_closed(sp_quic_stream *s, int has_code,
 }
 
 void sp_quic_stream_conn_ended(sp_quic_stream *s, int reason) {
+  s->peer_proven = s->conn && s->conn->authenticated;
+  if (s->peer_proven) {
+    memcpy(s->peer_key, s->conn->peer_key, SP_PUBLIC_KEY_LEN);
+  }
   unlink_conn(s);
   s->quic_done = 1;
   s->shutdown_pending = 0;
@@ -379,21 +407,162 @@ void sp_quic_stream_conn_ended(sp_quic_stream *s, int reason) {
 
 /* ---- delivery to the node ---- */
 
-/* The node took (or will never take) `n` bytes: reopen the windows. */
-static void give_back(sp_quic_stream *s, size_t n) {
-  if (n == 0 || !s->conn || s->qsid < 0 || !sp_quic_conn_usable(s->conn)) {
+/* The frame `s` has begun, whole (0: none begun). */
+static uint64_t frame_size(const sp_quic_stream *s) {
+  return (uint64_t)s->node_held + s->node_need;
+}
+
+/* Bytes of `s` the node consumed (whole frames, or dropped). */
+static uint64_t consumed_of(const sp_quic_stream *s) {
+  return s->rx_taken - s->node_held;
+}
+
+/* Only a frame that cannot complete inside its stream's window needs the
+ * allowance; a frame the node will never finish (need 0: a refused
+ * stream) must not hold it. */
+static int needs_allowance(const sp_quic_stream *s) {
+  return !s->node_done && s->qsid >= 0 && s->node_need > 0 &&
+         frame_size(s) > s->ep->cfg.stream_recv_window;
+}
+
+/* The peer sent all the stream's window allows: it waits for credit. */
+static int at_window(const sp_quic_stream *s) {
+  uint64_t lim = s->rx_limit ? s->rx_limit : s->ep->cfg.stream_recv_window;
+  return s->rx_taken + sp_buf_pending(&s->rbuf) >= lim;
+}
+
+/* The connection's allowance went free: a frame that needs it takes it,
+ * one already waiting at its window first. */
+static void pick_big(sp_quic_conn *c) {
+  sp_quic_stream *t, *any = NULL;
+
+  for (t = c->streams; t && !c->rx_big; t = t->cnext) {
+    if (needs_allowance(t)) {
+      if (at_window(t)) {
+        c->rx_big = t;
+      } else if (!any) {
+        any = t;
+      }
+    }
+  }
+  if (!c->rx_big) {
+    c->rx_big = any;
+  }
+  if (c->rx_big) {
+    c->rx_big_end = consumed_of(c->rx_big) + frame_size(c->rx_big);
+  }
+}
+
+/* Stream offset = consumed + the window, or + the frame begun for the
+ * allowance's stream.  Only that stream opens past its window: the others
+ * then hold at most a window each, which leaves the allowance to its
+ * frame. */
+static void credit_stream(sp_quic_stream *s) {
+  sp_quic_endpoint *ep = s->ep;
+  sp_quic_conn *c = s->conn;
+  uint64_t want, lim, frame = frame_size(s);
+
+  if (s->qsid < 0 || s->node_done) {
     return;
   }
-  ngtcp2_conn_extend_max_stream_offset(s->conn->qc, s->qsid, n);
-  ngtcp2_conn_extend_max_offset(s->conn->qc, n);
-  s->ep->output_pending = 1;
+  want = s->rx_counted + (c->rx_big == s && frame > ep->cfg.stream_recv_window
+                              ? frame
+                              : ep->cfg.stream_recv_window);
+  lim = s->rx_limit ? s->rx_limit : ep->cfg.stream_recv_window;
+  if (want > lim) {
+    ngtcp2_conn_extend_max_stream_offset(c->qc, s->qsid, want - lim);
+    lim = want;
+    ep->output_pending = 1;
+  }
+  s->rx_limit = lim;
+}
+
+/* Connection offset = consumed + window + the allowance's frame.  Offsets
+ * only grow, so an allowance spent is not granted twice. */
+static void credit_conn(sp_quic_conn *c) {
+  sp_quic_endpoint *ep = c->ep;
+  uint64_t want, lim;
+
+  want = c->rx_consumed + ep->cfg.conn_recv_window +
+         (c->rx_big ? frame_size(c->rx_big) : 0);
+  lim = c->rx_limit ? c->rx_limit : ep->cfg.conn_recv_window;
+  if (want > lim) {
+    ngtcp2_conn_extend_max_offset(c->qc, want - lim);
+    lim = want;
+    ep->output_pending = 1;
+  }
+  c->rx_limit = lim;
+}
+
+/* Hand a free allowance on, with the credit it brings at once: its new
+ * holder may be waiting at its window with nothing more to deliver that
+ * would call us for it. */
+static void pass_allowance(sp_quic_conn *c) {
+  if (c->rx_big || !sp_quic_conn_usable(c)) {
+    return;
+  }
+  pick_big(c);
+  if (c->rx_big) {
+    credit_conn(c);
+    credit_stream(c->rx_big);
+  }
+}
+
+/* Reopen the windows by what the node consumed since the last call. */
+static void credit(sp_quic_stream *s) {
+  sp_quic_conn *c = s->conn;
+  uint64_t consumed;
+
+  if (s->node_done) {
+    s->node_held = s->node_need = 0;
+  }
+  consumed = consumed_of(s);
+  if (!c) {
+    s->rx_counted = consumed;
+    return;
+  }
+  c->rx_consumed += consumed - s->rx_counted;
+  s->rx_counted = consumed;
+  /* The frame it was granted for is whole (or will never be). */
+  if (c->rx_big == s &&
+      (consumed >= c->rx_big_end || !needs_allowance(s))) {
+    c->rx_big = NULL;
+  }
+  if (!sp_quic_conn_usable(c)) {
+    return;
+  }
+  if (!c->rx_big) {
+    pass_allowance(c);
+  }
+  credit_conn(c);
+  credit_stream(s);
+}
+
+/* The node is done with `s`: the bytes it held of an unfinished frame
+ * went with it, so they count as consumed, and the allowance, if `s` had
+ * it, passes on. */
+static void node_forgets(sp_quic_stream *s) {
+  s->node_held = s->node_need = 0;
+  credit(s);
 }
 
 static void drop_input(sp_quic_stream *s) {
-  size_t n = sp_buf_pending(&s->rbuf);
-
+  s->rx_taken += sp_buf_pending(&s->rbuf);
   sp_buf_reset(&s->rbuf);
-  give_back(s, n);
+  credit(s);
+}
+
+/* What the node holds of `s` after a delivery. */
+static void ask_held(sp_quic_endpoint *ep, sp_quic_stream *s) {
+  if (s->node_done ||
+      sp_node_stream_held(ep->node, s->id, &s->node_held, &s->node_need) !=
+          0) {
+    s->node_held = s->node_need = 0;
+  }
+  /* The node cannot hold what it was not given. */
+  if (s->node_held > s->rx_taken) {
+    s->node_held = (size_t)s->rx_taken;
+  }
 }
 
 /* Reset both directions with `code` (a negative sp_error). */
@@ -428,9 +597,21 @@ static int dispatch_one(sp_quic_endpoint *ep, sp_quic_stream *s,
   }
   if (s->opened_pending) {
     /* Not before the peer is proven (handshake_completed rings again). */
-    if (!s->conn || !s->conn->authenticated) {
+    if (s->conn && !s->conn->authenticated) {
       return 0;
     }
+    if (!s->conn && !s->peer_proven) {
+      /* Ended unproven: nobody may ever read it, and nothing else would
+       * free it. */
+      s->opened_pending = s->closed_pending = 0;
+      s->node_done = 1;
+      drop_input(s);
+      return 0;
+    }
+    /* A proven peer's stream whose connection ended before the node
+     * heard of it (opened, sent and closed in one flight, as an endpoint
+     * being deleted does): its last bytes still count, so the node hears
+     * opened, data and closed like for any other stream. */
     s->opened_pending = 0;
     rv = sp_node_stream_opened(node, s->id, &s->peer, now);
     if (rv != 0) {
@@ -446,16 +627,18 @@ static int dispatch_one(sp_quic_endpoint *ep, sp_quic_stream *s,
     size_t n = sp_buf_pending(&s->rbuf);
     const uint8_t *data = s->rbuf.data + s->rbuf.off;
 
-    /* Consumed before the call: the memory stays put (nothing appends
-     * during dispatch), and a close_stream from inside the call must not
-     * give these bytes back a second time. */
+    /* Taken before the call: the memory stays put (nothing appends
+     * during dispatch), and a close_stream from inside the call counts
+     * these bytes as dropped.  Credit follows what the node consumed. */
     sp_buf_consume(&s->rbuf, n);
-    give_back(s, n);
+    s->rx_taken += n;
     ep->stats.stream_bytes_received += n;
     rv = sp_node_stream_data(node, s->id, &s->peer, data, n, now);
     if (rv != 0 && !s->node_done) {
       node_dropped(s, rv);
     }
+    ask_held(ep, s);
+    credit(s);
     if (sp_err_is_fatal(rv)) {
       return rv;
     }
@@ -473,6 +656,7 @@ static int dispatch_one(sp_quic_endpoint *ep, sp_quic_stream *s,
   if (!s->node_done && s->closed_pending && sp_buf_pending(&s->rbuf) == 0) {
     s->closed_pending = 0;
     s->node_done = 1;
+    node_forgets(s);
     /* The peer ended its side cleanly: end ours once our bytes are out. */
     if (s->closed_reason == 0 && s->conn && !s->write_shut) {
       s->fin_requested = 1;
@@ -554,22 +738,38 @@ static sp_quic_conn *conn_for(sp_quic_endpoint *ep, const sp_uuid *peer) {
   return dialling;
 }
 
+static sp_quic_hint *hint_find(sp_quic_endpoint *ep, const sp_uuid *peer) {
+  size_t i;
+
+  for (i = 0; i < ep->nhints; ++i) {
+    if (sp_uuid_equal(&ep->hints[i].device, peer)) {
+      return &ep->hints[i];
+    }
+  }
+  return NULL;
+}
+
+/* The registry's addresses come first (the host's word); the node's hint
+ * is where the device was last seen, for devices the registry has none
+ * for that this socket can reach. */
 static int dial(sp_quic_endpoint *ep, const sp_uuid *peer,
                 sp_quic_conn **pc) {
   char hints[4096];
   sp_quic_addr addr;
+  const sp_quic_hint *seen = hint_find(ep, peer);
   int rv;
 
   rv = ep->registry.address_hints(peer, hints, sizeof(hints),
                                   ep->registry.user_data);
-  if (rv == SP_ERR_NOT_FOUND) {
-    return SP_ERR_UNREACHABLE;
-  }
-  if (rv != 0) {
+  if (rv != 0 && rv != SP_ERR_NOT_FOUND) {
     return SP_ERR_REGISTRY;
   }
   hints[sizeof(hints) - 1] = '\0';
-  if (sp_quic_addr_pick(&addr, hints, ep->local.u.sa.sa_family) != 0) {
+  if ((rv != 0 ||
+       sp_quic_addr_pick(&addr, hints, ep->local.u.sa.sa_family) != 0) &&
+      (!seen ||
+       sp_quic_addr_pick(&addr, seen->address, ep->local.u.sa.sa_family) !=
+           0)) {
     return SP_ERR_UNREACHABLE;
   }
   return sp_quic_conn_client_new(pc, ep, peer, &addr, sp_quic_now());
@@ -696,6 +896,79 @@ static int tr_close_stream(uint64_t stream_id, int error_code,
   return 0;
 }
 
+/* Until the connection is authenticated there is no key to tell; a
+ * stream whose connection ended keeps the key it proved. */
+static int tr_peer_key(uint64_t stream_id,
+                       uint8_t public_key[SP_PUBLIC_KEY_LEN],
+                       void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_stream *s = sp_quic_stream_find(ep, stream_id);
+
+  if (!public_key) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (s && s->conn && s->conn->authenticated) {
+    memcpy(public_key, s->conn->peer_key, SP_PUBLIC_KEY_LEN);
+    return 0;
+  }
+  if (s && !s->conn && s->peer_proven) {
+    memcpy(public_key, s->peer_key, SP_PUBLIC_KEY_LEN);
+    return 0;
+  }
+  return SP_ERR_NOT_FOUND;
+}
+
+/* The address the peer's datagrams come from: for a peer that dialed us,
+ * the socket it listens on too, which is what makes it worth keeping. */
+static int tr_peer_address(uint64_t stream_id, char *buf, size_t len,
+                           void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_stream *s = sp_quic_stream_find(ep, stream_id);
+
+  if (!buf) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (!s || !s->conn || !s->conn->authenticated) {
+    return SP_ERR_NOT_FOUND;
+  }
+  return sp_quic_addr_format(&s->conn->remote, buf, len) == 0
+             ? 0
+             : SP_ERR_NOBUF;
+}
+
+static int tr_add_address_hint(const sp_uuid *device, const char *address,
+                               void *user_data) {
+  sp_quic_endpoint *ep = user_data;
+  sp_quic_hint *h;
+  sp_quic_addr addr;
+  size_t len;
+
+  if (!device || !address) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  len = strlen(address);
+  if (len >= SP_PEER_ADDRESS_MAX ||
+      sp_quic_addr_parse(&addr, address, len) != 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  h = hint_find(ep, device);
+  if (!h) {
+    if (ep->nhints == ep->hints_cap) {
+      size_t cap = ep->hints_cap ? ep->hints_cap * 2 : 8;
+      sp_quic_hint *p = sp_realloc(&ep->mem, ep->hints, cap * sizeof(*p));
+      if (!p) {
+        return SP_ERR_NOMEM;
+      }
+      ep->hints = p;
+      ep->hints_cap = cap;
+    }
+    h = &ep->hints[ep->nhints++];
+    h->device = *device;
+  }
+  memcpy(h->address, address, len + 1);
+  return 0;
+}
+
 void sp_quic_transport_fill(sp_quic_endpoint *ep, sp_transport *out) {
   memset(out, 0, sizeof(*out));
   out->version = SP_TRANSPORT_VERSION;
@@ -703,4 +976,7 @@ void sp_quic_transport_fill(sp_quic_endpoint *ep, sp_transport *out) {
   out->open_stream = tr_open_stream;
   out->send = tr_send;
   out->close_stream = tr_close_stream;
+  out->peer_key = tr_peer_key;
+  out->peer_address = tr_peer_address;
+  out->add_address_hint = tr_add_address_hint;
 }
