@@ -219,6 +219,7 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
   case SP_EVENT_SYNC_REQUIRED_SENT:
   case SP_EVENT_STEPPED_DOWN:
   case SP_EVENT_ROLE_CONFLICT:
+  case SP_EVENT_LOG_CORRUPT:
     fsu_fail("the follower reported leader event %d", (int)ev->type);
   case SP_EVENT_ENTRIES_APPLIED:
     if (ev->from_sequence == 0 || ev->from_sequence > ev->to_sequence ||
@@ -281,8 +282,11 @@ static void op_request(follower_ctx *c, unsigned p) {
     fsu_rc(w, "sp_handler_request_entries(past applied)", rv, 0,
            SP_ERR_INVALID_ARGUMENT, SP_ERR_INVALID_STATE, FSU_END);
   } else {
+    /* Connecting at once can fail on the spot: no leader in the registry,
+     * the registry or the store failing, the transport refusing. */
     fsu_rc(w, "sp_handler_request_entries", rv, 1, 0, SP_ERR_INVALID_STATE,
-           FSU_END);
+           SP_ERR_NOT_FOUND, SP_ERR_REGISTRY, SP_ERR_STORE,
+           SP_ERR_UNREACHABLE, FSU_END);
   }
   if (rv != 0) {
     long before = w->requests_pending;

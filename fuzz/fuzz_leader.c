@@ -245,6 +245,8 @@ static void l_check_event(fsu_world *w, const sp_event *ev) {
   case SP_EVENT_ENTRIES_APPLIED:
   case SP_EVENT_CAUGHT_UP:
   case SP_EVENT_SYNC_REQUIRED_RECEIVED:
+  case SP_EVENT_STORE_FAILED:
+  case SP_EVENT_STORE_RECOVERED:
     fsu_fail("the leader reported follower event %d", (int)ev->type);
   case SP_EVENT_STEPPED_DOWN:
     if (ev->epoch <= c->epoch) {

@@ -410,8 +410,14 @@ static fsu_stream *add_stream(fsu_world *w, uint64_t id, int peer, int local) {
   s->peer_index = peer;
   s->local = local;
   s->store_gen = w->store_gen;
+  /* The node reads an incoming stream's first frame with a lower limit
+   * until that frame routes it; in_rd mirrors only that first frame. */
   if (sp_frame_reader_new(&s->out_rd, w->max_frame, NULL) != 0 ||
-      sp_frame_reader_new(&s->in_rd, w->max_frame, NULL) != 0) {
+      sp_frame_reader_new(&s->in_rd,
+                          local || w->max_frame < SP_UNROUTED_MAX_FRAME
+                              ? w->max_frame
+                              : SP_UNROUTED_MAX_FRAME,
+                          NULL) != 0) {
     fsu_fail("out of memory in the harness");
   }
   w->nstreams++;
@@ -697,7 +703,7 @@ static int e_event(const sp_event *ev, void *ud) {
   if (!w->in_node) {
     fsu_fail("event %d outside any call into the node", (int)ev->type);
   }
-  if (ev->type < SP_EVENT_PEER_CONNECTED || ev->type > SP_EVENT_CAUGHT_UP) {
+  if (ev->type < SP_EVENT_PEER_CONNECTED || ev->type > SP_EVENT_STORE_RECOVERED) {
     fsu_fail("event type %d unknown", (int)ev->type);
   }
   if (ev->type != SP_EVENT_ERROR && !sp_uuid_equal(&ev->library_id, &fsu_lib)) {
@@ -706,7 +712,8 @@ static int e_event(const sp_event *ev, void *ud) {
   if (ev->has_peer && dev_index(&ev->peer_id) < 0) {
     fsu_fail("event %d about an unknown peer", (int)ev->type);
   }
-  if (ev->type == SP_EVENT_ERROR && !ev->message) {
+  if ((ev->type == SP_EVENT_ERROR || ev->type == SP_EVENT_STORE_FAILED) &&
+      !ev->message) {
     fsu_fail("error event without a message");
   }
   if (ev->message) {
@@ -1138,8 +1145,10 @@ static void op_open(fsu_world *w, unsigned p) {
   w->in_node = 1;
   rv = sp_node_stream_opened(w->node, w->next_id, &fsu_dev[peer], w->now);
   w->in_node = 0;
-  if (fsu_rc(w, "sp_node_stream_opened", rv, 1, 0, SP_ERR_NOMEM, FSU_END) !=
-      0) {
+  /* SP_ERR_TOO_MANY_REQUESTS: the peer has too many streams waiting for
+   * a first frame; the transport resets the stream. */
+  if (fsu_rc(w, "sp_node_stream_opened", rv, 1, 0, SP_ERR_NOMEM,
+             SP_ERR_TOO_MANY_REQUESTS, FSU_END) != 0) {
     return;
   }
   add_stream(w, w->next_id++, peer, 0);

@@ -101,6 +101,9 @@ static int on_event(const sp_event *ev, void *ud) {
   case SP_EVENT_ROLE_CONFLICT:
     d->counts.last_epoch = ev->epoch;
     break;
+  case SP_EVENT_LOG_CORRUPT:
+    d->counts.last_corrupt_seq = ev->to_sequence;
+    break;
   default:
     break;
   }
@@ -329,6 +332,9 @@ int tc_open(tc *t, int dev, int lib) {
   sp_store st;
 
   sp_mem_store_get_vtable(d->store[lib], &st);
+  if (t->store_hook) {
+    t->store_hook(t, dev, lib, &st);
+  }
   d->cfg[lib].role = t->leader[lib] == dev ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
   return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);
 }
@@ -338,6 +344,9 @@ int tc_open_as(tc *t, int dev, int lib, sp_role role, uint64_t epoch) {
   sp_store st;
 
   sp_mem_store_get_vtable(d->store[lib], &st);
+  if (t->store_hook) {
+    t->store_hook(t, dev, lib, &st);
+  }
   d->cfg[lib].role = role;
   d->cfg[lib].epoch = epoch;
   return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);

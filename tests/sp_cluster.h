@@ -21,6 +21,7 @@ typedef struct tc_counts {
   int last_lost;         /* last PEER_LOST code */
   sp_sync_reason last_sync_reason;
   uint64_t last_epoch;   /* STEPPED_DOWN / ROLE_CONFLICT */
+  sp_seq last_corrupt_seq; /* LOG_CORRUPT */
 } tc_counts;
 
 /* Frames seen on the wire, by sender and type. */
@@ -63,6 +64,9 @@ struct tc {
   void *fault_ud;
   /* Optional: sees every event after it is counted. */
   void (*on_event)(tc *t, int dev, const sp_event *ev);
+  /* Optional: may wrap a store's vtable before tc_open / tc_open_as hand
+   * it to the handler (faults inside store calls). */
+  void (*store_hook)(tc *t, int dev, int lib, sp_store *st);
   /* Tap state: one reader + decoder per (stream, direction). */
   struct tc_tap *taps;
   size_t ntaps;
