@@ -8,6 +8,11 @@
  *   library decode  sp_decoder_decode with a reused decoder (all checks)
  *   msgpack-c pack  msgpack_sbuffer + msgpack_packer, same layout
  *   msgpack-c unpack msgpack_unpack_next, every field read out
+ * A fifth, in the same rounds: the leader's check of the rows it serves
+ * (sp_chain_next over the page, from the link before it), reported as
+ *   serve-verify: <ns per entry> ratio <V>
+ * with V = (library encode + verify time) / library encode time: what the
+ * check adds to building a page, store read aside.
  * The last line is the summary:
  *   codec: encode <entries/s> decode <entries/s> ratio <R>
  * with R = (library encode + decode time) / (msgpack-c pack + unpack
@@ -121,6 +126,26 @@ static double lib_decode(sp_decoder *dec, const uint8_t *body, size_t len) {
              e->device_id.bytes[0] + e->record_id.bytes[15] + e->data[0];
     }
     g_sink += acc + r->through_sequence + r->last_hash[0];
+  }
+  return now_s() - t0;
+}
+
+/* What serve_page adds per entry: the link recomputed from the row. */
+static double lib_verify(void) {
+  uint8_t link[SP_HASH_LEN] = {0}, next[SP_HASH_LEN];
+  double t0 = now_s();
+  int i;
+  size_t k;
+
+  for (i = 0; i < BATCH; ++i) {
+    for (k = 0; k < N_ENTRIES; ++k) {
+      if (sp_chain_next(link, &g_entries[k], next) != 0) {
+        fprintf(stderr, "sp_chain_next failed\n");
+        exit(1);
+      }
+      memcpy(link, next, SP_HASH_LEN);
+    }
+    g_sink += link[0];
   }
   return now_s() - t0;
 }
@@ -247,7 +272,7 @@ int main(int argc, char **argv) {
   sp_decoder *dec;
   msgpack_sbuffer sb;
   msgpack_unpacked u;
-  double *t[4], med[4], per[4];
+  double *t[5], med[5], per[5];
   static const char *names[4] = {"library encode", "library decode",
                                  "msgpack-c pack", "msgpack-c unpack"};
   int k;
@@ -264,7 +289,7 @@ int main(int argc, char **argv) {
   }
   msgpack_sbuffer_init(&sb);
   msgpack_unpacked_init(&u);
-  for (k = 0; k < 4; ++k) {
+  for (k = 0; k < 5; ++k) {
     t[k] = calloc((size_t)rounds, sizeof(double));
     if (!t[k]) {
       return 1;
@@ -280,8 +305,10 @@ int main(int argc, char **argv) {
   }
   lib_decode(dec, buf + SP_FRAME_HEADER_LEN, len - SP_FRAME_HEADER_LEN);
   bare_unpack(&u, (const uint8_t *)sb.data, sb.size);
+  lib_verify();
 
   for (r = 0; r < rounds; ++r) {
+    t[4][r] = lib_verify();
     /* Alternate the order too, so neither side always runs first. */
     if (r % 2) {
       t[2][r] = bare_pack(&sb);
@@ -303,9 +330,12 @@ int main(int argc, char **argv) {
     printf("%-17s %12.0f entries/s  (%.1f us per message, median of %d)\n",
            names[k], per[k], med[k] / BATCH * 1e6, rounds);
   }
+  med[4] = median(t[4], rounds);
+  printf("serve-verify: %.0f ns per entry ratio %.2f\n",
+         med[4] / BATCH / N_ENTRIES * 1e9, (med[0] + med[4]) / med[0]);
   printf("codec: encode %.0f decode %.0f ratio %.2f\n", per[0], per[1],
          (med[0] + med[1]) / (med[2] + med[3]));
-  for (k = 0; k < 4; ++k) {
+  for (k = 0; k < 5; ++k) {
     free(t[k]);
   }
   msgpack_unpacked_destroy(&u);

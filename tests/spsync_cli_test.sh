@@ -45,6 +45,19 @@ check 1 "line 1" "$sp" follower --key "$tmp/a.key" --pairing "$tmp/bad.txt" --lo
 { echo "library $(cat /proc/sys/kernel/random/uuid)"
   "$sp" fingerprint --key "$tmp/a.key" --pairing-line follower; } > "$tmp/noleader.txt"
 check 1 "exactly one leader" "$sp" follower --key "$tmp/a.key" --pairing "$tmp/noleader.txt" --log "$tmp/l.db"
+# One key per device id: a device listed twice (a copied key file, a
+# reinstall), or one key under two ids, is refused naming both lines.
+check 0 "-" "$sp" keygen --out "$tmp/b.key"
+dev_a=$("$sp" fingerprint --key "$tmp/a.key" --pairing-line follower | awk '{print $2}')
+key_a=$("$sp" fingerprint --key "$tmp/a.key" --pairing-line follower | awk '{print $3}')
+key_b=$("$sp" fingerprint --key "$tmp/b.key" --pairing-line follower | awk '{print $3}')
+lib=$(cat /proc/sys/kernel/random/uuid)
+printf 'library %s\ndevice %s %s leader 127.0.0.1:1\n# the same id again\ndevice %s %s follower -\n' \
+  "$lib" "$dev_a" "$key_a" "$dev_a" "$key_b" > "$tmp/dupid.txt"
+check 1 "line 4: device $dev_a is already listed on line 2" "$sp" follower --key "$tmp/a.key" --pairing "$tmp/dupid.txt" --log "$tmp/d.db" --timeout 2
+printf 'library %s\ndevice %s %s leader 127.0.0.1:1\ndevice %s %s follower -\n' \
+  "$lib" "$dev_a" "$key_a" "$(cat /proc/sys/kernel/random/uuid)" "$key_a" > "$tmp/dupkey.txt"
+check 1 "line 3: this key is already listed on line 2" "$sp" follower --key "$tmp/a.key" --pairing "$tmp/dupkey.txt" --log "$tmp/d.db" --timeout 2
 check 1 "cannot open" "$sp" status --log "$tmp/none.db"
 printf 'not a database' > "$tmp/junk.db"
 check 1 "-" "$sp" status --log "$tmp/junk.db"

@@ -84,7 +84,11 @@ static void usage(void) {
       "  --epoch N            lead with epoch N (kept with the log; default: "
       "the log's)\n"
       "  --exit-when-synced   once done writing, exit when every follower "
-      "acknowledged all\n"
+      "holds all\n"
+      "                       (positions acknowledged to an earlier leader "
+      "process\n"
+      "                       are kept with the log: a synced follower need "
+      "not connect)\n"
       "  --timeout SECONDS    give up (exit 4) after this long\n"
       "  --sync-full          SQLite synchronous=FULL\n"
       "  --verbose            log connections and refusals\n");

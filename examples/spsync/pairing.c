@@ -11,6 +11,7 @@ static int parse_device(pairing *p, char *rest, char *err, size_t errlen,
                         int line) {
   char id[64], key[80], role[16], addr[64];
   pairing_device *d;
+  int i;
 
   if (sscanf(rest, "%63s %79s %15s %63s", id, key, role, addr) != 4) {
     snprintf(err, errlen,
@@ -33,6 +34,23 @@ static int parse_device(pairing *p, char *rest, char *err, size_t errlen,
     snprintf(err, errlen, "line %d: bad public key (64 hex digits)", line);
     return -1;
   }
+  for (i = 0; i < p->ndev; ++i) {
+    char uuid[SP_UUID_STRING_LEN + 1];
+    if (sp_uuid_equal(&p->dev[i].id, &d->id)) {
+      snprintf(err, errlen,
+               "line %d: device %s is already listed on line %d (a device "
+               "has one key: remove the stale line)",
+               line, sp_uuid_format(&d->id, uuid), p->dev[i].line);
+      return -1;
+    }
+    if (memcmp(p->dev[i].key, d->key, SP_PUBLIC_KEY_LEN) == 0) {
+      snprintf(err, errlen,
+               "line %d: this key is already listed on line %d for device %s",
+               line, p->dev[i].line, sp_uuid_format(&p->dev[i].id, uuid));
+      return -1;
+    }
+  }
+  d->line = line;
   if (strcmp(role, "leader") == 0) {
     d->leader = 1;
   } else if (strcmp(role, "follower") != 0) {

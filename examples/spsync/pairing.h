@@ -8,7 +8,10 @@
  *   device  <uuid> <public key, 64 hex> follower <ip:port | ->
  *
  * One device is the leader; every listed device is a member.  The
- * address is where the device listens ("-": it is never dialed).
+ * address is where the device listens ("-": it is never dialed).  A
+ * device id is listed once and a key once: a device has exactly one key
+ * (a copied key file or a reinstall under the same id is refused here,
+ * before two devices could be taken for one).
  */
 #ifndef SPSYNC_PAIRING_H
 #define SPSYNC_PAIRING_H
@@ -23,6 +26,7 @@ typedef struct pairing_device {
   uint8_t key[SP_PUBLIC_KEY_LEN];
   int leader;
   char address[64];
+  int line; /* where the pairing file lists it */
 } pairing_device;
 
 typedef struct pairing {

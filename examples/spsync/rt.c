@@ -58,6 +58,16 @@ static int on_event(const sp_event *ev, void *ud) {
     fprintf(stderr, "spsync: met epoch %llu: this leader stepped down\n",
             (unsigned long long)ev->epoch);
     break;
+  case SP_EVENT_STORE_FAILED:
+    /* Once per episode: the library retries with backoff meanwhile. */
+    fprintf(stderr, "spsync: the log cannot be written (%s: %s); "
+            "retrying with backoff\n", sp_err_name(ev->error_code),
+            ev->message ? ev->message : sp_strerror(ev->error_code));
+    break;
+  case SP_EVENT_STORE_RECOVERED:
+    fprintf(stderr, "spsync: the log is writable again (at %llu)\n",
+            (unsigned long long)ev->to_sequence);
+    break;
   default:
     break;
   }
