@@ -25,15 +25,17 @@ endif()
 
 # Real nodes over QUIC, leader and follower in one process.
 if(SP_WITH_QUIC)
-  sp_add_test(sp_quic_node_test SOURCES sp_quic_node_test.c LABELS quic
-    TIMEOUT 300)
+  sp_add_test(sp_quic_node_test
+    SOURCES sp_quic_node_test.c quic_node_util.c LABELS quic TIMEOUT 300)
   # A real node under a peer trying to exceed the memory bounds.
   sp_add_test(sp_quic_bounds_test SOURCES sp_quic_bounds_test.c LABELS quic
     TIMEOUT 60)
   # The keys the transport proves, as the leader's records see them.
-  sp_add_test(sp_quic_peer_key_test SOURCES sp_quic_peer_key_test.c
-    LABELS quic TIMEOUT 60 LIBS PkgConfig::NGTCP2)
+  sp_add_test(sp_quic_peer_key_test
+    SOURCES sp_quic_peer_key_test.c quic_node_util.c LABELS quic
+    TIMEOUT 60 LIBS PkgConfig::NGTCP2)
   # A leader killed and restarted reaches its follower at once.
-  sp_add_test(sp_quic_restart_test SOURCES sp_quic_restart_test.c
-    LABELS quic TIMEOUT 60 LIBS PkgConfig::NGTCP2)
+  sp_add_test(sp_quic_restart_test
+    SOURCES sp_quic_restart_test.c quic_node_util.c LABELS quic
+    TIMEOUT 60 LIBS PkgConfig::NGTCP2)
 endif()

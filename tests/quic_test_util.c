@@ -22,6 +22,7 @@
 #include "sync_protocol/errors.h"
 #include "sync_protocol/uuid.h"
 #include "quic_test_util.h"
+#include "transport/quic/sp_quic_int.h"
 
 /* ---- registry ---- */
 
@@ -299,4 +300,67 @@ int qt_run(qt_device **devs, size_t n, qt_relay *relay,
 
 void qt_run_for(qt_device **devs, size_t n, qt_relay *relay, double seconds) {
   (void)qt_run(devs, n, relay, NULL, NULL, seconds);
+}
+
+/* ---- fake-node streams ---- */
+
+fn_stream *qt_nth_remote(sp_node *n, size_t k) {
+  size_t i;
+
+  for (i = 0; i < n->nstreams; ++i) {
+    if (n->streams[i].remote && k-- == 0) {
+      return &n->streams[i];
+    }
+  }
+  return NULL;
+}
+
+int qt_remote_has(void *arg) {
+  qt_nth_has *w = arg;
+  fn_stream *r = qt_nth_remote(w->node, w->k);
+  return r && r->received >= w->bytes;
+}
+
+int qt_remote_got(void *arg) {
+  qt_wait_bytes *w = arg;
+  fn_stream *s = fn_first_remote(w->node);
+  return s && s->received >= w->bytes;
+}
+
+int qt_stream_writable(void *arg) {
+  fn_stream *s = arg;
+  return s->writable_calls > 0;
+}
+
+void qt_pair_start(qt_device *a, qt_device *b) {
+  qt_device_init(a);
+  qt_device_init(b);
+  qt_device_start(a, NULL);
+  qt_device_start(b, NULL);
+  qt_know(a, b);
+  qt_know(b, a);
+}
+
+void qt_apply_test_filter(void) {
+  if (getenv("SP_TEST_FILTER")) {
+    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
+  }
+}
+
+uint64_t qt_held(const qt_device *d, size_t frame) {
+  const sp_node *n = d->node;
+  const sp_quic_endpoint *ep = d->ep;
+  uint64_t held = 0;
+  size_t i;
+
+  for (i = 0; i < ep->nstreams; ++i) {
+    held += sp_buf_pending(&ep->streams[i]->rbuf);
+  }
+  for (i = 0; i < n->nstreams; ++i) {
+    const fn_stream *s = &n->streams[i];
+    if (s->remote && !s->closed && !s->close_sent) {
+      held += s->received % frame;
+    }
+  }
+  return held;
 }

@@ -52,6 +52,11 @@ void qt_device_stop(qt_device *d);
 void qt_device_free(qt_device *d);
 /* `d` learns `other` (its key and current address). */
 void qt_know(qt_device *d, const qt_device *other);
+/* Received bytes `d` holds: in its endpoint's stream buffers, and in its
+ * node's unfinished frames of `frame` bytes. */
+uint64_t qt_held(const qt_device *d, size_t frame);
+/* Two devices started with the default config that know each other. */
+void qt_pair_start(qt_device *a, qt_device *b);
 
 sp_quic_config qt_config(void);
 
@@ -81,5 +86,32 @@ int qt_run(qt_device **devs, size_t n, qt_relay *relay,
 void qt_run_for(qt_device **devs, size_t n, qt_relay *relay, double seconds);
 
 double qt_seconds(sp_tstamp t);
+
+/* A test's main: runs the group `tests` (no group setup or teardown);
+ * SP_TEST_FILTER=test_name runs only that test (a debugging aid). */
+#define QT_RUN_TESTS(tests)                                                   \
+  (qt_apply_test_filter(), cmocka_run_group_tests(tests, NULL, NULL))
+void qt_apply_test_filter(void);
+
+/* The k-th remote stream of the fake node `n`, or NULL. */
+fn_stream *qt_nth_remote(sp_node *n, size_t k);
+/* qt_run's `done` for a qt_nth_has: the k-th remote stream of `node`
+ * exists and has received `bytes`. */
+typedef struct qt_nth_has {
+  sp_node *node;
+  size_t k;
+  uint64_t bytes;
+} qt_nth_has;
+int qt_remote_has(void *arg);
+
+/* qt_run's `done` for a qt_wait_bytes: the first remote stream of `node`
+ * exists and has received `bytes`. */
+typedef struct qt_wait_bytes {
+  sp_node *node;
+  uint64_t bytes;
+} qt_wait_bytes;
+int qt_remote_got(void *arg);
+/* qt_run's `done` for an fn_stream: the node was told it is writable. */
+int qt_stream_writable(void *arg);
 
 #endif /* QUIC_TEST_UTIL_H */

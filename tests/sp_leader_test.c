@@ -478,6 +478,16 @@ static sp_ssize listed(tc *t, int dev) {
   return 0;
 }
 
+/* Three devices, device 2 not (yet) a member of LIB; every dial counted
+ * in `c`. */
+static void init_counting(tc *t, dials *c) {
+  memset(c, 0, sizeof(*c));
+  assert_int_equal(tc_init(t, 3, 1, 1 * MS, NULL), 0);
+  t->fault = count_dials;
+  t->fault_ud = c;
+  t->dev[2].member[LIB] = 0;
+}
+
 /* The registry changes while the leader runs and nobody tells it: its
  * scheduled re-read dials a device added later and drops one removed
  * (its stream closed, never dialled again, no longer listed). */
@@ -488,11 +498,7 @@ static void test_registry_refreshed_on_schedule(void **state) {
   int k;
 
   (void)state;
-  memset(&c, 0, sizeof(c));
-  assert_int_equal(tc_init(&t, 3, 1, 1 * MS, NULL), 0);
-  t.fault = count_dials;
-  t.fault_ud = &c;
-  t.dev[2].member[LIB] = 0;
+  init_counting(&t, &c);
   /* Device 2 hardly ever dials on its own: only the leader brings it in. */
   t.dev[2].cfg[LIB].reconnect_min = 600 * SP_SECONDS;
   t.dev[2].cfg[LIB].reconnect_max = 600 * SP_SECONDS;
@@ -537,11 +543,7 @@ static void test_registry_changed_call(void **state) {
   int k;
 
   (void)state;
-  memset(&c, 0, sizeof(c));
-  assert_int_equal(tc_init(&t, 3, 1, 1 * MS, NULL), 0);
-  t.fault = count_dials;
-  t.fault_ud = &c;
-  t.dev[2].member[LIB] = 0;
+  init_counting(&t, &c);
   /* Neither follower comes back on its own within the test. */
   for (k = 1; k < 3; ++k) {
     t.dev[k].cfg[LIB].reconnect_min = 600 * SP_SECONDS;

@@ -42,12 +42,7 @@ static int swept(void *arg) {
 }
 
 static void start(qt_device *a, qt_device *b) {
-  qt_device_init(a);
-  qt_device_init(b);
-  qt_device_start(a, NULL);
-  qt_device_start(b, NULL);
-  qt_know(a, b);
-  qt_know(b, a);
+  qt_pair_start(a, b);
   b->node->count_only = 1;
 }
 
@@ -264,8 +259,5 @@ int main(void) {
       cmocka_unit_test(test_pages_leave_allowance),
       cmocka_unit_test(test_refused_stream_no_allowance),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

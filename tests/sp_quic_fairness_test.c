@@ -139,8 +139,5 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_second_stream_not_starved),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

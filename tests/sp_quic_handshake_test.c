@@ -59,25 +59,9 @@ static void run2_for(pair *p, double s) {
   qt_run_for(d, 2, NULL, s);
 }
 
-typedef struct wait_bytes {
-  sp_node *node;
-  uint64_t bytes;
-} wait_bytes;
-
-static int remote_got(void *arg) {
-  wait_bytes *w = arg;
-  fn_stream *s = fn_first_remote(w->node);
-  return s && s->received >= w->bytes;
-}
-
 static int stream_got(void *arg) {
   fn_stream *s = arg;
   return s->received >= 15;
-}
-
-static int stream_writable(void *arg) {
-  fn_stream *s = arg;
-  return s->writable_calls > 0;
 }
 
 static int stream_closed(void *arg) {
@@ -89,7 +73,7 @@ static void test_handshake_one_stream(void **state) {
   static const char msg[] = "hello over quic";
   pair p;
   fn_stream *cs, *ss;
-  wait_bytes w;
+  qt_wait_bytes w;
   sp_quic_stats sa, sb;
   int rv;
 
@@ -103,7 +87,7 @@ static void test_handshake_one_stream(void **state) {
 
   w.node = p.b.node;
   w.bytes = 15;
-  run2(&p, remote_got, &w, 5);
+  run2(&p, qt_remote_got, &w, 5);
   ss = fn_first_remote(p.b.node);
   assert_int_equal(p.b.node->opened_calls, 1);
   /* The server learns who the client is from the handshake alone. */
@@ -113,7 +97,7 @@ static void test_handshake_one_stream(void **state) {
   /* The client is told once the stream can carry bytes (perhaps only
    * after the server already has them: the event is delivered in the
    * client's next step). */
-  run2(&p, stream_writable, cs, 5);
+  run2(&p, qt_stream_writable, cs, 5);
 
   assert_int_equal(fn_send(p.b.node, ss, ss->kept, 15), 15);
   run2(&p, stream_got, cs, 5);
@@ -151,7 +135,7 @@ static void test_ipv6_and_dual_stack(void **state) {
   sp_quic_config c6 = qt_config(), any6 = qt_config();
   pair p;
   fn_stream *cs;
-  wait_bytes w;
+  qt_wait_bytes w;
   qt_entry *e;
   int rv;
 
@@ -164,7 +148,7 @@ static void test_ipv6_and_dual_stack(void **state) {
   assert_int_equal(fn_send(p.a.node, cs, "over six", 8), 8);
   w.node = p.b.node;
   w.bytes = 8;
-  run2(&p, remote_got, &w, 5);
+  run2(&p, qt_remote_got, &w, 5);
   assert_true(sp_uuid_equal(&fn_first_remote(p.b.node)->peer,
                             sp_identity_device_id(p.a.id)));
   pair_free(&p);
@@ -179,7 +163,7 @@ static void test_ipv6_and_dual_stack(void **state) {
   assert_int_equal(fn_send(p.a.node, cs, "over four", 9), 9);
   w.node = p.b.node;
   w.bytes = 9;
-  run2(&p, remote_got, &w, 5);
+  run2(&p, qt_remote_got, &w, 5);
   assert_true(sp_uuid_equal(&fn_first_remote(p.b.node)->peer,
                             sp_identity_device_id(p.a.id)));
   pair_free(&p);
@@ -210,7 +194,7 @@ static void test_handshake_time(void **state) {
     cs = fn_open(cli.node, sp_identity_device_id(srv.id), &cli.reg.dev[0].id,
                  &rv);
     assert_non_null(cs);
-    assert_true(qt_run(d, 2, NULL, stream_writable, cs, 5));
+    assert_true(qt_run(d, 2, NULL, qt_stream_writable, cs, 5));
     t[i] = qt_seconds(sp_quic_now() - t0) * 1e3;
     qt_device_free(&cli);
     /* The server forgets the client; its connection idles out later. */
@@ -360,7 +344,7 @@ static void test_forged_certificate(void **state) {
 static void test_forge_hook_sound(void **state) {
   pair p;
   fn_stream *cs;
-  wait_bytes w;
+  qt_wait_bytes w;
   int rv;
 
   (void)state;
@@ -371,7 +355,7 @@ static void test_forge_hook_sound(void **state) {
   assert_int_equal(fn_send(p.a.node, cs, "genuine", 7), 7);
   w.node = p.b.node;
   w.bytes = 7;
-  run2(&p, remote_got, &w, 5);
+  run2(&p, qt_remote_got, &w, 5);
   pair_free(&p);
 }
 
@@ -562,9 +546,5 @@ int main(void) {
       cmocka_unit_test(test_new_arguments),
       cmocka_unit_test(test_new_alloc_failures),
   };
-  /* SP_TEST_FILTER=test_name runs one test (a debugging aid). */
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

@@ -63,29 +63,6 @@ static int run_all(lt *t, int (*done)(void *), void *arg, double s) {
   return qt_run(d, 2, &t->relay, done, arg, s);
 }
 
-static fn_stream *nth_remote(sp_node *n, size_t k) {
-  size_t i;
-
-  for (i = 0; i < n->nstreams; ++i) {
-    if (n->streams[i].remote && k-- == 0) {
-      return &n->streams[i];
-    }
-  }
-  return NULL;
-}
-
-typedef struct has {
-  sp_node *node;
-  size_t k;
-  uint64_t bytes;
-} has;
-
-static int remote_has(void *arg) {
-  has *w = arg;
-  fn_stream *r = nth_remote(w->node, w->k);
-  return r && r->received >= w->bytes;
-}
-
 static int is_closed(void *arg) { return ((fn_stream *)arg)->closed; }
 
 /* Received bytes an endpoint still holds, over all its streams. */
@@ -130,7 +107,7 @@ static void lt_start(lt *t) {
   sp_quic_config cfg = qt_config();
   qt_entry *e;
   fn_stream *s0;
-  has w;
+  qt_nth_has w;
   int rv;
 
   cfg.idle_timeout = 1 * SP_SECONDS;
@@ -151,7 +128,7 @@ static void lt_start(lt *t) {
   w.node = t->b.node;
   w.k = 0;
   w.bytes = 5;
-  assert_true(run_all(t, remote_has, &w, 5));
+  assert_true(run_all(t, qt_remote_has, &w, 5));
 }
 
 static void lt_free(lt *t) {
@@ -165,7 +142,7 @@ static void lt_free(lt *t) {
 static fn_stream *make_state(lt *t, st_kind st, fn_stream *s1) {
   static uint8_t bulk[20000];
   fn_stream *r1;
-  has w;
+  qt_nth_has w;
 
   if (st == ST_UNDISPATCHED) {
     /* B's node is away: the stream waits in the endpoint. */
@@ -179,8 +156,8 @@ static fn_stream *make_state(lt *t, st_kind st, fn_stream *s1) {
   w.node = t->b.node;
   w.k = 1;
   w.bytes = 4;
-  assert_true(run_all(t, remote_has, &w, 5));
-  r1 = nth_remote(t->b.node, 1);
+  assert_true(run_all(t, qt_remote_has, &w, 5));
+  r1 = qt_nth_remote(t->b.node, 1);
   switch (st) {
   case ST_HALF_CLOSED:
     assert_int_equal(fn_close(t->b.node, r1, 0), 0);
@@ -338,7 +315,7 @@ static void test_open_send_close_one_flight(void **state) {
     qt_device *both[2] = {&a, &b};
     fn_stream *s0, *s1, *r;
     sp_uuid lib;
-    has w;
+    qt_nth_has w;
     int rv;
 
     qt_device_init(&a);
@@ -353,7 +330,7 @@ static void test_open_send_close_one_flight(void **state) {
     w.node = b.node;
     w.k = 2 * round;
     w.bytes = 1;
-    assert_true(qt_run(both, 2, NULL, remote_has, &w, 5));
+    assert_true(qt_run(both, 2, NULL, qt_remote_has, &w, 5));
     /* One flight: the new stream, its bytes, the close. */
     s1 = fn_open(a.node, sp_identity_device_id(b.id), &lib, &rv);
     assert_non_null(s1);
@@ -365,7 +342,7 @@ static void test_open_send_close_one_flight(void **state) {
                   round, b.ep->nstreams, rx_held(b.ep));
     }
     assert_int_equal(b.ep->nstreams, 0);
-    r = nth_remote(b.node, 2 * round + 1);
+    r = qt_nth_remote(b.node, 2 * round + 1);
     assert_non_null(r);
     assert_int_equal(r->received, LEN);
     assert_true(r->closed);
@@ -414,8 +391,5 @@ int main(void) {
       cmocka_unit_test(test_node_closed),
       cmocka_unit_test(test_handshake_failure),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

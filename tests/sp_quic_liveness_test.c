@@ -144,6 +144,30 @@ static double wait_f_closed(lv *t, double limit) {
   return took;
 }
 
+/* L and F connected (F dialling if `f_dials`) with a 300 ms keep-alive,
+ * `ack_timeout` and a 60 s idle timeout, run for `idle` seconds; then L
+ * crashes (and starts again on its address if `restart`).  Returns how
+ * long F took to find its connection lost.  `t` stays up (lv_free). */
+static double crash_and_wait_lost(lv *t, sp_duration ack_timeout, int f_dials,
+                                  double idle, int restart) {
+  sp_quic_config cfg = qt_config();
+  double took;
+
+  cfg.keep_alive = 300 * MS;
+  cfg.ack_timeout = ack_timeout;
+  cfg.idle_timeout = 60 * SP_SECONDS;
+  lv_start(t, &cfg, f_dials);
+  run_both(t, NULL, NULL, idle);
+  assert_false(t->fs->closed);
+  lv_crash(t);
+  if (restart) {
+    lv_restart(t);
+  }
+  took = wait_f_closed(t, 5);
+  assert_int_equal(t->fs->closed_reason, SP_ERR_CONNECTION_LOST);
+  return took;
+}
+
 /* The defaults meet the goal: a caught-up follower notices a crashed
  * leader within 10 s (a PING after keep_alive, then a reset within a
  * round trip, or ack_timeout with no answer at all). */
@@ -192,23 +216,14 @@ static void test_version1_config(void **state) {
  * keep-alive PING draws a stateless reset from the new L: F learns
  * within one keep-alive interval, not at its next Heartbeat (30 s). */
 static void test_restarted_peer_noticed_by_keep_alive(void **state) {
-  sp_quic_config cfg = qt_config();
   double took;
   lv t;
 
   (void)state;
-  cfg.keep_alive = 300 * MS;
-  cfg.ack_timeout = 20 * SP_SECONDS; /* not what should find it here */
-  cfg.idle_timeout = 60 * SP_SECONDS;
-  lv_start(&t, &cfg, 1);
-  /* Idle for a while: keep-alives flow, nothing breaks.  (Not a multiple
-   * of the interval: the crash falls between two PINGs.) */
-  run_both(&t, NULL, NULL, 1.15);
-  assert_false(t.fs->closed);
-  lv_crash(&t);
-  lv_restart(&t);
-  took = wait_f_closed(&t, 5);
-  assert_int_equal(t.fs->closed_reason, SP_ERR_CONNECTION_LOST);
+  /* The ack timeout is not what should find it here.  Idle for a while
+   * first: keep-alives flow, nothing breaks.  (Not a multiple of the
+   * interval: the crash falls between two PINGs.) */
+  took = crash_and_wait_lost(&t, 20 * SP_SECONDS, 1, 1.15, 1);
   assert_true(took < 0.3 + 0.5);
   lv_free(&t);
 }
@@ -217,20 +232,11 @@ static void test_restarted_peer_noticed_by_keep_alive(void **state) {
  * runs into the ack timeout: F learns within keep_alive + ack_timeout,
  * not after the 60 s idle timeout. */
 static void test_vanished_peer_noticed_by_ack_timeout(void **state) {
-  sp_quic_config cfg = qt_config();
   double took;
   lv t;
 
   (void)state;
-  cfg.keep_alive = 300 * MS;
-  cfg.ack_timeout = 500 * MS;
-  cfg.idle_timeout = 60 * SP_SECONDS;
-  lv_start(&t, &cfg, 1);
-  run_both(&t, NULL, NULL, 1.0);
-  assert_false(t.fs->closed);
-  lv_crash(&t);
-  took = wait_f_closed(&t, 5);
-  assert_int_equal(t.fs->closed_reason, SP_ERR_CONNECTION_LOST);
+  took = crash_and_wait_lost(&t, 500 * MS, 1, 1.0, 0);
   assert_true(took < 0.3 + 0.5 + 0.5);
   {
     /* Its close lingers 3 PTO for stray packets, then it is gone. */
@@ -246,21 +252,11 @@ static void test_vanished_peer_noticed_by_ack_timeout(void **state) {
  * it is the ack timeout that finds L restarted: within 1.25 x keep_alive
  * (the accepting side's interval) + ack_timeout. */
 static void test_restarted_dialler_noticed(void **state) {
-  sp_quic_config cfg = qt_config();
   double took;
   lv t;
 
   (void)state;
-  cfg.keep_alive = 300 * MS;
-  cfg.ack_timeout = 500 * MS;
-  cfg.idle_timeout = 60 * SP_SECONDS;
-  lv_start(&t, &cfg, 0);
-  run_both(&t, NULL, NULL, 1.0);
-  assert_false(t.fs->closed);
-  lv_crash(&t);
-  lv_restart(&t);
-  took = wait_f_closed(&t, 5);
-  assert_int_equal(t.fs->closed_reason, SP_ERR_CONNECTION_LOST);
+  took = crash_and_wait_lost(&t, 500 * MS, 0, 1.0, 1);
   assert_true(took < 0.375 + 0.5 + 0.5);
   lv_free(&t);
 }
@@ -439,8 +435,5 @@ int main(void) {
       cmocka_unit_test(test_live_connections_survive_probe),
       cmocka_unit_test(test_idle_connection_still_expires),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

@@ -55,12 +55,7 @@ static void test_idle_traffic(void **state) {
   int rv;
 
   (void)state;
-  qt_device_init(&a);
-  qt_device_init(&b);
-  qt_device_start(&a, NULL);
-  qt_device_start(&b, NULL);
-  qt_know(&a, &b);
-  qt_know(&b, &a);
+  qt_pair_start(&a, &b);
   sp_uuid_generate(&lib);
   memset(buf, 0x5a, sizeof(buf));
   s = fn_open(a.node, sp_identity_device_id(b.id), &lib, &rv);
@@ -279,9 +274,5 @@ int main(void) {
       cmocka_unit_test(test_stop_from_signal),
       cmocka_unit_test(test_node_timer),
   };
-  /* SP_TEST_FILTER=test_name runs one test (a debugging aid). */
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

@@ -18,6 +18,7 @@
 #include "sync_protocol/identity.h"
 #include "sync_protocol/quic.h"
 #include "sync_protocol/sync_protocol.h"
+#include "quic_node_util.h"
 
 #define NDEV 4
 enum { L = 0, F = 1, NONMEMBER = 2, STRANGER = 3 };
@@ -141,8 +142,6 @@ static void start(int i, const char *alpn) {
   sp_registry reg = SP_REGISTRY_INIT;
   sp_events ev = SP_EVENTS_INIT;
   sp_quic_config qc;
-  sp_node_config nc;
-  sp_transport tr;
 
   reg.user_data = (void *)(intptr_t)i;
   reg.is_member = r_is_member;
@@ -158,31 +157,18 @@ static void start(int i, const char *alpn) {
   if (alpn) {
     qc.alpn = alpn;
   }
-  assert_int_equal(sp_quic_endpoint_new(&d->ep, &qc, d->id, &reg, NULL), 0);
-  assert_int_equal(sp_quic_endpoint_local_address(d->ep, d->addr,
-                                                  sizeof(d->addr)), 0);
-  sp_node_config_default(&nc);
-  nc.device_id = *sp_identity_device_id(d->id);
-  nc.seed = (uint64_t)i + 1;
-  sp_quic_endpoint_get_transport(d->ep, &tr);
-  assert_int_equal(sp_node_new(&d->node, &nc, &reg, &ev, &tr, NULL), 0);
-  assert_int_equal(sp_quic_endpoint_attach(d->ep, d->node), 0);
+  qn_start(&qc, d->id, &reg, &ev, (uint64_t)i + 1, &d->ep, &d->node, d->addr,
+           sizeof(d->addr));
   assert_int_equal(sp_mem_store_new(&d->store, NULL), 0);
 }
 
 static void open_lib(int i, sp_role role, sp_duration heartbeat) {
-  sp_handler_config hc;
-  sp_store st;
+  sp_handler_config hc = qn_handler_config(&library, role);
 
-  sp_handler_config_default(&hc);
-  hc.library_id = library;
-  hc.role = role;
   if (heartbeat) {
     hc.heartbeat_interval = heartbeat;
   }
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  assert_int_equal(sp_handler_new(&devs[i].h, devs[i].node, &hc, &st,
-                                  sp_quic_now()), 0);
+  qn_open_handler(&devs[i].h, devs[i].node, devs[i].store, &hc);
 }
 
 static void stop_all(void) {
@@ -190,90 +176,28 @@ static void stop_all(void) {
 
   for (i = 0; i < NDEV; ++i) {
     dev *d = &devs[i];
-    sp_handler_del(d->h);
-    sp_node_del(d->node);
-    sp_quic_endpoint_del(d->ep);
-    sp_mem_store_del(d->store);
-    d->h = NULL;
-    d->node = NULL;
-    d->ep = NULL;
-    d->store = NULL;
+    qn_stop(&d->h, &d->node, &d->ep, &d->store);
     d->errors = d->applied_events = 0;
     d->last_error = 0;
   }
 }
 
+static sp_quic_endpoint *ep_of(size_t i) { return devs[i].ep; }
+
 /* Drive every running endpoint for `seconds`, or until `until` holds. */
 static int run(double seconds, int (*until)(void)) {
-  sp_tstamp end = sp_quic_now() + (sp_tstamp)(seconds * 1e9);
-
-  while (sp_quic_now() < end) {
-    struct pollfd p[NDEV];
-    sp_tstamp now = sp_quic_now(), next = end;
-    int i, n = 0;
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        sp_tstamp e = sp_quic_endpoint_get_expiry(devs[i].ep);
-        if (e < next) {
-          next = e;
-        }
-        p[n].fd = sp_quic_endpoint_fd(devs[i].ep);
-        p[n].events = POLLIN;
-        n++;
-      }
-    }
-    poll(p, (nfds_t)n,
-         next <= now ? 0 : (int)((next - now) / SP_MILLISECONDS) + 1);
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        assert_int_equal(sp_quic_endpoint_process(devs[i].ep, sp_quic_now()),
-                         0);
-      }
-    }
-    if (until && until()) {
-      return 1;
-    }
-  }
-  return until ? until() : 1;
+  return qn_run(ep_of, NDEV, seconds, until);
 }
 
-static sp_seq applied(int i) {
-  sp_store st;
-  sp_store_state s;
+static sp_seq applied(int i) { return qn_applied(devs[i].store); }
 
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  st.state(&s, st.user_data);
-  return s.applied;
-}
-
-static sp_seq latest(void) {
-  sp_store st;
-  sp_log_bounds b;
-
-  sp_mem_store_get_vtable(devs[L].store, &st);
-  st.bounds(&b, st.user_data);
-  return b.latest;
-}
+static sp_seq latest(void) { return qn_latest(devs[L].store); }
 
 static int follower_caught_up(void) { return applied(F) == latest(); }
 
 static void append(int n, size_t payload) {
-  uint8_t buf[256] = {0};
-  sp_seq seq = 0;
-  int k;
+  sp_seq seq = qn_append_items(devs[L].store, n, payload, 1);
 
-  for (k = 0; k < n; ++k) {
-    sp_entry e;
-    memset(&e, 0, sizeof(e));
-    buf[0] = (uint8_t)k;
-    buf[1] = (uint8_t)(k >> 8);
-    e.model_type = "item";
-    e.model_type_len = 4;
-    e.version = k;
-    e.data = buf;
-    e.data_len = payload;
-    assert_int_equal(sp_mem_store_append(devs[L].store, &e, &seq), 0);
-  }
   assert_int_equal(sp_handler_notify_new_entries(devs[L].h, 1, seq,
                                                  sp_quic_now()), 0);
 }

@@ -43,23 +43,7 @@ typedef struct world {
 
 /* Received bytes V holds: in its streams' buffers, and in its node's
  * unfinished frames. */
-static uint64_t v_holds(const world *w) {
-  const sp_node *n = w->v.node;
-  const sp_quic_endpoint *ep = w->v.ep;
-  uint64_t held = 0;
-  size_t i;
-
-  for (i = 0; i < ep->nstreams; ++i) {
-    held += sp_buf_pending(&ep->streams[i]->rbuf);
-  }
-  for (i = 0; i < n->nstreams; ++i) {
-    const fn_stream *s = &n->streams[i];
-    if (s->remote && !s->closed && !s->close_sent) {
-      held += s->received % FRAME;
-    }
-  }
-  return held;
-}
+static uint64_t v_holds(const world *w) { return qt_held(&w->v, FRAME); }
 
 static size_t v_conns(const world *w) {
   const sp_quic_endpoint *ep = w->v.ep;
@@ -221,11 +205,6 @@ static size_t from_localhost(const sp_quic_endpoint *ep) {
   return n;
 }
 
-static int stream_writable(void *arg) {
-  fn_stream *s = arg;
-  return s->writable_calls > 0;
-}
-
 /* One host's Initials (each from its own port, none ever answered) stay
  * below the global Retry threshold, so only the per-host cap stands
  * between them and the slots: past it they are sent a Retry.  A device
@@ -275,7 +254,7 @@ static void test_host_handshakes_capped(void **state) {
   sp_uuid_generate(&lib);
   s = fn_open(b.node, sp_identity_device_id(v.id), &lib, &rv);
   assert_non_null(s);
-  assert_true(qt_run(d, 2, NULL, stream_writable, s, 5.0));
+  assert_true(qt_run(d, 2, NULL, qt_stream_writable, s, 5.0));
   assert_int_equal(v.ep->retries_sent, FLOOD - SP_QUIC_MAX_HOST_HANDSHAKES + 1);
   qt_device_free(&b);
   qt_device_free(&maker);
@@ -287,8 +266,5 @@ int main(void) {
       cmocka_unit_test(test_device_bounded_across_connections),
       cmocka_unit_test(test_host_handshakes_capped),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

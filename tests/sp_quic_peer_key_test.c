@@ -24,6 +24,7 @@
 #include "sync_protocol/mem_store.h"
 #include "sync_protocol/quic.h"
 #include "sync_protocol/sync_protocol.h"
+#include "quic_node_util.h"
 #include "transport/quic/sp_quic_int.h"
 
 enum { L = 0, K1 = 1, K2 = 2, NDEV = 3 };
@@ -142,25 +143,17 @@ static int on_event(const sp_event *ev, void *ud) {
 }
 
 static void open_handler(int i, sp_role role) {
-  sp_handler_config hc;
-  sp_store st;
+  sp_handler_config hc = qn_handler_config(&library, role);
 
-  sp_handler_config_default(&hc);
-  hc.library_id = library;
-  hc.role = role;
   /* Retries come quickly once the way is clear. */
   hc.reconnect_max = SP_SECONDS;
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  assert_int_equal(
-      sp_handler_new(&devs[i].h, devs[i].node, &hc, &st, sp_quic_now()), 0);
+  qn_open_handler(&devs[i].h, devs[i].node, devs[i].store, &hc);
 }
 
 static void start(int i, sp_role role) {
   dev *d = &devs[i];
   sp_registry reg;
   sp_quic_config qc;
-  sp_node_config nc;
-  sp_transport tr;
   sp_events ev = SP_EVENTS_INIT;
 
   fill_registry(&reg, i);
@@ -169,15 +162,8 @@ static void start(int i, sp_role role) {
   d->last_error = 0;
   sp_quic_config_default(&qc);
   qc.bind_address = "127.0.0.1:0";
-  assert_int_equal(sp_quic_endpoint_new(&d->ep, &qc, d->id, &reg, NULL), 0);
-  assert_int_equal(
-      sp_quic_endpoint_local_address(d->ep, d->addr, sizeof(d->addr)), 0);
-  sp_node_config_default(&nc);
-  nc.device_id = *sp_identity_device_id(d->id);
-  nc.seed = (uint64_t)i + 1;
-  sp_quic_endpoint_get_transport(d->ep, &tr);
-  assert_int_equal(sp_node_new(&d->node, &nc, &reg, &ev, &tr, NULL), 0);
-  assert_int_equal(sp_quic_endpoint_attach(d->ep, d->node), 0);
+  qn_start(&qc, d->id, &reg, &ev, (uint64_t)i + 1, &d->ep, &d->node, d->addr,
+           sizeof(d->addr));
   if (!d->store) {
     assert_int_equal(sp_mem_store_new(&d->store, NULL), 0);
   }
@@ -187,49 +173,15 @@ static void start(int i, sp_role role) {
 static void stop(int i) {
   dev *d = &devs[i];
 
-  sp_handler_del(d->h);
-  sp_node_del(d->node);
-  sp_quic_endpoint_del(d->ep);
-  sp_mem_store_del(d->store);
+  qn_stop(&d->h, &d->node, &d->ep, &d->store);
   memset(d->addr, 0, sizeof(d->addr));
-  d->h = NULL;
-  d->node = NULL;
-  d->ep = NULL;
-  d->store = NULL;
 }
+
+static sp_quic_endpoint *ep_of(size_t i) { return devs[i].ep; }
 
 /* Drive every running endpoint until `until` holds or `seconds` pass. */
 static int run(double seconds, int (*until)(void)) {
-  sp_tstamp end = sp_quic_now() + (sp_tstamp)(seconds * 1e9);
-
-  while (sp_quic_now() < end) {
-    struct pollfd p[NDEV];
-    sp_tstamp now = sp_quic_now(), next = end;
-    int i, n = 0;
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        sp_tstamp e = sp_quic_endpoint_get_expiry(devs[i].ep);
-        if (e < next) {
-          next = e;
-        }
-        p[n].fd = sp_quic_endpoint_fd(devs[i].ep);
-        p[n].events = POLLIN;
-        n++;
-      }
-    }
-    poll(p, (nfds_t)n,
-         next <= now ? 0 : (int)((next - now) / SP_MILLISECONDS) + 1);
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        assert_int_equal(sp_quic_endpoint_process(devs[i].ep, sp_quic_now()),
-                         0);
-      }
-    }
-    if (until && until()) {
-      return 1;
-    }
-  }
-  return until ? until() : 1;
+  return qn_run(ep_of, NDEV, seconds, until);
 }
 
 static sp_follower_progress progress(void) {
@@ -263,21 +215,17 @@ static int k2_watch(void) {
 }
 
 static void fill_log(void) {
-  uint8_t buf[32] = {0};
-  sp_seq seq = 0;
-  int k;
+  (void)qn_append_items(devs[L].store, LOG_LEN, 32, 1);
+}
 
-  for (k = 0; k < LOG_LEN; ++k) {
-    sp_entry e;
-    memset(&e, 0, sizeof(e));
-    buf[0] = (uint8_t)k;
-    e.model_type = "item";
-    e.model_type_len = 4;
-    e.version = k;
-    e.data = buf;
-    e.data_len = sizeof(buf);
-    assert_int_equal(sp_mem_store_append(devs[L].store, &e, &seq), 0);
-  }
+/* D installed as K1, following a leader whose log it has all acked. */
+static void start_synced_k1(void) {
+  d_install = K1;
+  assert_int_equal(sp_mem_store_new(&devs[L].store, NULL), 0);
+  fill_log();
+  start(L, SP_ROLE_LEADER);
+  start(K1, SP_ROLE_FOLLOWER);
+  assert_true(run(10, k1_acked_all));
 }
 
 /* D reinstalled with a new key: neither its old acks nor the position
@@ -286,12 +234,7 @@ static void fill_log(void) {
  * all, and a restarted leader credited it to D whatever key D has now. */
 static void test_reinstall_not_credited(void **state) {
   (void)state;
-  d_install = K1;
-  assert_int_equal(sp_mem_store_new(&devs[L].store, NULL), 0);
-  fill_log();
-  start(L, SP_ROLE_LEADER);
-  start(K1, SP_ROLE_FOLLOWER);
-  assert_true(run(10, k1_acked_all));
+  start_synced_k1();
 
   /* The old install goes away; the host registers the new key. */
   stop(K1);
@@ -327,14 +270,7 @@ static void test_reinstall_not_credited(void **state) {
   stop(L);
 }
 
-static sp_seq applied(int i) {
-  sp_store st;
-  sp_store_state s;
-
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  st.state(&s, st.user_data);
-  return s.applied;
-}
+static sp_seq applied(int i) { return qn_applied(devs[i].store); }
 
 static int k2_refused(void) {
   return devs[K2].last_error == SP_ERR_DUPLICATE_DEVICE;
@@ -354,12 +290,7 @@ static void test_new_key_while_old_connected(void **state) {
   sp_follower_progress p;
 
   (void)state;
-  d_install = K1;
-  assert_int_equal(sp_mem_store_new(&devs[L].store, NULL), 0);
-  fill_log();
-  start(L, SP_ROLE_LEADER);
-  start(K1, SP_ROLE_FOLLOWER);
-  assert_true(run(10, k1_acked_all));
+  start_synced_k1();
 
   d_install = K2;
   start(K2, SP_ROLE_FOLLOWER);

@@ -25,6 +25,7 @@
 #include "sync_protocol/mem_store.h"
 #include "sync_protocol/quic.h"
 #include "sync_protocol/sync_protocol.h"
+#include "quic_node_util.h"
 #include "transport/quic/sp_quic_int.h"
 
 enum { L = 0, F = 1, NDEV = 2 };
@@ -119,8 +120,6 @@ static void start(int i, const char *bind) {
   dev *d = &devs[i];
   sp_registry reg = SP_REGISTRY_INIT;
   sp_quic_config qc;
-  sp_node_config nc;
-  sp_transport tr;
 
   reg.is_member = r_is_member;
   reg.leader = r_leader;
@@ -130,27 +129,14 @@ static void start(int i, const char *bind) {
   reg.address_hints = r_hints;
   sp_quic_config_default(&qc);
   qc.bind_address = bind;
-  assert_int_equal(sp_quic_endpoint_new(&d->ep, &qc, d->id, &reg, NULL), 0);
-  assert_int_equal(
-      sp_quic_endpoint_local_address(d->ep, d->addr, sizeof(d->addr)), 0);
-  sp_node_config_default(&nc);
-  nc.device_id = *sp_identity_device_id(d->id);
-  nc.seed = (uint64_t)i + 1;
-  sp_quic_endpoint_get_transport(d->ep, &tr);
-  assert_int_equal(sp_node_new(&d->node, &nc, &reg, NULL, &tr, NULL), 0);
-  assert_int_equal(sp_quic_endpoint_attach(d->ep, d->node), 0);
+  qn_start(&qc, d->id, &reg, NULL, (uint64_t)i + 1, &d->ep, &d->node,
+           d->addr, sizeof(d->addr));
 }
 
 static void open_lib(int i, sp_role role) {
-  sp_handler_config hc;
-  sp_store st;
+  sp_handler_config hc = qn_handler_config(&library, role);
 
-  sp_handler_config_default(&hc);
-  hc.library_id = library;
-  hc.role = role;
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  assert_int_equal(
-      sp_handler_new(&devs[i].h, devs[i].node, &hc, &st, sp_quic_now()), 0);
+  qn_open_handler(&devs[i].h, devs[i].node, devs[i].store, &hc);
 }
 
 /* Every send fails from now on, so not even a CONNECTION_CLOSE leaves. */
@@ -158,82 +144,24 @@ static void crash(int i) {
   dev *d = &devs[i];
 
   d->ep->udp.test_eagain_every = 1;
-  sp_handler_del(d->h);
-  sp_node_del(d->node);
-  sp_quic_endpoint_del(d->ep);
-  d->h = NULL;
-  d->node = NULL;
-  d->ep = NULL;
+  qn_stop(&d->h, &d->node, &d->ep, NULL);
 }
+
+static sp_quic_endpoint *ep_of(size_t i) { return devs[i].ep; }
 
 static int run(double seconds, int (*until)(void)) {
-  sp_tstamp end = sp_quic_now() + (sp_tstamp)(seconds * 1e9);
-
-  while (sp_quic_now() < end) {
-    struct pollfd p[NDEV];
-    sp_tstamp now = sp_quic_now(), next = end;
-    int i, n = 0;
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        sp_tstamp e = sp_quic_endpoint_get_expiry(devs[i].ep);
-        if (e < next) {
-          next = e;
-        }
-        p[n].fd = sp_quic_endpoint_fd(devs[i].ep);
-        p[n].events = POLLIN;
-        n++;
-      }
-    }
-    poll(p, (nfds_t)n,
-         next <= now ? 0 : (int)((next - now) / SP_MILLISECONDS) + 1);
-    for (i = 0; i < NDEV; ++i) {
-      if (devs[i].ep) {
-        assert_int_equal(sp_quic_endpoint_process(devs[i].ep, sp_quic_now()),
-                         0);
-      }
-    }
-    if (until && until()) {
-      return 1;
-    }
-  }
-  return until ? until() : 1;
+  return qn_run(ep_of, NDEV, seconds, until);
 }
 
-static sp_seq applied(int i) {
-  sp_store st;
-  sp_store_state s;
+static sp_seq applied(int i) { return qn_applied(devs[i].store); }
 
-  sp_mem_store_get_vtable(devs[i].store, &st);
-  st.state(&s, st.user_data);
-  return s.applied;
-}
-
-static sp_seq latest(void) {
-  sp_store st;
-  sp_log_bounds b;
-
-  sp_mem_store_get_vtable(devs[L].store, &st);
-  st.bounds(&b, st.user_data);
-  return b.latest;
-}
+static sp_seq latest(void) { return qn_latest(devs[L].store); }
 
 static int caught_up(void) { return applied(F) == latest(); }
 
 static void append(int n) {
-  uint8_t buf[16] = {0};
-  sp_seq seq = 0;
-  int k;
+  sp_seq seq = qn_append_items(devs[L].store, n, 16, 0);
 
-  for (k = 0; k < n; ++k) {
-    sp_entry e;
-    memset(&e, 0, sizeof(e));
-    buf[0] = (uint8_t)k;
-    e.model_type = "item";
-    e.model_type_len = 4;
-    e.data = buf;
-    e.data_len = sizeof(buf);
-    assert_int_equal(sp_mem_store_append(devs[L].store, &e, &seq), 0);
-  }
   assert_int_equal(
       sp_handler_notify_new_entries(devs[L].h, 1, seq, sp_quic_now()), 0);
 }
@@ -286,10 +214,7 @@ static int teardown(void **state) {
 
   (void)state;
   for (i = 0; i < NDEV; ++i) {
-    sp_handler_del(devs[i].h);
-    sp_node_del(devs[i].node);
-    sp_quic_endpoint_del(devs[i].ep);
-    sp_mem_store_del(devs[i].store);
+    qn_stop(&devs[i].h, &devs[i].node, &devs[i].ep, &devs[i].store);
     sp_identity_del(devs[i].id);
   }
   return 0;

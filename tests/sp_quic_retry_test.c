@@ -124,22 +124,6 @@ static void wait_ms(qt_device **d, size_t n, int ms) {
   (void)poll(p, n, ms);
 }
 
-static int stream_writable(void *arg) {
-  fn_stream *s = arg;
-  return s->writable_calls > 0;
-}
-
-typedef struct wait_bytes {
-  sp_node *node;
-  uint64_t bytes;
-} wait_bytes;
-
-static int remote_got(void *arg) {
-  wait_bytes *w = arg;
-  fn_stream *s = fn_first_remote(w->node);
-  return s && s->received >= w->bytes;
-}
-
 /*
  * Every handshake slot is held by an address that never answers, and
  * the flood goes on while a registered peer connects: it must get in
@@ -151,7 +135,7 @@ static void test_flood_does_not_lock_out(void **state) {
   qt_device *d[2] = {&srv, &cli};
   flood f;
   fn_stream *cs;
-  wait_bytes w;
+  qt_wait_bytes w;
   sp_quic_stats st;
   sp_tstamp t0, deadline, next_burst;
   sp_uuid lib;
@@ -192,7 +176,7 @@ static void test_flood_does_not_lock_out(void **state) {
   next_burst = t0;
   cs = fn_open(cli.node, sp_identity_device_id(srv.id), &lib, &rv);
   assert_non_null(cs);
-  while (!stream_writable(cs) && sp_quic_now() < deadline) {
+  while (!qt_stream_writable(cs) && sp_quic_now() < deadline) {
     if (sp_quic_now() >= next_burst) {
       /* 800 Initials a second, a quarter of them garbage. */
       flood_send(&f, 6, 0);
@@ -205,16 +189,16 @@ static void test_flood_does_not_lock_out(void **state) {
   }
   printf("genuine peer %s after %.1f ms; %u spoofed Initials in all; "
          "%zu handshakes in progress at the server\n",
-         stream_writable(cs) ? "connected" : "still locked out",
+         qt_stream_writable(cs) ? "connected" : "still locked out",
          qt_seconds(sp_quic_now() - t0) * 1e3, (unsigned)f.sent,
          handshaking(srv.ep));
-  assert_true(stream_writable(cs));
+  assert_true(qt_stream_writable(cs));
 
   /* And it carries bytes. */
   assert_int_equal(fn_send(cli.node, cs, "through", 7), 7);
   w.node = srv.node;
   w.bytes = 7;
-  assert_true(qt_run(d, 2, NULL, remote_got, &w, 2));
+  assert_true(qt_run(d, 2, NULL, qt_remote_got, &w, 2));
   sp_quic_endpoint_get_stats(cli.ep, &st);
   assert_int_equal(st.handshakes_failed, 0);
   assert_int_equal(st.connections_opened, 1);
@@ -314,7 +298,7 @@ static void test_retry_token(void **state) {
   qt_device *d[2] = {&srv, &cli};
   holder h;
   fn_stream *cs, *ss;
-  wait_bytes w;
+  qt_wait_bytes w;
   sp_quic_stats sa, sb;
   sp_quic_addr to;
   sp_uuid lib;
@@ -361,11 +345,11 @@ static void test_retry_token(void **state) {
   holder_release(&h);
   w.node = srv.node;
   w.bytes = 11;
-  assert_true(drive(d, 2, &h, remote_got, &w, 2));
+  assert_true(drive(d, 2, &h, qt_remote_got, &w, 2));
   ss = fn_first_remote(srv.node);
   assert_true(sp_uuid_equal(&ss->peer, sp_identity_device_id(cli.id)));
   assert_int_equal(fn_send(srv.node, ss, "ok", 2), 2);
-  assert_true(drive(d, 2, &h, stream_writable, cs, 2));
+  assert_true(drive(d, 2, &h, qt_stream_writable, cs, 2));
   sp_quic_endpoint_get_stats(cli.ep, &sa);
   sp_quic_endpoint_get_stats(srv.ep, &sb);
   assert_int_equal(sa.handshakes_failed, 0);
@@ -393,8 +377,5 @@ int main(void) {
       cmocka_unit_test(test_flood_does_not_lock_out),
       cmocka_unit_test(test_retry_token),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

@@ -84,30 +84,6 @@ static int remotes_closed(void *arg) {
   return k == w->n;
 }
 
-static fn_stream *nth_remote(sp_node *n, size_t k) {
-  size_t i;
-
-  for (i = 0; i < n->nstreams; ++i) {
-    if (n->streams[i].remote && k-- == 0) {
-      return &n->streams[i];
-    }
-  }
-  return NULL;
-}
-
-typedef struct nth_has {
-  sp_node *node;
-  size_t k;
-  uint64_t bytes;
-} nth_has;
-
-/* The k-th remote stream exists and received `bytes`. */
-static int remote_has(void *arg) {
-  nth_has *w = arg;
-  fn_stream *r = nth_remote(w->node, w->k);
-  return r && r->received >= w->bytes;
-}
-
 static void assert_received(fn_stream *s, uint64_t total, uint8_t seed) {
   uint8_t want[32], got[32];
 
@@ -134,8 +110,8 @@ static void test_two_streams_one_connection(void **state) {
   w.node = p.b.node;
   w.n = 2;
   assert_true(run2(&p, remotes_closed, &w, 10));
-  r1 = nth_remote(p.b.node, 0);
-  r2 = nth_remote(p.b.node, 1);
+  r1 = qt_nth_remote(p.b.node, 0);
+  r2 = qt_nth_remote(p.b.node, 1);
   /* Streams arrive in either order; match them by size. */
   if (r1->received != 300000) {
     fn_stream *t = r1;
@@ -153,11 +129,11 @@ static void test_two_streams_one_connection(void **state) {
   assert_non_null(back);
   assert_int_equal(fn_send(p.b.node, back, "reply", 5), 5);
   {
-    nth_has wr = {p.a.node, 0, 5};
-    assert_true(run2(&p, remote_has, &wr, 5));
+    qt_nth_has wr = {p.a.node, 0, 5};
+    assert_true(run2(&p, qt_remote_has, &wr, 5));
   }
   {
-    fn_stream *ra = nth_remote(p.a.node, 0);
+    fn_stream *ra = qt_nth_remote(p.a.node, 0);
     assert_non_null(ra);
     assert_int_equal(ra->received, 5);
     assert_memory_equal(ra->kept, "reply", 5);
@@ -195,10 +171,10 @@ static void test_many_streams(void **state) {
   }
   /* The first 100 open; the others wait, however long we run. */
   {
-    nth_has w100 = {p.b.node, 99, 3};
-    assert_true(run2(&p, remote_has, &w100, 5));
+    qt_nth_has w100 = {p.b.node, 99, 3};
+    assert_true(run2(&p, qt_remote_has, &w100, 5));
     (void)run2(&p, NULL, NULL, 0.3);
-    assert_null(nth_remote(p.b.node, 100));
+    assert_null(qt_nth_remote(p.b.node, 100));
   }
   /* Ending streams gives credit back: the rest get through. */
   for (i = 0; i < N; ++i) {
@@ -208,7 +184,7 @@ static void test_many_streams(void **state) {
   w.n = N;
   assert_true(run2(&p, remotes_closed, &w, 10));
   for (k = 0; k < N; ++k) {
-    fn_stream *r = nth_remote(p.b.node, k);
+    fn_stream *r = qt_nth_remote(p.b.node, k);
     assert_int_equal(r->received, 3);
     assert_int_equal(r->kept[2], 0x77);
     assert_int_equal(r->closed_reason, 0);
@@ -227,7 +203,7 @@ static void test_three_devices(void **state) {
   qt_device *d[3] = {&a, &b, &c};
   fn_stream *sb, *sc, *back;
   sp_quic_stats st;
-  nth_has wb, wc, wa;
+  qt_nth_has wb, wc, wa;
   sp_uuid lib;
   int rv;
 
@@ -255,11 +231,11 @@ static void test_three_devices(void **state) {
   wc.node = c.node;
   wc.k = 0;
   wc.bytes = 4;
-  assert_true(qt_run(d, 3, NULL, remote_has, &wb, 5));
-  assert_true(qt_run(d, 3, NULL, remote_has, &wc, 5));
-  assert_memory_equal(nth_remote(b.node, 0)->kept, "to b", 4);
-  assert_memory_equal(nth_remote(c.node, 0)->kept, "to c", 4);
-  assert_true(sp_uuid_equal(&nth_remote(c.node, 0)->peer,
+  assert_true(qt_run(d, 3, NULL, qt_remote_has, &wb, 5));
+  assert_true(qt_run(d, 3, NULL, qt_remote_has, &wc, 5));
+  assert_memory_equal(qt_nth_remote(b.node, 0)->kept, "to b", 4);
+  assert_memory_equal(qt_nth_remote(c.node, 0)->kept, "to c", 4);
+  assert_true(sp_uuid_equal(&qt_nth_remote(c.node, 0)->peer,
                             sp_identity_device_id(a.id)));
   back = fn_open(c.node, sp_identity_device_id(a.id), &lib, &rv);
   assert_non_null(back);
@@ -267,8 +243,8 @@ static void test_three_devices(void **state) {
   wa.node = a.node;
   wa.k = 0;
   wa.bytes = 6;
-  assert_true(qt_run(d, 3, NULL, remote_has, &wa, 5));
-  assert_true(sp_uuid_equal(&nth_remote(a.node, 0)->peer,
+  assert_true(qt_run(d, 3, NULL, qt_remote_has, &wa, 5));
+  assert_true(sp_uuid_equal(&qt_nth_remote(a.node, 0)->peer,
                             sp_identity_device_id(c.id)));
   sp_quic_endpoint_get_stats(a.ep, &st);
   assert_int_equal(st.connections_opened, 2);
@@ -302,7 +278,7 @@ static void test_fin_and_reset(void **state) {
   w.node = p.b.node;
   w.n = 1;
   assert_true(run2(&p, remotes_closed, &w, 5));
-  r = nth_remote(p.b.node, 0);
+  r = qt_nth_remote(p.b.node, 0);
   assert_received(r, 100000, 7);
   assert_int_equal(r->closed_reason, 0);
   /* The node closed it: the stream is unusable and unknown to close. */
@@ -314,10 +290,10 @@ static void test_fin_and_reset(void **state) {
   s2 = open_to_b(&p, &p.lib2);
   assert_int_equal(fn_send(p.a.node, s2, "0123456789", 10), 10);
   {
-    nth_has wr = {p.b.node, 1, 10};
+    qt_nth_has wr = {p.b.node, 1, 10};
     fn_stream *r2;
-    assert_true(run2(&p, remote_has, &wr, 5));
-    r2 = nth_remote(p.b.node, 1);
+    assert_true(run2(&p, qt_remote_has, &wr, 5));
+    r2 = qt_nth_remote(p.b.node, 1);
     assert_int_equal(r2->received, 10);
     assert_int_equal(fn_close(p.b.node, r2, SP_ERR_NOT_MEMBER), 0);
   }
@@ -328,10 +304,10 @@ static void test_fin_and_reset(void **state) {
   s3 = open_to_b(&p, &p.lib1);
   assert_int_equal(fn_send(p.a.node, s3, "abc", 3), 3);
   {
-    nth_has wr = {p.b.node, 2, 3};
+    qt_nth_has wr = {p.b.node, 2, 3};
     fn_stream *r3;
-    assert_true(run2(&p, remote_has, &wr, 5));
-    r3 = nth_remote(p.b.node, 2);
+    assert_true(run2(&p, qt_remote_has, &wr, 5));
+    r3 = qt_nth_remote(p.b.node, 2);
     assert_int_equal(fn_close(p.a.node, s3, SP_ERR_SYNC_REQUIRED), 0);
     assert_true(run2(&p, closed, r3, 5));
     assert_int_equal(r3->closed_reason, SP_ERR_SYNC_REQUIRED);
@@ -346,7 +322,7 @@ static void test_fin_and_reset(void **state) {
 static void test_peer_deleted(void **state) {
   pair p;
   fn_stream *s;
-  nth_has w;
+  qt_nth_has w;
   sp_tstamp t0;
 
   (void)state;
@@ -356,7 +332,7 @@ static void test_peer_deleted(void **state) {
   w.node = p.b.node;
   w.k = 0;
   w.bytes = 4;
-  assert_true(run2(&p, remote_has, &w, 5));
+  assert_true(run2(&p, qt_remote_has, &w, 5));
   t0 = sp_quic_now();
   qt_device_stop(&p.b);
   {
@@ -378,7 +354,7 @@ static void test_restarted_peer_resets(void **state) {
   sp_quic_config cfg = qt_config();
   pair p;
   fn_stream *s, *s2;
-  nth_has w;
+  qt_nth_has w;
   char addr[64];
   sp_quic_stats st;
   sp_tstamp t0;
@@ -390,7 +366,7 @@ static void test_restarted_peer_resets(void **state) {
   w.node = p.b.node;
   w.k = 0;
   w.bytes = 6;
-  assert_true(run2(&p, remote_has, &w, 5));
+  assert_true(run2(&p, qt_remote_has, &w, 5));
   snprintf(addr, sizeof(addr), "%s", p.b.addr);
   p.b.ep->udp.test_eagain_every = 1; /* its goodbye never leaves */
   qt_device_stop(&p.b);
@@ -408,7 +384,7 @@ static void test_restarted_peer_resets(void **state) {
   assert_int_equal(fn_send(p.a.node, s2, "again", 5), 5);
   w.node = p.b.node;
   w.bytes = 5;
-  assert_true(run2(&p, remote_has, &w, 5));
+  assert_true(run2(&p, qt_remote_has, &w, 5));
   sp_quic_endpoint_get_stats(p.a.ep, &st);
   assert_int_equal(st.connections_opened, 2);
   assert_promises_kept(p.a.node);
@@ -423,7 +399,7 @@ static void test_silent_peer_not_reused(void **state) {
   qt_device *d[2];
   fn_stream *s, *s2;
   qt_entry *e;
-  nth_has w;
+  qt_nth_has w;
   sp_quic_stats st;
 
   (void)state;
@@ -438,7 +414,7 @@ static void test_silent_peer_not_reused(void **state) {
   w.node = p.b.node;
   w.k = 0;
   w.bytes = 5;
-  assert_true(qt_run(d, 2, &relay, remote_has, &w, 5));
+  assert_true(qt_run(d, 2, &relay, qt_remote_has, &w, 5));
   relay.cut = 1;
   qt_run_for(d, 2, &relay, 0.2);
   assert_int_equal(fn_close(p.a.node, s, SP_ERR_PEER_TIMEOUT), 0);
@@ -448,7 +424,7 @@ static void test_silent_peer_not_reused(void **state) {
   assert_int_equal(st.connections_opened, 2);
   assert_int_equal(fn_send(p.a.node, s2, "again", 5), 5);
   w.k = 1;
-  assert_true(qt_run(d, 2, &relay, remote_has, &w, 5));
+  assert_true(qt_run(d, 2, &relay, qt_remote_has, &w, 5));
   qt_relay_close(&relay);
   pair_free(&p);
 }
@@ -474,10 +450,10 @@ static void test_idle_timeout_cut(void **state) {
   assert_int_equal(fn_send(p.a.node, s, "ping", 4), 4);
   {
     qt_device *d[2] = {&p.a, &p.b};
-    nth_has w = {p.b.node, 0, 4};
-    assert_true(qt_run(d, 2, &relay, remote_has, &w, 5));
+    qt_nth_has w = {p.b.node, 0, 4};
+    assert_true(qt_run(d, 2, &relay, qt_remote_has, &w, 5));
   }
-  r = nth_remote(p.b.node, 0);
+  r = qt_nth_remote(p.b.node, 0);
   relay.cut = 1;
   t0 = sp_quic_now();
   {
@@ -518,7 +494,7 @@ static void test_lossy_network(void **state) {
     qt_device *d[2] = {&p.a, &p.b};
     assert_true(qt_run(d, 2, &relay, remotes_closed, &w, 20));
   }
-  r = nth_remote(p.b.node, 0);
+  r = qt_nth_remote(p.b.node, 0);
   assert_received(r, 4000000, 9);
   assert_int_equal(r->closed_reason, 0);
   assert_true(relay.dropped > 10);
@@ -549,7 +525,7 @@ static void test_send_buffer_full(void **state) {
   w.node = p.b.node;
   w.n = 1;
   assert_true(run2(&p, remotes_closed, &w, 20));
-  r = nth_remote(p.b.node, 0);
+  r = qt_nth_remote(p.b.node, 0);
   assert_received(r, 8000000, 4);
   printf("send buffer full: EAGAIN %llu times\n",
          (unsigned long long)p.a.ep->udp.blocked_count);
@@ -574,7 +550,7 @@ static void test_gso_refused(void **state) {
   w.node = p.b.node;
   w.n = 1;
   assert_true(run2(&p, remotes_closed, &w, 20));
-  r = nth_remote(p.b.node, 0);
+  r = qt_nth_remote(p.b.node, 0);
   assert_received(r, 3000000, 6);
   assert_int_equal(p.a.ep->udp.gso, 0);
   sp_quic_endpoint_get_stats(p.a.ep, &sa);
@@ -780,9 +756,5 @@ int main(void) {
       cmocka_unit_test(test_bulk_50mb_slow_start),
       cmocka_unit_test(test_bulk_throughput),
   };
-  /* SP_TEST_FILTER=test_name runs one test (a debugging aid). */
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

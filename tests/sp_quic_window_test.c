@@ -35,23 +35,7 @@ typedef struct watch {
 
 /* Received bytes B holds: in its streams' buffers, and in its node's
  * unfinished frames. */
-static uint64_t b_holds(const watch *w) {
-  const sp_node *n = w->b->node;
-  const sp_quic_endpoint *ep = w->b->ep;
-  uint64_t held = 0;
-  size_t i;
-
-  for (i = 0; i < ep->nstreams; ++i) {
-    held += sp_buf_pending(&ep->streams[i]->rbuf);
-  }
-  for (i = 0; i < n->nstreams; ++i) {
-    const fn_stream *s = &n->streams[i];
-    if (s->remote && !s->closed && !s->close_sent) {
-      held += s->received % w->frame;
-    }
-  }
-  return held;
-}
+static uint64_t b_holds(const watch *w) { return qt_held(w->b, w->frame); }
 
 static int step(void *arg) {
   watch *w = arg;
@@ -64,14 +48,37 @@ static int step(void *arg) {
 }
 
 static void start(qt_device *a, qt_device *b, size_t frame) {
-  qt_device_init(a);
-  qt_device_init(b);
-  qt_device_start(a, NULL);
-  qt_device_start(b, NULL);
-  qt_know(a, b);
-  qt_know(b, a);
+  qt_pair_start(a, b);
   b->node->hold_frame = frame;
   b->node->count_only = 1;
+}
+
+/* `n` streams from A to B in a new library `lib`, each given `bytes` of
+ * its fixed pattern (seeded with its index); kept in `s` unless NULL. */
+static void open_streams(qt_device *a, qt_device *b, sp_uuid *lib,
+                         fn_stream **s, size_t n, uint64_t bytes) {
+  size_t i;
+
+  sp_uuid_generate(lib);
+  for (i = 0; i < n; ++i) {
+    int rv;
+    fn_stream *x = fn_open(a->node, sp_identity_device_id(b->id), lib, &rv);
+    assert_non_null(x);
+    x->fixed_pattern = 1;
+    fn_produce(a->node, x, bytes, (uint8_t)i, 0);
+    if (s) {
+      s[i] = x;
+    }
+  }
+}
+
+/* Watch B's holdings against the bound for `frame`-byte frames. */
+static void watch_init(watch *w, qt_device *b, size_t frame,
+                       const sp_quic_config *cfg) {
+  memset(w, 0, sizeof(*w));
+  w->b = b;
+  w->frame = frame;
+  w->bound = cfg->conn_recv_window + frame;
 }
 
 /* 24 streams, each an unfinished frame of the largest size (4 MiB body):
@@ -85,23 +92,12 @@ static void test_unfinished_frames_bounded(void **state) {
   sp_quic_config cfg = qt_config();
   watch w;
   sp_uuid lib;
-  size_t i;
 
   (void)state;
   start(&a, &b, frame);
-  sp_uuid_generate(&lib);
-  for (i = 0; i < STREAMS; ++i) {
-    int rv;
-    fn_stream *s = fn_open(a.node, sp_identity_device_id(b.id), &lib, &rv);
-    assert_non_null(s);
-    s->fixed_pattern = 1;
-    /* Everything but the frame's last byte. */
-    fn_produce(a.node, s, frame - 1, (uint8_t)i, 0);
-  }
-  memset(&w, 0, sizeof(w));
-  w.b = &b;
-  w.frame = frame;
-  w.bound = cfg.conn_recv_window + frame;
+  /* Everything but the frame's last byte. */
+  open_streams(&a, &b, &lib, NULL, STREAMS, frame - 1);
+  watch_init(&w, &b, frame, &cfg);
   qt_run(d, 2, NULL, step, &w, 2.0);
   printf("%d streams with an unfinished %zu-byte frame each: B received "
          "%llu bytes, held at most %llu (bound %llu)\n",
@@ -130,18 +126,8 @@ static void test_large_frames_complete(void **state) {
 
   (void)state;
   start(&a, &b, frame);
-  sp_uuid_generate(&lib);
-  for (i = 0; i < STREAMS; ++i) {
-    int rv;
-    s[i] = fn_open(a.node, sp_identity_device_id(b.id), &lib, &rv);
-    assert_non_null(s[i]);
-    s[i]->fixed_pattern = 1;
-    fn_produce(a.node, s[i], (uint64_t)frame * FRAMES, (uint8_t)i, 0);
-  }
-  memset(&w, 0, sizeof(w));
-  w.b = &b;
-  w.frame = frame;
-  w.bound = cfg.conn_recv_window + frame;
+  open_streams(&a, &b, &lib, s, STREAMS, (uint64_t)frame * FRAMES);
+  watch_init(&w, &b, frame, &cfg);
   w.until = (uint64_t)frame * FRAMES * STREAMS;
   assert_true(qt_run(d, 2, NULL, step, &w, 10.0));
   for (i = 0; i < b.node->nstreams; ++i) {
@@ -159,8 +145,5 @@ int main(void) {
       cmocka_unit_test(test_unfinished_frames_bounded),
       cmocka_unit_test(test_large_frames_complete),
   };
-  if (getenv("SP_TEST_FILTER")) {
-    cmocka_set_test_filter(getenv("SP_TEST_FILTER"));
-  }
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return QT_RUN_TESTS(tests);
 }

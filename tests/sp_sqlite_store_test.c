@@ -1101,6 +1101,29 @@ static void test_alloc_failure(void **state) {
   assert_true(sp_test_mem_fail_each(body_alloc, NULL, NULL) >= 2);
 }
 
+/* A new file `tag` (its path in p) with entries 1 to 3 and what `save`
+ * keeps there (follower positions or addresses, checked), closed. */
+static void new_saved(char *p, size_t len, const char *tag,
+                      int (*save)(const sp_store *)) {
+  new_path(p, len, tag);
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 3), 1);
+  sp_store vt = vtable(s);
+  assert_int_equal(save(&vt), 0);
+  sp_sqlite_store_close(s);
+}
+
+/* A new file `tag` (its path in p) with entries 1 and 2 and nothing else,
+ * opened again with `cfg`. */
+static sp_sqlite_store *new_bare(char *p, size_t len, const char *tag,
+                                 const sp_sqlite_config *cfg) {
+  new_path(p, len, tag);
+  sp_sqlite_store *s = open_ok(p, NULL);
+  assert_int_equal(append_n(s, 1, 2), 1);
+  sp_sqlite_store_close(s);
+  return open_ok(p, cfg);
+}
+
 /* Follower positions: kept across reopening, readable read-only, and a
  * file that never saved one (or was written before the table existed)
  * has none. */
@@ -1111,18 +1134,13 @@ static void test_follower_acks(void **state) {
   st_facks f;
   (void)state;
 
-  new_path(p, sizeof(p), "facks");
-  sp_sqlite_store *s = open_ok(p, NULL);
-  assert_int_equal(append_n(s, 1, 3), 1);
-  sp_store vt = vtable(s);
-  assert_int_equal(st_check_follower_acks(&vt), 0);
-  sp_sqlite_store_close(s);
+  new_saved(p, sizeof(p), "facks", st_check_follower_acks);
 
   memset(k2, 0x22, sizeof(k2));
   sp_sqlite_config_default(&ro);
   ro.read_only = 1;
-  s = open_ok(p, &ro);
-  vt = vtable(s);
+  sp_sqlite_store *s = open_ok(p, &ro);
+  sp_store vt = vtable(s);
   memset(&f, 0, sizeof(f));
   assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data), 0);
   assert_int_equal(f.n, 2);
@@ -1131,11 +1149,7 @@ static void test_follower_acks(void **state) {
   assert_int_equal(st_facks_find(&f, 0xb2, got), 3);
   sp_sqlite_store_close(s);
 
-  new_path(p, sizeof(p), "nofacks");
-  s = open_ok(p, NULL);
-  assert_int_equal(append_n(s, 1, 2), 1);
-  sp_sqlite_store_close(s);
-  s = open_ok(p, &ro);
+  s = new_bare(p, sizeof(p), "nofacks", &ro);
   vt = vtable(s);
   memset(&f, 0, sizeof(f));
   assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data), 0);
@@ -1152,17 +1166,12 @@ static void test_follower_addresses(void **state) {
   st_faddrs f;
   (void)state;
 
-  new_path(p, sizeof(p), "faddrs");
-  sp_sqlite_store *s = open_ok(p, NULL);
-  assert_int_equal(append_n(s, 1, 3), 1);
-  sp_store vt = vtable(s);
-  assert_int_equal(st_check_follower_addresses(&vt), 0);
-  sp_sqlite_store_close(s);
+  new_saved(p, sizeof(p), "faddrs", st_check_follower_addresses);
 
   sp_sqlite_config_default(&ro);
   ro.read_only = 1;
-  s = open_ok(p, &ro);
-  vt = vtable(s);
+  sp_sqlite_store *s = open_ok(p, &ro);
+  sp_store vt = vtable(s);
   memset(&f, 0, sizeof(f));
   assert_int_equal(
       vt.load_follower_addresses(st_faddrs_sink, &f, vt.user_data), 0);
@@ -1172,11 +1181,7 @@ static void test_follower_addresses(void **state) {
   assert_string_equal(got, "192.0.2.9:7002");
   sp_sqlite_store_close(s);
 
-  new_path(p, sizeof(p), "nofaddrs");
-  s = open_ok(p, NULL);
-  assert_int_equal(append_n(s, 1, 2), 1);
-  sp_sqlite_store_close(s);
-  s = open_ok(p, &ro);
+  s = new_bare(p, sizeof(p), "nofaddrs", &ro);
   vt = vtable(s);
   memset(&f, 0, sizeof(f));
   assert_int_equal(
@@ -1192,18 +1197,13 @@ static void test_follower_acks_bad_row_skipped(void **state) {
   st_facks f;
   (void)state;
 
-  new_path(p, sizeof(p), "facksbad");
-  sp_sqlite_store *s = open_ok(p, NULL);
-  assert_int_equal(append_n(s, 1, 3), 1);
-  sp_store vt = vtable(s);
-  assert_int_equal(st_check_follower_acks(&vt), 0);
-  sp_sqlite_store_close(s);
+  new_saved(p, sizeof(p), "facksbad", st_check_follower_acks);
   /* The first row (by device, the table's key) gets a key of the wrong
    * length. */
   raw_exec(p, "UPDATE sync_follower_ack SET key = x'00' WHERE device ="
               " (SELECT min(device) FROM sync_follower_ack)");
-  s = open_ok(p, NULL);
-  vt = vtable(s);
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
   memset(&f, 0, sizeof(f));
   assert_int_equal(vt.load_follower_acks(st_facks_sink, &f, vt.user_data),
                    SP_ERR_STORE_CORRUPT);

@@ -9,15 +9,7 @@
 # forever.
 set -u
 sp=$1
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*" >&2; for f in *.out; do echo "--- $f"; tail -n 20 "$f"; done >&2; exit 1; }
-
-"$sp" keygen --out L.key > /dev/null && "$sp" keygen --out F.key > /dev/null || fail keygen
-port=$((40000 + RANDOM % 20000))
+. "$(dirname "${BASH_SOURCE[0]}")/spsync_test_lib.sh"
 { echo "library $(cat /proc/sys/kernel/random/uuid)"
   "$sp" fingerprint --key L.key --pairing-line leader --address "127.0.0.1:$port"
   "$sp" fingerprint --key F.key --pairing-line follower; } > p.txt
