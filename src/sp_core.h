@@ -305,6 +305,8 @@ sp_frec *sp_leader_frec(sp_handler *h, const sp_uuid *device, int add);
  * to the transport before the first dial. */
 void sp_leader_remember_address(sp_session *s);
 void sp_leader_hint_addresses(sp_handler *h);
+/* `device` left the library: forget where it was seen. */
+void sp_leader_forget_address(sp_handler *h, const sp_uuid *device);
 
 int sp_follower_attach(sp_session *s);
 void sp_follower_detach(sp_session *s);

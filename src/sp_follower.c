@@ -116,9 +116,11 @@ int sp_follower_yield_leader(sp_handler *h) {
     return 0;
   }
   sp_log(h->node, SP_LOG_INFO, "a newer stream from the leader replaces ours");
-  /* Unlinked first so the close neither reports a lost connection nor
-   * schedules a reconnect: the new stream takes over, a pending request
-   * with it.  Were attaching it to fail, the reconnect is due at once. */
+  /* Unlinked first so the close schedules no reconnect and ends no
+   * request: the new stream takes over, a pending request with it.  The
+   * host still sees PEER_LOST for the old stream, then PEER_CONNECTED for
+   * the new one.  Were attaching it to fail, the reconnect is due at
+   * once. */
   h->leader = NULL;
   h->fstate = SP_F_DISCONNECTED;
   h->reconnect_at = h->node->now;

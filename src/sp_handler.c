@@ -35,6 +35,7 @@ static int check_config(const sp_handler_config *c, const sp_store *st) {
       c->heartbeat_interval == 0 || c->heartbeat_timeout_factor == 0 ||
       c->fetch_limit == 0 || c->fetch_limit > SP_MAX_FETCH_LIMIT ||
       c->fetch_window == 0 || c->max_queued_fetches == 0 ||
+      c->max_queued_fetches > SP_MAX_QUEUED_FETCHES ||
       c->response_max_bytes == 0 || c->reconnect_min == 0 ||
       c->reconnect_max < c->reconnect_min || c->stall_timeout == 0) {
     return SP_ERR_INVALID_ARGUMENT;

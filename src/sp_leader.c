@@ -87,6 +87,7 @@ static void drop_frec(sp_handler *h, size_t i) {
   sp_session *s = r->session;
 
   forget_kept(h, &r->device);
+  sp_leader_forget_address(h, &r->device);
   if (s) {
     r->session = NULL;
     s->rec = NULL;

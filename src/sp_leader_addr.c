@@ -39,14 +39,30 @@ void sp_leader_remember_address(sp_session *s) {
   }
 }
 
+void sp_leader_forget_address(sp_handler *h, const sp_uuid *device) {
+  int rv;
+
+  if (!can_hint(h)) {
+    return;
+  }
+  /* An empty address is none: a device that left is not dialled where it
+   * was, should it come back elsewhere. */
+  rv = h->store.save_follower_address(device, "", h->store.user_data);
+  if (rv != 0) {
+    sp_log(h->node, SP_LOG_WARN, "forgetting a follower address failed: %s",
+           sp_err_name(rv));
+  }
+}
+
 static int hint_sink(const sp_uuid *device, const char *address, void *arg) {
   sp_handler *h = arg;
   const sp_transport *tr = &h->node->tr;
   sp_frec *r = sp_leader_frec(h, device, 0);
   int rv;
 
+  /* strnlen: the string comes from the store, which may be damaged. */
   if (!r || !r->registered || !address || address[0] == '\0' ||
-      strlen(address) >= SP_PEER_ADDRESS_MAX) {
+      strnlen(address, SP_PEER_ADDRESS_MAX) == SP_PEER_ADDRESS_MAX) {
     return 0;
   }
   rv = tr->add_address_hint(device, address, tr->user_data);

@@ -317,6 +317,9 @@ static void test_handler_new_validation(void **state) {
     BAD(fetch_limit, SP_MAX_FETCH_LIMIT + 1, SP_ERR_INVALID_ARGUMENT);
     BAD(fetch_window, 0, SP_ERR_INVALID_ARGUMENT);
     BAD(max_queued_fetches, 0, SP_ERR_INVALID_ARGUMENT);
+    BAD(max_queued_fetches, SP_MAX_QUEUED_FETCHES + 1,
+        SP_ERR_INVALID_ARGUMENT);
+    BAD(max_queued_fetches, UINT32_MAX, SP_ERR_INVALID_ARGUMENT);
     BAD(response_max_bytes, 0, SP_ERR_INVALID_ARGUMENT);
 #undef BAD
     /* Store: versions, and every callback (a handler can change role). */

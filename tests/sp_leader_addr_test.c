@@ -156,10 +156,31 @@ static void test_no_hint_for_non_members(void **state) {
   tc_free(&t);
 }
 
+/* A device removed from the library loses its kept address too: put back
+ * later, it is not dialed where it used to be. */
+static void test_removed_device_address_forgotten(void **state) {
+  tc t;
+
+  (void)state;
+  start(&t);
+  t.dev[F2].member[LIB] = 0;
+  assert_int_equal(
+      sp_handler_registry_changed(t.dev[LEADER].h[LIB], t.now), 0);
+  tc_run_for(&t, 1 * MS);
+  vanish_leader(&t);
+  t.dev[F2].member[LIB] = 1;
+  boot_leader(&t);
+  tc_run_for(&t, 1 * MS);
+  assert_int_not_equal(rec.hint_at[F1], 0);
+  assert_int_equal(rec.hint_at[F2], 0);
+  tc_free(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_restarted_leader_dials_seen_address),
       cmocka_unit_test(test_no_hint_for_non_members),
+      cmocka_unit_test(test_removed_device_address_forgotten),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,6 +83,10 @@ SP_API sp_handler *sp_node_find_handler(sp_node *node, const sp_uuid *library);
 
 /* ---- handler ---- */
 
+/* Largest max_queued_fetches a handler accepts (a ring of that many is
+ * allocated per follower stream). */
+#define SP_MAX_QUEUED_FETCHES 65536
+
 /* 2 added registry_refresh_interval; a version-1 config gets its default. */
 #define SP_HANDLER_CONFIG_VERSION 2
 
@@ -113,8 +117,9 @@ typedef struct sp_handler_config {
   sp_duration reconnect_min;
   sp_duration reconnect_max;
   /* Leader: FetchEntries of a follower it holds unanswered, at most
-   * (32); more is refused (SP_ERR_TOO_MANY_REQUESTS).  A follower within
-   * its fetch_window never reaches it. */
+   * (32; 1..SP_MAX_QUEUED_FETCHES); more is refused
+   * (SP_ERR_TOO_MANY_REQUESTS).  A follower within its fetch_window never
+   * reaches it. */
   uint32_t max_queued_fetches;
   /* Leader: byte budget of one EntriesResponse body (64 KiB).  At least
    * one entry always goes out, if it fits the frame limit. */
