@@ -19,7 +19,8 @@
  * SP_ERR_CONNECTION_LOST, and a connection that ended never carries a new
  * stream.  When a peer proves its key on a new connection (a restarted
  * process, a new address), its older connections are sent a PING and
- * dropped if they do not answer within 3 PTO (1 s at least).  A peer
+ * dropped if they do not answer within ack_timeout of its leaving (3 PTO
+ * and 1 s at least); new streams go on the newest connection.  A peer
  * device holds at most 4 authenticated connections with an endpoint, both
  * directions together: proving its key on a fifth closes its oldest at
  * once, which bounds what one device can make us hold
@@ -58,6 +59,12 @@ typedef int (*sp_quic_wake_cb)(sp_quic_endpoint *ep, void *user_data);
  * accepted (the new fields then take their defaults). */
 #define SP_QUIC_CONFIG_VERSION 2
 
+/* The largest keep_alive and ack_timeout accepted (1 hour): the
+ * endpoint adds them to timestamps, and a larger value (SP_TSTAMP_MAX
+ * for "never") would wrap into a deadline in the past.  Use 0 to turn
+ * either off. */
+#define SP_QUIC_MAX_TIMER ((sp_duration)3600 * SP_SECONDS)
+
 typedef struct sp_quic_config {
   /* SP_QUIC_CONFIG_VERSION; set by sp_quic_config_default. */
   unsigned int version;
@@ -87,19 +94,21 @@ typedef struct sp_quic_config {
   /* Optional: ngtcp2's and this module's debug lines go to stderr when 1. */
   int debug;
   /* Version 2.  A connection carrying streams that has sent and received
-   * nothing for this long sends a QUIC PING (5 s; 0: never; the side
-   * that accepted the connection waits 1.25 x as long, so only one PING
-   * goes out while both sides are up).  This is how an idle link finds
-   * out its peer vanished: a peer that restarted answers with a
-   * stateless reset, and a PING nobody acknowledges runs into
-   * ack_timeout.  The cost is one PING and its ACK, about 80 bytes of UDP
-   * payload, per interval (docs/performance.md, idle).  It is not the
+   * nothing for this long sends a QUIC PING (5 s; 0: never; at most
+   * SP_QUIC_MAX_TIMER; the side that accepted the connection waits
+   * 1.25 x as long, so only one PING goes out while both sides are up).
+   * This is how an idle link finds out its peer vanished: a peer that
+   * restarted answers with a stateless reset, and a PING nobody
+   * acknowledges runs into ack_timeout.  The cost is one PING and its
+   * ACK, about 80 bytes of UDP payload, per interval
+   * (docs/performance.md, idle).  It is not the
    * protocol's Heartbeat (30 s), which checks the peer's node, not the
    * path. */
   sp_duration keep_alive;
   /* Version 2.  A connection whose packets the peer has acknowledged none
    * of for this long is declared lost (4 s; 3 PTO at least, so a slow
-   * path is not cut; 0: only idle_timeout ends it); its streams close
+   * path is not cut; 0: only idle_timeout ends it; at most
+   * SP_QUIC_MAX_TIMER, else SP_ERR_INVALID_ARGUMENT); its streams close
    * with SP_ERR_CONNECTION_LOST and the next stream dials afresh.  With
    * keep_alive it bounds how long a vanished peer goes unnoticed:
    * keep_alive + ack_timeout on the dialling side (9 s by default),

@@ -354,6 +354,18 @@ static sp_tstamp ack_deadline(sp_quic_conn *c) {
 /* How long an older connection has to answer the probe, at least. */
 #define PROBE_MIN (1 * SP_SECONDS)
 
+/* From the PING on: as long as any packet may wait for its ACK
+ * (ack_timeout), so a lossy path gets the same retransmissions; 3 PTO
+ * and PROBE_MIN at least, for a slow path or ack_timeout 0. */
+static sp_duration probe_window(sp_quic_conn *c) {
+  sp_duration w = 3 * ngtcp2_conn_get_pto(c->qc);
+
+  if (w < c->ep->cfg.ack_timeout) {
+    w = c->ep->cfg.ack_timeout;
+  }
+  return w > PROBE_MIN ? w : PROBE_MIN;
+}
+
 /* Open connections of `c`'s peer other than `c`. */
 static size_t older_of_peer(const sp_quic_conn *c) {
   const sp_quic_endpoint *ep = c->ep;
@@ -387,7 +399,6 @@ static void probe_older(sp_quic_conn *c, sp_tstamp now) {
 
   for (i = 0; i < ep->nconns; ++i) {
     sp_quic_conn *o = ep->conns[i];
-    sp_duration w;
 
     if (o == c || o->state != SP_QUIC_CONN_OPEN ||
         !sp_uuid_equal(&o->peer, &c->peer)) {
@@ -404,8 +415,9 @@ static void probe_older(sp_quic_conn *c, sp_tstamp now) {
     if (o->probe_by) {
       continue;
     }
-    w = 3 * ngtcp2_conn_get_pto(o->qc);
-    o->probe_by = now + (w > PROBE_MIN ? w : PROBE_MIN);
+    /* The clock starts when the PING is out (sp_quic_conn_write): a
+     * blocked socket must not eat the peer's time to answer. */
+    o->probe_by = SP_TSTAMP_MAX;
     o->probe_pending = 1;
     if (o->suspect_at < now) {
       o->suspect_at = now;
@@ -563,7 +575,7 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
                        const uint8_t *pkt, size_t len, sp_tstamp now) {
   ngtcp2_path path;
   ngtcp2_pkt_info pi;
-  uint64_t before;
+  uint64_t before, decrypted;
   int rv, was_authenticated;
 
   switch (c->state) {
@@ -580,15 +592,21 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
     break;
   }
   c->heard = 1;
-  c->last_rx = now;
   memset(&pi, 0, sizeof(pi));
   path_of(&path, c->ep, remote);
   before = in_flight(c);
   was_authenticated = c->authenticated;
+  decrypted = sp_quic_decrypted();
   rv = ngtcp2_conn_read_pkt(c->qc, &path, &pi, pkt, len, now);
   if (rv != 0) {
     on_error(c, rv, now);
     return;
+  }
+  /* Only a packet that passed AEAD is the peer's sign of life: an
+   * undecryptable or forged one (the connection id is visible), which
+   * ngtcp2 drops and still returns 0 for, must not clear a suspicion. */
+  if (sp_quic_decrypted() != decrypted) {
+    c->last_rx = now;
   }
   ack_clock(c, before, now);
   if (!was_authenticated && c->authenticated) {
@@ -915,8 +933,11 @@ void sp_quic_conn_write(sp_quic_conn *c, sp_tstamp now) {
   }
   ngtcp2_conn_update_pkt_tx_time(c->qc, now);
   ack_clock(c, before, now);
-  if (c->probe_pending && in_flight(c) > 0) {
+  if (c->probe_pending && pkts > 0 && in_flight(c) > 0) {
     /* Something the peer must acknowledge is out: its answer decides. */
     c->probe_pending = 0;
+    if (c->probe_by) {
+      c->probe_by = now + probe_window(c);
+    }
   }
 }

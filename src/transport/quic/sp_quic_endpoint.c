@@ -179,14 +179,44 @@ void sp_quic_reset_token(const sp_quic_endpoint *ep, const ngtcp2_cid *cid,
 /* Resets sent per process step, at most (they answer unauthenticated
  * packets: keep them cheap to ask for). */
 #define MAX_RESETS_PER_STEP 16
-/* A reset is one byte shorter than the packet it answers and at most
- * RESET_MAX bytes (RFC 9000 10.3.3), so two endpoints that bounce resets
- * at each other stop at RESET_MIN, the shortest ngtcp2 recognises.  The
- * shorter ones answer a keep-alive PING (about 40 bytes), which is how an
- * idle peer of a restarted endpoint learns of the restart. */
+/* And one per source address per interval: two restarted endpoints
+ * cannot chain resets at each other every time a peer restarts, and a
+ * spoofed address gets at most one reset bounced at it per interval.  A
+ * peer that missed its reset retransmits and gets one then. */
+#define RESET_INTERVAL (100 * SP_SECONDS / 1000)
+/* A reset is two bytes shorter than the packet it answers (ngtcp2 0.12's
+ * randlen counts the first byte) and at most RESET_MAX bytes (RFC 9000
+ * 10.3.3), so two endpoints that bounce resets at each other stop at
+ * RESET_MIN, the shortest ngtcp2 recognises.  The shorter ones answer a
+ * keep-alive PING (about 40 bytes), which is how an idle peer of a
+ * restarted endpoint learns of the restart. */
 #define RESET_MAX 42
 #define RESET_MIN \
   (1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN)
+
+/* Whether `to` may get a reset at `now`; if so, it is logged as sent,
+ * in its own slot or the oldest. */
+static int reset_allowed(sp_quic_endpoint *ep, const sp_quic_addr *to,
+                         sp_tstamp now) {
+  size_t i, slot = 0;
+
+  for (i = 0; i < SP_QUIC_RESET_LOG; ++i) {
+    if (ep->reset_log[i].at != 0 &&
+        sp_quic_addr_equal(&ep->reset_log[i].to, to)) {
+      if (now - ep->reset_log[i].at < RESET_INTERVAL) {
+        return 0;
+      }
+      slot = i;
+      break;
+    }
+    if (ep->reset_log[i].at < ep->reset_log[slot].at) {
+      slot = i;
+    }
+  }
+  ep->reset_log[slot].to = *to;
+  ep->reset_log[slot].at = now ? now : 1;
+  return 1;
+}
 
 /*
  * A short-header packet for a connection id we do not know: most likely
@@ -196,7 +226,8 @@ void sp_quic_reset_token(const sp_quic_endpoint *ep, const ngtcp2_cid *cid,
  * is derived from the device key.
  */
 static void send_reset(sp_quic_endpoint *ep, const sp_quic_addr *from,
-                       const uint8_t *dcid, size_t dcidlen, size_t len) {
+                       const uint8_t *dcid, size_t dcidlen, size_t len,
+                       sp_tstamp now) {
   uint8_t pkt[RESET_MAX], rnd[RESET_MAX];
   uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
   size_t size = len - 1 < RESET_MAX ? len - 1 : RESET_MAX;
@@ -204,7 +235,8 @@ static void send_reset(sp_quic_endpoint *ep, const sp_quic_addr *from,
   ngtcp2_ssize n;
 
   if (dcidlen != SP_QUIC_CID_LEN || len <= RESET_MIN ||
-      ep->resets_sent >= MAX_RESETS_PER_STEP) {
+      ep->resets_sent >= MAX_RESETS_PER_STEP ||
+      !reset_allowed(ep, from, now)) {
     return;
   }
   ngtcp2_cid_init(&cid, dcid, dcidlen);
@@ -244,7 +276,7 @@ void sp_quic_endpoint_on_datagram(sp_quic_endpoint *ep,
         return;
       }
     }
-    send_reset(ep, from, vc.dcid, vc.dcidlen, len);
+    send_reset(ep, from, vc.dcid, vc.dcidlen, len, now);
   }
 }
 
@@ -268,6 +300,12 @@ static int check_config(const sp_quic_config *cfg) {
   }
   alpnlen = strlen(cfg->alpn);
   if (alpnlen == 0 || alpnlen > 255) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  /* Both are added to timestamps: bounded, no sum wraps into the past.
+   * A version 1 struct ends before them. */
+  if (cfg->version >= 2 && (cfg->keep_alive > SP_QUIC_MAX_TIMER ||
+                            cfg->ack_timeout > SP_QUIC_MAX_TIMER)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   return 0;

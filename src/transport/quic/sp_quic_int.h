@@ -35,6 +35,8 @@
 /* Length of the connection ids this endpoint issues; short-header packets
  * are routed by their first SP_QUIC_CID_LEN bytes. */
 #define SP_QUIC_CID_LEN 16
+/* Source addresses the stateless-reset rate limit remembers. */
+#define SP_QUIC_RESET_LOG 16
 /* Largest UDP payload this endpoint accepts (transport parameter) and
  * the size of one receive slot (larger datagrams are truncated: dropped). */
 #define SP_QUIC_MAX_RECV_PAYLOAD 1500
@@ -269,6 +271,10 @@ void sp_quic_conn_config(const sp_quic_endpoint *ep, int server,
                          sp_tstamp now, ngtcp2_callbacks *cb,
                          ngtcp2_settings *st, ngtcp2_transport_params *p);
 
+/* Packets this thread's connections decrypted so far: read_pkt moved it
+ * only if the datagram held one that passed AEAD (sp_quic_callbacks.c). */
+uint64_t sp_quic_decrypted(void);
+
 /* Dial `remote` for device `peer`.  Returns 0, SP_ERR_NOMEM, SP_ERR_TLS,
  * SP_ERR_QUIC. */
 int sp_quic_conn_client_new(sp_quic_conn **pc, sp_quic_endpoint *ep,
@@ -448,6 +454,12 @@ struct sp_quic_endpoint {
    * restarted endpoint can still reset its previous connections. */
   uint8_t reset_key[32];
   unsigned resets_sent;
+  /* Where the latest resets went and when (sp_quic_endpoint.c): one
+   * source address draws one per interval at most. */
+  struct {
+    sp_quic_addr to;
+    sp_tstamp at;
+  } reset_log[SP_QUIC_RESET_LOG];
   /* Key of our Retry tokens: random per endpoint, as a token is only
    * ever answered within one handshake.  `retry_threshold` is
    * SP_QUIC_RETRY_THRESHOLD (tests lower it); the counters are for tests

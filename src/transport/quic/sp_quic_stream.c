@@ -717,25 +717,31 @@ size_t sp_quic_stream_buffered(sp_quic_endpoint *ep, uint64_t id) {
 
 /* A connection to `peer` we can put a stream on: an authenticated one
  * either side opened, else one we are dialling to it; never one the node
- * found silent, unless the peer was heard since. */
+ * found silent, unless the peer was heard since.  The newest wins, and
+ * one whose probe is unanswered only if no other is left: older
+ * connections then drain of streams, and they are the ones the probe and
+ * the per-device cap close (the table keeps creation order). */
 static sp_quic_conn *conn_for(sp_quic_endpoint *ep, const sp_uuid *peer) {
-  sp_quic_conn *dialling = NULL;
+  sp_quic_conn *probed = NULL, *dialling = NULL;
   size_t i;
 
-  for (i = 0; i < ep->nconns; ++i) {
+  for (i = ep->nconns; i-- > 0;) {
     sp_quic_conn *c = ep->conns[i];
     if (!sp_quic_conn_usable(c) || !sp_uuid_equal(&c->peer, peer) ||
         (c->suspect_at && c->suspect_at >= c->last_rx)) {
       continue;
     }
-    if (c->authenticated) {
+    if (c->authenticated && c->probe_by == 0) {
       return c;
     }
-    if (!c->server && !dialling) {
+    if (c->authenticated && !probed) {
+      probed = c;
+    }
+    if (!c->authenticated && !c->server && !dialling) {
       dialling = c;
     }
   }
-  return dialling;
+  return probed ? probed : dialling;
 }
 
 static sp_quic_hint *hint_find(sp_quic_endpoint *ep, const sp_uuid *peer) {
