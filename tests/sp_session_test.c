@@ -894,6 +894,89 @@ static void leader_refuses_body(const uint8_t *body, size_t n, int code) {
   fx_free(&f);
 }
 
+/* A follower that speaks only the seed's messages (the first wave's six
+ * and Error): one FetchEntries, no resume hash, one request per page, its
+ * own chain over the entry fields it knows.  It syncs with a leader that
+ * has every later feature, is sent nothing but seed message types, and
+ * its chain matches the leader's, before and after pushed entries. */
+static void seed_peer_read(fx *f, uint64_t id, sp_seq *applied,
+                           uint8_t chain[SP_HASH_LEN], int *announced) {
+  sp_msg m;
+  size_t i;
+
+  while (read_frame(f, id, &m)) {
+    assert_true(m.type == SP_MSG_NEW_ENTRIES ||
+                m.type == SP_MSG_ENTRIES_RESPONSE ||
+                m.type == SP_MSG_HEARTBEAT);
+    if (m.type == SP_MSG_NEW_ENTRIES) {
+      *announced = 1;
+      continue;
+    }
+    if (m.type != SP_MSG_ENTRIES_RESPONSE) {
+      continue;
+    }
+    for (i = 0; i < m.u.entries_response.entry_count; ++i) {
+      const sp_entry *e = &m.u.entries_response.entries[i];
+      if (e->sequence <= *applied) {
+        continue;
+      }
+      assert_int_equal(e->sequence, *applied + 1);
+      assert_int_equal(sp_chain_next(chain, e, chain), 0);
+      *applied = e->sequence;
+    }
+    if (m.u.entries_response.last_hash_len == SP_HASH_LEN &&
+        m.u.entries_response.through_sequence == *applied) {
+      assert_memory_equal(m.u.entries_response.last_hash, chain,
+                          SP_HASH_LEN);
+    }
+  }
+}
+
+static void test_leader_seed_only_follower(void **state) {
+  static fx f;
+  uint8_t chain[SP_HASH_LEN] = {0}, want[SP_HASH_LEN];
+  sp_seq applied = 0;
+  sp_store vt;
+  sp_msg m;
+  uint64_t id;
+  int announced = 0, round;
+
+  (void)state;
+  fx_leader(&f);
+  sp_mem_store_get_vtable(f.store, &vt);
+  id = open_in(&f, &f.P);
+  m = mk_fetch(&f.lib, LEADER_EPOCH, 0, 100, NULL);
+  inject_msg(&f, id, &f.P, &m);
+  seed_peer_read(&f, id, &applied, chain, &announced);
+  assert_int_equal(applied, LOG_LEN);
+  assert_int_equal(vt.hash_at(LOG_LEN, want, vt.user_data), 0);
+  assert_memory_equal(chain, want, SP_HASH_LEN);
+  m = mk_ack(&f.lib, LEADER_EPOCH, applied);
+  inject_msg(&f, id, &f.P, &m);
+
+  /* New entries: pushed or announced, the seed peer follows either. */
+  append_log(f.store, 3, &f.self);
+  assert_int_equal(
+      sp_handler_notify_new_entries(f.h, LOG_LEN + 1, LOG_LEN + 3, f.now), 0);
+  for (round = 0; round < 4 && applied < LOG_LEN + 3; ++round) {
+    announced = 0;
+    seed_peer_read(&f, id, &applied, chain, &announced);
+    if (announced && applied < LOG_LEN + 3) {
+      m = mk_fetch(&f.lib, LEADER_EPOCH, applied, 100, NULL);
+      inject_msg(&f, id, &f.P, &m);
+    }
+  }
+  assert_int_equal(applied, LOG_LEN + 3);
+  assert_int_equal(vt.hash_at(LOG_LEN + 3, want, vt.user_data), 0);
+  assert_memory_equal(chain, want, SP_HASH_LEN);
+  m = mk_ack(&f.lib, LEADER_EPOCH, applied);
+  inject_msg(&f, id, &f.P, &m);
+  seed_peer_read(&f, id, &applied, chain, &announced);
+  assert_int_equal(count_ev(&f, SP_EVENT_ERROR, ANY_CODE), 0);
+  assert_int_equal(cs(&f, id)->close_calls, 0);
+  fx_free(&f);
+}
+
 static void test_leader_malformed_msgpack(void **state) {
   static const uint8_t body[] = {0xc1};
   static fx f;
@@ -2606,6 +2689,7 @@ static void test_transport_close_inside_frame(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_leader_seed_only_follower),
       cmocka_unit_test(test_leader_malformed_msgpack),
       cmocka_unit_test(test_leader_wrong_type),
       cmocka_unit_test(test_leader_frame_too_large),
