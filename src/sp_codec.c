@@ -17,12 +17,17 @@ struct sp_decoder {
   sp_mem mem;
   sp_entry *entries;
   size_t cap;
+  sp_propose_result *results;
+  size_t rcap;
 };
 
 /* Smallest possible encoding of one entry: fixarray, fixint sequence,
  * bin8 uuid (18), fixint timestamp, empty fixstr, bin8 uuid (18), fixint
  * change type, fixint version, empty bin8 (2). */
 #define MIN_ENTRY_LEN 44
+
+/* Smallest ProposeResult result: fixarray, three fixints, empty fixstr. */
+#define MIN_RESULT_LEN 5
 
 /* Fields each message type requires (type, library and epoch included). */
 static uint32_t required_fields(uint64_t type) {
@@ -34,8 +39,26 @@ static uint32_t required_fields(uint64_t type) {
   case SP_MSG_HEARTBEAT: return 5;
   case SP_MSG_SYNC_REQUIRED: return 7;
   case SP_MSG_ERROR: return 5;
+  case SP_MSG_PROPOSE: return 4;
+  case SP_MSG_PROPOSE_RESULT: return 4;
+  case SP_MSG_SNAPSHOT_REQUEST: return 6;
+  case SP_MSG_SNAPSHOT_MANIFEST: return 10;
+  case SP_MSG_SNAPSHOT_FETCH: return 6;
+  case SP_MSG_SNAPSHOT_CHUNK: return 6;
   default: return 0;
   }
+}
+
+/* Fields read_fields consumed: the required ones plus the optional ones
+ * a message type has. */
+static uint32_t known_fields(const sp_msg *msg, uint32_t n, uint32_t need) {
+  if (msg->type == SP_MSG_HEARTBEAT) {
+    return n < 8 ? n : 8;
+  }
+  if (msg->type == SP_MSG_FETCH_ENTRIES) {
+    return n < 7 ? n : 7;
+  }
+  return need;
 }
 
 /* ---- encoding ---- */
@@ -135,6 +158,7 @@ int sp_decoder_new(sp_decoder **pdec, const sp_mem *mem) {
 void sp_decoder_del(sp_decoder *dec) {
   if (dec) {
     sp_free(&dec->mem, dec->entries);
+    sp_free(&dec->mem, dec->results);
     sp_free(&dec->mem, dec);
   }
 }
@@ -222,7 +246,17 @@ static int read_entry(sp_mp *mp, sp_entry *e) {
   }
   e->change_type = (sp_change_type)ct;
   e->data_len = len;
-  return skip_rest(mp, n, 8);
+  /* Element 8 was extension space in the seed; now origin_seq, a uint
+   * (0 = none, as when absent). */
+  e->origin_seq = 0;
+  if (n > 8 && (rv = sp_mp_uint(mp, &e->origin_seq)) != 0) {
+    return rv;
+  }
+  /* 0 .. 2^63-1: what every store can keep (sys/store.h). */
+  if (e->origin_seq > (uint64_t)INT64_MAX) {
+    return SP_ERR_INT_RANGE;
+  }
+  return skip_rest(mp, n, n > 8 ? 9 : 8);
 }
 
 static int grow_entries(sp_decoder *dec, size_t n) {
@@ -240,17 +274,12 @@ static int grow_entries(sp_decoder *dec, size_t n) {
   return 0;
 }
 
-static int read_response(sp_decoder *dec, sp_mp *mp,
-                         sp_msg_entries_response *r) {
-  uint32_t count, i;
+/* Reads `count` entries into dec->entries. */
+static int read_entries(sp_decoder *dec, sp_mp *mp, uint32_t count) {
+  uint32_t i;
   size_t fit;
-  sp_seq prev;
   int rv;
 
-  if ((rv = sp_mp_uint(mp, &r->since_sequence)) != 0 ||
-      (rv = sp_mp_array(mp, &count)) != 0) {
-    return rv;
-  }
   /* Allocate no more than the bytes left could hold, so a lying count
    * costs nothing.  Entries past that are still parsed (into a scratch
    * entry) rather than refused at once: they must run out of bytes, and
@@ -266,8 +295,19 @@ static int read_response(sp_decoder *dec, sp_mp *mp,
       return rv;
     }
   }
-  if (count > fit) {
-    return SP_ERR_INTERNAL; /* MIN_ENTRY_LEN is wrong */
+  return count > fit ? SP_ERR_INTERNAL /* MIN_ENTRY_LEN is wrong */ : 0;
+}
+
+static int read_response(sp_decoder *dec, sp_mp *mp,
+                         sp_msg_entries_response *r) {
+  uint32_t count, i;
+  sp_seq prev;
+  int rv;
+
+  if ((rv = sp_mp_uint(mp, &r->since_sequence)) != 0 ||
+      (rv = sp_mp_array(mp, &count)) != 0 ||
+      (rv = read_entries(dec, mp, count)) != 0) {
+    return rv;
   }
   r->entries = count ? dec->entries : NULL;
   r->entry_count = count;
@@ -291,11 +331,275 @@ static int read_response(sp_decoder *dec, sp_mp *mp,
   return 0;
 }
 
-static int read_fields(sp_decoder *dec, sp_mp *mp, sp_msg *msg) {
-  uint64_t v;
-  int64_t code;
+/* The count of a Propose's entries or a ProposeResult's results. */
+static int read_batch_count(sp_mp *mp, uint32_t *count) {
+  int rv = sp_mp_array(mp, count);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (*count == 0) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  return *count > SP_MAX_PROPOSE_ENTRIES ? SP_ERR_OVERSIZE : 0;
+}
+
+/* Sequence, device and origin order are the leader's to judge: the
+ * decoder checks only the shape. */
+static int read_propose(sp_decoder *dec, sp_mp *mp, sp_msg_propose *p) {
+  uint32_t count;
+  int rv;
+
+  if ((rv = read_batch_count(mp, &count)) != 0 ||
+      (rv = read_entries(dec, mp, count)) != 0) {
+    return rv;
+  }
+  p->entries = dec->entries;
+  p->entry_count = count;
+  return 0;
+}
+
+/* An int32 error code. */
+static int read_code(sp_mp *mp, int32_t *code) {
+  int64_t c;
+  int rv = sp_mp_int(mp, &c);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (c < INT32_MIN || c > INT32_MAX) {
+    return SP_ERR_INT_RANGE;
+  }
+  *code = (int32_t)c;
+  return 0;
+}
+
+/* A UTF-8 message of at most SP_MAX_ERROR_MESSAGE_LEN bytes. */
+static int read_message(sp_mp *mp, const char **msg, size_t *msg_len) {
   const char *s;
   uint32_t len;
+  int rv = sp_mp_str(mp, &s, &len);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (len > SP_MAX_ERROR_MESSAGE_LEN) {
+    return SP_ERR_OVERSIZE;
+  }
+  *msg = s;
+  *msg_len = len;
+  return 0;
+}
+
+/* [origin_seq, code, sequence, message, extensions...] */
+static int read_result(sp_mp *mp, sp_propose_result *x) {
+  uint32_t n;
+  int rv;
+
+  if ((rv = sp_mp_array(mp, &n)) != 0) {
+    return rv;
+  }
+  if (n < 4) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  if ((rv = sp_mp_uint(mp, &x->origin_seq)) != 0 ||
+      (rv = read_code(mp, &x->code)) != 0) {
+    return rv;
+  }
+  /* 0 is appended, negative refused: there is nothing else to say. */
+  if (x->code > 0) {
+    return SP_ERR_INT_RANGE;
+  }
+  if ((rv = sp_mp_uint(mp, &x->sequence)) != 0 ||
+      (rv = read_message(mp, &x->message, &x->message_len)) != 0) {
+    return rv;
+  }
+  return skip_rest(mp, n, 4);
+}
+
+static int read_results(sp_decoder *dec, sp_mp *mp,
+                        sp_msg_propose_result *r) {
+  uint32_t count, i;
+  size_t fit;
+  int rv;
+
+  if ((rv = read_batch_count(mp, &count)) != 0) {
+    return rv;
+  }
+  /* As for entries: no more storage than the bytes left could fill. */
+  fit = sp_mp_left(mp) / MIN_RESULT_LEN;
+  if (fit > count) {
+    fit = count;
+  }
+  if (fit > dec->rcap) {
+    sp_propose_result *p =
+        sp_realloc(&dec->mem, dec->results, fit * sizeof(*p));
+    if (!p) {
+      return SP_ERR_NOMEM;
+    }
+    dec->results = p;
+    dec->rcap = fit;
+  }
+  for (i = 0; i < count; ++i) {
+    sp_propose_result scratch;
+    if ((rv = read_result(mp, i < fit ? &dec->results[i] : &scratch)) != 0) {
+      return rv;
+    }
+  }
+  if (count > fit) {
+    return SP_ERR_INTERNAL; /* MIN_RESULT_LEN is wrong */
+  }
+  r->results = dec->results;
+  r->result_count = count;
+  return 0;
+}
+
+/* [.., current_sequence, role, features, origin_high, max_frame]:
+ * elements 5 and 6 (the seed's extension space) are the negotiation's; a
+ * sender writes both or neither, a receiver takes 5 alone with
+ * origin_high 0.  Element 7 (a leader's frame maximum) is optional after
+ * them: absent, max_frame is 0 (unknown). */
+static int read_heartbeat(sp_mp *mp, uint32_t n, sp_msg_heartbeat *hb) {
+  uint64_t v;
+  int rv;
+
+  if ((rv = sp_mp_uint(mp, &hb->current_sequence)) != 0 ||
+      (rv = read_small(mp, 0, SP_ROLE_FOLLOWER, &v)) != 0) {
+    return rv;
+  }
+  hb->role = (sp_role)v;
+  if (n > 5) {
+    hb->has_features = 1;
+    if ((rv = sp_mp_uint(mp, &hb->features)) != 0) {
+      return rv;
+    }
+  }
+  if (n > 6 && (rv = sp_mp_uint(mp, &hb->origin_high)) != 0) {
+    return rv;
+  }
+  if (n > 7 && (rv = sp_mp_uint(mp, &hb->max_frame)) != 0) {
+    return rv;
+  }
+  return 0;
+}
+
+/* A snapshot id: exactly SP_SNAPSHOT_ID_LEN bytes, or also none when
+ * `id_len` is given (a SnapshotRequest for a new snapshot). */
+static int read_snap_id(sp_mp *mp, uint8_t out[SP_SNAPSHOT_ID_LEN],
+                        size_t *id_len) {
+  const uint8_t *p;
+  uint32_t n;
+  int rv = sp_mp_bin(mp, &p, &n);
+
+  if (rv != 0) {
+    return rv;
+  }
+  if (n != SP_SNAPSHOT_ID_LEN && !(n == 0 && id_len)) {
+    return SP_ERR_UUID_LENGTH;
+  }
+  memcpy(out, p, n);
+  if (id_len) {
+    *id_len = n;
+  }
+  return 0;
+}
+
+/* Sizes, count and hashes must agree: a peer cannot make the receiver
+ * trust a chunk count the hashes do not back. */
+static int read_manifest(sp_mp *mp, sp_msg_snapshot_manifest *m) {
+  const uint8_t *p;
+  uint64_t v, count;
+  uint32_t n;
+  size_t hlen;
+  int rv;
+
+  if ((rv = read_snap_id(mp, m->id, NULL)) != 0 ||
+      (rv = sp_mp_uint(mp, &m->sequence)) != 0 ||
+      (rv = read_hash(mp, m->hash_at, &hlen)) != 0) {
+    return rv;
+  }
+  if (hlen != SP_HASH_LEN) {
+    return SP_ERR_HASH_LENGTH;
+  }
+  if ((rv = sp_mp_uint(mp, &m->snap_epoch)) != 0 ||
+      (rv = sp_mp_uint(mp, &m->total_size)) != 0 ||
+      (rv = sp_mp_uint(mp, &v)) != 0) {
+    return rv;
+  }
+  if (v == 0 || v > SP_SNAPSHOT_CHUNK_MAX) {
+    return SP_ERR_INT_RANGE;
+  }
+  m->chunk_size = (uint32_t)v;
+  count = m->total_size / v + (m->total_size % v != 0);
+  if (count > SP_MAX_SNAPSHOT_CHUNKS) {
+    return SP_ERR_OVERSIZE;
+  }
+  if ((rv = sp_mp_bin(mp, &p, &n)) != 0) {
+    return rv;
+  }
+  if (n != count * SP_HASH_LEN) {
+    return SP_ERR_HASH_LENGTH;
+  }
+  m->chunk_hashes = count ? p : NULL;
+  m->chunk_count = (size_t)count;
+  return 0;
+}
+
+static int read_snapshot(sp_mp *mp, sp_msg *msg) {
+  uint64_t v;
+  const uint8_t *p;
+  uint32_t n;
+  int rv;
+
+  switch (msg->type) {
+  case SP_MSG_SNAPSHOT_REQUEST: {
+    sp_msg_snapshot_request *r = &msg->u.snapshot_request;
+    if ((rv = read_snap_id(mp, r->id, &r->id_len)) != 0 ||
+        (rv = sp_mp_uint(mp, &r->have_chunks)) != 0) {
+      return rv;
+    }
+    return sp_mp_uint(mp, &r->max_frame);
+  }
+  case SP_MSG_SNAPSHOT_MANIFEST:
+    return read_manifest(mp, &msg->u.snapshot_manifest);
+  case SP_MSG_SNAPSHOT_FETCH: {
+    sp_msg_snapshot_fetch *f = &msg->u.snapshot_fetch;
+    if ((rv = read_snap_id(mp, f->id, NULL)) != 0 ||
+        (rv = sp_mp_uint(mp, &f->first_chunk)) != 0 ||
+        (rv = sp_mp_uint(mp, &v)) != 0) {
+      return rv;
+    }
+    if (f->first_chunk >= SP_MAX_SNAPSHOT_CHUNKS || v == 0 ||
+        v > SP_MAX_SNAPSHOT_WINDOW) {
+      return SP_ERR_INT_RANGE;
+    }
+    f->count = (uint32_t)v;
+    return 0;
+  }
+  default: {
+    sp_msg_snapshot_chunk *c = &msg->u.snapshot_chunk;
+    if ((rv = read_snap_id(mp, c->id, NULL)) != 0 ||
+        (rv = sp_mp_uint(mp, &c->index)) != 0) {
+      return rv;
+    }
+    if (c->index >= SP_MAX_SNAPSHOT_CHUNKS) {
+      return SP_ERR_INT_RANGE;
+    }
+    if ((rv = sp_mp_bin(mp, &p, &n)) != 0) {
+      return rv;
+    }
+    if (n > SP_SNAPSHOT_CHUNK_MAX) {
+      return SP_ERR_OVERSIZE;
+    }
+    c->data = n ? p : NULL;
+    c->data_len = n;
+    return 0;
+  }
+  }
+}
+
+static int read_fields(sp_decoder *dec, sp_mp *mp, uint32_t n, sp_msg *msg) {
+  uint64_t v;
   int rv;
 
   switch (msg->type) {
@@ -313,19 +617,22 @@ static int read_fields(sp_decoder *dec, sp_mp *mp, sp_msg *msg) {
         (rv = sp_mp_uint(mp, &m->limit)) != 0) {
       return rv;
     }
-    return read_hash(mp, m->since_hash, &m->since_hash_len);
+    if ((rv = read_hash(mp, m->since_hash, &m->since_hash_len)) != 0) {
+      return rv;
+    }
+    /* Element 6: the follower's features (the seed's extension space). */
+    if (n > 6) {
+      m->has_features = 1;
+      return sp_mp_uint(mp, &m->features);
+    }
+    return 0;
   }
   case SP_MSG_ENTRIES_RESPONSE:
     return read_response(dec, mp, &msg->u.entries_response);
   case SP_MSG_ACKNOWLEDGE:
     return sp_mp_uint(mp, &msg->u.acknowledge.up_to_sequence);
   case SP_MSG_HEARTBEAT:
-    if ((rv = sp_mp_uint(mp, &msg->u.heartbeat.current_sequence)) != 0 ||
-        (rv = read_small(mp, 0, SP_ROLE_FOLLOWER, &v)) != 0) {
-      return rv;
-    }
-    msg->u.heartbeat.role = (sp_role)v;
-    return 0;
+    return read_heartbeat(mp, n, &msg->u.heartbeat);
   case SP_MSG_SYNC_REQUIRED: {
     sp_msg_sync_required *m = &msg->u.sync_required;
     if ((rv = read_small(mp, SP_SYNC_BEHIND_RETENTION, SP_SYNC_RETENTION_CAP,
@@ -340,22 +647,20 @@ static int read_fields(sp_decoder *dec, sp_mp *mp, sp_msg *msg) {
     return sp_mp_uint(mp, &m->follower_sequence);
   }
   case SP_MSG_ERROR:
-    if ((rv = sp_mp_int(mp, &code)) != 0) {
+    if ((rv = read_code(mp, &msg->u.error.code)) != 0) {
       return rv;
     }
-    if (code < INT32_MIN || code > INT32_MAX) {
-      return SP_ERR_INT_RANGE;
-    }
-    if ((rv = sp_mp_str(mp, &s, &len)) != 0) {
-      return rv;
-    }
-    if (len > SP_MAX_ERROR_MESSAGE_LEN) {
-      return SP_ERR_OVERSIZE;
-    }
-    msg->u.error.code = (int32_t)code;
-    msg->u.error.message = s;
-    msg->u.error.message_len = len;
-    return 0;
+    return read_message(mp, &msg->u.error.message,
+                        &msg->u.error.message_len);
+  case SP_MSG_PROPOSE:
+    return read_propose(dec, mp, &msg->u.propose);
+  case SP_MSG_PROPOSE_RESULT:
+    return read_results(dec, mp, &msg->u.propose_result);
+  case SP_MSG_SNAPSHOT_REQUEST:
+  case SP_MSG_SNAPSHOT_MANIFEST:
+  case SP_MSG_SNAPSHOT_FETCH:
+  case SP_MSG_SNAPSHOT_CHUNK:
+    return read_snapshot(mp, msg);
   default:
     return SP_ERR_UNKNOWN_MESSAGE;
   }
@@ -392,8 +697,8 @@ int sp_decoder_decode(sp_decoder *dec, const uint8_t *body, size_t len,
   msg->type = (sp_msg_type)type;
   if ((rv = read_uuid(&mp, &msg->library_id)) != 0 ||
       (rv = sp_mp_uint(&mp, &msg->epoch)) != 0 ||
-      (rv = read_fields(dec, &mp, msg)) != 0 ||
-      (rv = skip_rest(&mp, n, need)) != 0) {
+      (rv = read_fields(dec, &mp, n, msg)) != 0 ||
+      (rv = skip_rest(&mp, n, known_fields(msg, n, need))) != 0) {
     return rv;
   }
   return sp_mp_left(&mp) == 0 ? 0 : SP_ERR_TRAILING_BYTES;

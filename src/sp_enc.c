@@ -9,6 +9,8 @@
 
 /* Field counts of each message body (docs/protocol.md). */
 #define RESPONSE_FIELDS 9
+#define PROPOSE_FIELDS 4
+#define RESULT_FIELDS 4
 
 static int wr_fixed_cb(void *data, const char *src, size_t len) {
   sp_wr *wr = data;
@@ -95,7 +97,8 @@ int sp_enc_check_entry(const sp_entry *e) {
       e->model_type_len > SP_MAX_MODEL_TYPE_LEN ||
       (e->model_type_len && !e->model_type) ||
       !sp_utf8_valid((const uint8_t *)e->model_type, e->model_type_len) ||
-      e->data_len > SP_MAX_FRAME_LIMIT || (e->data_len && !e->data)) {
+      e->data_len > SP_MAX_FRAME_LIMIT || (e->data_len && !e->data) ||
+      e->origin_seq > (uint64_t)INT64_MAX) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   return 0;
@@ -119,6 +122,67 @@ static int check_response(const sp_msg_entries_response *r) {
     prev = e->sequence;
   }
   return 0;
+}
+
+static int check_message(const char *m, size_t len) {
+  return len <= SP_MAX_ERROR_MESSAGE_LEN && (len == 0 || m) &&
+                 sp_utf8_valid((const uint8_t *)m, len)
+             ? 0
+             : SP_ERR_INVALID_ARGUMENT;
+}
+
+/* Sequence, device and order are the leader's to judge (admission), so a
+ * test can still send a proposal the leader must refuse. */
+static int check_propose(const sp_msg_propose *p) {
+  size_t i;
+
+  if (p->entry_count == 0 || p->entry_count > SP_MAX_PROPOSE_ENTRIES ||
+      !p->entries) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < p->entry_count; ++i) {
+    if (sp_enc_check_entry(&p->entries[i]) != 0) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+  }
+  return 0;
+}
+
+static int check_results(const sp_msg_propose_result *r) {
+  size_t i;
+
+  if (r->result_count == 0 || r->result_count > SP_MAX_PROPOSE_ENTRIES ||
+      !r->results) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (i = 0; i < r->result_count; ++i) {
+    const sp_propose_result *x = &r->results[i];
+    if (x->code > 0 || check_message(x->message, x->message_len) != 0) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+  }
+  return 0;
+}
+
+/* Sizes and counts must agree, as the decoder demands of a peer. */
+static int check_manifest(const sp_msg_snapshot_manifest *m) {
+  uint64_t count;
+
+  if (m->chunk_size == 0 || m->chunk_size > SP_SNAPSHOT_CHUNK_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  count = m->total_size / m->chunk_size + (m->total_size % m->chunk_size != 0);
+  return count == m->chunk_count && count <= SP_MAX_SNAPSHOT_CHUNKS &&
+                 (count == 0 || m->chunk_hashes)
+             ? 0
+             : SP_ERR_INVALID_ARGUMENT;
+}
+
+static int check_fetch(const sp_msg_snapshot_fetch *f) {
+  return f->count >= 1 && f->count <= SP_MAX_SNAPSHOT_WINDOW &&
+                 f->first_chunk < SP_MAX_SNAPSHOT_CHUNKS
+             ? 0
+             : SP_ERR_INVALID_ARGUMENT;
 }
 
 int sp_enc_check_msg(const sp_msg *msg) {
@@ -145,22 +209,40 @@ int sp_enc_check_msg(const sp_msg *msg) {
                    msg->u.sync_required.reason <= SP_SYNC_RETENTION_CAP
                ? 0
                : SP_ERR_INVALID_ARGUMENT;
-  case SP_MSG_ERROR: {
-    const sp_msg_error *e = &msg->u.error;
-    if (e->message_len > SP_MAX_ERROR_MESSAGE_LEN ||
-        (e->message_len && !e->message) ||
-        !sp_utf8_valid((const uint8_t *)e->message, e->message_len)) {
-      return SP_ERR_INVALID_ARGUMENT;
-    }
-    return 0;
-  }
+  case SP_MSG_ERROR:
+    return check_message(msg->u.error.message, msg->u.error.message_len);
+  case SP_MSG_PROPOSE:
+    return check_propose(&msg->u.propose);
+  case SP_MSG_PROPOSE_RESULT:
+    return check_results(&msg->u.propose_result);
+  case SP_MSG_SNAPSHOT_REQUEST:
+    return msg->u.snapshot_request.id_len == 0 ||
+                   msg->u.snapshot_request.id_len == SP_SNAPSHOT_ID_LEN
+               ? 0
+               : SP_ERR_INVALID_ARGUMENT;
+  case SP_MSG_SNAPSHOT_MANIFEST:
+    return check_manifest(&msg->u.snapshot_manifest);
+  case SP_MSG_SNAPSHOT_FETCH:
+    return check_fetch(&msg->u.snapshot_fetch);
+  case SP_MSG_SNAPSHOT_CHUNK:
+    return msg->u.snapshot_chunk.index < SP_MAX_SNAPSHOT_CHUNKS &&
+                   msg->u.snapshot_chunk.data_len <= SP_SNAPSHOT_CHUNK_MAX &&
+                   (msg->u.snapshot_chunk.data_len == 0 ||
+                    msg->u.snapshot_chunk.data)
+               ? 0
+               : SP_ERR_INVALID_ARGUMENT;
   default:
     return SP_ERR_INVALID_ARGUMENT;
   }
 }
 
-int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e) {
-  msgpack_pack_array(pk, 8);
+static int has_origin(const sp_entry *e, int with_origin) {
+  return with_origin && e->origin_seq != 0;
+}
+
+static void pack_entry_head(msgpack_packer *pk, const sp_entry *e,
+                            size_t fields) {
+  msgpack_pack_array(pk, fields);
   msgpack_pack_uint64(pk, e->sequence);
   pack_uuid(pk, &e->device_id);
   msgpack_pack_uint64(pk, e->timestamp_ms);
@@ -169,13 +251,48 @@ int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e) {
   msgpack_pack_uint8(pk, (uint8_t)e->change_type);
   msgpack_pack_int64(pk, e->version);
   msgpack_pack_bin(pk, e->data_len);
+}
+
+int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e) {
+  pack_entry_head(pk, e, 8);
   return err_of(pk);
 }
 
 int sp_enc_entry(msgpack_packer *pk, const sp_entry *e) {
-  sp_enc_entry_head(pk, e);
+  return sp_enc_entry_wire(pk, e, 0);
+}
+
+int sp_enc_entry_wire(msgpack_packer *pk, const sp_entry *e, int with_origin) {
+  int origin = has_origin(e, with_origin);
+
+  pack_entry_head(pk, e, origin ? 9 : 8);
   msgpack_pack_bin_body(pk, e->data, e->data_len);
+  if (origin) {
+    msgpack_pack_uint64(pk, e->origin_seq);
+  }
   return err_of(pk);
+}
+
+/* Lengths of msgpack-c's smallest forms, as sp_enc_entry_wire writes. */
+static size_t uint_len(uint64_t v) {
+  return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= UINT32_MAX ? 5 : 9;
+}
+
+static size_t int_len(int64_t v) {
+  if (v >= 0) {
+    return uint_len((uint64_t)v);
+  }
+  return v >= -32 ? 1 : v >= -128 ? 2 : v >= -32768 ? 3
+                                               : v >= INT32_MIN ? 5 : 9;
+}
+
+size_t sp_enc_entry_len(const sp_entry *e, int with_origin) {
+  size_t mt = e->model_type_len, d = e->data_len;
+
+  return 1 + uint_len(e->sequence) + 18 + uint_len(e->timestamp_ms) +
+         (mt < 32 ? 1 : mt < 256 ? 2 : mt < 65536 ? 3 : 5) + mt + 18 + 1 +
+         int_len(e->version) + (d < 256 ? 2 : d < 65536 ? 3 : 5) + d +
+         (has_origin(e, with_origin) ? uint_len(e->origin_seq) : 0);
 }
 
 /* Type, library id and epoch open every body. */
@@ -213,10 +330,50 @@ int sp_enc_response_tail(msgpack_packer *pk, sp_seq through, int has_more,
   return err_of(pk);
 }
 
+int sp_enc_propose_head(msgpack_packer *pk, const sp_uuid *lib,
+                        uint64_t epoch, size_t *count_off) {
+  uint8_t hdr[SP_ENC_ENTRIES_HDR_LEN];
+
+  pack_common(pk, PROPOSE_FIELDS, SP_MSG_PROPOSE, lib, epoch);
+  *count_off = ((sp_wr *)pk->data)->len;
+  sp_enc_patch_count(hdr, 0);
+  pk->callback(pk->data, (const char *)hdr, sizeof(hdr));
+  return err_of(pk);
+}
+
+/* The head wrote a zero count at `count_off`; overwrite it where the
+ * bytes live (a counting writer has none). */
+static void patch_own_count(msgpack_packer *pk, size_t count_off,
+                            size_t count) {
+  sp_wr *wr = pk->data;
+
+  if (wr->err) {
+    return;
+  }
+  if (wr->fixed) {
+    sp_enc_patch_count(wr->fixed + count_off, (uint32_t)count);
+  } else if (wr->buf) {
+    sp_enc_patch_count(wr->buf->data + wr->buf->len - (wr->len - count_off),
+                       (uint32_t)count);
+  }
+}
+
+static int enc_entries(msgpack_packer *pk, const sp_entry *entries, size_t n,
+                       int with_origin) {
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    int rv = sp_enc_entry_wire(pk, &entries[i], with_origin);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
 static int enc_response(msgpack_packer *pk, const sp_msg *msg) {
   const sp_msg_entries_response *r = &msg->u.entries_response;
-  sp_wr *wr = pk->data;
-  size_t count_off, i;
+  size_t count_off;
   int rv;
 
   rv = sp_enc_response_head(pk, &msg->library_id, msg->epoch,
@@ -224,23 +381,93 @@ static int enc_response(msgpack_packer *pk, const sp_msg *msg) {
   if (rv != 0) {
     return rv;
   }
-  /* The head wrote a zero count; overwrite it where the bytes live. */
-  if (wr->fixed) {
-    sp_enc_patch_count(wr->fixed + count_off, (uint32_t)r->entry_count);
-  } else if (wr->buf) {
-    sp_enc_patch_count(wr->buf->data + wr->buf->len -
-                           (wr->len - count_off),
-                       (uint32_t)r->entry_count);
-  }
-  for (i = 0; i < r->entry_count; ++i) {
-    rv = sp_enc_entry(pk, &r->entries[i]);
-    if (rv != 0) {
-      return rv;
-    }
+  patch_own_count(pk, count_off, r->entry_count);
+  rv = enc_entries(pk, r->entries, r->entry_count, msg->with_origin);
+  if (rv != 0) {
+    return rv;
   }
   return sp_enc_response_tail(pk, r->through_sequence, r->has_more,
                               r->leader_latest, r->last_hash,
                               r->last_hash_len);
+}
+
+/* A Propose exists only between negotiated peers: its entries always
+ * carry their origin_seq (with_origin is implied). */
+static int enc_propose(msgpack_packer *pk, const sp_msg *msg) {
+  const sp_msg_propose *p = &msg->u.propose;
+  size_t count_off;
+  int rv;
+
+  rv = sp_enc_propose_head(pk, &msg->library_id, msg->epoch, &count_off);
+  if (rv != 0) {
+    return rv;
+  }
+  patch_own_count(pk, count_off, p->entry_count);
+  return enc_entries(pk, p->entries, p->entry_count, 1);
+}
+
+static int enc_results(msgpack_packer *pk, const sp_msg *msg) {
+  const sp_msg_propose_result *r = &msg->u.propose_result;
+  uint8_t hdr[SP_ENC_ENTRIES_HDR_LEN];
+  size_t i;
+
+  pack_common(pk, RESULT_FIELDS, msg->type, &msg->library_id, msg->epoch);
+  /* Array 32 like the entries, so a leader may stream results too. */
+  sp_enc_patch_count(hdr, (uint32_t)r->result_count);
+  pk->callback(pk->data, (const char *)hdr, sizeof(hdr));
+  for (i = 0; i < r->result_count; ++i) {
+    const sp_propose_result *x = &r->results[i];
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_uint64(pk, x->origin_seq);
+    msgpack_pack_int32(pk, x->code);
+    msgpack_pack_uint64(pk, x->sequence);
+    msgpack_pack_str_with_body(pk, x->message, x->message_len);
+  }
+  return err_of(pk);
+}
+
+/* The snapshot messages (docs/protocol.md, "Snapshots"). */
+static int enc_snapshot(msgpack_packer *pk, const sp_msg *msg) {
+  switch (msg->type) {
+  case SP_MSG_SNAPSHOT_REQUEST: {
+    const sp_msg_snapshot_request *r = &msg->u.snapshot_request;
+    pack_common(pk, 6, msg->type, &msg->library_id, msg->epoch);
+    msgpack_pack_bin_with_body(pk, r->id, r->id_len);
+    msgpack_pack_uint64(pk, r->have_chunks);
+    msgpack_pack_uint64(pk, r->max_frame);
+    break;
+  }
+  case SP_MSG_SNAPSHOT_MANIFEST: {
+    const sp_msg_snapshot_manifest *m = &msg->u.snapshot_manifest;
+    pack_common(pk, 10, msg->type, &msg->library_id, msg->epoch);
+    msgpack_pack_bin_with_body(pk, m->id, SP_SNAPSHOT_ID_LEN);
+    msgpack_pack_uint64(pk, m->sequence);
+    pack_hash(pk, m->hash_at, SP_HASH_LEN);
+    msgpack_pack_uint64(pk, m->snap_epoch);
+    msgpack_pack_uint64(pk, m->total_size);
+    msgpack_pack_uint32(pk, m->chunk_size);
+    msgpack_pack_bin_with_body(pk, m->chunk_hashes,
+                               m->chunk_count * SP_HASH_LEN);
+    break;
+  }
+  case SP_MSG_SNAPSHOT_FETCH: {
+    const sp_msg_snapshot_fetch *f = &msg->u.snapshot_fetch;
+    pack_common(pk, 6, msg->type, &msg->library_id, msg->epoch);
+    msgpack_pack_bin_with_body(pk, f->id, SP_SNAPSHOT_ID_LEN);
+    msgpack_pack_uint64(pk, f->first_chunk);
+    msgpack_pack_uint32(pk, f->count);
+    break;
+  }
+  default: {
+    const sp_msg_snapshot_chunk *c = &msg->u.snapshot_chunk;
+    pack_common(pk, 6, msg->type, &msg->library_id, msg->epoch);
+    msgpack_pack_bin_with_body(pk, c->id, SP_SNAPSHOT_ID_LEN);
+    msgpack_pack_uint64(pk, c->index);
+    msgpack_pack_bin_with_body(pk, c->data, c->data_len);
+    break;
+  }
+  }
+  return err_of(pk);
 }
 
 int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
@@ -251,24 +478,43 @@ int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
     msgpack_pack_uint64(pk, msg->u.new_entries.to_sequence);
     msgpack_pack_uint64(pk, msg->u.new_entries.entry_count);
     break;
-  case SP_MSG_FETCH_ENTRIES:
-    pack_common(pk, 6, msg->type, &msg->library_id, msg->epoch);
-    msgpack_pack_uint64(pk, msg->u.fetch_entries.since_sequence);
-    msgpack_pack_uint64(pk, msg->u.fetch_entries.limit);
-    pack_hash(pk, msg->u.fetch_entries.since_hash,
-              msg->u.fetch_entries.since_hash_len);
+  case SP_MSG_FETCH_ENTRIES: {
+    const sp_msg_fetch_entries *f = &msg->u.fetch_entries;
+    /* Without features: exactly the seed's 6 elements. */
+    pack_common(pk, f->has_features ? 7 : 6, msg->type, &msg->library_id,
+                msg->epoch);
+    msgpack_pack_uint64(pk, f->since_sequence);
+    msgpack_pack_uint64(pk, f->limit);
+    pack_hash(pk, f->since_hash, f->since_hash_len);
+    if (f->has_features) {
+      msgpack_pack_uint64(pk, f->features);
+    }
     break;
+  }
   case SP_MSG_ENTRIES_RESPONSE:
     return enc_response(pk, msg);
   case SP_MSG_ACKNOWLEDGE:
     pack_common(pk, 4, msg->type, &msg->library_id, msg->epoch);
     msgpack_pack_uint64(pk, msg->u.acknowledge.up_to_sequence);
     break;
-  case SP_MSG_HEARTBEAT:
-    pack_common(pk, 5, msg->type, &msg->library_id, msg->epoch);
-    msgpack_pack_uint64(pk, msg->u.heartbeat.current_sequence);
-    msgpack_pack_uint8(pk, (uint8_t)msg->u.heartbeat.role);
+  case SP_MSG_HEARTBEAT: {
+    const sp_msg_heartbeat *hb = &msg->u.heartbeat;
+    /* Without features: exactly the seed's 5 elements.  The frame
+     * maximum only after them, and only when known (a leader's). */
+    int with_max = hb->has_features && hb->max_frame != 0;
+    pack_common(pk, with_max ? 8 : hb->has_features ? 7 : 5, msg->type,
+                &msg->library_id, msg->epoch);
+    msgpack_pack_uint64(pk, hb->current_sequence);
+    msgpack_pack_uint8(pk, (uint8_t)hb->role);
+    if (hb->has_features) {
+      msgpack_pack_uint64(pk, hb->features);
+      msgpack_pack_uint64(pk, hb->origin_high);
+    }
+    if (with_max) {
+      msgpack_pack_uint64(pk, hb->max_frame);
+    }
     break;
+  }
   case SP_MSG_SYNC_REQUIRED:
     pack_common(pk, 7, msg->type, &msg->library_id, msg->epoch);
     msgpack_pack_uint8(pk, (uint8_t)msg->u.sync_required.reason);
@@ -282,6 +528,15 @@ int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
     msgpack_pack_str_with_body(pk, msg->u.error.message,
                                msg->u.error.message_len);
     break;
+  case SP_MSG_PROPOSE:
+    return enc_propose(pk, msg);
+  case SP_MSG_PROPOSE_RESULT:
+    return enc_results(pk, msg);
+  case SP_MSG_SNAPSHOT_REQUEST:
+  case SP_MSG_SNAPSHOT_MANIFEST:
+  case SP_MSG_SNAPSHOT_FETCH:
+  case SP_MSG_SNAPSHOT_CHUNK:
+    return enc_snapshot(pk, msg);
   default:
     return SP_ERR_INVALID_ARGUMENT;
   }

@@ -52,6 +52,14 @@ int sp_chain_link(const uint8_t prev[SP_HASH_LEN], const sp_entry *entry,
 int sp_enc_body(msgpack_packer *pk, const sp_msg *msg);
 /* Encode one entry (the canonical form the hash chain covers). */
 int sp_enc_entry(msgpack_packer *pk, const sp_entry *e);
+/*
+ * Encode one entry as it goes on the wire: the canonical 8-element form,
+ * or, when `with_origin` and e->origin_seq != 0, the 9-element form with
+ * origin_seq (only to a peer that negotiated SP_FEATURE_WRITES).
+ */
+int sp_enc_entry_wire(msgpack_packer *pk, const sp_entry *e, int with_origin);
+/* Exact byte length sp_enc_entry_wire writes for `e` (checked entry). */
+size_t sp_enc_entry_len(const sp_entry *e, int with_origin);
 /* Everything of the entry but the payload bytes (which follow it). */
 int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e);
 /* Upper bound of sp_enc_entry_head's output. */
@@ -68,6 +76,16 @@ int sp_enc_response_tail(msgpack_packer *pk, sp_seq through,
                          int has_more, sp_seq leader_latest,
                          const uint8_t *last_hash, size_t last_hash_len);
 void sp_enc_patch_count(uint8_t *at, uint32_t count);
+
+/*
+ * Streaming Propose: [8, lib, epoch, entries] where entries is an array 32
+ * whose count is patched later at `*count_off`, as for a response.  The
+ * entries follow with sp_enc_entry_wire(pk, e, 1); nothing comes after.
+ */
+int sp_enc_propose_head(msgpack_packer *pk, const sp_uuid *lib,
+                        uint64_t epoch, size_t *count_off);
+/* Upper bound of sp_enc_propose_head's output (with any epoch). */
+#define SP_ENC_PROPOSE_HEAD_MAX (1 + 1 + 18 + 9 + SP_ENC_ENTRIES_HDR_LEN)
 
 /* Big-endian 32-bit store, for frame prefixes. */
 void sp_put_be32(uint8_t *p, uint32_t v);

@@ -113,6 +113,41 @@ static void test_known_answer(void **state) {
   assert_memory_equal(got, want, SP_HASH_LEN);
 }
 
+/* origin_seq rides on the wire to negotiated peers only; a seed-only peer
+ * re-encodes the 8 seed fields, so the link must not depend on it. */
+static void test_origin_not_hashed(void **state) {
+  static const uint8_t data[] = {1, 2, 3};
+  static const uint64_t origins[] = {1, 5, 127, 128, 65536, INT64_MAX};
+  uint8_t zero[SP_HASH_LEN] = {0}, want[SP_HASH_LEN], got[SP_HASH_LEN];
+  uint8_t ref[SP_HASH_LEN];
+  sp_entry e = make_entry(1, "tag", data, sizeof(data));
+  size_t i;
+
+  (void)state;
+  assert_int_equal(sp_chain_next(zero, &e, want), 0);
+  for (i = 0; i < sizeof(origins) / sizeof(origins[0]); ++i) {
+    e.origin_seq = origins[i];
+    assert_int_equal(sp_chain_next(zero, &e, got), 0);
+    assert_memory_equal(got, want, SP_HASH_LEN);
+    reference_link(zero, &e, ref); /* the 8-element form */
+    assert_memory_equal(got, ref, SP_HASH_LEN);
+  }
+  /* The documented vector entry 1, submitted as origin 5 (the vector
+   * entries_response_origin): still link(1). */
+  e = make_entry(1, "tag", data, sizeof(data));
+  for (i = 0; i < 16; ++i) {
+    e.record_id.bytes[i] = (uint8_t)(0xb0 + i);
+  }
+  e.timestamp_ms = 1700000000000ull;
+  e.change_type = SP_CHANGE_INSERT;
+  e.version = 1;
+  e.origin_seq = 5;
+  assert_int_equal(sp_chain_next(zero, &e, got), 0);
+  from_hex("4a00700360f94e1e99eb8c6a1975b01a2c7cdc664dc80f9e35f584b98aa88285",
+           want, SP_HASH_LEN);
+  assert_memory_equal(got, want, SP_HASH_LEN);
+}
+
 static void test_chain_matches_reference(void **state) {
   static const char *models[] = {"", "tag", "location", "a\xc3\xa9\xe2\x82\xac"};
   uint8_t ours[SP_HASH_LEN] = {0}, ref[SP_HASH_LEN] = {0};
@@ -241,6 +276,7 @@ static void test_invalid_refused(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_known_answer),
+      cmocka_unit_test(test_origin_not_hashed),
       cmocka_unit_test(test_chain_matches_reference),
       cmocka_unit_test(test_max_model_and_large_payload),
       cmocka_unit_test(test_payload_hashed_in_place),

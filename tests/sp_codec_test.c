@@ -37,6 +37,18 @@ static void expect_entry_eq(const sp_entry *a, const sp_entry *b) {
   if (a->data_len) {
     assert_memory_equal(a->data, b->data, a->data_len);
   }
+  assert_true(a->origin_seq == b->origin_seq);
+}
+
+static void expect_result_eq(const sp_propose_result *a,
+                             const sp_propose_result *b) {
+  assert_true(a->origin_seq == b->origin_seq);
+  assert_int_equal(a->code, b->code);
+  assert_true(a->sequence == b->sequence);
+  assert_int_equal(a->message_len, b->message_len);
+  if (a->message_len) {
+    assert_memory_equal(a->message, b->message, a->message_len);
+  }
 }
 
 static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
@@ -59,6 +71,9 @@ static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
     assert_memory_equal(a->u.fetch_entries.since_hash,
                         b->u.fetch_entries.since_hash,
                         a->u.fetch_entries.since_hash_len);
+    assert_int_equal(a->u.fetch_entries.has_features != 0,
+                     b->u.fetch_entries.has_features != 0);
+    assert_true(a->u.fetch_entries.features == b->u.fetch_entries.features);
     break;
   case SP_MSG_ENTRIES_RESPONSE: {
     const sp_msg_entries_response *x = &a->u.entries_response;
@@ -84,6 +99,11 @@ static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
     assert_true(a->u.heartbeat.current_sequence ==
                 b->u.heartbeat.current_sequence);
     assert_int_equal(a->u.heartbeat.role, b->u.heartbeat.role);
+    assert_int_equal(a->u.heartbeat.has_features != 0,
+                     b->u.heartbeat.has_features != 0);
+    assert_true(a->u.heartbeat.features == b->u.heartbeat.features);
+    assert_true(a->u.heartbeat.origin_high == b->u.heartbeat.origin_high);
+    assert_true(a->u.heartbeat.max_frame == b->u.heartbeat.max_frame);
     break;
   case SP_MSG_SYNC_REQUIRED:
     assert_int_equal(a->u.sync_required.reason, b->u.sync_required.reason);
@@ -102,6 +122,68 @@ static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
                           a->u.error.message_len);
     }
     break;
+  case SP_MSG_PROPOSE: {
+    size_t i;
+    assert_int_equal(a->u.propose.entry_count, b->u.propose.entry_count);
+    for (i = 0; i < a->u.propose.entry_count; ++i) {
+      expect_entry_eq(&a->u.propose.entries[i], &b->u.propose.entries[i]);
+    }
+    break;
+  }
+  case SP_MSG_PROPOSE_RESULT: {
+    size_t i;
+    assert_int_equal(a->u.propose_result.result_count,
+                     b->u.propose_result.result_count);
+    for (i = 0; i < a->u.propose_result.result_count; ++i) {
+      expect_result_eq(&a->u.propose_result.results[i],
+                       &b->u.propose_result.results[i]);
+    }
+    break;
+  }
+  case SP_MSG_SNAPSHOT_REQUEST:
+    assert_int_equal(a->u.snapshot_request.id_len,
+                     b->u.snapshot_request.id_len);
+    assert_memory_equal(a->u.snapshot_request.id, b->u.snapshot_request.id,
+                        a->u.snapshot_request.id_len);
+    assert_true(a->u.snapshot_request.have_chunks ==
+                b->u.snapshot_request.have_chunks);
+    assert_true(a->u.snapshot_request.max_frame ==
+                b->u.snapshot_request.max_frame);
+    break;
+  case SP_MSG_SNAPSHOT_MANIFEST: {
+    const sp_msg_snapshot_manifest *x = &a->u.snapshot_manifest;
+    const sp_msg_snapshot_manifest *y = &b->u.snapshot_manifest;
+    assert_memory_equal(x->id, y->id, SP_SNAPSHOT_ID_LEN);
+    assert_true(x->sequence == y->sequence);
+    assert_memory_equal(x->hash_at, y->hash_at, SP_HASH_LEN);
+    assert_true(x->snap_epoch == y->snap_epoch);
+    assert_true(x->total_size == y->total_size);
+    assert_int_equal(x->chunk_size, y->chunk_size);
+    assert_int_equal(x->chunk_count, y->chunk_count);
+    if (x->chunk_count) {
+      assert_memory_equal(x->chunk_hashes, y->chunk_hashes,
+                          x->chunk_count * SP_HASH_LEN);
+    }
+    break;
+  }
+  case SP_MSG_SNAPSHOT_FETCH:
+    assert_memory_equal(a->u.snapshot_fetch.id, b->u.snapshot_fetch.id,
+                        SP_SNAPSHOT_ID_LEN);
+    assert_true(a->u.snapshot_fetch.first_chunk ==
+                b->u.snapshot_fetch.first_chunk);
+    assert_int_equal(a->u.snapshot_fetch.count, b->u.snapshot_fetch.count);
+    break;
+  case SP_MSG_SNAPSHOT_CHUNK:
+    assert_memory_equal(a->u.snapshot_chunk.id, b->u.snapshot_chunk.id,
+                        SP_SNAPSHOT_ID_LEN);
+    assert_true(a->u.snapshot_chunk.index == b->u.snapshot_chunk.index);
+    assert_int_equal(a->u.snapshot_chunk.data_len,
+                     b->u.snapshot_chunk.data_len);
+    if (a->u.snapshot_chunk.data_len) {
+      assert_memory_equal(a->u.snapshot_chunk.data, b->u.snapshot_chunk.data,
+                          a->u.snapshot_chunk.data_len);
+    }
+    break;
   default:
     fail();
   }
@@ -114,6 +196,14 @@ static void fill_uuid(sp_uuid *u, uint8_t base) {
 
   for (i = 0; i < 16; ++i) {
     u->bytes[i] = (uint8_t)(base + i);
+  }
+}
+
+static void fill_bytes(uint8_t *p, uint8_t base, size_t n) {
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    p[i] = (uint8_t)(base + i);
   }
 }
 
@@ -142,14 +232,34 @@ static void entry_init(sp_entry *e, sp_seq seq) {
   e->data_len = seq % sizeof(g_payload);
 }
 
-static sp_entry g_two[2];
+static sp_entry g_two[2], g_prop[2];
+static sp_propose_result g_results[2];
 
-/* One small valid message of each type (the prefix/type tests use these). */
+/* Room for sample_messages' output. */
+#define N_SAMPLES 16
+
+/* One small valid message of each type (the prefix/type tests use these).
+ * The Heartbeat carries its optional elements, so that every element of
+ * every message is known to the decoder (the seed's 5-element Heartbeat
+ * has its own tests). */
 static size_t sample_messages(sp_msg *out) {
   size_t n = 0;
 
   entry_init(&g_two[0], 3);
   entry_init(&g_two[1], 4);
+  entry_init(&g_prop[0], 0);
+  g_prop[0].origin_seq = 9;
+  entry_init(&g_prop[1], 0);
+  g_prop[1].origin_seq = 300;
+  g_prop[1].model_type = "album";
+  g_prop[1].model_type_len = 5;
+  memset(g_results, 0, sizeof(g_results));
+  g_results[0].origin_seq = 9;
+  g_results[0].sequence = 70000;
+  g_results[1].origin_seq = 300;
+  g_results[1].code = SP_ERR_REFUSED;
+  g_results[1].message = "no";
+  g_results[1].message_len = 2;
   msg_init(&out[n], SP_MSG_NEW_ENTRIES);
   out[n].u.new_entries.from_sequence = 2;
   out[n].u.new_entries.to_sequence = 300;
@@ -158,7 +268,9 @@ static size_t sample_messages(sp_msg *out) {
   out[n].u.fetch_entries.since_sequence = 77;
   out[n].u.fetch_entries.limit = 500;
   memset(out[n].u.fetch_entries.since_hash, 0x21, SP_HASH_LEN);
-  out[n++].u.fetch_entries.since_hash_len = SP_HASH_LEN;
+  out[n].u.fetch_entries.since_hash_len = SP_HASH_LEN;
+  out[n].u.fetch_entries.has_features = 1;
+  out[n++].u.fetch_entries.features = SP_FEATURES_SUPPORTED;
   msg_init(&out[n], SP_MSG_ENTRIES_RESPONSE);
   out[n].u.entries_response.since_sequence = 2;
   out[n].u.entries_response.through_sequence = 5;
@@ -172,6 +284,10 @@ static size_t sample_messages(sp_msg *out) {
   out[n++].u.acknowledge.up_to_sequence = 128;
   msg_init(&out[n], SP_MSG_HEARTBEAT);
   out[n].u.heartbeat.current_sequence = 65536;
+  out[n].u.heartbeat.has_features = 1;
+  out[n].u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  out[n].u.heartbeat.origin_high = 1000;
+  out[n].u.heartbeat.max_frame = 65536;
   out[n++].u.heartbeat.role = SP_ROLE_FOLLOWER;
   msg_init(&out[n], SP_MSG_SYNC_REQUIRED);
   out[n].u.sync_required.reason = SP_SYNC_DIVERGENCE;
@@ -182,6 +298,13 @@ static size_t sample_messages(sp_msg *out) {
   out[n].u.error.code = -302;
   out[n].u.error.message = "not a member";
   out[n++].u.error.message_len = 12;
+  msg_init(&out[n], SP_MSG_PROPOSE);
+  out[n].u.propose.entries = g_prop;
+  out[n++].u.propose.entry_count = 2;
+  msg_init(&out[n], SP_MSG_PROPOSE_RESULT);
+  out[n].u.propose_result.results = g_results;
+  out[n++].u.propose_result.result_count = 2;
+  assert_true(n <= N_SAMPLES);
   return n;
 }
 
@@ -228,6 +351,16 @@ static void round_trip_with(sp_decoder *dec, const sp_msg *m) {
       assert_true((const uint8_t *)e->model_type >= body &&
                   (const uint8_t *)e->model_type + e->model_type_len <= end);
       assert_true(e->data >= body && e->data + e->data_len <= end);
+    }
+  } else if (got.type == SP_MSG_PROPOSE) {
+    for (i = 0; i < got.u.propose.entry_count; ++i) {
+      const sp_entry *e = &got.u.propose.entries[i];
+      assert_true(e->data >= body && e->data + e->data_len <= end);
+    }
+  } else if (got.type == SP_MSG_PROPOSE_RESULT) {
+    for (i = 0; i < got.u.propose_result.result_count; ++i) {
+      const sp_propose_result *x = &got.u.propose_result.results[i];
+      assert_true((const uint8_t *)x->message + x->message_len <= end);
     }
   } else if (got.type == SP_MSG_ERROR) {
     assert_true((const uint8_t *)got.u.error.message >= body &&
@@ -281,6 +414,9 @@ static void test_round_trip_simple_messages(void **state) {
     m.u.fetch_entries.limit = w;
     m.u.fetch_entries.since_hash_len = (i % 2) ? SP_HASH_LEN : 0;
     memset(m.u.fetch_entries.since_hash, (int)i, SP_HASH_LEN);
+    round_trip(&m);
+    m.u.fetch_entries.has_features = 1;
+    m.u.fetch_entries.features = w;
     round_trip(&m);
 
     msg_init(&m, SP_MSG_ACKNOWLEDGE);
@@ -580,10 +716,16 @@ static void expect_decode(bytes b, int want) {
   free(b.p);
 }
 
+/* `o` with its entry replaced by `entry` (freed here) decodes to `want`. */
+static void expect_entry(const one_entry *o, bytes entry, int want) {
+  expect_decode(with_entry(o, &entry), want);
+  free(entry.p);
+}
+
 /* ---- decode errors ---- */
 
 static void test_every_prefix_truncated(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i, k;
 
   (void)state;
@@ -634,8 +776,28 @@ static size_t wrong_type_for(uint8_t like, uint8_t *out) {
   return 1;
 }
 
+/* Each of the `nfields` fields of `o`'s entry, as nil and as a value of
+ * a wrong type, is refused with WRONG_TYPE. */
+static void expect_entry_fields_wrong_type(const one_entry *o,
+                                           uint32_t nfields) {
+  const uint8_t *eb = o->body + o->entry_off;
+  fields f;
+  uint32_t k;
+
+  split(eb, o->entry_len, &f);
+  assert_int_equal(f.n, nfields);
+  for (k = 0; k < f.n; ++k) {
+    uint8_t rep[8];
+    size_t rl = wrong_type_for(eb[f.off[k]], rep);
+    expect_entry(o, replace_field(eb, o->entry_len, k, "\xc0", 1),
+                 SP_ERR_WRONG_TYPE);
+    expect_entry(o, replace_field(eb, o->entry_len, k, rep, rl),
+                 SP_ERR_WRONG_TYPE);
+  }
+}
+
 static void test_wrong_type_every_field(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
   one_entry o;
   fields f;
@@ -660,19 +822,7 @@ static void test_wrong_type_every_field(void **state) {
   }
   /* Each field of an entry. */
   one_entry_make(&o);
-  split(o.body + o.entry_off, o.entry_len, &f);
-  assert_int_equal(f.n, 8);
-  for (k = 0; k < f.n; ++k) {
-    uint8_t rep[8];
-    const uint8_t *eb = o.body + o.entry_off;
-    size_t rl = wrong_type_for(eb[f.off[k]], rep);
-    bytes e1 = replace_field(eb, o.entry_len, k, "\xc0", 1);
-    bytes e2 = replace_field(eb, o.entry_len, k, rep, rl);
-    expect_decode(with_entry(&o, &e1), SP_ERR_WRONG_TYPE);
-    expect_decode(with_entry(&o, &e2), SP_ERR_WRONG_TYPE);
-    free(e1.p);
-    free(e2.p);
-  }
+  expect_entry_fields_wrong_type(&o, 8);
   /* The body itself must be an array; an entry too. */
   {
     bytes b = {NULL, 0};
@@ -699,7 +849,7 @@ static void test_uuid_lengths(void **state) {
   static const uint8_t u0[] = {0xc4, 0};
   static const uint8_t u16w[] = {0xc5, 0, 16, 1, 2, 3, 4, 5, 6, 7, 8,
                                  9, 10, 11, 12, 13, 14, 15, 16};
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
   one_entry o;
 
@@ -736,7 +886,7 @@ static void test_uuid_lengths(void **state) {
 /* Body of the sample message of `type`, in a fresh frame. */
 static uint8_t *sample_frame(sp_msg_type type, const uint8_t **body,
                              size_t *blen) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i, len;
   uint8_t *frame;
 
@@ -755,7 +905,6 @@ static void test_enum_ranges(void **state) {
   uint8_t *frame;
   one_entry o;
   const uint8_t *eb;
-  bytes e;
 
   (void)state;
   frame = sample_frame(SP_MSG_HEARTBEAT, &body, &blen);
@@ -782,15 +931,11 @@ static void test_enum_ranges(void **state) {
 
   one_entry_make(&o);
   eb = o.body + o.entry_off;
-  e = replace_field(eb, o.entry_len, 5, "\x03", 1);
-  expect_decode(with_entry(&o, &e), 0);
-  free(e.p);
-  e = replace_field(eb, o.entry_len, 5, "\x04", 1);
-  expect_decode(with_entry(&o, &e), SP_ERR_ENUM_RANGE);
-  free(e.p);
-  e = replace_field(eb, o.entry_len, 5, "\xcc\xff", 2);
-  expect_decode(with_entry(&o, &e), SP_ERR_ENUM_RANGE);
-  free(e.p);
+  expect_entry(&o, replace_field(eb, o.entry_len, 5, "\x03", 1), 0);
+  expect_entry(&o, replace_field(eb, o.entry_len, 5, "\x04", 1),
+               SP_ERR_ENUM_RANGE);
+  expect_entry(&o, replace_field(eb, o.entry_len, 5, "\xcc\xff", 2),
+               SP_ERR_ENUM_RANGE);
   free(o.frame);
 }
 
@@ -802,7 +947,7 @@ static void test_int_ranges(void **state) {
   static const uint8_t code_min[] = {0xd3, 0xff, 0xff, 0xff, 0xff,
                                      0x80, 0x00, 0x00, 0x00};
   static const uint8_t ver_over[] = {0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0};
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
   const uint8_t *body;
   size_t blen;
@@ -936,7 +1081,7 @@ static void test_invalid_utf8(void **state) {
 }
 
 static void test_trailing_bytes(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
 
   (void)state;
@@ -964,12 +1109,12 @@ static void test_unknown_message(void **state) {
     size_t n;
   } cases[] = {
       {"\x91\x00", 2},
-      {"\x91\x08", 2},
+      {"\x91\x0e", 2}, /* 10..13 are the snapshot messages */
       {"\x91\x7f", 2},
       {"\x91\xcc\xff", 3},
       {"\x91\xcf\x00\x00\x01\x00\x00\x00\x00\x01", 10},
       /* a newer message with fields this decoder cannot know */
-      {"\x93\x08\xc4\x00\xc0", 5},
+      {"\x93\x0e\xc4\x00\xc0", 5},
   };
   size_t i;
 
@@ -1003,7 +1148,7 @@ static void test_reserved_byte(void **state) {
 }
 
 static void test_missing_fields(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
   one_entry o;
   bytes b = {NULL, 0};
@@ -1019,7 +1164,13 @@ static void test_missing_fields(void **state) {
 
     split(frame + 4, len - 4, &f);
     for (k = 1; k < f.n; ++k) {
-      expect_decode(keep_fields(frame + 4, len - 4, k), SP_ERR_MISSING_FIELD);
+      /* A Heartbeat without its optional elements 5 and 6, a
+       * FetchEntries without its element 6, is whole. */
+      int want = (msgs[i].type == SP_MSG_HEARTBEAT && k >= 5) ||
+                         (msgs[i].type == SP_MSG_FETCH_ENTRIES && k >= 6)
+                     ? 0
+                     : SP_ERR_MISSING_FIELD;
+      expect_decode(keep_fields(frame + 4, len - 4, k), want);
     }
     free(frame);
   }
@@ -1133,12 +1284,15 @@ static void test_hash_lengths(void **state) {
 /* Wraps `inner` in `depth` one-element arrays. */
 static bytes nested(size_t depth, const char *inner, size_t inner_len) {
   bytes b = {NULL, 0};
-  size_t i;
+  uint8_t *hdrs = malloc(depth ? depth : 1);
 
-  for (i = 0; i < depth; ++i) {
-    put(&b, "\x91", 1);
-  }
+  /* One put for all the headers: a realloc per byte is quadratic under
+   * ASan, whose realloc always moves. */
+  assert_non_null(hdrs);
+  memset(hdrs, 0x91, depth);
+  put(&b, hdrs, depth);
   put(&b, inner, inner_len);
+  free(hdrs);
   return b;
 }
 
@@ -1164,8 +1318,16 @@ static void test_nesting_in_extension(void **state) {
   free(frame);
   /* Same inside an entry. */
   one_entry_make(&o);
-  x = nested(SP_MP_MAX_DEPTH + 1, "\xc0", 1);
-  e = add_fields(o.body + o.entry_off, o.entry_len, 1, x.p, x.len);
+  /* (element 8 is origin_seq: the extension comes after it) */
+  x.p = NULL;
+  x.len = 0;
+  put(&x, "\x00", 1);
+  {
+    bytes deep = nested(SP_MP_MAX_DEPTH + 1, "\xc0", 1);
+    put(&x, deep.p, deep.len);
+    free(deep.p);
+  }
+  e = add_fields(o.body + o.entry_off, o.entry_len, 2, x.p, x.len);
   expect_decode(with_entry(&o, &e), SP_ERR_NESTING);
   free(x.p);
   free(e.p);
@@ -1311,7 +1473,7 @@ static const char k_extras[] =
 #define K_NEXTRA 10
 
 static void test_extra_trailing_elements(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
   sp_decoder *dec;
 
@@ -1366,7 +1528,7 @@ static void test_entries_with_extra_elements(void **state) {
       bytes x = {NULL, 0};
       split(p, left, &ef);
       x = add_fields(p, ef.off[7] + ef.len[7], (uint32_t)(k + 1) * 2,
-                     "\x01\xa1x\x81\x01\x91\x02\xd4\x01\x02\xc0\xc3", 12);
+                     "\x00\xa1x\x81\x01\x91\x02\xd4\x01\x02\xc0\xc3", 12);
       /* only the first (k+1)*2 extras are declared; trim the rest */
       {
         fields xf;
@@ -1388,6 +1550,764 @@ static void test_entries_with_extra_elements(void **state) {
   sp_decoder_del(dec);
   free(b.p);
   free(frame);
+}
+
+/* ---- writes from every device: Heartbeat features, origin_seq,
+ * Propose and ProposeResult ---- */
+
+/* A decoder that outlives the call, for tests that read decoded entries
+ * or results (they live in the decoder); freed by the group teardown. */
+static sp_decoder *g_kept;
+
+static int decode_kept(const bytes *b, sp_msg *out) {
+  if (!g_kept) {
+    assert_int_equal(sp_decoder_new(&g_kept, NULL), 0);
+  }
+  return sp_decoder_decode(g_kept, b->p, b->len, out);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  sp_decoder_del(g_kept);
+  g_kept = NULL;
+  return 0;
+}
+
+static void test_round_trip_features_heartbeat(void **state) {
+  size_t i, len;
+  sp_msg m, got;
+  uint8_t *frame;
+
+  (void)state;
+  for (i = 0; i < N_EDGES; ++i) {
+    msg_init(&m, SP_MSG_HEARTBEAT);
+    m.u.heartbeat.current_sequence = u64_edges[i];
+    m.u.heartbeat.role = (i % 2) ? SP_ROLE_FOLLOWER : SP_ROLE_LEADER;
+    m.u.heartbeat.has_features = 1;
+    m.u.heartbeat.features = u64_edges[N_EDGES - 1 - i];
+    m.u.heartbeat.origin_high = u64_edges[i];
+    m.u.heartbeat.max_frame = u64_edges[N_EDGES - 1 - i];
+    round_trip(&m);
+  }
+  /* has_features 0: the seed's 5 elements, whatever the other fields say. */
+  msg_init(&m, SP_MSG_HEARTBEAT);
+  m.u.heartbeat.current_sequence = 5;
+  m.u.heartbeat.features = SP_FEATURE_WRITES;
+  m.u.heartbeat.origin_high = 77;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x95);
+  assert_int_equal(decode_body(frame + 4, len - 4, &got), 0);
+  assert_int_equal(got.u.heartbeat.has_features, 0);
+  assert_true(got.u.heartbeat.features == 0);
+  assert_true(got.u.heartbeat.origin_high == 0);
+  free(frame);
+  /* With them: 7 elements. */
+  m.u.heartbeat.has_features = 1;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x97);
+  assert_int_equal(frame[len - 2], SP_FEATURE_WRITES);
+  assert_int_equal(frame[len - 1], 77);
+  free(frame);
+  /* A frame maximum (a leader's): 8 elements, element 7 last. */
+  m.u.heartbeat.max_frame = 100;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x98);
+  assert_int_equal(frame[len - 1], 100);
+  assert_int_equal(decode_body(frame + 4, len - 4, &got), 0);
+  assert_true(got.u.heartbeat.max_frame == 100);
+  assert_true(got.u.heartbeat.origin_high == 77);
+  free(frame);
+  /* Never without the features, and 0 is not written. */
+  m.u.heartbeat.has_features = 0;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x95);
+  free(frame);
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.max_frame = 0;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x97);
+  free(frame);
+}
+
+/* FetchEntries element 6: written only with has_features, read when
+ * present; without it the seed's 6 elements, byte for byte. */
+static void test_fetch_features(void **state) {
+  const uint8_t *body;
+  size_t blen, len;
+  uint8_t *frame;
+  sp_msg m, got;
+  bytes b;
+
+  (void)state;
+  msg_init(&m, SP_MSG_FETCH_ENTRIES);
+  m.u.fetch_entries.since_sequence = 9;
+  m.u.fetch_entries.limit = 100;
+  m.u.fetch_entries.features = SP_FEATURE_WRITES; /* ignored: no has_ */
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x96);
+  assert_int_equal(decode_body(frame + 4, len - 4, &got), 0);
+  assert_int_equal(got.u.fetch_entries.has_features, 0);
+  assert_true(got.u.fetch_entries.features == 0);
+  free(frame);
+  m.u.fetch_entries.has_features = 1;
+  frame = encode(&m, &len);
+  assert_int_equal(frame[4], 0x97);
+  assert_int_equal(frame[len - 1], SP_FEATURE_WRITES);
+  assert_int_equal(decode_body(frame + 4, len - 4, &got), 0);
+  assert_int_equal(got.u.fetch_entries.has_features, 1);
+  assert_true(got.u.fetch_entries.features == SP_FEATURE_WRITES);
+  free(frame);
+
+  frame = sample_frame(SP_MSG_FETCH_ENTRIES, &body, &blen);
+  /* The seed's form: no features. */
+  b = keep_fields(body, blen, 6);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.fetch_entries.has_features, 0);
+  assert_true(got.u.fetch_entries.features == 0);
+  free(b.p);
+  /* Unknown bits are kept (the receiver masks them), 0 is "none". */
+  expect_decode(replace_field(body, blen, 6, "\xcf\xff\xff\xff\xff\xff\xff"
+                                             "\xff\xff", 9), 0);
+  expect_decode(replace_field(body, blen, 6, "\x00", 1), 0);
+  /* Extension space in the seed; now a uint and nothing else. */
+  expect_decode(replace_field(body, blen, 6, "\xa1x", 2), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 6, "\xc0", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 6, "\xc3", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 6, "\x91\x01", 2),
+                SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 6, "\xff", 1), SP_ERR_INT_RANGE);
+  /* Elements after it are skipped. */
+  b = add_fields(body, blen, 2, "\xc0\x81\x01\x02", 4);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_true(got.u.fetch_entries.features == SP_FEATURES_SUPPORTED);
+  free(b.p);
+  free(frame);
+}
+
+static void test_heartbeat_optional_elements(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  sp_msg got;
+  bytes b;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_HEARTBEAT, &body, &blen);
+  /* Element 5 alone: features, origin_high 0. */
+  b = keep_fields(body, blen, 6);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.heartbeat.has_features, 1);
+  assert_true(got.u.heartbeat.features == SP_FEATURES_SUPPORTED);
+  assert_true(got.u.heartbeat.origin_high == 0);
+  free(b.p);
+  /* The seed's form: no features. */
+  b = keep_fields(body, blen, 5);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.heartbeat.has_features, 0);
+  assert_true(got.u.heartbeat.features == 0);
+  free(b.p);
+  /* Unknown feature bits are kept: the receiver masks them. */
+  expect_decode(replace_field(body, blen, 5, "\xcf\xff\xff\xff\xff\xff\xff"
+                                             "\xff\xff", 9), 0);
+  /* Element 5 and 6 were extension space in the seed; now they are
+   * uints and nothing else. */
+  expect_decode(replace_field(body, blen, 5, "\xa1x", 2), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 5, "\x80", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 5, "\xc3", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 5, "\xff", 1), SP_ERR_INT_RANGE);
+  expect_decode(replace_field(body, blen, 6, "\xc0", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 6, "\xd0\x80", 2),
+                SP_ERR_INT_RANGE);
+  /* Element 7, the frame maximum (the sample has it): a uint when
+   * present; absent, 0. */
+  assert_int_equal(decode_body(body, blen, &got), 0);
+  assert_true(got.u.heartbeat.max_frame == 65536);
+  b = keep_fields(body, blen, 7);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_true(got.u.heartbeat.max_frame == 0);
+  assert_true(got.u.heartbeat.origin_high == 1000);
+  free(b.p);
+  expect_decode(replace_field(body, blen, 7, "\xc0", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(body, blen, 7, "\xff", 1), SP_ERR_INT_RANGE);
+  /* Extension elements after them are skipped. */
+  expect_decode(add_fields(body, blen, 2, "\xc0\x81\x01\x02", 4), 0);
+  free(frame);
+}
+
+/* Entries with origin_seq at every width. */
+static void origin_entries(sp_entry *e, size_t n, sp_seq first_seq) {
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    uint64_t v = u64_edges[i % N_EDGES];
+    entry_init(&e[i], first_seq ? first_seq + i : 0);
+    /* origin_seq stops at 2^63-1 (what every store keeps). */
+    e[i].origin_seq = v > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : v;
+  }
+}
+
+static void test_round_trip_origin_entries(void **state) {
+  sp_entry e[N_EDGES], zero[N_EDGES];
+  sp_msg m, got;
+  uint8_t *with, *without, *seed;
+  size_t lw, lo, ls, i;
+  sp_decoder *dec;
+
+  (void)state;
+  origin_entries(e, N_EDGES, 1);
+  response_init(&m, 0, N_EDGES, e, N_EDGES);
+  m.with_origin = 1;
+  round_trip(&m); /* compares origin_seq too */
+  with = encode(&m, &lw);
+  /* Without with_origin (a peer that did not negotiate): the seed's
+   * bytes, as if no entry carried an origin. */
+  m.with_origin = 0;
+  without = encode(&m, &lo);
+  memcpy(zero, e, sizeof(e));
+  for (i = 0; i < N_EDGES; ++i) {
+    zero[i].origin_seq = 0;
+  }
+  m.u.entries_response.entries = zero;
+  m.with_origin = 1;
+  seed = encode(&m, &ls);
+  assert_int_equal(lo, ls);
+  assert_memory_equal(without, seed, ls);
+  /* Element 8 costs exactly its uint per entry with an origin. */
+  {
+    size_t extra = 0;
+    for (i = 0; i < N_EDGES; ++i) {
+      uint64_t v = e[i].origin_seq;
+      extra += v == 0 ? 0 : v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3
+               : v <= UINT32_MAX ? 5 : 9;
+    }
+    assert_int_equal(lw, ls + extra);
+  }
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  assert_int_equal(sp_decoder_decode(dec, without + 4, lo - 4, &got), 0);
+  for (i = 0; i < N_EDGES; ++i) {
+    assert_true(got.u.entries_response.entries[i].origin_seq == 0);
+  }
+  /* Decoding never sets with_origin: it says how to encode. */
+  assert_int_equal(sp_decoder_decode(dec, with + 4, lw - 4, &got), 0);
+  assert_int_equal(got.with_origin, 0);
+  sp_decoder_del(dec);
+  free(with);
+  free(without);
+  free(seed);
+}
+
+static void test_entry_origin_element(void **state) {
+  one_entry o;
+  const uint8_t *eb;
+  bytes e;
+  sp_msg got;
+
+  (void)state;
+  one_entry_make(&o);
+  eb = o.body + o.entry_off;
+  /* Present and 0: no origin, as when absent. */
+  e = add_fields(eb, o.entry_len, 1, "\x00", 1);
+  {
+    bytes b = with_entry(&o, &e);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_true(got.u.entries_response.entries[0].origin_seq == 0);
+    free(b.p);
+  }
+  free(e.p);
+  e = add_fields(eb, o.entry_len, 2, "\xcd\x01\x00\xa1x", 5);
+  {
+    bytes b = with_entry(&o, &e);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_true(got.u.entries_response.entries[0].origin_seq == 256);
+    free(b.p);
+  }
+  free(e.p);
+  /* Any other type there is refused (it was extension space in the
+   * seed, which never wrote anything there). */
+  expect_entry(&o, add_fields(eb, o.entry_len, 1, "\xc0", 1),
+               SP_ERR_WRONG_TYPE);
+  expect_entry(&o, add_fields(eb, o.entry_len, 1, "\xa5hello", 6),
+               SP_ERR_WRONG_TYPE);
+  e = add_fields(eb, o.entry_len, 1, "\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18",
+                 9);
+  expect_decode(with_entry(&o, &e), SP_ERR_WRONG_TYPE);
+  free(e.p);
+  expect_entry(&o, add_fields(eb, o.entry_len, 1, "\xe0", 1), SP_ERR_INT_RANGE);
+  /* 2^63-1 is the largest origin_seq; 2^63 is out of range. */
+  e = add_fields(eb, o.entry_len, 1, "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff",
+                 9);
+  {
+    bytes b = with_entry(&o, &e);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_true(got.u.entries_response.entries[0].origin_seq ==
+                (uint64_t)INT64_MAX);
+    free(b.p);
+  }
+  free(e.p);
+  e = add_fields(eb, o.entry_len, 1, "\xcf\x80\x00\x00\x00\x00\x00\x00\x00",
+                 9);
+  expect_decode(with_entry(&o, &e), SP_ERR_INT_RANGE);
+  free(e.p);
+  free(o.frame);
+}
+
+static void test_round_trip_propose(void **state) {
+  sp_entry *e = calloc(SP_MAX_PROPOSE_ENTRIES, sizeof(*e));
+  sp_decoder *dec;
+  sp_msg m;
+  uint8_t *a, *b;
+  size_t la, lb, i;
+
+  (void)state;
+  assert_non_null(e);
+  origin_entries(e, SP_MAX_PROPOSE_ENTRIES, 0);
+  for (i = 0; i < SP_MAX_PROPOSE_ENTRIES; ++i) {
+    e[i].origin_seq = 1 + i;
+  }
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  msg_init(&m, SP_MSG_PROPOSE);
+  m.u.propose.entries = e;
+  m.u.propose.entry_count = 1;
+  round_trip_with(dec, &m);
+  m.u.propose.entry_count = SP_MAX_PROPOSE_ENTRIES;
+  round_trip_with(dec, &m);
+  m.u.propose.entry_count = 2;
+  round_trip_with(dec, &m);
+  /* Origins of every width, and the decoder does not judge sequence,
+   * device or order: the leader does. */
+  origin_entries(e, N_EDGES, 7);
+  m.u.propose.entry_count = N_EDGES;
+  round_trip_with(dec, &m);
+  /* with_origin is implied: a Propose always carries its origins. */
+  a = encode(&m, &la);
+  m.with_origin = 1;
+  b = encode(&m, &lb);
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  /* Array 32 for the entries, whatever their count. */
+  assert_int_equal(a[4], 0x94);
+  assert_int_equal(a[4 + 1 + 1 + 18 + 1], 0xdd);
+  free(a);
+  free(b);
+  sp_decoder_del(dec);
+  free(e);
+}
+
+static void test_round_trip_propose_result(void **state) {
+  static const int32_t codes[] = {0, -1, -32, -33, -128, -129, -322, -328,
+                                  -32768, -32769, INT32_MIN};
+  static const char utf8[] = "caf\xc3\xa9 \xf0\x9f\x98\x80";
+  sp_propose_result *r = calloc(SP_MAX_PROPOSE_ENTRIES, sizeof(*r));
+  sp_decoder *dec;
+  sp_msg m;
+  size_t i;
+
+  (void)state;
+  assert_non_null(r);
+  for (i = 0; i < SP_MAX_PROPOSE_ENTRIES; ++i) {
+    r[i].origin_seq = u64_edges[i % N_EDGES];
+    r[i].code = codes[i % (sizeof(codes) / sizeof(codes[0]))];
+    r[i].sequence = r[i].code == 0 ? u64_edges[(i + 3) % N_EDGES] : 0;
+    r[i].message = i % 3 == 0 ? NULL : i % 3 == 1 ? g_message : utf8;
+    r[i].message_len = i % 3 == 0   ? 0
+                       : i % 3 == 1 ? SP_MAX_ERROR_MESSAGE_LEN - i % 40
+                                    : sizeof(utf8) - 1;
+  }
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  msg_init(&m, SP_MSG_PROPOSE_RESULT);
+  m.u.propose_result.results = r;
+  m.u.propose_result.result_count = 1;
+  round_trip_with(dec, &m);
+  m.u.propose_result.result_count = SP_MAX_PROPOSE_ENTRIES;
+  round_trip_with(dec, &m);
+  m.u.propose_result.result_count = 40;
+  round_trip_with(dec, &m);
+  r[0].message = g_message;
+  r[0].message_len = SP_MAX_ERROR_MESSAGE_LEN;
+  round_trip_with(dec, &m);
+  sp_decoder_del(dec);
+  free(r);
+}
+
+/* A Propose or ProposeResult body (library 10..1f, epoch 1) whose array
+ * declares `count` items and holds `copies` copies of `item`. */
+static bytes batch_body(sp_msg_type type, uint32_t count, uint32_t copies,
+                        const void *item, size_t item_len) {
+  bytes b = {NULL, 0};
+  uint8_t hdr[5] = {0xdd, (uint8_t)(count >> 24), (uint8_t)(count >> 16),
+                    (uint8_t)(count >> 8), (uint8_t)count};
+  uint8_t t = (uint8_t)type;
+  uint32_t i;
+
+  put(&b, "\x94", 1);
+  put(&b, &t, 1);
+  put(&b, "\xc4\x10\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c"
+          "\x1d\x1e\x1f",
+      18);
+  put(&b, "\x01", 1);
+  put(&b, hdr, 5);
+  for (i = 0; i < copies; ++i) {
+    put(&b, item, item_len);
+  }
+  return b;
+}
+
+/* The one-entry Propose of sample_messages' first entry, as a one_entry. */
+static void one_propose_make(one_entry *o) {
+  sp_msg m;
+  fields f;
+
+  entry_init(&g_one, 0);
+  g_one.origin_seq = 5;
+  msg_init(&m, SP_MSG_PROPOSE);
+  m.u.propose.entries = &g_one;
+  m.u.propose.entry_count = 1;
+  o->frame = encode(&m, &o->len);
+  o->body = o->frame + SP_FRAME_HEADER_LEN;
+  o->body_len = o->len - SP_FRAME_HEADER_LEN;
+  split(o->body, o->body_len, &f);
+  assert_int_equal(o->body[f.off[3]], 0xdd);
+  o->entry_off = f.off[3] + 5;
+  o->entry_len = f.len[3] - 5;
+}
+
+/* The same for a one-result ProposeResult (refused, message "no"). */
+static void one_result_make(one_entry *o) {
+  static sp_propose_result r;
+  sp_msg m;
+  fields f;
+
+  memset(&r, 0, sizeof(r));
+  r.origin_seq = 5;
+  r.code = SP_ERR_REFUSED;
+  r.message = "no";
+  r.message_len = 2;
+  msg_init(&m, SP_MSG_PROPOSE_RESULT);
+  m.u.propose_result.results = &r;
+  m.u.propose_result.result_count = 1;
+  o->frame = encode(&m, &o->len);
+  o->body = o->frame + SP_FRAME_HEADER_LEN;
+  o->body_len = o->len - SP_FRAME_HEADER_LEN;
+  split(o->body, o->body_len, &f);
+  assert_int_equal(o->body[f.off[3]], 0xdd);
+  o->entry_off = f.off[3] + 5;
+  o->entry_len = f.len[3] - 5;
+}
+
+static void test_propose_decode_errors(void **state) {
+  one_entry o;
+  const uint8_t *eb;
+  bytes e;
+  uint32_t k;
+  sp_msg got;
+
+  (void)state;
+  one_propose_make(&o);
+  eb = o.body + o.entry_off;
+  /* Every element of a proposed entry, origin_seq included. */
+  expect_entry_fields_wrong_type(&o, 9);
+  expect_entry(&o, replace_field(eb, o.entry_len, 8, "\xff", 1),
+               SP_ERR_INT_RANGE);
+  /* Fewer than 8 elements: missing; 8 (no origin) decodes with origin 0
+   * (the leader refuses it: SP_ERR_BAD_PROPOSAL). */
+  for (k = 0; k < 8; ++k) {
+    expect_entry(&o, keep_fields(eb, o.entry_len, k), SP_ERR_MISSING_FIELD);
+  }
+  e = keep_fields(eb, o.entry_len, 8);
+  {
+    bytes b = with_entry(&o, &e);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_true(got.u.propose.entries[0].origin_seq == 0);
+    free(b.p);
+  }
+  free(e.p);
+  /* Over-long model_type, bad UTF-8 in it, a short UUID. */
+  {
+    bytes s = str_of(SP_MAX_MODEL_TYPE_LEN + 1, 'm');
+    expect_entry(&o, replace_field(eb, o.entry_len, 3, s.p, s.len),
+                 SP_ERR_OVERSIZE);
+    free(s.p);
+  }
+  expect_entry(&o, replace_field(eb, o.entry_len, 3, "\xa2\xc3\x28", 3),
+               SP_ERR_UTF8);
+  expect_entry(&o, replace_field(eb, o.entry_len, 1, "\xc4\x01\x00", 3),
+               SP_ERR_UUID_LENGTH);
+  /* Extension elements after origin_seq are skipped. */
+  expect_entry(&o, add_fields(eb, o.entry_len, 2, "\xc0\x91\x80", 3), 0);
+  /* An entries array that is not an array, empty, or too long. */
+  expect_decode(replace_field(o.body, o.body_len, 3, "\x80", 1),
+                SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(o.body, o.body_len, 3, "\x90", 1),
+                SP_ERR_MISSING_FIELD);
+  expect_decode(replace_field(o.body, o.body_len, 3, "\xdd\0\0\0\0", 5),
+                SP_ERR_MISSING_FIELD);
+  expect_decode(batch_body(SP_MSG_PROPOSE, SP_MAX_PROPOSE_ENTRIES + 1,
+                           SP_MAX_PROPOSE_ENTRIES + 1, eb, o.entry_len),
+                SP_ERR_OVERSIZE);
+  /* The count is judged before any entry: a lying count costs nothing. */
+  expect_decode(batch_body(SP_MSG_PROPOSE, UINT32_MAX, 0, NULL, 0),
+                SP_ERR_OVERSIZE);
+  expect_decode(batch_body(SP_MSG_PROPOSE, 3, 2, eb, o.entry_len),
+                SP_ERR_TRUNCATED);
+  {
+    bytes b = batch_body(SP_MSG_PROPOSE, SP_MAX_PROPOSE_ENTRIES,
+                         SP_MAX_PROPOSE_ENTRIES, eb, o.entry_len);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_int_equal(got.u.propose.entry_count, SP_MAX_PROPOSE_ENTRIES);
+    free(b.p);
+  }
+  /* Short bodies. */
+  expect_decode(keep_fields(o.body, o.body_len, 3), SP_ERR_MISSING_FIELD);
+  expect_decode(add_fields(o.body, o.body_len, 1, "\x2a", 1), 0);
+  free(o.frame);
+}
+
+static void test_propose_result_decode_errors(void **state) {
+  one_entry o;
+  const uint8_t *rb;
+  uint32_t k;
+  bytes r, s;
+  sp_msg got;
+
+  (void)state;
+  one_result_make(&o);
+  rb = o.body + o.entry_off;
+  expect_entry_fields_wrong_type(&o, 4);
+  for (k = 0; k < 4; ++k) {
+    expect_entry(&o, keep_fields(rb, o.entry_len, k), SP_ERR_MISSING_FIELD);
+  }
+  /* A result must be an array. */
+  r.p = NULL;
+  r.len = 0;
+  put(&r, "\x81\x01\x02", 3);
+  expect_decode(with_entry(&o, &r), SP_ERR_WRONG_TYPE);
+  free(r.p);
+  /* origin_seq and sequence: uints. */
+  expect_entry(&o, replace_field(rb, o.entry_len, 0, "\xff", 1),
+               SP_ERR_INT_RANGE);
+  expect_entry(&o, replace_field(rb, o.entry_len, 2, "\xd0\x80", 2),
+               SP_ERR_INT_RANGE);
+  /* code: 0 or negative, in int32. */
+  expect_entry(&o, replace_field(rb, o.entry_len, 1, "\x01", 1),
+               SP_ERR_INT_RANGE);
+  expect_entry(&o, replace_field(rb, o.entry_len, 1, "\xce\x80\x00\x00\x00", 5),
+               SP_ERR_INT_RANGE);
+  r = replace_field(rb, o.entry_len, 1, "\xd3\xff\xff\xff\xff\x7f\xff\xff\xff",
+                    9);
+  expect_decode(with_entry(&o, &r), SP_ERR_INT_RANGE);
+  free(r.p);
+  r = replace_field(rb, o.entry_len, 1, "\xd3\xff\xff\xff\xff\x80\x00\x00\x00",
+                    9);
+  expect_decode(with_entry(&o, &r), 0);
+  free(r.p);
+  r = replace_field(rb, o.entry_len, 1, "\xd0\x00", 2); /* 0, as int 8 */
+  expect_decode(with_entry(&o, &r), 0);
+  free(r.p);
+  /* message: as the Error frame's. */
+  s = str_of(SP_MAX_ERROR_MESSAGE_LEN, 'a');
+  expect_entry(&o, replace_field(rb, o.entry_len, 3, s.p, s.len), 0);
+  free(s.p);
+  s = str_of(SP_MAX_ERROR_MESSAGE_LEN + 1, 'a');
+  expect_entry(&o, replace_field(rb, o.entry_len, 3, s.p, s.len),
+               SP_ERR_OVERSIZE);
+  free(s.p);
+  expect_entry(&o, replace_field(rb, o.entry_len, 3, "\xa2\xc3\x28", 3),
+               SP_ERR_UTF8);
+  expect_entry(&o, replace_field(rb, o.entry_len, 3, "\xa3\xed\xa0\x80", 4),
+               SP_ERR_UTF8);
+  /* Extension elements in a result are skipped. */
+  r = add_fields(rb, o.entry_len, 2, "\xc0\x81\xa1k\x90", 5);
+  {
+    bytes b = with_entry(&o, &r);
+    assert_int_equal(decode_kept(&b, &got), 0);
+    assert_int_equal(got.u.propose_result.results[0].code, SP_ERR_REFUSED);
+    assert_int_equal(got.u.propose_result.results[0].message_len, 2);
+    free(b.p);
+  }
+  free(r.p);
+  /* The results array: an array, 1 .. SP_MAX_PROPOSE_ENTRIES. */
+  expect_decode(replace_field(o.body, o.body_len, 3, "\xc4\x00", 2),
+                SP_ERR_WRONG_TYPE);
+  expect_decode(replace_field(o.body, o.body_len, 3, "\x90", 1),
+                SP_ERR_MISSING_FIELD);
+  expect_decode(batch_body(SP_MSG_PROPOSE_RESULT, SP_MAX_PROPOSE_ENTRIES + 1,
+                           SP_MAX_PROPOSE_ENTRIES + 1, rb, o.entry_len),
+                SP_ERR_OVERSIZE);
+  expect_decode(batch_body(SP_MSG_PROPOSE_RESULT, UINT32_MAX, 0, NULL, 0),
+                SP_ERR_OVERSIZE);
+  expect_decode(batch_body(SP_MSG_PROPOSE_RESULT, SP_MAX_PROPOSE_ENTRIES,
+                           SP_MAX_PROPOSE_ENTRIES, rb, o.entry_len),
+                0);
+  /* Fewer results than declared: truncated. */
+  expect_decode(batch_body(SP_MSG_PROPOSE_RESULT, 3, 2, rb, o.entry_len),
+                SP_ERR_TRUNCATED);
+  free(o.frame);
+}
+
+static void test_batch_counts_allocate_by_bytes(void **state) {
+  size_mem sm;
+  sp_decoder *dec;
+  sp_msg m;
+  bytes b;
+  long after_new;
+
+  (void)state;
+  size_mem_init(&sm);
+  assert_int_equal(sp_decoder_new(&dec, &sm.mem), 0);
+  after_new = sm.calls;
+  /* The largest counts with no bytes behind them: nothing allocated. */
+  b = batch_body(SP_MSG_PROPOSE, SP_MAX_PROPOSE_ENTRIES, 0, NULL, 0);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  free(b.p);
+  b = batch_body(SP_MSG_PROPOSE_RESULT, SP_MAX_PROPOSE_ENTRIES, 0, NULL, 0);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  free(b.p);
+  assert_int_equal(sm.calls, after_new);
+  /* Ten bytes of results: at most two results' room. */
+  b = batch_body(SP_MSG_PROPOSE_RESULT, SP_MAX_PROPOSE_ENTRIES, 1,
+                 "\x94\x01\x00\x01\xa0\x94\x02\x00\x02\xa0", 10);
+  assert_int_equal(sp_decoder_decode(dec, b.p, b.len, &m), SP_ERR_TRUNCATED);
+  assert_true(sm.largest <= 2 * sizeof(sp_propose_result));
+  free(b.p);
+  sp_decoder_del(dec);
+}
+
+static void test_encoder_refuses_bad_batches(void **state) {
+  sp_entry e[2];
+  sp_propose_result r[2];
+  sp_msg m;
+  uint8_t buf[512];
+  size_t nw;
+
+  (void)state;
+  entry_init(&e[0], 0);
+  e[0].origin_seq = 1;
+  entry_init(&e[1], 0);
+  e[1].origin_seq = 2;
+  msg_init(&m, SP_MSG_PROPOSE);
+  m.u.propose.entries = e;
+  m.u.propose.entry_count = 2;
+  assert_int_equal(sp_msg_encode(&m, buf, sizeof(buf), &nw), 0);
+  m.u.propose.entry_count = 0;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  assert_int_equal(sp_msg_encode(&m, buf, sizeof(buf), &nw),
+                   SP_ERR_INVALID_ARGUMENT);
+  m.u.propose.entry_count = SP_MAX_PROPOSE_ENTRIES + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.propose.entry_count = 2;
+  m.u.propose.entries = NULL;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.propose.entries = e;
+  e[1].change_type = (sp_change_type)4;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  e[1].change_type = SP_CHANGE_INSERT;
+  e[1].model_type = "\xc3\x28";
+  e[1].model_type_len = 2;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+
+  memset(r, 0, sizeof(r));
+  r[0].origin_seq = 1;
+  r[0].sequence = 4;
+  r[1].origin_seq = 2;
+  r[1].code = SP_ERR_READ_ONLY;
+  msg_init(&m, SP_MSG_PROPOSE_RESULT);
+  m.u.propose_result.results = r;
+  m.u.propose_result.result_count = 2;
+  assert_int_equal(sp_msg_encode(&m, buf, sizeof(buf), &nw), 0);
+  m.u.propose_result.result_count = 0;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.propose_result.result_count = SP_MAX_PROPOSE_ENTRIES + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.propose_result.result_count = 2;
+  m.u.propose_result.results = NULL;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.propose_result.results = r;
+  r[1].code = 1; /* a result is appended (0) or refused (< 0) */
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  r[1].code = SP_ERR_REFUSED;
+  r[1].message_len = 3; /* NULL message */
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  r[1].message = g_message;
+  r[1].message_len = SP_MAX_ERROR_MESSAGE_LEN + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  r[1].message = "\xed\xa0\x80";
+  r[1].message_len = 3;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  r[1].message = "ok";
+  r[1].message_len = 2;
+  assert_true(sp_msg_encoded_len(&m) > 0);
+}
+
+typedef struct batch_fail_arg {
+  const bytes *bodies;
+  const sp_msg *want;
+  size_t n;
+} batch_fail_arg;
+
+static int decode_batches_under_failure(const sp_mem *mem, void *arg) {
+  const batch_fail_arg *a = arg;
+  sp_decoder *dec;
+  sp_msg got;
+  size_t i;
+  int rv;
+
+  rv = sp_decoder_new(&dec, mem);
+  if (rv != 0) {
+    return rv;
+  }
+  for (i = 0; i < a->n && rv == 0; ++i) {
+    rv = sp_decoder_decode(dec, a->bodies[i].p, a->bodies[i].len, &got);
+    if (rv == 0) {
+      expect_msg_eq(&a->want[i], &got);
+    }
+  }
+  sp_decoder_del(dec);
+  return rv;
+}
+
+static void test_batch_allocation_failures(void **state) {
+  sp_entry e[40];
+  sp_propose_result r[40];
+  sp_msg want[4];
+  bytes bodies[4];
+  batch_fail_arg a;
+  size_t i, len;
+
+  (void)state;
+  memset(r, 0, sizeof(r));
+  for (i = 0; i < 40; ++i) {
+    entry_init(&e[i], 0);
+    e[i].origin_seq = 1 + i;
+    r[i].origin_seq = 1 + i;
+    r[i].sequence = 100 + i;
+  }
+  /* small then big of each: both arrays grow, and again after. */
+  for (i = 0; i < 4; ++i) {
+    uint8_t *frame;
+    msg_init(&want[i], i < 2 ? SP_MSG_PROPOSE : SP_MSG_PROPOSE_RESULT);
+    if (i < 2) {
+      want[i].u.propose.entries = e;
+      want[i].u.propose.entry_count = i == 0 ? 2 : 40;
+    } else {
+      want[i].u.propose_result.results = r;
+      want[i].u.propose_result.result_count = i == 2 ? 2 : 40;
+    }
+    frame = encode(&want[i], &len);
+    bodies[i].p = frame;
+    bodies[i].len = len;
+  }
+  for (i = 0; i < 4; ++i) {
+    memmove(bodies[i].p, bodies[i].p + 4, bodies[i].len - 4);
+    bodies[i].len -= 4;
+  }
+  a.bodies = bodies;
+  a.want = want;
+  a.n = 4;
+  assert_true(sp_test_mem_fail_each(decode_batches_under_failure, &a, NULL) >=
+              3);
+  for (i = 0; i < 4; ++i) {
+    free(bodies[i].p);
+  }
 }
 
 /* ---- test vectors (tests/data/vectors.txt) ---- */
@@ -1507,8 +2427,16 @@ static void free_vectors(vectors *vs) {
 }
 
 /* The fields each canonical vector must decode to (docs/protocol.md). */
-static sp_entry v_e1, v_e3, v_one[1], v_two[2];
+static sp_entry v_e1, v_e3, v_one[1], v_two[2], v_prop[2];
+static sp_propose_result v_results[2];
 static const uint8_t v_data1[] = {1, 2, 3};
+/* The snapshot vectors: a 5-byte snapshot 01..05 in chunks of 3. */
+static const uint8_t v_snap_chunk1[] = {4, 5};
+static uint8_t v_snap_hashes[2 * SP_HASH_LEN];
+static const char v_snap_h0[] =
+    "7cecc057809ec384f0a94fc17bd51e8dd0a81f6a32517cb1ee25dcf7daef0c76";
+static const char v_snap_h1[] =
+    "5d7ad4d5ee8dda43127d382fa1df6810c570821a0cb3979b369e677998af3474";
 static const char v_link1[] =
     "4a00700360f94e1e99eb8c6a1975b01a2c7cdc664dc80f9e35f584b98aa88285";
 static const char v_link13[] =
@@ -1560,6 +2488,13 @@ static int expected_vector(const char *name, sp_msg *m) {
     m->epoch = 1;
     m->u.fetch_entries.since_sequence = 0;
     m->u.fetch_entries.limit = 1000;
+  } else if (strcmp(name, "fetch_entries_features") == 0) {
+    m->type = SP_MSG_FETCH_ENTRIES;
+    m->epoch = 1;
+    m->u.fetch_entries.since_sequence = 0;
+    m->u.fetch_entries.limit = 1000;
+    m->u.fetch_entries.has_features = 1;
+    m->u.fetch_entries.features = SP_FEATURE_WRITES;
   } else if (strcmp(name, "fetch_entries_hash") == 0) {
     m->type = SP_MSG_FETCH_ENTRIES;
     m->epoch = 1;
@@ -1626,6 +2561,93 @@ static int expected_vector(const char *name, sp_msg *m) {
     m->type = SP_MSG_ERROR;
     m->epoch = 0;
     m->u.error.code = INT32_MIN;
+  } else if (strcmp(name, "heartbeat_features") == 0 ||
+             strcmp(name, "heartbeat_features_leader") == 0) {
+    int leader = strcmp(name, "heartbeat_features_leader") == 0;
+    m->type = SP_MSG_HEARTBEAT;
+    m->epoch = 7;
+    m->u.heartbeat.current_sequence = 300;
+    m->u.heartbeat.role = leader ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
+    m->u.heartbeat.has_features = 1;
+    m->u.heartbeat.features = SP_FEATURE_WRITES;
+    m->u.heartbeat.origin_high = leader ? 42 : 0;
+    m->u.heartbeat.max_frame = leader ? SP_MAX_FRAME_DEFAULT : 0;
+  } else if (strcmp(name, "entries_response_origin") == 0) {
+    /* Entry 1 as submitted by its device under origin_seq 5: the same
+     * chain link as without it. */
+    v_one[0].origin_seq = 5;
+    m->type = SP_MSG_ENTRIES_RESPONSE;
+    m->epoch = 1;
+    m->u.entries_response.since_sequence = 0;
+    m->u.entries_response.entries = v_one;
+    m->u.entries_response.entry_count = 1;
+    m->u.entries_response.through_sequence = 1;
+    m->u.entries_response.has_more = 0;
+    m->u.entries_response.leader_latest = 1;
+    hex_to(v_link1, m->u.entries_response.last_hash);
+    m->u.entries_response.last_hash_len = SP_HASH_LEN;
+  } else if (strcmp(name, "propose") == 0) {
+    /* Entries 1 and 3, proposed (sequence 0) under origins 5 and 6. */
+    v_prop[0] = v_e1;
+    v_prop[0].sequence = 0;
+    v_prop[0].origin_seq = 5;
+    v_prop[1] = v_e3;
+    v_prop[1].sequence = 0;
+    v_prop[1].origin_seq = 6;
+    m->type = SP_MSG_PROPOSE;
+    m->epoch = 1;
+    m->u.propose.entries = v_prop;
+    m->u.propose.entry_count = 2;
+  } else if (strcmp(name, "propose_result") == 0) {
+    memset(v_results, 0, sizeof(v_results));
+    v_results[0].origin_seq = 5;
+    v_results[0].sequence = 4;
+    v_results[1].origin_seq = 6;
+    v_results[1].code = SP_ERR_REFUSED;
+    v_results[1].message = "record is locked";
+    v_results[1].message_len = 16;
+    m->type = SP_MSG_PROPOSE_RESULT;
+    m->epoch = 1;
+    m->u.propose_result.results = v_results;
+    m->u.propose_result.result_count = 2;
+  } else if (strcmp(name, "snapshot_request") == 0) {
+    m->type = SP_MSG_SNAPSHOT_REQUEST;
+    m->epoch = 1;
+  } else if (strcmp(name, "snapshot_request_resume") == 0) {
+    m->type = SP_MSG_SNAPSHOT_REQUEST;
+    m->epoch = 1;
+    fill_bytes(m->u.snapshot_request.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_request.id_len = SP_SNAPSHOT_ID_LEN;
+    m->u.snapshot_request.have_chunks = 4;
+    m->u.snapshot_request.max_frame = SP_MAX_FRAME_DEFAULT;
+  } else if (strcmp(name, "snapshot_manifest") == 0) {
+    /* The state of the vector log at S = 3: hash_at is link(3), the
+     * last_hash of entries_response_gap. */
+    m->type = SP_MSG_SNAPSHOT_MANIFEST;
+    m->epoch = 1;
+    fill_bytes(m->u.snapshot_manifest.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_manifest.sequence = 3;
+    hex_to(v_link13, m->u.snapshot_manifest.hash_at);
+    m->u.snapshot_manifest.snap_epoch = 1;
+    m->u.snapshot_manifest.total_size = 5;
+    m->u.snapshot_manifest.chunk_size = 3;
+    hex_to(v_snap_h0, v_snap_hashes);
+    hex_to(v_snap_h1, v_snap_hashes + SP_HASH_LEN);
+    m->u.snapshot_manifest.chunk_hashes = v_snap_hashes;
+    m->u.snapshot_manifest.chunk_count = 2;
+  } else if (strcmp(name, "snapshot_fetch") == 0) {
+    m->type = SP_MSG_SNAPSHOT_FETCH;
+    m->epoch = 1;
+    fill_bytes(m->u.snapshot_fetch.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_fetch.first_chunk = 0;
+    m->u.snapshot_fetch.count = 2;
+  } else if (strcmp(name, "snapshot_chunk") == 0) {
+    m->type = SP_MSG_SNAPSHOT_CHUNK;
+    m->epoch = 1;
+    fill_bytes(m->u.snapshot_chunk.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_chunk.index = 1;
+    m->u.snapshot_chunk.data = v_snap_chunk1;
+    m->u.snapshot_chunk.data_len = 2;
   } else {
     return 0;
   }
@@ -1646,7 +2668,7 @@ static const vector *find_vector(const vectors *vs, const char *name) {
 static void test_vectors(void **state) {
   vectors vs;
   size_t i, n_plain = 0, n_ext = 0;
-  int seen_type[8] = {0};
+  int seen_type[14] = {0};
   sp_decoder *dec;
 
   (void)state;
@@ -1680,11 +2702,19 @@ static void test_vectors(void **state) {
     assert_int_equal(blen, v->len - 4);
     assert_int_equal(sp_decoder_decode(dec, v->bytes + 4, blen, &got), 0);
     expect_msg_eq(&want, &got);
-    /* Re-encoding gives the canonical vector, byte for byte. */
+    /* Re-encoding gives the canonical vector, byte for byte, and so
+     * does encoding the documented fields (for a negotiated peer: with
+     * origins, which only entries_response_origin has). */
     out = malloc(bv->len);
     assert_non_null(out);
+    got.with_origin = 1;
     assert_int_equal(sp_msg_encoded_len(&got), bv->len);
     assert_int_equal(sp_msg_encode(&got, out, bv->len, &nw), 0);
+    assert_int_equal(nw, bv->len);
+    assert_memory_equal(out, bv->bytes, bv->len);
+    want.with_origin = 1;
+    memset(out, 0, bv->len);
+    assert_int_equal(sp_msg_encode(&want, out, bv->len, &nw), 0);
     assert_int_equal(nw, bv->len);
     assert_memory_equal(out, bv->bytes, bv->len);
     free(out);
@@ -1698,15 +2728,54 @@ static void test_vectors(void **state) {
     }
   }
   /* One vector per message type at least, and the extended ones. */
-  for (i = 1; i <= 7; ++i) {
+  for (i = 1; i <= 13; ++i) {
     assert_true(seen_type[i]);
   }
+  assert_non_null(find_vector(&vs, "heartbeat_features"));
+  assert_non_null(find_vector(&vs, "fetch_entries_features"));
+  assert_non_null(find_vector(&vs, "entries_response_origin"));
   assert_true(find_vector(&vs, "entries_response_empty") != NULL);
   assert_true(find_vector(&vs, "entries_response_one") != NULL);
   assert_true(find_vector(&vs, "entries_response_gap") != NULL);
   assert_true(n_ext >= 1);
   assert_true(n_plain >= 7);
   sp_decoder_del(dec);
+  free_vectors(&vs);
+}
+
+/* To a peer that did not negotiate writes our bytes are the seed's, even
+ * for entries that carry an origin and with feature values set aside. */
+static void test_seed_bytes_without_negotiation(void **state) {
+  static const char *const names[] = {"entries_response_one",
+                                      "entries_response_gap", "heartbeat",
+                                      "fetch_entries"};
+  vectors vs;
+  size_t i, nw;
+  sp_msg m;
+  uint8_t out[512];
+
+  (void)state;
+  load_vectors("vectors.txt", 0, &vs);
+  for (i = 0; i < sizeof(names) / sizeof(names[0]); ++i) {
+    const vector *v = find_vector(&vs, names[i]);
+    assert_non_null(v);
+    assert_true(expected_vector(names[i], &m));
+    if (m.type == SP_MSG_HEARTBEAT) {
+      /* Ignored without has_features. */
+      m.u.heartbeat.features = SP_FEATURE_WRITES;
+      m.u.heartbeat.origin_high = 9;
+    } else if (m.type == SP_MSG_FETCH_ENTRIES) {
+      m.u.fetch_entries.features = SP_FEATURE_WRITES;
+    } else {
+      v_one[0].origin_seq = 5;
+      v_two[0].origin_seq = 5;
+      v_two[1].origin_seq = 1ull << 40;
+    }
+    m.with_origin = 0;
+    assert_int_equal(sp_msg_encode(&m, out, sizeof(out), &nw), 0);
+    assert_int_equal(nw, v->len);
+    assert_memory_equal(out, v->bytes, v->len);
+  }
   free_vectors(&vs);
 }
 
@@ -1838,7 +2907,7 @@ static int append_under_failure(const sp_mem *mem, void *arg) {
 }
 
 static void test_append_frame_allocation_failures(void **state) {
-  sp_msg msgs[16];
+  sp_msg msgs[2 * (N_SAMPLES + 1)];
   size_t n = sample_messages(msgs);
   sp_entry *e = calloc(200, sizeof(*e));
   append_arg a;
@@ -1913,6 +2982,268 @@ static void test_append_frame_refusals(void **state) {
   sp_buf_free(&b);
 }
 
+/* ---- snapshot messages (types 10-13) ---- */
+
+static uint8_t g_snap_hashes[3 * SP_HASH_LEN];
+static uint8_t *g_big_chunk;
+
+/* One of each snapshot message, `which` 0..4. */
+static void snap_msg(sp_msg *m, int which) {
+  switch (which) {
+  case 0:
+    msg_init(m, SP_MSG_SNAPSHOT_REQUEST);
+    break;
+  case 1:
+    msg_init(m, SP_MSG_SNAPSHOT_REQUEST);
+    fill_bytes(m->u.snapshot_request.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_request.id_len = SP_SNAPSHOT_ID_LEN;
+    m->u.snapshot_request.have_chunks = UINT64_MAX;
+    m->u.snapshot_request.max_frame = SP_MAX_FRAME_LIMIT;
+    break;
+  case 2:
+    msg_init(m, SP_MSG_SNAPSHOT_MANIFEST);
+    fill_bytes(m->u.snapshot_manifest.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_manifest.sequence = UINT64_MAX;
+    memset(m->u.snapshot_manifest.hash_at, 0xab, SP_HASH_LEN);
+    m->u.snapshot_manifest.snap_epoch = 1ull << 40;
+    m->u.snapshot_manifest.total_size = 2 * 65536 + 1;
+    m->u.snapshot_manifest.chunk_size = 65536;
+    fill_bytes(g_snap_hashes, 1, sizeof(g_snap_hashes));
+    m->u.snapshot_manifest.chunk_hashes = g_snap_hashes;
+    m->u.snapshot_manifest.chunk_count = 3;
+    break;
+  case 3:
+    msg_init(m, SP_MSG_SNAPSHOT_FETCH);
+    fill_bytes(m->u.snapshot_fetch.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_fetch.first_chunk = SP_MAX_SNAPSHOT_CHUNKS - 1;
+    m->u.snapshot_fetch.count = SP_MAX_SNAPSHOT_WINDOW;
+    break;
+  default:
+    msg_init(m, SP_MSG_SNAPSHOT_CHUNK);
+    fill_bytes(m->u.snapshot_chunk.id, 0xd0, SP_SNAPSHOT_ID_LEN);
+    m->u.snapshot_chunk.index = SP_MAX_SNAPSHOT_CHUNKS - 1;
+    m->u.snapshot_chunk.data = g_payload;
+    m->u.snapshot_chunk.data_len = sizeof(g_payload);
+    break;
+  }
+}
+
+static void test_round_trip_snapshot(void **state) {
+  sp_msg m;
+  int i;
+
+  (void)state;
+  for (i = 0; i < 5; ++i) {
+    snap_msg(&m, i);
+    round_trip(&m);
+  }
+  /* An empty snapshot: no chunks, an empty hashes binary. */
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.total_size = 0;
+  m.u.snapshot_manifest.chunk_count = 0;
+  m.u.snapshot_manifest.chunk_hashes = NULL;
+  round_trip(&m);
+  /* The largest chunk (a bin32) and the fewest-bytes manifest. */
+  g_big_chunk = malloc(SP_SNAPSHOT_CHUNK_MAX);
+  assert_non_null(g_big_chunk);
+  memset(g_big_chunk, 0x3c, SP_SNAPSHOT_CHUNK_MAX);
+  snap_msg(&m, 4);
+  m.u.snapshot_chunk.data = g_big_chunk;
+  m.u.snapshot_chunk.data_len = SP_SNAPSHOT_CHUNK_MAX;
+  round_trip(&m);
+  m.u.snapshot_chunk.data = NULL;
+  m.u.snapshot_chunk.data_len = 0;
+  round_trip(&m);
+  free(g_big_chunk);
+  g_big_chunk = NULL;
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.total_size = 1;
+  m.u.snapshot_manifest.chunk_size = 1;
+  m.u.snapshot_manifest.chunk_count = 1;
+  round_trip(&m);
+}
+
+static void test_snapshot_encoder_refusals(void **state) {
+  sp_msg m;
+  uint8_t out[256];
+  size_t nw;
+
+  (void)state;
+  snap_msg(&m, 1);
+  m.u.snapshot_request.id_len = 8;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  assert_int_equal(sp_msg_encode(&m, out, sizeof(out), &nw),
+                   SP_ERR_INVALID_ARGUMENT);
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.chunk_count = 2; /* sizes say 3 */
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.chunk_size = 0;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.chunk_size = SP_SNAPSHOT_CHUNK_MAX + 1;
+  m.u.snapshot_manifest.chunk_count = 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.chunk_hashes = NULL;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 2);
+  m.u.snapshot_manifest.chunk_size = 1;
+  m.u.snapshot_manifest.total_size = SP_MAX_SNAPSHOT_CHUNKS + 1;
+  m.u.snapshot_manifest.chunk_count = SP_MAX_SNAPSHOT_CHUNKS + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 3);
+  m.u.snapshot_fetch.count = 0;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.snapshot_fetch.count = SP_MAX_SNAPSHOT_WINDOW + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  m.u.snapshot_fetch.count = 1;
+  m.u.snapshot_fetch.first_chunk = SP_MAX_SNAPSHOT_CHUNKS;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 4);
+  m.u.snapshot_chunk.index = SP_MAX_SNAPSHOT_CHUNKS;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 4);
+  m.u.snapshot_chunk.data_len = SP_SNAPSHOT_CHUNK_MAX + 1;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  snap_msg(&m, 4);
+  m.u.snapshot_chunk.data = NULL;
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+}
+
+/* Replace element `i` of the encoded message `m` and expect `want`. */
+static void snap_bad_field(const sp_msg *m, uint32_t i, const void *rep,
+                           size_t replen, int want) {
+  size_t len;
+  uint8_t *frame = encode(m, &len);
+
+  expect_decode(replace_field(frame + SP_FRAME_HEADER_LEN,
+                              len - SP_FRAME_HEADER_LEN, i, rep, replen),
+                want);
+  free(frame);
+}
+
+static void test_snapshot_decode_errors(void **state) {
+  static const uint8_t bin8_id[] = {0xc4, 0x08, 1, 2, 3, 4, 5, 6, 7, 8};
+  static const uint8_t bin_empty[] = {0xc4, 0x00};
+  static const uint8_t str_id[] = {0xa2, 'i', 'd'};
+  static const uint8_t zero[] = {0x00};
+  static const uint8_t neg[] = {0xff};
+  /* 2 MiB + 1 as a uint32, 65 as a fixint, 65536 as a uint32 */
+  static const uint8_t over_chunk[] = {0xce, 0x00, 0x20, 0x00, 0x01};
+  static const uint8_t window_over[] = {0x41};
+  static const uint8_t chunks_max[] = {0xce, 0x00, 0x01, 0x00, 0x00};
+  static const uint8_t huge_total[] = {0xce, 0x00, 0x01, 0x00, 0x01};
+  static const uint8_t hashes_short[] = {0xc4, 0x01, 0x00};
+  static const uint8_t hash31[] = {0xc4, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                   0, 0, 0, 0, 0, 0, 0};
+  sp_msg m;
+  size_t len, k;
+  uint8_t *frame;
+  int i;
+
+  (void)state;
+  /* ids: 16 bytes, or none in a request only */
+  snap_msg(&m, 0);
+  snap_bad_field(&m, 3, bin8_id, sizeof(bin8_id), SP_ERR_UUID_LENGTH);
+  snap_bad_field(&m, 3, str_id, sizeof(str_id), SP_ERR_WRONG_TYPE);
+  snap_bad_field(&m, 4, neg, sizeof(neg), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 5, str_id, sizeof(str_id), SP_ERR_WRONG_TYPE);
+  for (i = 2; i <= 4; ++i) {
+    snap_msg(&m, i);
+    snap_bad_field(&m, 3, bin_empty, sizeof(bin_empty), SP_ERR_UUID_LENGTH);
+    snap_bad_field(&m, 3, bin8_id, sizeof(bin8_id), SP_ERR_UUID_LENGTH);
+  }
+  /* manifest: hash_at 32 bytes, chunk size in range, count and hashes
+   * agree with the sizes */
+  snap_msg(&m, 2);
+  snap_bad_field(&m, 5, bin_empty, sizeof(bin_empty), SP_ERR_HASH_LENGTH);
+  snap_bad_field(&m, 5, hash31, sizeof(hash31), SP_ERR_HASH_LENGTH);
+  snap_bad_field(&m, 8, zero, sizeof(zero), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 8, over_chunk, sizeof(over_chunk), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 9, hashes_short, sizeof(hashes_short),
+                 SP_ERR_HASH_LENGTH);
+  snap_bad_field(&m, 9, bin_empty, sizeof(bin_empty), SP_ERR_HASH_LENGTH);
+  /* total 65537 at chunk size 1: more chunks than a manifest may list,
+   * refused before the hashes are even looked at */
+  {
+    sp_msg t = m;
+    t.u.snapshot_manifest.chunk_size = 1;
+    t.u.snapshot_manifest.total_size = 3;
+    snap_bad_field(&t, 7, huge_total, sizeof(huge_total), SP_ERR_OVERSIZE);
+    /* 65536 chunks is the most: then the hashes must be 2 MiB */
+    snap_bad_field(&t, 7, chunks_max, sizeof(chunks_max),
+                   SP_ERR_HASH_LENGTH);
+  }
+  /* fetch: count 1..window, first chunk below the most */
+  snap_msg(&m, 3);
+  snap_bad_field(&m, 5, zero, sizeof(zero), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 5, window_over, sizeof(window_over), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 4, chunks_max, sizeof(chunks_max), SP_ERR_INT_RANGE);
+  /* chunk: index below the most, data a binary */
+  snap_msg(&m, 4);
+  snap_bad_field(&m, 4, chunks_max, sizeof(chunks_max), SP_ERR_INT_RANGE);
+  snap_bad_field(&m, 5, str_id, sizeof(str_id), SP_ERR_WRONG_TYPE);
+  /* data over SP_SNAPSHOT_CHUNK_MAX */
+  {
+    bytes b = {NULL, 0};
+    static const uint8_t head[] = {0xc6, 0x00, 0x20, 0x00, 0x01};
+    size_t n = SP_SNAPSHOT_CHUNK_MAX + 1;
+    uint8_t *big = calloc(1, sizeof(head) + n);
+    assert_non_null(big);
+    memcpy(big, head, sizeof(head));
+    frame = encode(&m, &len);
+    b = replace_field(frame + SP_FRAME_HEADER_LEN, len - SP_FRAME_HEADER_LEN,
+                      5, big, sizeof(head) + n);
+    expect_decode(b, SP_ERR_OVERSIZE);
+    free(frame);
+    free(big);
+  }
+  /* Every message: missing fields, every truncation, extensions skipped. */
+  for (i = 0; i < 5; ++i) {
+    sp_msg got;
+    uint32_t need = i == 2 ? 10 : 6;
+    snap_msg(&m, i);
+    frame = encode(&m, &len);
+    expect_decode(keep_fields(frame + SP_FRAME_HEADER_LEN,
+                              len - SP_FRAME_HEADER_LEN, need - 1),
+                  SP_ERR_MISSING_FIELD);
+    for (k = 0; k < len - SP_FRAME_HEADER_LEN; ++k) {
+      assert_int_not_equal(decode_body(frame + SP_FRAME_HEADER_LEN, k, &got),
+                           0);
+    }
+    {
+      static const uint8_t ext[] = {0x81, 0xa1, 'k', 0xc3, 0xc0};
+      bytes b = add_fields(frame + SP_FRAME_HEADER_LEN,
+                           len - SP_FRAME_HEADER_LEN, 2, ext, sizeof(ext));
+      assert_int_equal(decode_body(b.p, b.len, &got), 0);
+      expect_msg_eq(&m, &got);
+      free(b.p);
+    }
+    free(frame);
+  }
+}
+
+/* The vectors' chunk hashes are what sp_snapshot_chunk_hash gives:
+ * BLAKE2b-256(id || index big-endian || bytes). */
+static void test_snapshot_vector_hashes(void **state) {
+  static const uint8_t c0[] = {1, 2, 3}, c1[] = {4, 5};
+  uint8_t id[SP_SNAPSHOT_ID_LEN], h[SP_HASH_LEN], want[SP_HASH_LEN];
+
+  (void)state;
+  fill_bytes(id, 0xd0, sizeof(id));
+  assert_int_equal(sp_snapshot_chunk_hash(id, 0, c0, 3, h), 0);
+  hex_to(v_snap_h0, want);
+  assert_memory_equal(h, want, SP_HASH_LEN);
+  assert_int_equal(sp_snapshot_chunk_hash(id, 1, c1, 2, h), 0);
+  hex_to(v_snap_h1, want);
+  assert_memory_equal(h, want, SP_HASH_LEN);
+  /* Nothing negotiates snapshots yet. */
+  assert_int_equal(SP_FEATURES_SUPPORTED & SP_FEATURE_SNAPSHOT, 0);
+  assert_int_equal(SP_FEATURE_SNAPSHOT, 0x2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_simple_messages),
@@ -1937,11 +3268,28 @@ int main(void) {
       cmocka_unit_test(test_decode_arguments),
       cmocka_unit_test(test_extra_trailing_elements),
       cmocka_unit_test(test_entries_with_extra_elements),
+      cmocka_unit_test(test_round_trip_features_heartbeat),
+      cmocka_unit_test(test_heartbeat_optional_elements),
+      cmocka_unit_test(test_fetch_features),
+      cmocka_unit_test(test_round_trip_origin_entries),
+      cmocka_unit_test(test_entry_origin_element),
+      cmocka_unit_test(test_round_trip_propose),
+      cmocka_unit_test(test_round_trip_propose_result),
+      cmocka_unit_test(test_propose_decode_errors),
+      cmocka_unit_test(test_propose_result_decode_errors),
+      cmocka_unit_test(test_batch_counts_allocate_by_bytes),
+      cmocka_unit_test(test_encoder_refuses_bad_batches),
+      cmocka_unit_test(test_batch_allocation_failures),
       cmocka_unit_test(test_vectors),
+      cmocka_unit_test(test_seed_bytes_without_negotiation),
       cmocka_unit_test(test_doc_vectors_match_data_file),
       cmocka_unit_test(test_decoder_allocation_failures),
       cmocka_unit_test(test_append_frame_allocation_failures),
       cmocka_unit_test(test_append_frame_refusals),
+      cmocka_unit_test(test_round_trip_snapshot),
+      cmocka_unit_test(test_snapshot_encoder_refusals),
+      cmocka_unit_test(test_snapshot_decode_errors),
+      cmocka_unit_test(test_snapshot_vector_hashes),
   };
-  return cmocka_run_group_tests(tests, setup, NULL);
+  return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,11 +17,13 @@
 
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
+#include "sp_enc.h"
 
 static uint8_t g_payload[300];
 static char g_model[SP_MAX_MODEL_TYPE_LEN];
 static char g_message[SP_MAX_ERROR_MESSAGE_LEN];
-static sp_entry g_entries[3];
+static sp_entry g_entries[3], g_origin_entries[3], g_proposed[3];
+static sp_propose_result g_results[3];
 
 static void fill_uuid(sp_uuid *u, uint8_t base) {
   size_t i;
@@ -72,9 +74,29 @@ static void response_init(sp_msg *m) {
   m->u.entries_response.entry_count = 3;
 }
 
+/* Room for sample_messages' output. */
+#define N_SAMPLES 16
+
 /* One valid message of each type, with edge values. */
 static size_t sample_messages(sp_msg *out) {
-  size_t n = 0;
+  size_t n = 0, i;
+
+  for (i = 0; i < 3; ++i) {
+    g_origin_entries[i] = g_entries[i];
+    g_origin_entries[i].origin_seq = i == 0 ? 0 : i == 1 ? 200 : (uint64_t)INT64_MAX;
+    g_proposed[i] = g_origin_entries[i];
+    g_proposed[i].sequence = 0;
+    g_proposed[i].origin_seq = 1 + i * 70000;
+  }
+  memset(g_results, 0, sizeof(g_results));
+  g_results[0].origin_seq = 1;
+  g_results[0].sequence = UINT64_MAX;
+  g_results[1].origin_seq = 70001;
+  g_results[1].code = INT32_MIN;
+  g_results[2].origin_seq = 140001;
+  g_results[2].code = SP_ERR_REFUSED;
+  g_results[2].message = g_message;
+  g_results[2].message_len = SP_MAX_ERROR_MESSAGE_LEN;
 
   msg_init(&out[n], SP_MSG_NEW_ENTRIES);
   out[n].epoch = 0;
@@ -102,6 +124,27 @@ static size_t sample_messages(sp_msg *out) {
   out[n].u.error.code = INT32_MIN;
   out[n].u.error.message = g_message;
   out[n++].u.error.message_len = SP_MAX_ERROR_MESSAGE_LEN;
+  msg_init(&out[n], SP_MSG_HEARTBEAT);
+  out[n].u.heartbeat.role = SP_ROLE_LEADER;
+  out[n].u.heartbeat.has_features = 1;
+  out[n].u.heartbeat.features = UINT64_MAX;
+  out[n].u.heartbeat.origin_high = 65536;
+  out[n++].u.heartbeat.max_frame = SP_MAX_FRAME_LIMIT;
+  msg_init(&out[n], SP_MSG_FETCH_ENTRIES);
+  out[n].u.fetch_entries.since_sequence = UINT64_MAX;
+  out[n].u.fetch_entries.limit = 1;
+  out[n].u.fetch_entries.has_features = 1;
+  out[n++].u.fetch_entries.features = UINT64_MAX;
+  response_init(&out[n]);
+  out[n].with_origin = 1;
+  out[n++].u.entries_response.entries = g_origin_entries;
+  msg_init(&out[n], SP_MSG_PROPOSE);
+  out[n].u.propose.entries = g_proposed;
+  out[n++].u.propose.entry_count = 3;
+  msg_init(&out[n], SP_MSG_PROPOSE_RESULT);
+  out[n].u.propose_result.results = g_results;
+  out[n++].u.propose_result.result_count = 3;
+  assert_true(n <= N_SAMPLES);
   return n;
 }
 
@@ -133,7 +176,11 @@ static void test_refuses_bad_type_and_enums(void **state) {
   (void)state;
   msg_init(&m, (sp_msg_type)0);
   expect_refused(&m);
-  msg_init(&m, (sp_msg_type)8);
+  msg_init(&m, (sp_msg_type)14); /* 10..13: the snapshot messages */
+  expect_refused(&m);
+  msg_init(&m, SP_MSG_PROPOSE); /* no entries */
+  expect_refused(&m);
+  msg_init(&m, SP_MSG_PROPOSE_RESULT); /* no results */
   expect_refused(&m);
   msg_init(&m, (sp_msg_type)-1);
   expect_refused(&m);
@@ -253,7 +300,7 @@ static void test_null_arguments(void **state) {
 /* ---- lengths and short buffers ---- */
 
 static void test_encoded_len_and_nobuf(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
 
   (void)state;
@@ -552,11 +599,15 @@ static void expect_str(const msgpack_object *o, const void *p, size_t n) {
   }
 }
 
-static void expect_entry(const msgpack_object *o, const sp_entry *e) {
+/* `e` as the wire has it: 8 elements, or 9 with its origin_seq when
+ * `with_origin` and it has one. */
+static void expect_entry(const msgpack_object *o, const sp_entry *e,
+                         int with_origin) {
   const msgpack_object *f;
+  int origin = with_origin && e->origin_seq != 0;
 
   assert_int_equal(o->type, MSGPACK_OBJECT_ARRAY);
-  assert_int_equal(o->via.array.size, 8);
+  assert_int_equal(o->via.array.size, origin ? 9 : 8);
   f = o->via.array.ptr;
   expect_uint(&f[0], e->sequence);
   expect_bin(&f[1], e->device_id.bytes, 16);
@@ -566,10 +617,13 @@ static void expect_entry(const msgpack_object *o, const sp_entry *e) {
   expect_uint(&f[5], (uint64_t)e->change_type);
   expect_int(&f[6], e->version);
   expect_bin(&f[7], e->data, e->data_len);
+  if (origin) {
+    expect_uint(&f[8], e->origin_seq);
+  }
 }
 
 static void test_reference_decoder(void **state) {
-  sp_msg msgs[8];
+  sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i, k;
 
   (void)state;
@@ -590,11 +644,14 @@ static void test_reference_decoder(void **state) {
       expect_uint(&f[5], m->u.new_entries.entry_count);
       break;
     case SP_MSG_FETCH_ENTRIES:
-      f = unpack_body(&u, buf, nw, 6);
+      f = unpack_body(&u, buf, nw, m->u.fetch_entries.has_features ? 7 : 6);
       expect_uint(&f[3], m->u.fetch_entries.since_sequence);
       expect_uint(&f[4], m->u.fetch_entries.limit);
       expect_bin(&f[5], m->u.fetch_entries.since_hash,
                  m->u.fetch_entries.since_hash_len);
+      if (m->u.fetch_entries.has_features) {
+        expect_uint(&f[6], m->u.fetch_entries.features);
+      }
       break;
     case SP_MSG_ENTRIES_RESPONSE: {
       const sp_msg_entries_response *r = &m->u.entries_response;
@@ -603,7 +660,8 @@ static void test_reference_decoder(void **state) {
       assert_int_equal(f[4].type, MSGPACK_OBJECT_ARRAY);
       assert_int_equal(f[4].via.array.size, r->entry_count);
       for (k = 0; k < r->entry_count; ++k) {
-        expect_entry(&f[4].via.array.ptr[k], &r->entries[k]);
+        expect_entry(&f[4].via.array.ptr[k], &r->entries[k],
+                     m->with_origin);
       }
       expect_uint(&f[5], r->through_sequence);
       assert_int_equal(f[6].type, MSGPACK_OBJECT_BOOLEAN);
@@ -617,9 +675,47 @@ static void test_reference_decoder(void **state) {
       expect_uint(&f[3], m->u.acknowledge.up_to_sequence);
       break;
     case SP_MSG_HEARTBEAT:
-      f = unpack_body(&u, buf, nw, 5);
+      f = unpack_body(&u, buf, nw,
+                      !m->u.heartbeat.has_features ? 5
+                      : m->u.heartbeat.max_frame   ? 8
+                                                   : 7);
       expect_uint(&f[3], m->u.heartbeat.current_sequence);
       expect_uint(&f[4], (uint64_t)m->u.heartbeat.role);
+      if (m->u.heartbeat.has_features) {
+        expect_uint(&f[5], m->u.heartbeat.features);
+        expect_uint(&f[6], m->u.heartbeat.origin_high);
+      }
+      if (m->u.heartbeat.has_features && m->u.heartbeat.max_frame) {
+        expect_uint(&f[7], m->u.heartbeat.max_frame);
+      }
+      break;
+    case SP_MSG_PROPOSE:
+      f = unpack_body(&u, buf, nw, 4);
+      assert_int_equal(f[3].type, MSGPACK_OBJECT_ARRAY);
+      assert_int_equal(f[3].via.array.size, m->u.propose.entry_count);
+      /* array 32 whatever the count, like a response's entries */
+      assert_int_equal(buf[4 + 1 + 1 + 18 + 1], 0xdd);
+      for (k = 0; k < m->u.propose.entry_count; ++k) {
+        expect_entry(&f[3].via.array.ptr[k], &m->u.propose.entries[k], 1);
+      }
+      break;
+    case SP_MSG_PROPOSE_RESULT:
+      f = unpack_body(&u, buf, nw, 4);
+      assert_int_equal(f[3].type, MSGPACK_OBJECT_ARRAY);
+      assert_int_equal(f[3].via.array.size,
+                       m->u.propose_result.result_count);
+      assert_int_equal(buf[4 + 1 + 1 + 18 + 1], 0xdd);
+      for (k = 0; k < m->u.propose_result.result_count; ++k) {
+        const sp_propose_result *x = &m->u.propose_result.results[k];
+        const msgpack_object *rf;
+        assert_int_equal(f[3].via.array.ptr[k].type, MSGPACK_OBJECT_ARRAY);
+        assert_int_equal(f[3].via.array.ptr[k].via.array.size, 4);
+        rf = f[3].via.array.ptr[k].via.array.ptr;
+        expect_uint(&rf[0], x->origin_seq);
+        expect_int(&rf[1], x->code);
+        expect_uint(&rf[2], x->sequence);
+        expect_str(&rf[3], x->message, x->message_len);
+      }
       break;
     case SP_MSG_SYNC_REQUIRED:
       f = unpack_body(&u, buf, nw, 7);
@@ -646,6 +742,132 @@ static void test_reference_decoder(void **state) {
   }
 }
 
+/* ---- the entry helpers the sessions stream with (sp_enc.h) ---- */
+
+/* An entry of every size class: payload and model type lengths at the
+ * msgpack header boundaries, integers at their width boundaries. */
+static void varied_entry(sp_entry *e, size_t i, uint8_t *data) {
+  static const size_t dlens[] = {0, 1, 255, 256, 65535, 65536, 70000};
+  static const size_t mlens[] = {0, 31, 32, 255};
+  static const uint64_t u[] = {0, 127, 128, 255, 256, 65535, 65536,
+                               UINT32_MAX, (uint64_t)UINT32_MAX + 1,
+                               UINT64_MAX};
+  static const int64_t v[] = {INT64_MIN, (int64_t)INT32_MIN - 1, INT32_MIN,
+                              -32769, -32768, -129, -128, -33, -32, -1, 0,
+                              127, 128, INT64_MAX};
+
+  *e = g_entries[0];
+  e->sequence = u[i % 10];
+  e->timestamp_ms = u[(i / 3) % 10];
+  /* origin_seq stops at 2^63-1 (what every store keeps). */
+  e->origin_seq = u[(i / 7) % 10] > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX
+                                                        : u[(i / 7) % 10];
+  e->version = v[i % 14];
+  e->model_type = g_model;
+  e->model_type_len = mlens[i % 4];
+  e->data = data;
+  e->data_len = dlens[(i / 2) % 7];
+}
+
+static void test_entry_len_exact(void **state) {
+  uint8_t *data = calloc(1, 70000), *buf = malloc(71000);
+  size_t i;
+
+  (void)state;
+  assert_non_null(data);
+  assert_non_null(buf);
+  for (i = 0; i < 700; ++i) {
+    sp_entry e;
+    int with;
+    varied_entry(&e, i, data);
+    assert_int_equal(sp_enc_check_entry(&e), 0);
+    for (with = 0; with <= 1; ++with) {
+      msgpack_packer pk;
+      sp_wr wr;
+      size_t len = sp_enc_entry_len(&e, with);
+
+      sp_wr_count(&wr, &pk);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), 0);
+      assert_int_equal(wr.len, len);
+      /* Exactly that much room suffices, one byte less does not. */
+      sp_wr_fixed(&wr, &pk, buf, len);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), 0);
+      assert_int_equal(wr.len, len);
+      sp_wr_fixed(&wr, &pk, buf, len - 1);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), SP_ERR_NOBUF);
+      /* The origin element is there only when asked and non-zero. */
+      assert_int_equal(buf[0], with && e.origin_seq ? 0x99 : 0x98);
+    }
+    if (e.origin_seq == 0) {
+      assert_int_equal(sp_enc_entry_len(&e, 1), sp_enc_entry_len(&e, 0));
+    } else {
+      assert_true(sp_enc_entry_len(&e, 1) > sp_enc_entry_len(&e, 0));
+    }
+  }
+  free(data);
+  free(buf);
+}
+
+static void test_entry_wire_without_origin_is_canonical(void **state) {
+  uint8_t a[512], b[512];
+  msgpack_packer pk;
+  sp_wr wa, wb;
+  sp_entry e = g_entries[1];
+
+  (void)state;
+  e.origin_seq = 99;
+  sp_wr_fixed(&wa, &pk, a, sizeof(a));
+  assert_int_equal(sp_enc_entry(&pk, &e), 0);
+  sp_wr_fixed(&wb, &pk, b, sizeof(b));
+  assert_int_equal(sp_enc_entry_wire(&pk, &e, 0), 0);
+  assert_int_equal(wa.len, wb.len);
+  assert_memory_equal(a, b, wa.len);
+  /* With the origin: the same bytes, then the element, under 0x99. */
+  sp_wr_fixed(&wb, &pk, b, sizeof(b));
+  assert_int_equal(sp_enc_entry_wire(&pk, &e, 1), 0);
+  assert_int_equal(wb.len, wa.len + 1);
+  assert_int_equal(b[0], 0x99);
+  assert_memory_equal(a + 1, b + 1, wa.len - 1);
+  assert_int_equal(b[wa.len], 99);
+}
+
+/* A Propose streamed with sp_enc_propose_head, the entries and a patched
+ * count is byte for byte the one sp_msg_encode writes. */
+static void test_propose_streamed(void **state) {
+  uint8_t streamed[4096], whole[4096];
+  msgpack_packer pk;
+  sp_wr wr;
+  size_t count_off, i, nw;
+  sp_msg m, samples[N_SAMPLES];
+  uint64_t epochs[] = {0, 1, 200, UINT64_MAX};
+  size_t k;
+
+  (void)state;
+  sample_messages(samples); /* fills g_proposed */
+  for (k = 0; k < 4; ++k) {
+    sp_wr_fixed(&wr, &pk, streamed + 4, sizeof(streamed) - 4);
+    msg_init(&m, SP_MSG_PROPOSE);
+    m.epoch = epochs[k];
+    m.u.propose.entries = g_proposed;
+    m.u.propose.entry_count = 2;
+    assert_int_equal(sp_enc_propose_head(&pk, &m.library_id, m.epoch,
+                                         &count_off), 0);
+    assert_true(wr.len <= SP_ENC_PROPOSE_HEAD_MAX);
+    for (i = 0; i < 2; ++i) {
+      assert_int_equal(sp_enc_entry_wire(&pk, &g_proposed[i], 1), 0);
+    }
+    sp_enc_patch_count(streamed + 4 + count_off, 2);
+    assert_int_equal(sp_msg_encode(&m, whole, sizeof(whole), &nw), 0);
+    assert_int_equal(nw, wr.len + 4);
+    assert_memory_equal(whole + 4, streamed + 4, wr.len);
+    /* And its length is the head plus the entries, exactly. */
+    assert_int_equal(nw - 4, wr.len);
+    assert_int_equal(wr.len - count_off - SP_ENC_ENTRIES_HDR_LEN,
+                     sp_enc_entry_len(&g_proposed[0], 1) +
+                         sp_enc_entry_len(&g_proposed[1], 1));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_refuses_bad_type_and_enums),
@@ -660,6 +882,9 @@ int main(void) {
       cmocka_unit_test(test_error_code_forms),
       cmocka_unit_test(test_empty_response_uses_array32),
       cmocka_unit_test(test_reference_decoder),
+      cmocka_unit_test(test_entry_len_exact),
+      cmocka_unit_test(test_entry_wire_without_origin_is_canonical),
+      cmocka_unit_test(test_propose_streamed),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

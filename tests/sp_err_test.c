@@ -33,6 +33,7 @@ static const code_name codes[] = {
     C(SP_ERR_INVALID_ARGUMENT), C(SP_ERR_INVALID_STATE),
     C(SP_ERR_WOULD_BLOCK), C(SP_ERR_NOT_FOUND), C(SP_ERR_VERSION),
     C(SP_ERR_NOBUF), C(SP_ERR_EXISTS), C(SP_ERR_CLOSED),
+    C(SP_ERR_OUTBOX_FULL), C(SP_ERR_NOT_SUPPORTED),
     C(SP_ERR_UNKNOWN_LIBRARY), C(SP_ERR_NOT_MEMBER), C(SP_ERR_WRONG_ROLE),
     C(SP_ERR_SEQ_REGRESSION), C(SP_ERR_GAP), C(SP_ERR_ACK_BEYOND),
     C(SP_ERR_TWO_LEADERS), C(SP_ERR_STALE_EPOCH), C(SP_ERR_CHAIN_MISMATCH),
@@ -40,7 +41,9 @@ static const code_name codes[] = {
     C(SP_ERR_PEER_ERROR), C(SP_ERR_UNEXPECTED), C(SP_ERR_DEADLINE),
     C(SP_ERR_TOO_MANY_REQUESTS), C(SP_ERR_LIBRARY_MISMATCH),
     C(SP_ERR_STALLED), C(SP_ERR_CANCELED), C(SP_ERR_NOT_LEADER),
-    C(SP_ERR_BACKING_OFF),
+    C(SP_ERR_BACKING_OFF), C(SP_ERR_REFUSED), C(SP_ERR_READ_ONLY),
+    C(SP_ERR_ORIGIN_CONFLICT), C(SP_ERR_NOT_NEGOTIATED), C(SP_ERR_IMPERSONATION),
+    C(SP_ERR_BAD_PROPOSAL),
     C(SP_ERR_IO), C(SP_ERR_TLS), C(SP_ERR_HANDSHAKE), C(SP_ERR_UNKNOWN_KEY),
     C(SP_ERR_ALPN), C(SP_ERR_KEYFILE_PERMISSIONS), C(SP_ERR_KEYFILE_FORMAT),
     C(SP_ERR_ADDRESS), C(SP_ERR_CONNECTION_LOST), C(SP_ERR_QUIC),
@@ -78,8 +81,10 @@ static void test_descriptions_known_and_distinct(void **state) {
 }
 
 static void test_unknown_codes(void **state) {
-  static const int unknown[] = {1, -1, -100, -117, -199, -299, -999, -1000,
-                                SP_ERR_FATAL, 12345};
+  /* -325 was SP_ERR_ORIGIN_STALE in a draft of the write path: retired,
+   * never named again (an old peer's frame could still carry it). */
+  static const int unknown[] = {1,    -1,   -100,         -117, -199, -299,
+                                -325, -999, -1000, SP_ERR_FATAL, 12345};
   size_t i;
 
   (void)state;
@@ -137,12 +142,29 @@ static void test_decode_band(void **state) {
   }
 }
 
+static void test_write_path_codes_pinned(void **state) {
+  /* Issue 12's codes: their numbers are on the wire (ProposeResult
+   * codes, Error frames) and must never move. */
+  (void)state;
+  assert_int_equal(SP_ERR_OUTBOX_FULL, -209);
+  assert_int_equal(SP_ERR_NOT_SUPPORTED, -210);
+  assert_int_equal(SP_ERR_REFUSED, -322);
+  assert_int_equal(SP_ERR_READ_ONLY, -323);
+  assert_int_equal(SP_ERR_ORIGIN_CONFLICT, -324);
+  assert_int_equal(SP_ERR_NOT_NEGOTIATED, -326);
+  assert_int_equal(SP_ERR_IMPERSONATION, -327);
+  assert_int_equal(SP_ERR_BAD_PROPOSAL, -328);
+  assert_false(sp_err_is_fatal(SP_ERR_BAD_PROPOSAL));
+  assert_false(sp_err_is_fatal(SP_ERR_OUTBOX_FULL));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names_match_identifiers),
       cmocka_unit_test(test_descriptions_known_and_distinct),
       cmocka_unit_test(test_unknown_codes),
       cmocka_unit_test(test_bands),
+      cmocka_unit_test(test_write_path_codes_pinned),
       cmocka_unit_test(test_decode_band),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,8 +44,45 @@ typedef enum sp_msg_type {
   SP_MSG_ACKNOWLEDGE = 4,
   SP_MSG_HEARTBEAT = 5,
   SP_MSG_SYNC_REQUIRED = 6,
-  SP_MSG_ERROR = 7
+  SP_MSG_ERROR = 7,
+  /* Sent only to a peer that advertised SP_FEATURE_WRITES (below). */
+  SP_MSG_PROPOSE = 8,
+  SP_MSG_PROPOSE_RESULT = 9,
+  /* Sent only to a peer that advertised SP_FEATURE_SNAPSHOT (below). */
+  SP_MSG_SNAPSHOT_REQUEST = 10,
+  SP_MSG_SNAPSHOT_MANIFEST = 11,
+  SP_MSG_SNAPSHOT_FETCH = 12,
+  SP_MSG_SNAPSHOT_CHUNK = 13
 } sp_msg_type;
+
+/*
+ * Feature bits a peer advertises in the `features` element of its
+ * Heartbeat (docs/protocol.md, "Negotiation").  A message or element a
+ * feature brings is sent only to a peer that advertised the feature;
+ * a peer that speaks only the seed's messages advertises none.
+ */
+/* Propose / ProposeResult and the entries' origin_seq element. */
+#define SP_FEATURE_WRITES 0x1u
+/* SnapshotRequest / Manifest / Fetch / Chunk (docs/protocol.md,
+ * "Snapshots").  Defined, not yet advertised: no session sends or accepts
+ * these messages in this version. */
+#define SP_FEATURE_SNAPSHOT 0x2u
+/* The features this build implements. */
+#define SP_FEATURES_SUPPORTED SP_FEATURE_WRITES
+
+/* Bytes of a snapshot id (random, chosen by the leader). */
+#define SP_SNAPSHOT_ID_LEN 16u
+/* Largest chunk of a snapshot, so that a SnapshotChunk always fits a
+ * frame of SP_MAX_FRAME_DEFAULT. */
+#define SP_SNAPSHOT_CHUNK_MAX (2u * 1024u * 1024u)
+/* Most chunks in one snapshot: the manifest's hashes (32 bytes each) then
+ * take at most 2 MiB, so a manifest fits a frame of SP_MAX_FRAME_DEFAULT. */
+#define SP_MAX_SNAPSHOT_CHUNKS 65536u
+/* Most chunks one SnapshotFetch may ask for. */
+#define SP_MAX_SNAPSHOT_WINDOW 64u
+
+/* Most entries in one Propose, and results in one ProposeResult. */
+#define SP_MAX_PROPOSE_ENTRIES 1024u
 
 /* Leader -> follower: entries (from, to] exist; `entry_count` of them. */
 typedef struct sp_msg_new_entries {
@@ -64,6 +101,10 @@ typedef struct sp_msg_fetch_entries {
   uint64_t limit;
   uint8_t since_hash[SP_HASH_LEN];
   size_t since_hash_len;
+  /* Optional element 6 (has_features): the follower's SP_FEATURE_* bits,
+   * so that a leader knows them before it serves any entry. */
+  int has_features;
+  uint64_t features;
 } sp_msg_fetch_entries;
 
 /*
@@ -89,10 +130,23 @@ typedef struct sp_msg_acknowledge {
   sp_seq up_to_sequence;
 } sp_msg_acknowledge;
 
-/* Both ways: liveness plus the sender's position and role. */
+/*
+ * Both ways: liveness plus the sender's position and role.  `has_features`
+ * says whether the optional elements are present (decoded) or written
+ * (encoded): `features`, the sender's SP_FEATURE_* bits, and
+ * `origin_high`, which only a leader fills in (0 otherwise): the highest
+ * origin_seq its log has ever held for the receiving device.  `max_frame`
+ * (optional element 7, only with the features; a leader writes it, 0 =
+ * not sent / unknown): the largest frame body the sender accepts, so a
+ * follower sizes its Propose frames for it.
+ */
 typedef struct sp_msg_heartbeat {
   sp_seq current_sequence;
   sp_role role;
+  int has_features;
+  uint64_t features;
+  uint64_t origin_high;
+  uint64_t max_frame;
 } sp_msg_heartbeat;
 
 /* Leader -> follower: incremental sync cannot continue. */
@@ -111,6 +165,92 @@ typedef struct sp_msg_error {
 } sp_msg_error;
 
 /*
+ * Follower -> leader: submissions to append.  Every entry has sequence 0,
+ * device_id the proposer's own id and origin_seq >= 1; at most
+ * SP_MAX_PROPOSE_ENTRIES, in increasing origin_seq order.  `entries`
+ * points into storage owned by the decoder or the encoder's caller.
+ */
+typedef struct sp_msg_propose {
+  const sp_entry *entries;
+  size_t entry_count;
+} sp_msg_propose;
+
+/*
+ * The answer to one proposed entry: `code` 0 and `sequence` the log
+ * sequence it has (appended now or before), or `code` a negative sp_error
+ * (why it was refused; `sequence` 0) with `message` (UTF-8, not
+ * NUL-terminated, at most SP_MAX_ERROR_MESSAGE_LEN bytes).
+ */
+typedef struct sp_propose_result {
+  uint64_t origin_seq;
+  int32_t code;
+  sp_seq sequence;
+  const char *message;
+  size_t message_len;
+} sp_propose_result;
+
+/* Leader -> follower: answers, in the order the proposals came. */
+typedef struct sp_msg_propose_result {
+  const sp_propose_result *results;
+  size_t result_count;
+} sp_msg_propose_result;
+
+/*
+ * Follower -> leader: send me a snapshot.  `id_len` 0: a new one; 16:
+ * the snapshot `id` whose chunks 0 .. have_chunks-1 the follower already
+ * holds durably (a resume).  `max_frame`: the largest frame body the
+ * follower accepts (0: SP_MAX_FRAME_DEFAULT), which the manifest and the
+ * chunks must fit.  The leader answers with a manifest either way (of
+ * that snapshot if it can still serve it, else of a new one).
+ */
+typedef struct sp_msg_snapshot_request {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  size_t id_len;
+  uint64_t have_chunks;
+  uint64_t max_frame;
+} sp_msg_snapshot_request;
+
+/*
+ * Leader -> follower: the snapshot `id` of the host's state at `sequence`
+ * (S), whose chain hash is `hash_at` (the leader's link(S)) and recorded
+ * epoch `snap_epoch`; `total_size` bytes cut into chunks of `chunk_size`
+ * (the last one shorter), chunk_count = ceil(total_size / chunk_size),
+ * and `chunk_hashes` (chunk_count * SP_HASH_LEN bytes: chunk i's at
+ * i * SP_HASH_LEN) as sp_snapshot_chunk_hash computes them.  The decoder
+ * checks chunk_size (1 .. SP_SNAPSHOT_CHUNK_MAX), chunk_count
+ * (<= SP_MAX_SNAPSHOT_CHUNKS) and the hashes' length against the sizes.
+ * `chunk_hashes` points into the body or the encoder's caller's storage.
+ */
+typedef struct sp_msg_snapshot_manifest {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  sp_seq sequence;
+  uint8_t hash_at[SP_HASH_LEN];
+  uint64_t snap_epoch;
+  uint64_t total_size;
+  uint32_t chunk_size;
+  const uint8_t *chunk_hashes;
+  size_t chunk_count;
+} sp_msg_snapshot_manifest;
+
+/* Follower -> leader: send chunks first_chunk .. first_chunk+count-1 of
+ * snapshot `id`, in order (1 <= count <= SP_MAX_SNAPSHOT_WINDOW). */
+typedef struct sp_msg_snapshot_fetch {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  uint64_t first_chunk;
+  uint32_t count;
+} sp_msg_snapshot_fetch;
+
+/* Leader -> follower: chunk `index` of snapshot `id` (`data`, at most
+ * SP_SNAPSHOT_CHUNK_MAX bytes, points into the body or the caller's
+ * storage). */
+typedef struct sp_msg_snapshot_chunk {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  uint64_t index;
+  const uint8_t *data;
+  size_t data_len;
+} sp_msg_snapshot_chunk;
+
+/*
  * One decoded or to-be-encoded message.  `epoch` is the leader epoch: a
  * leader sends its own, a follower the highest it has seen.
  */
@@ -126,7 +266,21 @@ typedef struct sp_msg {
     sp_msg_heartbeat heartbeat;
     sp_msg_sync_required sync_required;
     sp_msg_error error;
+    sp_msg_propose propose;
+    sp_msg_propose_result propose_result;
+    sp_msg_snapshot_request snapshot_request;
+    sp_msg_snapshot_manifest snapshot_manifest;
+    sp_msg_snapshot_fetch snapshot_fetch;
+    sp_msg_snapshot_chunk snapshot_chunk;
   } u;
+  /*
+   * Encoding only: write each entry's origin_seq element (an
+   * EntriesResponse entry with origin_seq != 0) -- set it only for a peer
+   * that advertised SP_FEATURE_WRITES.  A Propose's entries carry theirs
+   * whatever it says (only a negotiated peer gets one).  Decoding sets
+   * origin_seq from the element when present, else 0, and leaves this 0.
+   */
+  int with_origin;
 } sp_msg;
 
 /*
@@ -223,7 +377,8 @@ SP_API size_t sp_frame_reader_pending(const sp_frame_reader *reader);
 
 /*
  * sp_chain_next computes the next link of the log's hash chain:
- * out = BLAKE2b-256(prev || canonical msgpack encoding of `entry`).  The
+ * out = BLAKE2b-256(prev || canonical msgpack encoding of `entry`'s eight
+ * seed fields).  origin_seq is not hashed: a seed-only peer never sees it.  The
  * first entry of a log chains from SP_HASH_LEN zero bytes.  `out` may alias
  * `prev`.  The payload is hashed in place, never copied.  Returns 0, or
  * SP_ERR_INVALID_ARGUMENT (a NULL pointer, or an entry the codec would
@@ -231,6 +386,17 @@ SP_API size_t sp_frame_reader_pending(const sp_frame_reader *reader);
  */
 SP_API int sp_chain_next(const uint8_t prev[SP_HASH_LEN],
                          const sp_entry *entry, uint8_t out[SP_HASH_LEN]);
+
+/*
+ * sp_snapshot_chunk_hash computes the hash a SnapshotManifest lists for a
+ * chunk: out = BLAKE2b-256(id (16 bytes) || index as 8 bytes big-endian
+ * || data), which binds the bytes to their snapshot and place.  `data`
+ * may be NULL when `len` is 0.  Returns 0 or SP_ERR_INVALID_ARGUMENT (a
+ * NULL pointer).
+ */
+SP_API int sp_snapshot_chunk_hash(const uint8_t id[SP_SNAPSHOT_ID_LEN],
+                                  uint64_t index, const uint8_t *data,
+                                  size_t len, uint8_t out[SP_HASH_LEN]);
 
 #ifdef __cplusplus
 }

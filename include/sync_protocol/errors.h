@@ -55,6 +55,10 @@ typedef enum sp_error {
   SP_ERR_NOBUF = -206,            /* destination buffer too small */
   SP_ERR_EXISTS = -207,           /* already registered / already exists */
   SP_ERR_CLOSED = -208,           /* object or stream already closed */
+  SP_ERR_OUTBOX_FULL = -209,      /* the outbox holds its configured most:
+                                     nothing was submitted */
+  SP_ERR_NOT_SUPPORTED = -210,    /* the store (or peer) lacks what the
+                                     call needs (an outbox, an append) */
 
   /* protocol band */
   SP_ERR_UNKNOWN_LIBRARY = -301,  /* no handler for that library here */
@@ -74,11 +78,32 @@ typedef enum sp_error {
   SP_ERR_DEADLINE = -315,         /* a wait's deadline passed */
   SP_ERR_TOO_MANY_REQUESTS = -316,/* too many fetches queued by a peer */
   SP_ERR_LIBRARY_MISMATCH = -317, /* frame for another library on a stream */
-  SP_ERR_STALLED = -318,          /* requested entries did not arrive */
+  SP_ERR_STALLED = -318,          /* entries or answers did not arrive */
   SP_ERR_CANCELED = -319,         /* wait or request canceled by close */
   SP_ERR_NOT_LEADER = -320,       /* peer is not the library's leader */
   SP_ERR_BACKING_OFF = -321,      /* follower backing off after a store
                                      failure: dial again later */
+  SP_ERR_REFUSED = -322,          /* the leader's host refused a submission
+                                     (its message says why) */
+  SP_ERR_READ_ONLY = -323,        /* the device may not write to the
+                                     library */
+  SP_ERR_ORIGIN_CONFLICT = -324,  /* origin id already in the log with
+                                     other content */
+  /* -325 is unused (a draft's code; never sent). */
+  SP_ERR_NOT_NEGOTIATED = -326,   /* message or element of a feature the
+                                     receiver did not advertise */
+  SP_ERR_IMPERSONATION = -327,    /* a proposal names another device as
+                                     its origin */
+  SP_ERR_BAD_PROPOSAL = -328,     /* a proposed entry is malformed
+                                     (sequence set, origin 0, too large,
+                                     out of order) */
+  SP_ERR_SNAPSHOT_UNAVAILABLE = -329, /* the leader cannot serve that
+                                     snapshot (no source, id gone, too
+                                     many open) */
+  SP_ERR_SNAPSHOT_CORRUPT = -330, /* a snapshot manifest or chunk does not
+                                     verify */
+  SP_ERR_SNAPSHOT_FAILED = -331,  /* a snapshot recovery gave up after its
+                                     bounded restarts */
 
   /* transport, identity and key-file band */
   SP_ERR_IO = -401,               /* socket or file system call failed */

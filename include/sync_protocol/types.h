@@ -80,6 +80,16 @@ typedef struct sp_entry {
   int64_t version;
   const uint8_t *data;
   size_t data_len;
+  /*
+   * The submission this entry carries (docs/protocol.md, "Writes from
+   * every device"): 0 for an entry appended outside sp_handler_submit.
+   * Otherwise (device_id, origin_seq) is the submission's origin id,
+   * unique in the log: device_id is the device that submitted it (proven
+   * by its connection, never taken from a payload) and origin_seq a number
+   * that device never uses twice.  Not covered by the hash chain (a peer
+   * that speaks only the seed's messages never sees it).
+   */
+  uint64_t origin_seq;
 } sp_entry;
 
 /* Why a leader says incremental sync cannot continue (SyncRequired). */
