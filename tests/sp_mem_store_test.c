@@ -695,6 +695,372 @@ static void test_follower_addresses(void **state) {
   sp_mem_store_del(s);
 }
 
+/* -- writes from every device (vtable version 3) -- */
+
+static int prune_cb(void *ctx, sp_seq through) {
+  return sp_mem_store_prune(ctx, through);
+}
+
+static void arm_apply(void *ctx, int on) {
+  sp_mem_store_fail_applies(ctx, on ? 1 : 0);
+}
+
+static void test_v3_origins(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_origins(&vt, prune_cb, s), 0);
+  sp_mem_store_del(s);
+}
+
+static void test_v3_outbox(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_outbox(&vt), 0);
+  sp_mem_store_del(s);
+}
+
+static void test_v3_committed_set(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_committed_set(&vt, prune_cb, s), 0);
+  sp_mem_store_del(s);
+}
+
+static void test_v3_retire(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_retire(&vt, arm_apply, s), 0);
+  sp_mem_store_del(s);
+}
+
+static void test_v3_anchor(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_anchor(&vt), 0);
+  sp_mem_store_del(s);
+  s = new_store(NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_anchor_no_shift(&vt), 0);
+  sp_mem_store_del(s);
+}
+
+/* Origins above SP_MAX_ORIGIN_SEQ refused as the SQLite store does. */
+static void test_v3_origin_max(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  sp_entry e = st_origin_entry(1, ST_OTHER, SP_MAX_ORIGIN_SEQ + 1);
+  sp_seq seq = 0;
+  (void)state;
+
+  assert_int_equal(st_check_origin_max(&vt), 0);
+  assert_int_equal(sp_mem_store_append(s, &e, &seq), SP_ERR_INVALID_ARGUMENT);
+  sp_mem_store_del(s);
+}
+
+/* An anchor near 2^64 refused, not wrapped around. */
+static void test_v3_anchor_max(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  (void)state;
+
+  assert_int_equal(st_check_anchor_max(&vt), 0);
+  sp_mem_store_del(s);
+}
+
+/* The public append keeps origin ids and refuses a repeat; get gives it. */
+static void test_append_public_origin(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  sp_entry e = st_origin_entry(1, ST_OTHER, 4), got;
+  st_snapshot before, after;
+  sp_seq seq = 0;
+  (void)state;
+
+  assert_int_equal(sp_mem_store_append(s, &e, &seq), 0);
+  assert_int_equal(seq, 1);
+  assert_int_equal(sp_mem_store_get(s, 1, &got, NULL), 0);
+  e.sequence = 1;
+  assert_true(st_entry_equal(&got, &e));
+  st_snapshot_take(&vt, &before);
+  e = st_origin_entry(2, ST_OTHER, 4);
+  assert_int_equal(sp_mem_store_append(s, &e, &seq), SP_ERR_EXISTS);
+  e.sequence = 9; /* a given sequence changes nothing */
+  assert_int_equal(sp_mem_store_append(s, &e, &seq), SP_ERR_EXISTS);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  e.origin_seq = 5;
+  assert_int_equal(sp_mem_store_append(s, &e, &seq), 0);
+  assert_int_equal(seq, 9);
+  assert_int_equal(st_find(&vt, ST_OTHER, 5), 9005);
+  assert_int_equal(st_find(&vt, ST_OTHER, 4), 1005);
+  sp_mem_store_del(s);
+}
+
+static void test_fail_appends(void **state) {
+  sp_mem_store *s = new_store(NULL);
+  sp_store vt = vtable(s);
+  sp_entry es[2] = {st_origin_entry(1, ST_OTHER, 1),
+                    st_origin_entry(2, ST_OTHER, 2)};
+  st_snapshot before, after;
+  sp_seq first = 0;
+  (void)state;
+
+  sp_mem_store_fail_appends(s, 2);
+  st_snapshot_take(&vt, &before);
+  assert_int_equal(vt.append(es, 2, &first, vt.user_data), SP_ERR_STORE);
+  assert_int_equal(vt.append(es, 2, &first, vt.user_data), SP_ERR_STORE);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  assert_int_equal(st_find(&vt, ST_OTHER, 1), ST_NF(0));
+  /* The public helper is not a vtable call: not counted. */
+  sp_mem_store_fail_appends(s, 1);
+  assert_int_equal(sp_mem_store_append(s, &es[0], NULL), 0);
+  assert_int_equal(vt.append(es + 1, 1, &first, vt.user_data),
+                   SP_ERR_STORE);
+  assert_int_equal(vt.append(es + 1, 1, &first, vt.user_data), 0);
+  assert_int_equal(first, 2);
+  assert_int_equal(st_find(&vt, ST_OTHER, 2), 2002);
+  sp_mem_store_fail_appends(NULL, 1);
+  sp_mem_store_del(s);
+}
+
+/*
+ * A follower whose log holds its own writes takes a new history: the
+ * ones not in the new log's committed set go back into the outbox.
+ * dst's log: 1 other, 2..4 own o1..o3, 5 other o9, 6..7 own o4, o5; its
+ * outbox still holds o6.  src: own o3 (pruned) and own o1 (retained), so
+ * o2 is a hole below src's highest own origin.
+ */
+static void build_put_back(const sp_mem *mem, sp_mem_store **pdst,
+                           sp_mem_store **psrc, sp_entry *log) {
+  sp_mem_store *dst = NULL, *src = NULL;
+  sp_entry mine[6];
+  uint64_t first = 0;
+  sp_store vd, vs;
+
+  assert_int_equal(sp_mem_store_new(&dst, mem), 0);
+  assert_int_equal(sp_mem_store_new(&src, NULL), 0);
+  vd = vtable(dst);
+  vs = vtable(src);
+  for (unsigned i = 0; i < 6; ++i) {
+    mine[i] = st_origin_entry(60 + i, ST_OWN, 0);
+  }
+  assert_int_equal(vd.outbox_put(mine, 6, &first, vd.user_data), 0);
+  log[0] = st_origin_entry(70, ST_OTHER, 0);
+  log[1] = st_origin_entry(71, ST_OWN, 1);
+  log[2] = st_origin_entry(72, ST_OWN, 2);
+  log[3] = st_origin_entry(73, ST_OWN, 3);
+  log[4] = st_origin_entry(74, ST_OTHER, 9);
+  assert_int_equal(st_apply_next(&vd, log, 5), 0);
+  log[5] = st_origin_entry(75, ST_OWN, 4);
+  log[6] = st_origin_entry(76, ST_OWN, 5);
+  assert_int_equal(st_apply_next(&vd, log + 5, 2), 0);
+  assert_true(st_stats_are(&vd, 1, st_payload(&mine[5]), 7, 0));
+
+  sp_entry se[3] = {st_origin_entry(80, ST_OWN, 3),
+                    st_origin_entry(81, ST_OWN, 1),
+                    st_origin_entry(82, ST_THIRD, 0)};
+  assert_int_equal(vs.append(se, 3, NULL, vs.user_data), 0);
+  assert_int_equal(sp_mem_store_prune(src, 1), 0);
+  *pdst = dst;
+  *psrc = src;
+}
+
+static void test_copy_from_puts_back(void **state) {
+  sp_mem_store *dst, *src;
+  sp_entry log[7], want[3];
+  uint64_t o[8], bytes;
+  st_snapshot a, b;
+  st_expect x;
+  (void)state;
+
+  build_put_back(NULL, &dst, &src, log);
+  sp_store vd = vtable(dst), vs = vtable(src);
+  uint64_t kept = 0;
+  {
+    sp_outbox_stats os;
+    assert_int_equal(vd.outbox_stats(&os, vd.user_data), 0);
+    kept = os.bytes;
+  }
+  assert_int_equal(sp_mem_store_copy_from(dst, src), 0);
+  st_snapshot_take(&vs, &a);
+  st_snapshot_take(&vd, &b);
+  assert_true(st_snapshot_equal(&a, &b));
+  /* o1 is held and o3 committed and pruned in src: not put back.  o2 (a
+   * hole below src's highest: src never held it), o4 and o5 were lost:
+   * back in the outbox beside o6, with their content. */
+  assert_int_equal(st_outbox_origins(&vd, 0, 8, o), 4);
+  assert_int_equal(o[0], 2);
+  assert_int_equal(o[1], 4);
+  assert_int_equal(o[2], 5);
+  assert_int_equal(o[3], 6);
+  bytes = kept + st_payload(&log[2]) + st_payload(&log[5]) +
+          st_payload(&log[6]);
+  assert_true(st_stats_are(&vd, 4, bytes, 7, 0));
+  /* Made again: src's entries reused its static payload buffer. */
+  want[0] = st_origin_entry(72, ST_OWN, 2);
+  want[1] = log[5];
+  want[2] = log[6];
+  want[0].sequence = want[1].sequence = want[2].sequence = 0;
+  memset(&x, 0, sizeof(x));
+  x.want = want;
+  x.n = 3;
+  assert_int_equal(vd.outbox_read(0, 3, st_expect_sink, &x, vd.user_data),
+                   0);
+  assert_int_equal(x.seen, 3);
+  assert_false(x.bad);
+  /* The committed set is src's: o3 pruned there, o2 and o4 never held. */
+  assert_int_equal(st_find(&vd, ST_OWN, 1), 2003);
+  assert_int_equal(st_find(&vd, ST_OWN, 3), 3);
+  assert_int_equal(st_find(&vd, ST_OWN, 2), ST_NF(3));
+  assert_int_equal(st_find(&vd, ST_OWN, 4), ST_NF(3));
+  assert_int_equal(st_find(&vd, ST_OTHER, 9), ST_NF(0));
+  /* Again from the same source: nothing more (the items are there). */
+  assert_int_equal(sp_mem_store_copy_from(dst, src), 0);
+  assert_true(st_stats_are(&vd, 4, bytes, 7, 0));
+  sp_mem_store_del(src);
+  sp_mem_store_del(dst);
+
+  /* A source with a higher own origin raises the next one. */
+  build_put_back(NULL, &dst, &src, log);
+  vd = vtable(dst);
+  vs = vtable(src);
+  sp_entry hi = st_origin_entry(90, ST_OWN, 40);
+  assert_int_equal(vs.append(&hi, 1, NULL, vs.user_data), 0);
+  assert_int_equal(sp_mem_store_copy_from(dst, src), 0);
+  /* A higher origin covers nothing: only what src held is not put back. */
+  assert_int_equal(st_outbox_origins(&vd, 0, 8, o), 4);
+  assert_int_equal(o[0], 2);
+  assert_int_equal(o[3], 6);
+  {
+    sp_outbox_stats os;
+    assert_int_equal(vd.outbox_stats(&os, vd.user_data), 0);
+    assert_int_equal(os.next_origin, 41);
+  }
+  sp_mem_store_del(src);
+  sp_mem_store_del(dst);
+
+  /* A pending item src committed and pruned (o6, before dst applied it)
+   * leaves the outbox: it is in the new history. */
+  build_put_back(NULL, &dst, &src, log);
+  vd = vtable(dst);
+  vs = vtable(src);
+  {
+    sp_entry more[2] = {st_origin_entry(91, ST_OWN, 6),
+                        st_origin_entry(92, ST_OWN, 7)};
+    sp_store_state ss;
+    assert_int_equal(vs.append(more, 2, NULL, vs.user_data), 0);
+    assert_int_equal(vs.state(&ss, vs.user_data), 0);
+    assert_int_equal(sp_mem_store_prune(src, ss.applied), 0);
+  }
+  assert_int_equal(sp_mem_store_copy_from(dst, src), 0);
+  assert_int_equal(st_outbox_origins(&vd, 0, 8, o), 3);
+  assert_int_equal(o[0], 2);
+  assert_int_equal(o[1], 4);
+  assert_int_equal(o[2], 5);
+  bytes = st_payload(&log[2]) + st_payload(&log[5]) + st_payload(&log[6]);
+  assert_true(st_stats_are(&vd, 3, bytes, 8, 0));
+  assert_int_equal(st_find(&vd, ST_OWN, 6), 7);
+  assert_int_equal(st_find(&vd, ST_OWN, 5), ST_NF(7));
+  sp_mem_store_del(src);
+  sp_mem_store_del(dst);
+}
+
+/* Everything observable of an outbox, to prove "unchanged". */
+static uint64_t outbox_digest(const sp_store *vt) {
+  st_collect c;
+  sp_outbox_stats os;
+
+  st_collect_init(&c);
+  assert_int_equal(vt->outbox_read(0, SIZE_MAX, st_collect_sink, &c,
+                                   vt->user_data), 0);
+  assert_int_equal(vt->outbox_stats(&os, vt->user_data), 0);
+  c.digest = st_mix(c.digest, &os.items, sizeof(os.items));
+  c.digest = st_mix(c.digest, &os.bytes, sizeof(os.bytes));
+  c.digest = st_mix(c.digest, &os.next_origin, sizeof(os.next_origin));
+  return st_mix(c.digest, &os.anchored, sizeof(os.anchored));
+}
+
+/* Build dst with a failing allocator; every step either works or fails
+ * leaving the store as it was. */
+static int body_put_back_all(const sp_mem *mem, void *arg) {
+  sp_mem_store *dst = NULL, *src = NULL;
+  sp_entry mine[6], log[7];
+  uint64_t first = 0, b2, a2, o[8];
+  st_snapshot b1, a1;
+  sp_store vd;
+  int rv;
+  (void)arg;
+
+  rv = sp_mem_store_new(&dst, mem);
+  if (rv != 0) {
+    return rv;
+  }
+  vd = vtable(dst);
+  for (unsigned i = 0; i < 6; ++i) {
+    mine[i] = st_origin_entry(60 + i, ST_OWN, 0);
+  }
+#define STEP(call)                                                           \
+  do {                                                                       \
+    st_snapshot_take(&vd, &b1);                                              \
+    b2 = outbox_digest(&vd);                                                 \
+    rv = (call);                                                             \
+    if (rv != 0) {                                                           \
+      st_snapshot_take(&vd, &a1);                                            \
+      a2 = outbox_digest(&vd);                                               \
+      assert_true(st_snapshot_equal(&b1, &a1));                              \
+      assert_true(a2 == b2);                                                 \
+      goto out;                                                              \
+    }                                                                        \
+  } while (0)
+  STEP(vd.outbox_put(mine, 6, &first, vd.user_data));
+  log[0] = st_origin_entry(70, ST_OTHER, 0);
+  log[1] = st_origin_entry(71, ST_OWN, 1);
+  log[2] = st_origin_entry(72, ST_OWN, 2);
+  log[3] = st_origin_entry(73, ST_OWN, 3);
+  log[4] = st_origin_entry(74, ST_OTHER, 9);
+  STEP(st_apply_next(&vd, log, 5));
+  log[5] = st_origin_entry(75, ST_OWN, 4);
+  log[6] = st_origin_entry(76, ST_OWN, 5);
+  STEP(vd.append(log + 5, 2, NULL, vd.user_data));
+  {
+    sp_entry se[3] = {st_origin_entry(80, ST_OWN, 3),
+                      st_origin_entry(81, ST_OWN, 1),
+                      st_origin_entry(82, ST_OWN, 6)};
+    sp_store vs;
+    assert_int_equal(sp_mem_store_new(&src, NULL), 0);
+    vs = vtable(src);
+    assert_int_equal(vs.append(se, 3, NULL, vs.user_data), 0);
+    assert_int_equal(sp_mem_store_prune(src, 1), 0);
+  }
+  STEP(sp_mem_store_copy_from(dst, src));
+  /* Lost o2 back beside o4, o5 (appended, so never retired); o6 retired
+   * (committed in src). */
+  assert_int_equal(st_outbox_origins(&vd, 0, 8, o), 3);
+  assert_int_equal(o[0], 2);
+  assert_int_equal(o[2], 5);
+out:
+#undef STEP
+  sp_mem_store_del(dst);
+  sp_mem_store_del(src);
+  return rv;
+}
+
+static void test_v3_fail_each_allocation(void **state) {
+  (void)state;
+  assert_true(sp_test_mem_fail_each(body_put_back_all, NULL, NULL) > 5);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_args),
@@ -710,6 +1076,17 @@ int main(void) {
       cmocka_unit_test(test_fail_each_allocation),
       cmocka_unit_test(test_follower_acks),
       cmocka_unit_test(test_follower_addresses),
+      cmocka_unit_test(test_v3_origins),
+      cmocka_unit_test(test_v3_outbox),
+      cmocka_unit_test(test_v3_committed_set),
+      cmocka_unit_test(test_v3_retire),
+      cmocka_unit_test(test_v3_anchor),
+      cmocka_unit_test(test_v3_origin_max),
+      cmocka_unit_test(test_v3_anchor_max),
+      cmocka_unit_test(test_append_public_origin),
+      cmocka_unit_test(test_fail_appends),
+      cmocka_unit_test(test_copy_from_puts_back),
+      cmocka_unit_test(test_v3_fail_each_allocation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -160,6 +160,26 @@ static sqlite3_int64 raw_int(const char *path, const char *sql) {
   return v;
 }
 
+/* How many steps of the query plan of `sql` mention `needle`. */
+static int raw_plan_uses(const char *path, const char *sql,
+                         const char *needle) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  char q[512];
+  int uses = 0;
+
+  snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    const char *d = (const char *)sqlite3_column_text(st, 3);
+    uses += d && strstr(d, needle) != NULL;
+  }
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  return uses;
+}
+
 /* -- tests -- */
 
 static void test_open_args(void **state) {
@@ -669,7 +689,7 @@ static void test_apply_atomic(void **state) {
    * behind the store's back), so the batch 5..10 hits it at its third
    * insert. */
   raw_exec(p, "INSERT INTO sync_log VALUES(7, zeroblob(16), 0, 'x',"
-              " zeroblob(16), 0, 0, X'', zeroblob(32))");
+              " zeroblob(16), 0, 0, X'', zeroblob(32), 0)");
   st_snapshot_take(&vt, &before);
   assert_int_equal(vt.apply(es + 4, hashes + 4 * SP_HASH_LEN, 6, 9,
                             vt.user_data), SP_ERR_STORE);
@@ -803,8 +823,8 @@ static void test_corrupt_refused(void **state) {
       "UPDATE sync_log_meta SET head_hash = X'00'",
       "DELETE FROM sync_log_meta",
       "INSERT INTO sync_log SELECT 11, device_id, timestamp, model_type,"
-      " record_id, change_type, version, data, hash FROM sync_log"
-      " WHERE sequence = 1",
+      " record_id, change_type, version, data, hash, origin_seq"
+      " FROM sync_log WHERE sequence = 1",
       "DROP TABLE sync_log",
       "PRAGMA user_version = 0",
       "PRAGMA application_id = 7",
@@ -847,7 +867,7 @@ static void test_corrupt_refused(void **state) {
   /* A newer schema. */
   new_path(p, sizeof(p), "newer");
   assert_int_equal(open_rv(p, NULL), 0);
-  raw_exec(p, "PRAGMA user_version = 2");
+  raw_exec(p, "PRAGMA user_version = 3");
   assert_int_equal(open_rv(p, NULL), SP_ERR_VERSION);
 
   /* Metadata that disagrees with the rows. */
@@ -873,8 +893,8 @@ static void test_corrupt_refused(void **state) {
   sp_sqlite_store_close(s);
   assert_int_equal(open_rv(p, NULL), 0);
   raw_exec(p, "INSERT INTO sync_log SELECT 2, device_id, timestamp,"
-              " model_type, record_id, change_type, version, data, hash"
-              " FROM sync_log WHERE sequence = 5");
+              " model_type, record_id, change_type, version, data, hash,"
+              " origin_seq FROM sync_log WHERE sequence = 5");
   assert_int_equal(open_rv(p, NULL), SP_ERR_STORE_CORRUPT);
 }
 
@@ -1211,6 +1231,615 @@ static void test_follower_acks_bad_row_skipped(void **state) {
   sp_sqlite_store_close(s);
 }
 
+/* -- writes from every device (vtable version 3) -- */
+
+static int prune_cb(void *ctx, sp_seq through) {
+  return sp_sqlite_store_prune(ctx, through);
+}
+
+/* Fail the next apply as late as possible: its metadata update, after its
+ * rows are in and its outbox items retired (a trigger written by another
+ * connection). */
+static void arm_apply(void *ctx, int on) {
+  raw_exec(ctx, on ? "CREATE TRIGGER sp_fail BEFORE UPDATE ON sync_log_meta"
+                     " BEGIN SELECT RAISE(ABORT, 'injected'); END"
+                   : "DROP TRIGGER sp_fail");
+}
+
+static void test_v3_conformance(void **state) {
+  char p[PATH_MAX];
+  sp_sqlite_store *s;
+  sp_store vt;
+  (void)state;
+
+  s = open_ok(new_path(p, sizeof(p), "origins"), NULL);
+  vt = vtable(s);
+  assert_int_equal(vt.version, SP_STORE_VERSION);
+  assert_true(st_has_v3(&vt));
+  assert_int_equal(st_check_origins(&vt, prune_cb, s), 0);
+  sp_sqlite_store_close(s);
+
+  /* The committed set, and that it survives a reopen. */
+  s = open_ok(new_path(p, sizeof(p), "committed"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_committed_set(&vt, prune_cb, s), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_committed_after(&vt), 0);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(new_path(p, sizeof(p), "outbox"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_outbox(&vt), 0);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(new_path(p, sizeof(p), "retire"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_retire(&vt, arm_apply, p), 0);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(new_path(p, sizeof(p), "anchor"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_anchor(&vt), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(new_path(p, sizeof(p), "anchor0"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_anchor_no_shift(&vt), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(new_path(p, sizeof(p), "originmax"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_origin_max(&vt), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(new_path(p, sizeof(p), "anchormax"), NULL);
+  vt = vtable(s);
+  assert_int_equal(st_check_anchor_max(&vt), 0);
+  sp_sqlite_store_close(s);
+}
+
+/* The public append keeps origin ids and refuses repeats, atomically. */
+static void test_append_origin(void **state) {
+  char p[PATH_MAX];
+  sp_entry es[3];
+  st_snapshot before, after;
+  st_collect c;
+  sp_seq first = 0;
+  (void)state;
+
+  sp_sqlite_store *s = open_ok(new_path(p, sizeof(p), "aorigin"), NULL);
+  sp_store vt = vtable(s);
+  es[0] = st_origin_entry(1, ST_OTHER, 4);
+  es[1] = st_origin_entry(2, ST_OTHER, 0);
+  assert_int_equal(sp_sqlite_store_append(s, es, 2, &first), 0);
+  assert_int_equal(first, 1);
+  st_snapshot_take(&vt, &before);
+  es[0] = st_origin_entry(3, ST_THIRD, 1);
+  es[1] = st_origin_entry(4, ST_OTHER, 4);
+  assert_int_equal(sp_sqlite_store_append(s, es, 2, &first), SP_ERR_EXISTS);
+  es[1] = st_origin_entry(4, ST_THIRD, 1);
+  assert_int_equal(sp_sqlite_store_append(s, es, 2, &first), SP_ERR_EXISTS);
+  es[1].origin_seq = (uint64_t)INT64_MAX + 1;
+  assert_int_equal(sp_sqlite_store_append(s, es, 2, &first),
+                   SP_ERR_INVALID_ARGUMENT);
+  st_snapshot_take(&vt, &after);
+  assert_true(st_snapshot_equal(&before, &after));
+  assert_int_equal(st_find(&vt, ST_THIRD, 1), ST_NF(0));
+  /* The committed set is searched through its primary key (O(log)). */
+  assert_int_equal(raw_plan_uses(p,
+                                 "SELECT lo, hi FROM sync_origin_range"
+                                 " WHERE device = ?1 AND lo <= ?2"
+                                 " ORDER BY lo DESC LIMIT 1",
+                                 "PRIMARY KEY (device=? AND lo<?)"),
+                   1);
+  /* The planner finds origins through the partial index, whatever the
+   * bound number. */
+  assert_int_equal(raw_plan_uses(p,
+                                 "SELECT sequence FROM sync_log"
+                                 " WHERE device_id = ?1 AND origin_seq = ?2"
+                                 " AND origin_seq != 0"
+                                 " ORDER BY sequence LIMIT 1",
+                                 "sync_log_origin"),
+                   1);
+  sp_sqlite_store_close(s);
+  /* Durable, with the rest of the row. */
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, 1, 1, st_collect_sink, &c, vt.user_data), 0);
+  assert_int_equal(c.origins[0], 4);
+  assert_int_equal(st_find(&vt, ST_OTHER, 4), 1004);
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+}
+
+/* Outbox, origins and highs survive close and reopen. */
+static void test_outbox_durable(void **state) {
+  char p[PATH_MAX];
+  sp_entry es[3];
+  uint64_t o[8], first = 0, bytes;
+  sp_uuid own = st_dev(ST_OWN);
+  (void)state;
+
+  sp_sqlite_store *s = open_ok(new_path(p, sizeof(p), "odurable"), NULL);
+  sp_store vt = vtable(s);
+  for (unsigned i = 0; i < 3; ++i) {
+    es[i] = st_origin_entry(100 + i, ST_OWN, 0);
+  }
+  assert_int_equal(vt.outbox_put(es, 3, &first, vt.user_data), 0);
+  assert_int_equal(vt.outbox_remove(2, vt.user_data), 0);
+  assert_int_equal(vt.outbox_anchor(&own, 4, vt.user_data), 0);
+  sp_entry applied = st_origin_entry(110, ST_OTHER, 8);
+  assert_int_equal(st_apply_next(&vt, &applied, 1), 0);
+  assert_int_equal(sp_sqlite_store_prune(s, 1), 0);
+  bytes = st_payload(&es[0]) + st_payload(&es[2]);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_true(st_stats_are(&vt, 2, bytes, 8, 1));
+  assert_int_equal(st_outbox_origins(&vt, 0, 8, o), 2);
+  assert_int_equal(o[0], 5);
+  assert_int_equal(o[1], 7);
+  assert_int_equal(st_find(&vt, ST_OTHER, 8), 8);
+  /* Still anchored: no renumbering on a later anchor. */
+  assert_int_equal(vt.outbox_anchor(&own, 50, vt.user_data), 0);
+  assert_int_equal(st_outbox_origins(&vt, 0, 8, o), 2);
+  assert_int_equal(o[0], 5);
+  assert_true(st_stats_are(&vt, 2, bytes, 51, 1));
+  sp_sqlite_store_close(s);
+  /* Read-only openers see it too. */
+  sp_sqlite_config cfg;
+  sp_sqlite_config_default(&cfg);
+  cfg.read_only = 1;
+  s = open_ok(p, &cfg);
+  vt = vtable(s);
+  assert_true(st_stats_are(&vt, 2, bytes, 51, 1));
+  assert_int_equal(vt.outbox_put(es, 1, &first, vt.user_data), SP_ERR_STORE);
+  sp_sqlite_store_close(s);
+}
+
+/* A process that puts into the outbox and dies without closing: the
+ * items are there when the file is opened again. */
+static void test_outbox_crash(void **state) {
+  char p[PATH_MAX];
+  uint64_t o[8];
+  pid_t pid;
+  int status;
+  (void)state;
+
+  new_path(p, sizeof(p), "ocrash");
+  sp_sqlite_store_close(open_ok(p, NULL));
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    sp_sqlite_store *s = NULL;
+    sp_store vt;
+    sp_entry es[2] = {st_origin_entry(120, ST_OWN, 0),
+                      st_origin_entry(121, ST_OWN, 0)};
+    uint64_t first = 0;
+    if (sp_sqlite_store_open(&s, p, NULL, NULL) != 0) {
+      _exit(3);
+    }
+    sp_sqlite_store_get_vtable(s, &vt);
+    if (vt.outbox_put(es, 2, &first, vt.user_data) != 0 || first != 1 ||
+        vt.outbox_put(es, 1, &first, vt.user_data) != 0 || first != 3) {
+      _exit(4);
+    }
+    _exit(0); /* no close, no checkpoint */
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  sp_entry a = st_origin_entry(120, ST_OWN, 0);
+  sp_entry b = st_origin_entry(121, ST_OWN, 0);
+  assert_true(st_stats_are(&vt, 3, 2 * st_payload(&a) + st_payload(&b), 4,
+                           0));
+  assert_int_equal(st_outbox_origins(&vt, 0, 8, o), 3);
+  assert_int_equal(o[2], 3);
+  sp_sqlite_store_close(s);
+}
+
+/* A full sync (reset) keeps the outbox and puts back the own writes above
+ * the new applied sequence; they are there after reopening. */
+static void test_reset_puts_back(void **state) {
+  char p[PATH_MAX];
+  sp_entry mine[4], log[5], want[3];
+  uint8_t h2[SP_HASH_LEN];
+  uint64_t o[8], first = 0, bytes;
+  sp_store_state ss;
+  st_expect x;
+  (void)state;
+
+  sp_sqlite_store *s = open_ok(new_path(p, sizeof(p), "reset3"), NULL);
+  sp_store vt = vtable(s);
+  for (unsigned i = 0; i < 4; ++i) {
+    mine[i] = st_origin_entry(128 + i, ST_OWN, 0); /* buffers 0..3 */
+  }
+  assert_int_equal(vt.outbox_put(mine, 4, &first, vt.user_data), 0);
+  log[0] = st_origin_entry(132, ST_OTHER, 0); /* buffers 4..7, 0 */
+  log[1] = st_origin_entry(133, ST_OWN, 1);
+  log[2] = st_origin_entry(134, ST_OWN, 2);
+  log[3] = st_origin_entry(135, ST_OWN, 3);
+  log[4] = st_origin_entry(136, ST_OTHER, 2);
+  assert_int_equal(st_apply_next(&vt, log, 5), 0);
+  assert_true(st_stats_are(&vt, 1, st_payload(&mine[3]), 5, 0));
+  assert_int_equal(vt.hash_at(2, h2, vt.user_data), 0);
+
+  assert_int_equal(sp_sqlite_store_reset(s, 2, h2), 0);
+  bytes = st_payload(&log[2]) + st_payload(&log[3]) + st_payload(&mine[3]);
+  assert_true(st_stats_are(&vt, 3, bytes, 5, 0));
+  assert_int_equal(vt.state(&ss, vt.user_data), 0);
+  assert_int_equal(ss.applied, 2);
+  /* The put-back origins leave the committed set (pending again: a
+   * leader draining this outbox must append them, and a wait must not
+   * call them committed); the rest of it is kept (reset's documented
+   * rule): own 1 at or below `applied`, and other devices' origins. */
+  assert_int_equal(st_find(&vt, ST_OWN, 1), 1);
+  assert_int_equal(st_find(&vt, ST_OWN, 2), ST_NF(1));
+  assert_int_equal(st_find(&vt, ST_OWN, 3), ST_NF(1));
+  assert_int_equal(st_find(&vt, ST_OTHER, 2), 2);
+  assert_int_equal(st_find(&vt, ST_OWN, 4), ST_NF(1));
+  sp_sqlite_store_close(s);
+
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_true(st_stats_are(&vt, 3, bytes, 5, 0));
+  want[0] = log[2];
+  want[1] = log[3];
+  want[2] = mine[3];
+  want[2].origin_seq = 4;
+  for (int i = 0; i < 3; ++i) {
+    want[i].sequence = 0;
+  }
+  memset(&x, 0, sizeof(x));
+  x.want = want;
+  x.n = 3;
+  assert_int_equal(vt.outbox_read(0, 8, st_expect_sink, &x, vt.user_data),
+                   0);
+  assert_int_equal(x.seen, 3);
+  assert_false(x.bad);
+  /* Nothing left to put back: a second reset changes no item. */
+  assert_int_equal(sp_sqlite_store_reset(s, 2, h2), 0);
+  assert_true(st_stats_are(&vt, 3, bytes, 5, 0));
+  assert_int_equal(st_outbox_origins(&vt, 0, 8, o), 3);
+  sp_sqlite_store_close(s);
+}
+
+/* A put-back origin inside a range of the committed set splits it, and
+ * applying the write again commits it (and retires the item) again. */
+static void test_reset_uncommits_split(void **state) {
+  char p[PATH_MAX];
+  sp_entry mine[3], log[3];
+  uint8_t h2[SP_HASH_LEN];
+  uint64_t o[8], first = 0;
+  sp_uuid own = st_dev(ST_OWN);
+  (void)state;
+
+  sp_sqlite_store *s = open_ok(new_path(p, sizeof(p), "reset4"), NULL);
+  sp_store vt = vtable(s);
+  for (unsigned i = 0; i < 3; ++i) {
+    mine[i] = st_origin_entry(140 + i, ST_OWN, 0);
+  }
+  assert_int_equal(vt.outbox_put(mine, 3, &first, vt.user_data), 0);
+  assert_int_equal(vt.outbox_anchor(&own, 0, vt.user_data), 0);
+  /* The leader appended them as 1, 3, 2: one range [1, 3]. */
+  log[0] = mine[0];
+  log[0].origin_seq = 1;
+  log[1] = mine[2];
+  log[1].origin_seq = 3;
+  log[2] = mine[1];
+  log[2].origin_seq = 2;
+  assert_int_equal(st_apply_next(&vt, log, 3), 0);
+  assert_true(st_stats_are(&vt, 0, 0, 4, 1));
+  assert_int_equal(st_find(&vt, ST_OWN, 2), 3003);
+  assert_int_equal(vt.hash_at(2, h2, vt.user_data), 0);
+
+  assert_int_equal(sp_sqlite_store_reset(s, 2, h2), 0);
+  assert_int_equal(st_outbox_origins(&vt, 0, 8, o), 1);
+  assert_int_equal(o[0], 2);
+  assert_int_equal(st_find(&vt, ST_OWN, 1), 3);
+  assert_int_equal(st_find(&vt, ST_OWN, 2), ST_NF(3));
+  assert_int_equal(st_find(&vt, ST_OWN, 3), 3);
+  sp_sqlite_store_close(s);
+
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(st_find(&vt, ST_OWN, 2), ST_NF(3));
+  log[0] = mine[1];
+  log[0].origin_seq = 2;
+  assert_int_equal(st_apply_next(&vt, log, 1), 0);
+  assert_true(st_stats_are(&vt, 0, 0, 4, 1));
+  assert_int_equal(st_find(&vt, ST_OWN, 2), 3003);
+  assert_int_equal(st_find(&vt, ST_OWN, 1), 3);
+  assert_int_equal(st_find(&vt, ST_OWN, 3), 3);
+  sp_sqlite_store_close(s);
+}
+
+/* -- durability of the outbox: a VFS that counts syncs --
+ *
+ * It opens files through the default VFS and swaps in a copy of their
+ * methods whose xSync counts; a commit under synchronous=FULL syncs the
+ * WAL, one under NORMAL does not (a power loss may lose it). */
+static sqlite3_vfs *sync_real;
+static sqlite3_vfs sync_vfs;
+static int sync_count;
+static struct {
+  const sqlite3_io_methods *real;
+  sqlite3_io_methods mine;
+} sync_methods[4];
+
+static int sync_sync(sqlite3_file *f, int flags) {
+  for (size_t i = 0; i < 4; ++i) {
+    if (f->pMethods == &sync_methods[i].mine) {
+      ++sync_count;
+      return sync_methods[i].real->xSync(f, flags);
+    }
+  }
+  return SQLITE_IOERR;
+}
+
+static int sync_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f,
+                     int flags, int *out_flags) {
+  int rc = sync_real->xOpen(sync_real, name, f, flags, out_flags);
+  size_t i;
+  (void)vfs;
+
+  if (rc != SQLITE_OK || !f->pMethods) {
+    return rc;
+  }
+  for (i = 0; i < 4 && sync_methods[i].real &&
+              sync_methods[i].real != f->pMethods;
+       ++i) {
+  }
+  assert_true(i < 4);
+  if (!sync_methods[i].real) {
+    sync_methods[i].real = f->pMethods;
+    sync_methods[i].mine = *f->pMethods;
+    sync_methods[i].mine.xSync = sync_sync;
+  }
+  f->pMethods = &sync_methods[i].mine;
+  return rc;
+}
+
+/* Syncs done by one call (`call` evaluated between two counts). */
+#define SYNCS(call) \
+  (sync_count = 0, assert_int_equal((call), 0), sync_count)
+
+/* outbox_put, outbox_remove and outbox_anchor commit durably (the WAL
+ * synced) even under synchronous=NORMAL: a lost outbox_put after its item
+ * was proposed would assign its origin again to another write.  The log's
+ * own transactions keep the configured setting. */
+static void test_outbox_power_loss(void **state) {
+  char p[PATH_MAX];
+  sp_sqlite_config cfg;
+  sp_entry e[2], log[1];
+  sp_uuid own = st_dev(ST_OWN);
+  uint64_t first = 0;
+  (void)state;
+
+  sync_real = sqlite3_vfs_find(NULL);
+  assert_non_null(sync_real);
+  sync_vfs = *sync_real;
+  sync_vfs.zName = "sp-count-syncs";
+  sync_vfs.pNext = NULL;
+  sync_vfs.xOpen = sync_open;
+  assert_int_equal(sqlite3_vfs_register(&sync_vfs, 1), SQLITE_OK);
+
+  sp_sqlite_store *s = open_ok(new_path(p, sizeof(p), "durable"), NULL);
+  sp_store vt = vtable(s);
+  e[0] = st_origin_entry(150, ST_OWN, 0);
+  e[1] = st_origin_entry(151, ST_OWN, 0);
+  /* The first frame of a new WAL syncs its header whatever the setting. */
+  log[0] = st_origin_entry(152, ST_OTHER, 1);
+  assert_int_equal(st_apply_next(&vt, log, 1), 0);
+  log[0] = st_origin_entry(153, ST_OTHER, 2);
+  assert_int_equal(SYNCS(st_apply_next(&vt, log, 1)), 0);
+
+  assert_true(SYNCS(vt.outbox_put(e, 2, &first, vt.user_data)) > 0);
+  assert_true(SYNCS(vt.outbox_anchor(&own, 0, vt.user_data)) > 0);
+  assert_true(SYNCS(vt.outbox_remove(first, vt.user_data)) > 0);
+  /* Back to NORMAL after each of them. */
+  log[0] = st_origin_entry(154, ST_OTHER, 3);
+  assert_int_equal(SYNCS(st_apply_next(&vt, log, 1)), 0);
+  sp_sqlite_store_close(s);
+
+  /* Under FULL the log stays FULL after an outbox write. */
+  sp_sqlite_config_default(&cfg);
+  cfg.synchronous = SP_SQLITE_SYNC_FULL;
+  s = open_ok(p, &cfg);
+  vt = vtable(s);
+  assert_true(SYNCS(vt.outbox_put(e, 1, &first, vt.user_data)) > 0);
+  log[0] = st_origin_entry(155, ST_OTHER, 4);
+  assert_true(SYNCS(st_apply_next(&vt, log, 1)) > 0);
+  sp_sqlite_store_close(s);
+
+  assert_int_equal(sqlite3_vfs_unregister(&sync_vfs), SQLITE_OK);
+  assert_int_equal(sqlite3_vfs_register(sync_real, 1), SQLITE_OK);
+}
+
+/* The schema of files written before version 3 of the store vtable. */
+static const char schema_1_sql[] =
+    "PRAGMA journal_mode = WAL;"
+    "CREATE TABLE sync_log(sequence INTEGER PRIMARY KEY,"
+    " device_id BLOB NOT NULL, timestamp INTEGER NOT NULL,"
+    " model_type TEXT NOT NULL, record_id BLOB NOT NULL,"
+    " change_type INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " data BLOB NOT NULL, hash BLOB NOT NULL);"
+    "CREATE TABLE sync_log_meta(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " schema_version INTEGER NOT NULL, applied INTEGER NOT NULL,"
+    " head_hash BLOB NOT NULL, epoch INTEGER NOT NULL,"
+    " pruned_through INTEGER NOT NULL, pruned_hash BLOB NOT NULL);"
+    "INSERT INTO sync_log_meta VALUES(1, 1, 0, zeroblob(32), 0, 0,"
+    " zeroblob(32));"
+    "CREATE TABLE sync_follower_ack(device BLOB PRIMARY KEY,"
+    " key BLOB NOT NULL, acked INTEGER NOT NULL, hash BLOB NOT NULL)"
+    " WITHOUT ROWID;"
+    "PRAGMA application_id = 1397771335;"
+    "PRAGMA user_version = 1;";
+
+/* Write a schema 1 file holding es[0, n) (chained) at epoch 3. */
+static void write_schema_1(const char *path, sp_entry *es, size_t n,
+                           uint8_t *hashes) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+
+  raw_exec(path, schema_1_sql);
+  chain(zeros, es, n, hashes);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(
+      sqlite3_prepare_v2(db,
+                         "INSERT INTO sync_log VALUES(?1, ?2, ?3, ?4, ?5,"
+                         " ?6, ?7, ?8, ?9)",
+                         -1, &st, NULL),
+      SQLITE_OK);
+  for (size_t i = 0; i < n; ++i) {
+    const sp_entry *e = &es[i];
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)e->sequence);
+    sqlite3_bind_blob(st, 2, e->device_id.bytes, 16, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)e->timestamp_ms);
+    sqlite3_bind_text(st, 4, e->model_type, (int)e->model_type_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, e->record_id.bytes, 16, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, (int)e->change_type);
+    sqlite3_bind_int64(st, 7, e->version);
+    sqlite3_bind_blob(st, 8, e->data_len ? (const void *)e->data : "",
+                      (int)e->data_len, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 9, hashes + i * SP_HASH_LEN, SP_HASH_LEN,
+                      SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  assert_int_equal(
+      sqlite3_prepare_v2(db,
+                         "UPDATE sync_log_meta SET applied = ?1,"
+                         " head_hash = ?2, epoch = 3",
+                         -1, &st, NULL),
+      SQLITE_OK);
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)es[n - 1].sequence);
+  sqlite3_bind_blob(st, 2, hashes + (n - 1) * SP_HASH_LEN, SP_HASH_LEN,
+                    SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_migrate_schema_1(void **state) {
+  char p[PATH_MAX];
+  sp_entry es[6];
+  uint8_t hashes[6 * SP_HASH_LEN], digest[SP_HASH_LEN];
+  sp_sqlite_config ro;
+  st_collect c;
+  uint64_t first = 0;
+  (void)state;
+
+  new_path(p, sizeof(p), "schema1");
+  for (unsigned i = 0; i < 6; ++i) {
+    es[i] = entry_k(i + 1, 200 + i);
+  }
+  write_schema_1(p, es, 6, hashes);
+
+  /* A read-only opener cannot migrate: refused, the file untouched. */
+  sp_sqlite_config_default(&ro);
+  ro.read_only = 1;
+  assert_int_equal(open_rv(p, &ro), SP_ERR_VERSION);
+  assert_int_equal(raw_int(p, "PRAGMA user_version"), 1);
+
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  assert_int_equal(raw_int(p, "PRAGMA user_version"), 2);
+  assert_int_equal(raw_int(p, "SELECT schema_version FROM sync_log_meta"),
+                   2);
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sqlite_master WHERE"
+                              " name IN ('sync_outbox', 'sync_outbox_meta',"
+                              " 'sync_origin_range', 'sync_log_origin')"),
+                   4);
+  /* Rows, chain and position as they were; no origin ids. */
+  assert_int_equal(sp_sqlite_store_verify(s, digest), 0);
+  assert_memory_equal(digest, hashes + 5 * SP_HASH_LEN, SP_HASH_LEN);
+  st_collect_init(&c);
+  assert_int_equal(vt.read(0, UINT64_MAX, SIZE_MAX, st_collect_sink, &c,
+                           vt.user_data), 0);
+  assert_int_equal(c.n, 6);
+  for (size_t i = 0; i < 6; ++i) {
+    assert_int_equal(c.seqs[i], i + 1);
+    assert_int_equal(c.origins[i], 0);
+    assert_memory_equal(c.hashes[i], hashes + i * SP_HASH_LEN, SP_HASH_LEN);
+  }
+  {
+    sp_store_state ss;
+    assert_int_equal(vt.state(&ss, vt.user_data), 0);
+    assert_int_equal(ss.applied, 6);
+    assert_int_equal(ss.epoch, 3);
+  }
+  /* And the new group works on it. */
+  assert_true(st_stats_are(&vt, 0, 0, 1, 0));
+  sp_entry e = st_origin_entry(210, ST_OTHER, 3);
+  sp_seq seq = 0;
+  assert_int_equal(vt.append(&e, 1, &seq, vt.user_data), 0);
+  assert_int_equal(seq, 7);
+  assert_int_equal(st_find(&vt, ST_OTHER, 3), 7003);
+  e = st_origin_entry(211, ST_OWN, 0);
+  assert_int_equal(vt.outbox_put(&e, 1, &first, vt.user_data), 0);
+  assert_int_equal(first, 1);
+  sp_sqlite_store_close(s);
+
+  /* Opened again (and read-only now): nothing left to migrate. */
+  s = open_ok(p, &ro);
+  vt = vtable(s);
+  assert_true(st_stats_are(&vt, 1, st_payload(&e), 2, 0));
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+  s = open_ok(p, NULL);
+  vt = vtable(s);
+  assert_int_equal(st_find(&vt, ST_OTHER, 3), 7003);
+  sp_sqlite_store_close(s);
+}
+
+/* A schema 1 file whose rows already carry origin ids (a development
+ * build had the column): the migration seeds the committed set from them,
+ * one range per run of consecutive origins of a device. */
+static void test_migrate_seeds_ranges(void **state) {
+  char p[PATH_MAX];
+  sp_entry es[6];
+  uint8_t hashes[6 * SP_HASH_LEN];
+  (void)state;
+
+  new_path(p, sizeof(p), "seed");
+  for (unsigned i = 0; i < 6; ++i) {
+    es[i] = entry_k(i + 1, 300 + i);
+    es[i].device_id = st_dev(i < 3 ? ST_OTHER : ST_THIRD);
+  }
+  write_schema_1(p, es, 6, hashes);
+  raw_exec(p, "ALTER TABLE sync_log ADD COLUMN origin_seq INTEGER NOT NULL"
+              " DEFAULT 0;"
+              "UPDATE sync_log SET origin_seq = CASE sequence WHEN 1 THEN 1"
+              " WHEN 2 THEN 2 WHEN 3 THEN 4 WHEN 4 THEN 7 WHEN 5 THEN 8"
+              " ELSE 0 END;");
+
+  sp_sqlite_store *s = open_ok(p, NULL);
+  sp_store vt = vtable(s);
+  assert_int_equal(raw_int(p, "PRAGMA user_version"), 2);
+  assert_int_equal(raw_int(p, "SELECT COUNT(*) FROM sync_origin_range"), 3);
+  assert_int_equal(st_find(&vt, ST_OTHER, 1), 1004);
+  assert_int_equal(st_find(&vt, ST_OTHER, 3), ST_NF(4));
+  assert_int_equal(st_find(&vt, ST_OTHER, 4), 3004);
+  assert_int_equal(st_find(&vt, ST_THIRD, 8), 5008);
+  assert_int_equal(st_find(&vt, ST_THIRD, 6), ST_NF(8));
+  assert_int_equal(st_find(&vt, ST_OWN, 1), ST_NF(0));
+  /* Pruned, the rows' origins are still committed. */
+  assert_int_equal(sp_sqlite_store_prune(s, 6), 0);
+  assert_int_equal(st_find(&vt, ST_OTHER, 2), 4);
+  assert_int_equal(st_find(&vt, ST_THIRD, 7), 8);
+  assert_int_equal(st_find(&vt, ST_THIRD, 9), ST_NF(8));
+  assert_int_equal(sp_sqlite_store_verify(s, NULL), 0);
+  sp_sqlite_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_follower_acks_bad_row_skipped),
@@ -1231,6 +1860,15 @@ int main(void) {
       cmocka_unit_test(test_alloc_failure),
       cmocka_unit_test(test_follower_acks),
       cmocka_unit_test(test_follower_addresses),
+      cmocka_unit_test(test_v3_conformance),
+      cmocka_unit_test(test_append_origin),
+      cmocka_unit_test(test_outbox_durable),
+      cmocka_unit_test(test_outbox_crash),
+      cmocka_unit_test(test_reset_puts_back),
+      cmocka_unit_test(test_reset_uncommits_split),
+      cmocka_unit_test(test_outbox_power_loss),
+      cmocka_unit_test(test_migrate_schema_1),
+      cmocka_unit_test(test_migrate_seeds_ranges),
   };
   return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

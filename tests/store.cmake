@@ -4,6 +4,8 @@
 # libraries are resolved left to right.
 sp_add_test(sp_mem_store_test SOURCES sp_mem_store_test.c LABELS unit
   LIBS sync_protocol_static)
+sp_add_test(sp_origin_index_test SOURCES sp_origin_index_test.c LABELS unit
+  LIBS sync_protocol_static)
 
 if(SP_WITH_SQLITE)
   sp_add_test(sp_sqlite_store_test SOURCES sp_sqlite_store_test.c

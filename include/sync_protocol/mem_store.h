@@ -1,10 +1,11 @@
 /*
  * mem_store.h: a sync-log store held in memory.
  *
- * It implements every callback of sp_store, for either role, and adds the
- * leader-side append and prune a host needs.  Nothing is durable: it suits
- * tests, benchmarks, caches and examples.  Payloads are copied into large
- * arena blocks, so appending does not allocate per entry.
+ * It implements every callback of sp_store (version 3: the outbox and the
+ * origin index too), for either role, and adds the leader-side append and
+ * prune a host needs.  Nothing is durable: it suits tests, benchmarks,
+ * caches and examples.  Payloads are copied into large arena blocks, so
+ * appending does not allocate per entry.
  */
 #ifndef SYNC_PROTOCOL_MEM_STORE_H
 #define SYNC_PROTOCOL_MEM_STORE_H
@@ -34,17 +35,20 @@ SP_API void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out);
 /*
  * Leader: append a copy of `entry` as the next entry.  If
  * entry->sequence is 0 the store assigns latest + 1; otherwise it must
- * exceed the latest sequence (leaving a gap is allowed).  The assigned
- * sequence goes to `*seq` (may be NULL).  Returns 0,
- * SP_ERR_INVALID_ARGUMENT (sequence not after latest, invalid entry), or
- * SP_ERR_NOMEM.
+ * exceed the latest sequence (leaving a gap is allowed).  entry->origin_seq
+ * is kept with the entry (0 for none).  The assigned sequence goes to
+ * `*seq` (may be NULL).  Returns 0, SP_ERR_INVALID_ARGUMENT (sequence not
+ * after latest, invalid entry), SP_ERR_EXISTS (the origin id (device_id,
+ * origin_seq) is in the log's committed set, retained or pruned: nothing
+ * appended), or SP_ERR_NOMEM.
  */
 SP_API int sp_mem_store_append(sp_mem_store *store, const sp_entry *entry,
                                sp_seq *seq);
 
 /*
  * Drop every entry with sequence <= `through` (the chain hash at `through`
- * is kept so a follower there can still be checked).  Returns 0 or
+ * is kept so a follower there can still be checked; so is the committed
+ * set of origin ids, for find_origin).  Returns 0 or
  * SP_ERR_INVALID_ARGUMENT (`through` past the latest sequence).
  */
 SP_API int sp_mem_store_prune(sp_mem_store *store, sp_seq through);
@@ -61,9 +65,17 @@ SP_API int sp_mem_store_get(const sp_mem_store *store, sp_seq sequence,
 SP_API size_t sp_mem_store_count(const sp_mem_store *store);
 
 /*
- * Replace the whole content by a snapshot of `src` (a full sync): entries,
- * chain hashes, bounds and epoch.  Returns 0 or SP_ERR_NOMEM (then `store`
- * is unchanged).
+ * Replace the whole log by a snapshot of `src` (a full sync): entries,
+ * chain hashes, bounds, epoch and the committed set of origin ids (every
+ * origin id `src`'s log ever held, pruned ones included: sys/store.h,
+ * find_origin).  The outbox of `store` stays (next origin, anchored flag,
+ * device), except that an item whose origin id is in `src`'s committed
+ * set is removed (it is committed in the new history).  Every entry of the
+ * discarded log that carried the outbox device's origin id and is not in
+ * `src`'s committed set goes back into the outbox with the same
+ * origin_seq: a write the new history lost is proposed again.  The next
+ * origin is raised above the device's highest origin_seq in `src`'s
+ * committed set.  Returns 0 or SP_ERR_NOMEM (then `store` is unchanged).
  */
 SP_API int sp_mem_store_copy_from(sp_mem_store *store,
                                   const sp_mem_store *src);
@@ -73,6 +85,12 @@ SP_API int sp_mem_store_copy_from(sp_mem_store *store,
  * SP_ERR_STORE before changing anything: fault injection for tests.
  */
 SP_API void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count);
+
+/*
+ * Make the next `count` calls to the vtable's `append` (version 3) fail
+ * with SP_ERR_STORE before changing anything: fault injection for tests.
+ */
+SP_API void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count);
 
 #ifdef __cplusplus
 }

@@ -8,9 +8,16 @@
  * block it was written to, and pruning frees every block older than the
  * block of the first retained record.
  *
+ * Origin ids of the retained records sit in a hash table beside them,
+ * with the committed set of every origin id ever held as per-device ranges
+ * (sp_origin_index.c), the outbox in its own sorted array
+ * (sp_mem_outbox.c); a mutation touching them allocates everything first,
+ * so index and outbox change with the records or not at all.
+ *
  * Every mutation either completes or is rolled back to a mark taken before
  * it started, so a failed allocation or invalid input leaves no trace.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "sync_protocol/codec.h"
@@ -20,6 +27,8 @@
 #include "sync_protocol/uuid.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
+#include "sp_mem_outbox.h"
+#include "sp_origin_index.h"
 
 /* Arena block sizes: the first block is small and each new one is twice
  * the last, up to the largest, so a short log (a test's, a fuzz input's)
@@ -44,6 +53,7 @@ typedef struct rec {
   const char *model_type;
   const uint8_t *data;
   size_t data_len;
+  uint64_t origin_seq;
   /* Id of the block holding the bytes; with no bytes, an id no greater
    * than that of any block written later, so block order still holds. */
   uint64_t block_id;
@@ -67,6 +77,8 @@ typedef struct mlog {
   sp_seq pruned_through;
   uint8_t pruned_hash[SP_HASH_LEN];
   uint64_t epoch;
+  /* Origin ids of the retained records, and the committed set. */
+  sp_oidx idx;
 } mlog;
 
 /* A follower position kept with the log (save_follower_ack). */
@@ -92,7 +104,9 @@ struct sp_mem_store {
   faddr *faddrs;
   size_t nfaddrs;
   size_t capfaddrs;
+  sp_mobox box;
   unsigned fail_applies;
+  unsigned fail_appends;
   /* Depth of `read` calls feeding a sink: records must not move or be
    * freed under it, so mutations are refused meanwhile. */
   unsigned reading;
@@ -116,7 +130,12 @@ static void log_free(const sp_mem *mem, mlog *log) {
   }
   sp_free(mem, log->blocks);
   sp_free(mem, log->recs);
-  memset(log, 0, sizeof(*log));
+  sp_oidx_free(mem, &log->idx);
+  {
+    uint64_t seed = log->idx.seed;
+    memset(log, 0, sizeof(*log));
+    sp_oidx_init(&log->idx, seed);
+  }
 }
 
 static const rec *log_last(const mlog *log) {
@@ -280,6 +299,7 @@ static int log_push(const sp_mem *mem, mlog *log, const sp_entry *e,
   r->model_type = "";
   r->data = NULL;
   r->data_len = e->data_len;
+  r->origin_seq = e->origin_seq;
   if (p) {
     if (e->model_type_len) {
       memcpy(p, e->model_type, e->model_type_len);
@@ -306,6 +326,7 @@ static void rec_to_entry(const rec *r, sp_entry *e) {
   e->version = r->version;
   e->data = r->data;
   e->data_len = r->data_len;
+  e->origin_seq = r->origin_seq;
 }
 
 /* Free the blocks that no retained record uses any more. */
@@ -344,6 +365,10 @@ int sp_mem_store_new(sp_mem_store **pstore, const sp_mem *mem) {
     return SP_ERR_NOMEM;
   }
   s->mem = m;
+  /* The address varies per store and per run: a device cannot aim its
+   * origin numbers at one hash layout. */
+  sp_oidx_init(&s->log.idx, (uint64_t)(uintptr_t)s * 0x9e3779b97f4a7c15ull);
+  sp_mobox_init(&s->box);
   *pstore = s;
   return 0;
 }
@@ -356,51 +381,110 @@ void sp_mem_store_del(sp_mem_store *store) {
   }
   m = store->mem;
   log_free(&m, &store->log);
+  sp_mobox_free(&m, &store->box);
   sp_free(&m, store->facks);
   sp_free(&m, store->faddrs);
   sp_free(&m, store);
 }
 
-int sp_mem_store_append(sp_mem_store *store, const sp_entry *entry,
-                        sp_seq *seq) {
-  mlog *log;
-  sp_entry e;
-  sp_seq latest;
-  uint8_t hash[SP_HASH_LEN];
+/* Undo the index entries of entries[0, n) appended from `first`. */
+static void unindex(mlog *log, const sp_entry *entries, size_t n,
+                    sp_seq first) {
+  for (size_t i = 0; i < n; ++i) {
+    if (entries[i].origin_seq) {
+      sp_oidx_remove(&log->idx, &entries[i].device_id,
+                     entries[i].origin_seq, first + i);
+    }
+  }
+}
+
+/*
+ * Append entries[0, n) as first, first + 1, ... (first > latest), chained
+ * after the head.  Origin ids already in the log, or twice in the batch,
+ * refuse the whole batch.  Every allocation comes before the first
+ * change that cannot be rolled back.
+ */
+static int log_append(sp_mem_store *store, const sp_entry *entries, size_t n,
+                      sp_seq first) {
+  mlog *log = &store->log;
+  uint8_t prev[SP_HASH_LEN];
+  size_t i, norigin = 0;
+  mark m;
   int rv;
 
-  if (!store || sp_enc_check_entry(entry) != 0) {
+  for (i = 0; i < n; ++i) {
+    if (sp_enc_check_entry(&entries[i]) != 0 ||
+        entries[i].origin_seq > SP_MAX_ORIGIN_SEQ) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+    norigin += entries[i].origin_seq != 0;
+  }
+  if (first == 0 || first <= log_latest(log) || n - 1 > UINT64_MAX - first) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = log_reserve(&store->mem, log, n);
+  if (rv == 0 && norigin) {
+    rv = sp_oidx_reserve(&store->mem, &log->idx, norigin,
+                         sp_oidx_new_ranges(&log->idx, entries, n));
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  for (i = 0; i < n; ++i) {
+    const sp_entry *e = &entries[i];
+    if (e->origin_seq == 0) {
+      continue;
+    }
+    /* Held once and pruned counts too: a log holds an origin once. */
+    if (sp_oidx_find(&log->idx, &e->device_id, e->origin_seq) != 0 ||
+        sp_oidx_committed(&log->idx, &e->device_id, e->origin_seq)) {
+      unindex(log, entries, i, first);
+      return SP_ERR_EXISTS;
+    }
+    sp_oidx_insert(&log->idx, &e->device_id, e->origin_seq, first + i);
+  }
+  memcpy(prev, log_head_hash(log), SP_HASH_LEN);
+  log_mark(log, &m);
+  for (i = 0; i < n; ++i) {
+    sp_entry e = entries[i];
+    e.sequence = first + i;
+    rv = sp_chain_next(prev, &e, prev);
+    if (rv == 0) {
+      rv = log_push(&store->mem, log, &e, prev);
+    }
+    if (rv != 0) {
+      log_rollback(&store->mem, log, &m);
+      unindex(log, entries, n, first);
+      return rv;
+    }
+  }
+  for (i = 0; i < n; ++i) {
+    if (entries[i].origin_seq) {
+      sp_oidx_commit(&log->idx, &entries[i].device_id, entries[i].origin_seq);
+    }
+  }
+  return 0;
+}
+
+int sp_mem_store_append(sp_mem_store *store, const sp_entry *entry,
+                        sp_seq *seq) {
+  sp_seq latest, first;
+  int rv;
+
+  if (!store || !entry) {
+    return SP_ERR_INVALID_ARGUMENT; /* log_append checks the rest */
   }
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
   }
-  log = &store->log;
-  latest = log_latest(log);
-  e = *entry;
-  if (e.sequence == 0) {
-    if (latest == UINT64_MAX) {
-      return SP_ERR_INVALID_ARGUMENT;
-    }
-    e.sequence = latest + 1;
-  } else if (e.sequence <= latest) {
+  latest = log_latest(&store->log);
+  if (entry->sequence == 0 && latest == UINT64_MAX) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  rv = sp_chain_next(log_head_hash(log), &e, hash);
-  if (rv != 0) {
-    return rv;
-  }
-  rv = log_reserve(&store->mem, log, 1);
-  if (rv == 0) {
-    mark m;
-    log_mark(log, &m);
-    rv = log_push(&store->mem, log, &e, hash);
-    if (rv != 0) {
-      log_rollback(&store->mem, log, &m);
-    }
-  }
+  first = entry->sequence ? entry->sequence : latest + 1;
+  rv = log_append(store, entry, 1, first);
   if (rv == 0 && seq) {
-    *seq = e.sequence;
+    *seq = first;
   }
   return rv;
 }
@@ -420,6 +504,12 @@ int sp_mem_store_prune(sp_mem_store *store, sp_seq through) {
     return 0;
   }
   n = log_upper(log, through);
+  for (size_t i = 0; i < n; ++i) {
+    const rec *r = &log->recs[log->head + i];
+    if (r->origin_seq) {
+      sp_oidx_remove(&log->idx, &r->device_id, r->origin_seq, r->seq);
+    }
+  }
   /* The kept hash is the link after the last entry at or below `through`
    * (a prune point inside a gap inherits the entry before the gap). */
   if (n > 0) {
@@ -457,10 +547,34 @@ size_t sp_mem_store_count(const sp_mem_store *store) {
   return store ? store->log.len : 0;
 }
 
+/* 1 if record `r` of the discarded log is one of this device's writes that
+ * the new log `from` never held (retained or pruned): it goes back into
+ * the outbox. */
+static int put_back(const sp_mobox *box, const mlog *from, const rec *r) {
+  return box->has_device && r->origin_seq != 0 &&
+         sp_uuid_equal(&r->device_id, &box->device) &&
+         !sp_oidx_committed(&from->idx, &r->device_id, r->origin_seq) &&
+         sp_mobox_find(box, r->origin_seq) == SIZE_MAX;
+}
+
+/* Remove the outbox items the new log `from` has committed: they are in
+ * its history, so nothing is left to propose.  Cannot fail. */
+static void retire_committed(sp_mem_store *store, const mlog *from) {
+  sp_mobox *box = &store->box;
+
+  for (size_t i = box->len; i-- > 0;) {
+    const sp_entry *e = &box->items[box->head + i].e;
+    if (sp_oidx_committed(&from->idx, &e->device_id, e->origin_seq)) {
+      sp_mobox_remove(&store->mem, box, e->origin_seq);
+    }
+  }
+}
+
 int sp_mem_store_copy_from(sp_mem_store *store, const sp_mem_store *src) {
+  sp_mobox_item *back = NULL;
+  size_t i, nback = 0, norigin = 0, made = 0;
   mlog fresh;
-  const mlog *from;
-  size_t i;
+  const mlog *from, *old;
   int rv;
 
   if (!store || !src) {
@@ -473,26 +587,78 @@ int sp_mem_store_copy_from(sp_mem_store *store, const sp_mem_store *src) {
     return SP_ERR_INVALID_STATE;
   }
   from = &src->log;
+  old = &store->log;
   memset(&fresh, 0, sizeof(fresh));
+  sp_oidx_init(&fresh.idx, old->idx.seed);
+  for (i = 0; i < from->len; ++i) {
+    norigin += from->recs[from->head + i].origin_seq != 0;
+  }
+  for (i = 0; i < old->len; ++i) {
+    nback += put_back(&store->box, from, &old->recs[old->head + i]);
+  }
   /* Built aside and swapped in, so a failed allocation leaves `store` as
    * it was. */
   rv = from->len ? log_reserve(&store->mem, &fresh, from->len) : 0;
+  if (rv == 0 && norigin) {
+    rv = sp_oidx_reserve(&store->mem, &fresh.idx, norigin, 0);
+  }
+  if (rv == 0) {
+    rv = sp_oidx_copy_set(&store->mem, &fresh.idx, &from->idx);
+  }
   for (i = 0; rv == 0 && i < from->len; ++i) {
     const rec *r = &from->recs[from->head + i];
     sp_entry e;
     rec_to_entry(r, &e);
     rv = log_push(&store->mem, &fresh, &e, r->hash);
+    if (rv == 0 && r->origin_seq) {
+      sp_oidx_insert(&fresh.idx, &r->device_id, r->origin_seq, r->seq);
+    }
+  }
+  if (rv == 0 && nback) {
+    back = sp_malloc(&store->mem, nback * sizeof(*back));
+    rv = back ? sp_mobox_reserve(&store->mem, &store->box, nback)
+              : SP_ERR_NOMEM;
+  }
+  for (i = 0; rv == 0 && i < old->len && made < nback; ++i) {
+    const rec *r = &old->recs[old->head + i];
+    sp_entry e;
+    if (put_back(&store->box, from, r)) {
+      rec_to_entry(r, &e);
+      rv = sp_mobox_make(&store->mem, &e, r->origin_seq, &back[made]);
+      made += rv == 0;
+    }
   }
   if (rv != 0) {
+    for (i = 0; i < made; ++i) {
+      sp_mobox_item_free(&store->mem, &back[i]);
+    }
+    sp_free(&store->mem, back);
     log_free(&store->mem, &fresh);
     return rv;
   }
   fresh.pruned_through = from->pruned_through;
   memcpy(fresh.pruned_hash, from->pruned_hash, SP_HASH_LEN);
   fresh.epoch = from->epoch;
+  retire_committed(store, from);
+  for (i = 0; i < made; ++i) {
+    sp_mobox_raise(&store->box, back[i].e.origin_seq);
+    if (sp_mobox_link(&store->box, &back[i]) != 0) {
+      sp_mobox_item_free(&store->mem, &back[i]); /* the same origin twice */
+    }
+  }
+  sp_free(&store->mem, back);
+  if (store->box.has_device) {
+    sp_mobox_raise(&store->box, sp_oidx_high(&from->idx, &store->box.device));
+  }
   log_free(&store->mem, &store->log);
   store->log = fresh;
   return 0;
+}
+
+void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count) {
+  if (store) {
+    store->fail_appends = count;
+  }
 }
 
 void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count) {
@@ -567,13 +733,32 @@ static int vt_hash_at(sp_seq sequence, uint8_t out[SP_HASH_LEN],
   return 0;
 }
 
+/* Record an applied entry's origin id, and retire the outbox item it
+ * commits (room in the index reserved). */
+static void retire(sp_mem_store *store, const sp_entry *e) {
+  sp_mobox *box = &store->box;
+  size_t i;
+
+  sp_oidx_insert(&store->log.idx, &e->device_id, e->origin_seq, e->sequence);
+  sp_oidx_commit(&store->log.idx, &e->device_id, e->origin_seq);
+  i = sp_mobox_find(box, e->origin_seq);
+  if (i != SIZE_MAX &&
+      sp_uuid_equal(&box->items[box->head + i].e.device_id, &e->device_id)) {
+    sp_mobox_remove(&store->mem, box, e->origin_seq);
+    sp_mobox_raise(box, e->origin_seq);
+  }
+  if (box->has_device && sp_uuid_equal(&box->device, &e->device_id)) {
+    sp_mobox_raise(box, e->origin_seq);
+  }
+}
+
 static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
                     uint64_t epoch, void *user_data) {
   sp_mem_store *store = user_data;
   mlog *log = &store->log;
   sp_seq prev;
   mark m;
-  size_t i;
+  size_t i, norigin = 0;
   int rv;
 
   if (store->fail_applies) {
@@ -589,12 +774,18 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
   prev = log_latest(log);
   for (i = 0; i < n; ++i) {
     if (entries[i].sequence <= prev ||
+        entries[i].origin_seq > SP_MAX_ORIGIN_SEQ ||
         sp_enc_check_entry(&entries[i]) != 0) {
       return SP_ERR_INVALID_ARGUMENT;
     }
     prev = entries[i].sequence;
+    norigin += entries[i].origin_seq != 0;
   }
   rv = n ? log_reserve(&store->mem, log, n) : 0;
+  if (rv == 0 && norigin) {
+    rv = sp_oidx_reserve(&store->mem, &log->idx, norigin,
+                         sp_oidx_new_ranges(&log->idx, entries, n));
+  }
   if (rv != 0) {
     return rv;
   }
@@ -604,6 +795,13 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
     if (rv != 0) {
       log_rollback(&store->mem, log, &m);
       return rv;
+    }
+  }
+  /* Nothing can fail from here: index, committed set and outbox change
+   * with the entries or not at all. */
+  for (i = 0; i < n; ++i) {
+    if (entries[i].origin_seq) {
+      retire(store, &entries[i]);
     }
   }
   if (epoch > log->epoch) {
@@ -733,6 +931,160 @@ static int vt_load_follower_addresses(sp_follower_address_sink sink,
   return 0;
 }
 
+/* -- writes from every device (vtable version 3) -- */
+
+static int vt_append(const sp_entry *entries, size_t n, sp_seq *first,
+                     void *user_data) {
+  sp_mem_store *store = user_data;
+  sp_seq latest;
+  int rv;
+
+  if (store->fail_appends) {
+    --store->fail_appends;
+    return SP_ERR_STORE;
+  }
+  if (!entries || n == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  latest = log_latest(&store->log);
+  if (latest == UINT64_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = log_append(store, entries, n, latest + 1);
+  if (rv == 0 && first) {
+    *first = latest + 1;
+  }
+  return rv;
+}
+
+static int vt_find_origin(const sp_uuid *device, uint64_t origin_seq,
+                          sp_seq *seq, uint64_t *device_high,
+                          void *user_data) {
+  const mlog *log = &((sp_mem_store *)user_data)->log;
+  sp_seq found = 0;
+  int rv = 0;
+
+  if (!device) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (origin_seq) {
+    found = sp_oidx_find(&log->idx, device, origin_seq);
+    if (found == 0 && !sp_oidx_committed(&log->idx, device, origin_seq)) {
+      rv = SP_ERR_NOT_FOUND;
+    }
+  }
+  if (seq) {
+    *seq = found;
+  }
+  if (device_high) {
+    *device_high = sp_oidx_high(&log->idx, device);
+  }
+  return rv;
+}
+
+static int vt_outbox_put(const sp_entry *entries, size_t n,
+                         uint64_t *first_origin, void *user_data) {
+  sp_mem_store *store = user_data;
+  sp_mobox *box = &store->box;
+  uint64_t first = box->next_origin;
+  size_t i, linked = 0;
+  int rv;
+
+  if (!entries || n == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  for (i = 0; i < n; ++i) {
+    if (sp_enc_check_entry(&entries[i]) != 0) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+  }
+  /* The counter never passes SP_MAX_ORIGIN_SEQ (as in the SQLite store). */
+  if (first > SP_MAX_ORIGIN_SEQ || n > SP_MAX_ORIGIN_SEQ - first) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = sp_mobox_reserve(&store->mem, box, n);
+  for (i = 0; rv == 0 && i < n; ++i) {
+    sp_mobox_item it;
+    rv = sp_mobox_make(&store->mem, &entries[i], first + i, &it);
+    if (rv == 0) {
+      /* Above every item (next_origin is): lands at the end. */
+      sp_mobox_link(box, &it);
+      ++linked;
+    }
+  }
+  if (rv != 0) {
+    while (linked > 0) {
+      sp_mobox_remove(&store->mem, box, first + --linked);
+    }
+    return rv;
+  }
+  box->next_origin = first + n;
+  if (!box->has_device) {
+    box->device = entries[0].device_id;
+    box->has_device = 1;
+  }
+  if (first_origin) {
+    *first_origin = first;
+  }
+  return 0;
+}
+
+static int vt_outbox_read(uint64_t after, size_t max_count,
+                          sp_entry_sink sink, void *sink_ctx,
+                          void *user_data) {
+  sp_mem_store *store = user_data;
+  int rv;
+
+  if (!sink) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  ++store->reading;
+  rv = sp_mobox_read(&store->box, after, max_count, sink, sink_ctx);
+  --store->reading;
+  return rv;
+}
+
+static int vt_outbox_remove(uint64_t origin_seq, void *user_data) {
+  sp_mem_store *store = user_data;
+
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  return sp_mobox_remove(&store->mem, &store->box, origin_seq);
+}
+
+static int vt_outbox_stats(sp_outbox_stats *out, void *user_data) {
+  const sp_mobox *box = &((sp_mem_store *)user_data)->box;
+
+  if (!out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  out->items = box->len;
+  out->bytes = box->bytes;
+  out->next_origin = box->next_origin;
+  out->anchored = box->anchored;
+  return 0;
+}
+
+static int vt_outbox_anchor(const sp_uuid *device, uint64_t device_high,
+                            void *user_data) {
+  sp_mem_store *store = user_data;
+
+  if (!device) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  return sp_mobox_anchor(&store->box, device, device_high);
+}
+
 void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   if (!out) {
     return;
@@ -749,4 +1101,11 @@ void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   out->load_follower_acks = vt_load_follower_acks;
   out->save_follower_address = vt_save_follower_address;
   out->load_follower_addresses = vt_load_follower_addresses;
+  out->append = vt_append;
+  out->find_origin = vt_find_origin;
+  out->outbox_put = vt_outbox_put;
+  out->outbox_read = vt_outbox_read;
+  out->outbox_remove = vt_outbox_remove;
+  out->outbox_stats = vt_outbox_stats;
+  out->outbox_anchor = vt_outbox_anchor;
 }

@@ -1,11 +1,23 @@
 /*
  * sp_sqlite_store.c: the reference sync-log store on an SQLite file.
  *
- * Schema (schema version 1, PRAGMA application_id SP_SQLITE_APP_ID):
+ * Schema (schema version 2, PRAGMA application_id SP_SQLITE_APP_ID; a
+ * file of schema 1 is migrated when opened writable):
  *
  *   sync_log(sequence INTEGER PRIMARY KEY, device_id BLOB, timestamp
  *            INTEGER, model_type TEXT, record_id BLOB, change_type INTEGER,
- *            version INTEGER, data BLOB, hash BLOB)
+ *            version INTEGER, data BLOB, hash BLOB, origin_seq INTEGER)
+ *                 (index sync_log_origin on (device_id, origin_seq) for
+ *                 the rows with an origin id)
+ *   sync_origin_range(device BLOB, lo INTEGER, hi INTEGER,
+ *                     PRIMARY KEY (device, lo))
+ *                 (the committed set: origins lo..hi of device were in
+ *                 the log once; disjoint, never adjacent, kept through
+ *                 pruning)
+ *   sync_outbox(origin_seq INTEGER PRIMARY KEY, device_id, timestamp,
+ *               model_type, record_id, change_type, version, data)
+ *   sync_outbox_meta(id = 1, next_origin, anchored, device, items, bytes)
+ *                 (schema 2: see SCHEMA_2_SQL and sp_sqlite_outbox.c)
  *   sync_log_meta(id = 1, schema_version, applied, head_hash, epoch,
  *                 pruned_through, pruned_hash)
  *   sync_follower_ack(device BLOB PRIMARY KEY, key BLOB, acked INTEGER,
@@ -41,15 +53,48 @@
 #include "sync_protocol/sys/transport.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
+#include "sp_sqlite_int.h"
 
 /* 0x53504c47, "SPLG": marks a file as a sync log (PRAGMA application_id).
  * Decimal, because it is also spliced into the schema script. */
 #define SP_SQLITE_APP_ID 1397771335
-#define SP_SQLITE_SCHEMA_VERSION 1
+#define SP_SQLITE_SCHEMA_VERSION 2
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-#define SEQ_MAX ((sp_seq)INT64_MAX)
+/*
+ * Added by schema 2 (besides sync_log.origin_seq): the origin index over
+ * the retained rows (partial: most rows of a leader-only log have none),
+ * the committed set as per-device ranges (survives pruning: find_origin
+ * answers "held once" from it in O(log ranges)), the outbox and its
+ * one-row metadata (next origin, anchored flag, outbox device, and the
+ * item and byte counts so that outbox_stats reads one row).
+ */
+#define SCHEMA_2_SQL                                                         \
+  "CREATE INDEX IF NOT EXISTS sync_log_origin ON sync_log(device_id,"        \
+  " origin_seq) WHERE origin_seq != 0;"                                      \
+  "CREATE TABLE IF NOT EXISTS sync_origin_range("                            \
+  " device BLOB NOT NULL,"                                                   \
+  " lo INTEGER NOT NULL,"                                                    \
+  " hi INTEGER NOT NULL,"                                                    \
+  " PRIMARY KEY (device, lo)) WITHOUT ROWID;"                                \
+  "CREATE TABLE IF NOT EXISTS sync_outbox("                                  \
+  " origin_seq INTEGER PRIMARY KEY,"                                         \
+  " device_id BLOB NOT NULL,"                                                \
+  " timestamp INTEGER NOT NULL,"                                             \
+  " model_type TEXT NOT NULL,"                                               \
+  " record_id BLOB NOT NULL,"                                                \
+  " change_type INTEGER NOT NULL,"                                           \
+  " version INTEGER NOT NULL,"                                               \
+  " data BLOB NOT NULL);"                                                    \
+  "CREATE TABLE IF NOT EXISTS sync_outbox_meta("                             \
+  " id INTEGER PRIMARY KEY CHECK (id = 1),"                                  \
+  " next_origin INTEGER NOT NULL,"                                           \
+  " anchored INTEGER NOT NULL,"                                              \
+  " device BLOB,"                                                            \
+  " items INTEGER NOT NULL,"                                                 \
+  " bytes INTEGER NOT NULL);"                                                \
+  "INSERT OR IGNORE INTO sync_outbox_meta VALUES(1, 1, 0, NULL, 0, 0);"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS sync_log("
@@ -61,7 +106,8 @@ static const char schema_sql[] =
     " change_type INTEGER NOT NULL,"
     " version INTEGER NOT NULL,"
     " data BLOB NOT NULL,"
-    " hash BLOB NOT NULL);"
+    " hash BLOB NOT NULL,"
+    " origin_seq INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS sync_log_meta("
     " id INTEGER PRIMARY KEY CHECK (id = 1),"
     " schema_version INTEGER NOT NULL,"
@@ -72,30 +118,34 @@ static const char schema_sql[] =
     " pruned_hash BLOB NOT NULL);"
     "INSERT OR IGNORE INTO sync_log_meta VALUES(1, "
     STR(SP_SQLITE_SCHEMA_VERSION) ", 0, zeroblob(32), 0, 0, zeroblob(32));"
+    SCHEMA_2_SQL
     "PRAGMA application_id = " STR(SP_SQLITE_APP_ID) ";"
     "PRAGMA user_version = " STR(SP_SQLITE_SCHEMA_VERSION) ";";
 
+/* Schema 1 -> 2, in one transaction (migrate), after the origin_seq
+ * column is added (defaulting to 0: schema 1 rows carry no origin id).
+ * The committed set is seeded from the rows' origins, each run of
+ * consecutive origins of a device one range (empty for a real schema 1
+ * file; a development file that already had the column keeps its
+ * origins). */
+static const char migrate_1_sql[] =
+    SCHEMA_2_SQL
+    "INSERT INTO sync_origin_range(device, lo, hi)"
+    " SELECT device_id, MIN(origin_seq), MAX(origin_seq) FROM"
+    " (SELECT device_id, origin_seq, origin_seq - ROW_NUMBER() OVER"
+    " (PARTITION BY device_id ORDER BY origin_seq) AS run FROM"
+    " (SELECT DISTINCT device_id, origin_seq FROM sync_log"
+    " WHERE origin_seq > 0)) GROUP BY device_id, run;"
+    "UPDATE sync_log_meta SET schema_version = 2 WHERE id = 1;"
+    "PRAGMA user_version = 2;";
+
 #define ROW_COLUMNS                                                          \
   "sequence, device_id, timestamp, model_type, record_id, change_type,"     \
-  " version, data, hash"
+  " version, data, hash, origin_seq"
 
-enum {
-  ST_BEGIN_WRITE,
-  ST_BEGIN_READ,
-  ST_COMMIT,
-  ST_ROLLBACK,
-  ST_META_GET,
-  ST_META_PUT,
-  ST_INSERT,
-  ST_READ,
-  ST_HASH_AT,
-  ST_LAST_AT_OR_BELOW,
-  ST_DELETE_THROUGH,
-  ST_DELETE_ALL,
-  ST_EDGES,
-  ST_COUNT_ROWS,
-  ST_NSTMT
-};
+#define OBOX_COLUMNS                                                         \
+  "origin_seq, device_id, timestamp, model_type, record_id, change_type,"   \
+  " version, data"
 
 static const char *const stmt_sql[ST_NSTMT] = {
     [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -109,7 +159,7 @@ static const char *const stmt_sql[ST_NSTMT] = {
                     " epoch = ?3, pruned_through = ?4, pruned_hash = ?5"
                     " WHERE id = 1",
     [ST_INSERT] = "INSERT INTO sync_log(" ROW_COLUMNS
-                  ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                  ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [ST_READ] = "SELECT " ROW_COLUMNS " FROM sync_log"
                 " WHERE sequence > ?1 AND sequence <= ?2"
                 " ORDER BY sequence LIMIT ?3",
@@ -129,19 +179,49 @@ static const char *const stmt_sql[ST_NSTMT] = {
                  " (SELECT hash FROM sync_log ORDER BY sequence DESC"
                  " LIMIT 1)",
     [ST_COUNT_ROWS] = "SELECT COUNT(*) FROM sync_log",
-};
-
-struct sp_sqlite_store {
-  sp_mem mem;
-  sqlite3 *db;
-  sqlite3_stmt *st[ST_NSTMT];
-  /* Follower positions: prepared on first use, once the table exists. */
-  sqlite3_stmt *ack_save;
-  sqlite3_stmt *ack_load;
-  /* Set while `read` feeds a sink: the row statement cannot be re-entered
-   * and the table must not change under it, so only the one-row queries
-   * (bounds, hash_at, state) are allowed from inside a sink. */
-  int reading;
+    /* The repeated `origin_seq != 0` lets the planner use the partial
+     * index whatever is bound. */
+    [ST_ORIGIN_FIND] = "SELECT sequence FROM sync_log WHERE device_id = ?1"
+                       " AND origin_seq = ?2 AND origin_seq != 0"
+                       " ORDER BY sequence LIMIT 1",
+    /* The only range of ?1 that can hold ?2; with ?2 = INT64_MAX, the
+     * highest. */
+    [ST_RANGE_BEFORE] = "SELECT lo, hi FROM sync_origin_range"
+                        " WHERE device = ?1 AND lo <= ?2"
+                        " ORDER BY lo DESC LIMIT 1",
+    [ST_RANGE_UPTO] = "SELECT hi FROM sync_origin_range WHERE device = ?1"
+                      " AND lo >= ?2 AND lo <= ?3 ORDER BY lo DESC LIMIT 1",
+    [ST_RANGE_DELETE] = "DELETE FROM sync_origin_range WHERE device = ?1"
+                        " AND lo >= ?2 AND lo <= ?3",
+    [ST_RANGE_INSERT] = "INSERT INTO sync_origin_range(device, lo, hi)"
+                        " VALUES(?1, ?2, ?3)",
+    [ST_OBOX_META_GET] = "SELECT next_origin, anchored, device, items, bytes"
+                         " FROM sync_outbox_meta WHERE id = 1",
+    [ST_OBOX_META_PUT] = "UPDATE sync_outbox_meta SET next_origin = ?1,"
+                         " anchored = ?2, device = ?3, items = ?4,"
+                         " bytes = ?5 WHERE id = 1",
+    [ST_OBOX_INSERT] = "INSERT INTO sync_outbox(" OBOX_COLUMNS
+                       ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_OBOX_READ] = "SELECT " OBOX_COLUMNS " FROM sync_outbox"
+                     " WHERE origin_seq > ?1 ORDER BY origin_seq LIMIT ?2",
+    /* ?2 NULL: any device. */
+    [ST_OBOX_SIZE] = "SELECT length(CAST(model_type AS BLOB)) + length(data)"
+                     " FROM sync_outbox WHERE origin_seq = ?1"
+                     " AND (?2 IS NULL OR device_id = ?2)",
+    [ST_OBOX_DELETE] = "DELETE FROM sync_outbox WHERE origin_seq = ?1",
+    [ST_OBOX_PUT_BACK] = "INSERT OR IGNORE INTO sync_outbox(" OBOX_COLUMNS
+                         ") SELECT " OBOX_COLUMNS " FROM sync_log"
+                         " WHERE sequence > ?1 AND device_id = ?2"
+                         " AND origin_seq != 0",
+    [ST_OBOX_TOTALS] = "SELECT COUNT(*), COALESCE(SUM(length(CAST("
+                       "model_type AS BLOB)) + length(data)), 0),"
+                       " COALESCE(MIN(origin_seq), 0),"
+                       " COALESCE(MAX(origin_seq), 0) FROM sync_outbox",
+    /* Renumbering in two steps: through negative numbers, so no row ever
+     * takes a number another still holds. */
+    [ST_OBOX_NEGATE_SHIFT] = "UPDATE sync_outbox"
+                             " SET origin_seq = -(origin_seq + ?1)",
+    [ST_OBOX_NEGATE] = "UPDATE sync_outbox SET origin_seq = -origin_seq",
 };
 
 typedef struct meta {
@@ -169,38 +249,6 @@ void sp_sqlite_config_default(sp_sqlite_config *cfg) {
 }
 
 /* -- small helpers -- */
-
-/* Step a statement that returns no row, and make it reusable. */
-static int run(sqlite3_stmt *st) {
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : SP_ERR_STORE;
-}
-
-static int begin_write(sp_sqlite_store *s) {
-  return run(s->st[ST_BEGIN_WRITE]);
-}
-
-static int begin_read(sp_sqlite_store *s) { return run(s->st[ST_BEGIN_READ]); }
-
-/* Roll back if a transaction is still open (SQLite may already have rolled
- * it back on its own after an I/O or full-disk error). */
-static void rollback(sp_sqlite_store *s) {
-  if (!sqlite3_get_autocommit(s->db)) {
-    run(s->st[ST_ROLLBACK]);
-  }
-}
-
-static int commit(sp_sqlite_store *s) {
-  if (run(s->st[ST_COMMIT]) != 0) {
-    rollback(s);
-    return SP_ERR_STORE;
-  }
-  return 0;
-}
-
-/* End a read-only transaction; nothing to keep, so roll back. */
-static void end_read(sp_sqlite_store *s) { rollback(s); }
 
 static int copy_hash(sqlite3_stmt *st, int col, uint8_t out[SP_HASH_LEN]) {
   const void *p = sqlite3_column_blob(st, col);
@@ -267,6 +315,13 @@ static int insert_row(sp_sqlite_store *s, const sp_entry *e,
   sqlite3_stmt *st = s->st[ST_INSERT];
 
   sqlite3_bind_int64(st, 1, (sqlite3_int64)e->sequence);
+  sp_sqlite_bind_entry(st, e);
+  sqlite3_bind_blob(st, 9, hash, SP_HASH_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 10, (sqlite3_int64)e->origin_seq);
+  return run(st);
+}
+
+void sp_sqlite_bind_entry(sqlite3_stmt *st, const sp_entry *e) {
   sqlite3_bind_blob(st, 2, e->device_id.bytes, 16, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)e->timestamp_ms);
   sqlite3_bind_text(st, 4, e->model_type_len ? e->model_type : empty,
@@ -276,17 +331,12 @@ static int insert_row(sp_sqlite_store *s, const sp_entry *e,
   sqlite3_bind_int64(st, 7, (sqlite3_int64)e->version);
   sqlite3_bind_blob64(st, 8, e->data_len ? (const void *)e->data : empty,
                       (sqlite3_uint64)e->data_len, SQLITE_STATIC);
-  sqlite3_bind_blob(st, 9, hash, SP_HASH_LEN, SQLITE_STATIC);
-  return run(st);
 }
 
-/* Decode the current row of a ROW_COLUMNS statement.  The pointers stay
- * valid until the statement is stepped or reset. */
-static int row_entry(sqlite3_stmt *st, sp_entry *e, const uint8_t **hash) {
+int sp_sqlite_column_entry(sqlite3_stmt *st, sp_entry *e) {
   const void *dev, *rec;
   sqlite3_int64 ct;
 
-  e->sequence = (sp_seq)sqlite3_column_int64(st, 0);
   dev = sqlite3_column_blob(st, 1);
   if (!dev || sqlite3_column_bytes(st, 1) != 16) {
     return SP_ERR_STORE_CORRUPT;
@@ -313,10 +363,51 @@ static int row_entry(sqlite3_stmt *st, sp_entry *e, const uint8_t **hash) {
   if (e->data_len == 0) {
     e->data = NULL;
   }
+  return 0;
+}
+
+int sp_sqlite_read_rows(sp_sqlite_store *s, sqlite3_stmt *st,
+                        sp_sqlite_row_fn row, sp_entry_sink sink,
+                        void *sink_ctx) {
+  int rv = 0, rc;
+
+  s->reading = 1;
+  /* Rows go to the sink straight from SQLite's buffers. */
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const uint8_t *hash = NULL;
+    sp_entry e;
+
+    rv = row(st, &e, &hash);
+    if (rv == 0) {
+      rv = sink(&e, hash, sink_ctx);
+    }
+    if (rv != 0) {
+      break;
+    }
+  }
+  if (rv == 0 && rc != SQLITE_DONE) {
+    rv = SP_ERR_STORE;
+  }
+  s->reading = 0;
+  sqlite3_reset(st);
+  return rv > 0 ? 0 : rv;
+}
+
+/* Decode the current row of a ROW_COLUMNS statement.  The pointers stay
+ * valid until the statement is stepped or reset. */
+static int row_entry(sqlite3_stmt *st, sp_entry *e, const uint8_t **hash) {
+  int rv;
+
+  e->sequence = (sp_seq)sqlite3_column_int64(st, 0);
+  rv = sp_sqlite_column_entry(st, e);
+  if (rv != 0) {
+    return rv;
+  }
   *hash = sqlite3_column_blob(st, 8);
   if (!*hash || sqlite3_column_bytes(st, 8) != SP_HASH_LEN) {
     return SP_ERR_STORE_CORRUPT;
   }
+  e->origin_seq = (uint64_t)sqlite3_column_int64(st, 9);
   return 0;
 }
 
@@ -420,9 +511,47 @@ static int recognise(sqlite3 *db) {
     if (version > SP_SQLITE_SCHEMA_VERSION) {
       return SP_ERR_VERSION;
     }
+    if (version == 1) {
+      return 2;
+    }
     return version == SP_SQLITE_SCHEMA_VERSION ? 0 : SP_ERR_STORE_CORRUPT;
   }
   return app_id == 0 && objects == 0 ? 1 : SP_ERR_STORE_CORRUPT;
+}
+
+/* Bring a schema 1 file to schema 2, all or nothing.  The version is
+ * read again under the write lock: another opener may have migrated it
+ * meanwhile. */
+static int migrate(sqlite3 *db) {
+  sqlite3_int64 version = 0;
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+  if (rc == SQLITE_OK) {
+    rc = query_int(db, "PRAGMA user_version", &version);
+  }
+  if (rc == SQLITE_OK && version == 1) {
+    sqlite3_int64 has_origin = 0;
+    rc = query_int(db,
+                   "SELECT COUNT(*) FROM pragma_table_info('sync_log')"
+                   " WHERE name = 'origin_seq'",
+                   &has_origin);
+    if (rc == SQLITE_OK && !has_origin) {
+      rc = sqlite3_exec(db,
+                        "ALTER TABLE sync_log ADD COLUMN origin_seq"
+                        " INTEGER NOT NULL DEFAULT 0",
+                        NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_exec(db, migrate_1_sql, NULL, NULL, NULL);
+    }
+  }
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  }
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(db)) {
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  return rc == SQLITE_OK ? 0 : open_error(rc);
 }
 
 /* Create the schema in an empty database.  Another opener may be doing
@@ -515,6 +644,10 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
     /* An empty file is a new log only where creating is allowed. */
     rv = SP_ERR_STORE_CORRUPT;
   }
+  if (rv == 2 && cfg->read_only) {
+    /* An older schema is migrated by the first writable open. */
+    rv = SP_ERR_VERSION;
+  }
   if (rv < 0) {
     goto fail;
   }
@@ -527,15 +660,15 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
       goto fail;
     }
   }
-  if (rv == 1) {
-    rv = create_schema(s->db);
+  if (rv == 1 || rv == 2) {
+    rv = rv == 1 ? create_schema(s->db) : migrate(s->db);
     if (rv != 0) {
       goto fail;
     }
   }
-  rv = exec_pragma(s->db, cfg->synchronous == SP_SQLITE_SYNC_FULL
-                              ? "PRAGMA synchronous = FULL"
-                              : "PRAGMA synchronous = NORMAL");
+  s->sync_full = cfg->synchronous == SP_SQLITE_SYNC_FULL;
+  rv = exec_pragma(s->db, s->sync_full ? "PRAGMA synchronous = FULL"
+                                       : "PRAGMA synchronous = NORMAL");
   if (rv != 0) {
     goto fail;
   }
@@ -581,7 +714,8 @@ int sp_sqlite_store_append(sp_sqlite_store *store, const sp_entry *entries,
     return SP_ERR_INVALID_STATE;
   }
   for (size_t i = 0; i < n; ++i) {
-    if (sp_enc_check_entry(&entries[i]) != 0) {
+    if (sp_enc_check_entry(&entries[i]) != 0 ||
+        entries[i].origin_seq > SEQ_MAX) {
       return SP_ERR_INVALID_ARGUMENT;
     }
   }
@@ -602,6 +736,21 @@ int sp_sqlite_store_append(sp_sqlite_store *store, const sp_entry *entries,
   for (size_t i = 0; i < n; ++i) {
     sp_entry e = entries[i];
     e.sequence = base + 1 + i;
+    if (e.origin_seq) {
+      /* Committed one by one, so a repeat within the batch is caught;
+       * held once and pruned counts too. */
+      rv = sp_sqlite_origin_taken(store, &e.device_id, e.origin_seq);
+      if (rv == 1) {
+        rv = SP_ERR_EXISTS;
+        goto fail;
+      }
+      if (rv == 0) {
+        rv = sp_sqlite_origin_commit(store, &e, 1);
+      }
+      if (rv != 0) {
+        goto fail;
+      }
+    }
     rv = sp_chain_next(prev, &e, prev);
     if (rv == 0) {
       rv = insert_row(store, &e, prev);
@@ -626,7 +775,7 @@ int sp_sqlite_store_append(sp_sqlite_store *store, const sp_entry *entries,
 fail:
   sqlite3_clear_bindings(store->st[ST_INSERT]);
   rollback(store);
-  return SP_ERR_STORE;
+  return rv == SP_ERR_EXISTS ? rv : SP_ERR_STORE;
 }
 
 int sp_sqlite_store_prune(sp_sqlite_store *store, sp_seq through) {
@@ -738,6 +887,9 @@ int sp_sqlite_store_reset(sp_sqlite_store *store, sp_seq applied,
     return rv;
   }
   rv = meta_get(store, &m);
+  if (rv == 0) {
+    rv = sp_sqlite_outbox_put_back(store, applied);
+  }
   if (rv == 0) {
     rv = run(store->st[ST_DELETE_ALL]);
   }
@@ -863,7 +1015,6 @@ static int vt_read(sp_seq after, sp_seq through, size_t max_count,
                    sp_entry_sink sink, void *sink_ctx, void *user_data) {
   sp_sqlite_store *s = user_data;
   sqlite3_stmt *st = s->st[ST_READ];
-  int rv = 0, rc;
 
   if (!sink) {
     return SP_ERR_INVALID_ARGUMENT;
@@ -877,29 +1028,8 @@ static int vt_read(sp_seq after, sp_seq through, size_t max_count,
   sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
   sqlite3_bind_int64(st, 2, (sqlite3_int64)(through > SEQ_MAX ? SEQ_MAX
                                                               : through));
-  sqlite3_bind_int64(st, 3, max_count > (size_t)INT64_MAX
-                                ? -1
-                                : (sqlite3_int64)max_count);
-  s->reading = 1;
-  /* Rows go to the sink straight from SQLite's buffers. */
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    const uint8_t *hash;
-    sp_entry e;
-
-    rv = row_entry(st, &e, &hash);
-    if (rv == 0) {
-      rv = sink(&e, hash, sink_ctx);
-    }
-    if (rv != 0) {
-      break;
-    }
-  }
-  if (rv == 0 && rc != SQLITE_DONE) {
-    rv = SP_ERR_STORE;
-  }
-  s->reading = 0;
-  sqlite3_reset(st);
-  return rv > 0 ? 0 : rv;
+  sqlite3_bind_int64(st, 3, sp_sqlite_limit(max_count));
+  return sp_sqlite_read_rows(s, st, row_entry, sink, sink_ctx);
 }
 
 static int vt_bounds(sp_log_bounds *out, void *user_data) {
@@ -960,6 +1090,7 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
   /* Everything that can be checked without the file, before touching it. */
   for (size_t i = 0; i < n; ++i) {
     if (entries[i].sequence <= prev || entries[i].sequence > SEQ_MAX ||
+        entries[i].origin_seq > SEQ_MAX ||
         sp_enc_check_entry(&entries[i]) != 0) {
       return SP_ERR_INVALID_ARGUMENT;
     }
@@ -986,6 +1117,10 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
     if (rv != 0) {
       goto fail;
     }
+  }
+  rv = n ? sp_sqlite_outbox_retire(s, entries, n) : 0;
+  if (rv != 0) {
+    goto fail;
   }
   if (n) {
     m.applied = entries[n - 1].sequence;
@@ -1256,4 +1391,5 @@ void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out) {
   out->load_follower_acks = vt_load_follower_acks;
   out->save_follower_address = vt_save_follower_address;
   out->load_follower_addresses = vt_load_follower_addresses;
+  sp_sqlite_outbox_vtable(out);
 }

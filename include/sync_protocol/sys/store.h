@@ -27,10 +27,16 @@
 extern "C" {
 #endif
 
-#define SP_STORE_VERSION 2
+/* 3 added the write path: append, find_origin and the outbox. */
+#define SP_STORE_VERSION 3
 #define SP_STORE_INIT \
   {SP_STORE_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-   NULL}
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+
+/* The highest origin_seq (sp_entry.origin_seq): stores may refuse a larger
+ * one (SQLite keeps it in a signed 64-bit column); the library never
+ * proposes, appends or assigns one. */
+#define SP_MAX_ORIGIN_SEQ ((uint64_t)INT64_MAX)
 
 /* Returned by an sp_entry_sink to stop a read before taking the entry. */
 #define SP_SINK_STOP 1
@@ -67,6 +73,18 @@ typedef int (*sp_follower_ack_sink)(const sp_uuid *device,
  */
 typedef int (*sp_follower_address_sink)(const sp_uuid *device,
                                         const char *address, void *sink_ctx);
+
+/* What an outbox holds (outbox_stats). */
+typedef struct sp_outbox_stats {
+  /* Items waiting to be committed or refused, and their payload bytes
+   * (model_type + data). */
+  uint64_t items;
+  uint64_t bytes;
+  /* origin_seq the next outbox_put assigns. */
+  uint64_t next_origin;
+  /* 1 once outbox_anchor ran on this store (it never renumbers again). */
+  int anchored;
+} sp_outbox_stats;
 
 /* The leader's log bounds. */
 typedef struct sp_log_bounds {
@@ -200,6 +218,96 @@ typedef struct sp_store {
    */
   int (*load_follower_addresses)(sp_follower_address_sink sink,
                                  void *sink_ctx, void *user_data);
+
+  /* -- version 3: writes from every device (docs/integration.md) --
+   *
+   * All optional as a group: a store without them (or of an older
+   * version) still serves and follows, but its handler refuses
+   * sp_handler_submit (SP_ERR_NOT_SUPPORTED) and, as a leader, refuses
+   * followers' proposals (SP_ERR_READ_ONLY).
+   *
+   * Every row carries its entry's origin_seq (0 for none), so the origin
+   * id (device_id, origin_seq) of a submission travels with the log and a
+   * later leader finds it there.  `apply` (above) also retires the
+   * outbox: in the same transaction as the entries, it removes every
+   * outbox item whose (device_id, origin_seq) equals an applied entry's,
+   * and raises the next origin above every such origin_seq.  A store
+   * that replaces its log wholesale (a full sync) keeps its outbox,
+   * retires the items whose origin is in the new log's committed set
+   * (find_origin), puts back into it every entry of the discarded log
+   * that carried its own device's origin and is not in the new committed
+   * set (a write the new history lost must be proposed again), and
+   * raises next_origin above the new set's highest for its device. */
+
+  /*
+   * Leader: append `n` entries (1 <= n) as the next ones, atomically and
+   * durably: each entry's sequence is ignored and becomes latest + 1,
+   * latest + 2, ...; the store computes each chain hash (sp_chain_next)
+   * and keeps origin_seq with the row.  The first sequence goes to
+   * `*first`.  On failure nothing was appended.
+   */
+  int (*append)(const sp_entry *entries, size_t n, sp_seq *first,
+                void *user_data);
+
+  /*
+   * Either role.  The log's committed set is every origin id its log has
+   * ever held, retained or pruned (kept as per-device ranges: pruning
+   * never shrinks it; a full sync replaces it with the source's).
+   * Return 0 with `*seq` = the entry's sequence if the log retains the
+   * entry whose origin id is (device, origin_seq); 0 with `*seq` = 0 if
+   * the log held it and pruned it; SP_ERR_NOT_FOUND (`*seq` = 0) if the
+   * log never held it.  `*device_high` = the highest origin_seq of
+   * `device` in the committed set (0 if none), whatever the result.
+   * origin_seq 0 only asks for device_high (returns 0).  A log holds each
+   * origin id at most once.
+   */
+  int (*find_origin)(const sp_uuid *device, uint64_t origin_seq, sp_seq *seq,
+                     uint64_t *device_high, void *user_data);
+
+  /*
+   * Follower (and leader): add `n` entries to the outbox, atomically and
+   * durably, before returning.  The store assigns origin_seq: next_origin,
+   * next_origin + 1, ... (the first goes to `*first_origin`); entries'
+   * sequence and origin_seq are ignored, everything else is copied as
+   * given.  An origin_seq is never assigned twice by one store, whatever
+   * happens to its log or its process.
+   */
+  int (*outbox_put)(const sp_entry *entries, size_t n, uint64_t *first_origin,
+                    void *user_data);
+
+  /*
+   * Feed to `sink` the outbox items with origin_seq > `after`, in
+   * increasing origin_seq order, at most `max_count`, stopping on
+   * SP_SINK_STOP (`hash` is NULL; sequence 0).  Pointers are valid
+   * during the sink call only.
+   */
+  int (*outbox_read)(uint64_t after, size_t max_count, sp_entry_sink sink,
+                     void *sink_ctx, void *user_data);
+
+  /*
+   * Remove the outbox item `origin_seq` durably (the leader refused it:
+   * the removal is the durable record of the refusal).  SP_ERR_NOT_FOUND
+   * if no such item.
+   */
+  int (*outbox_remove)(uint64_t origin_seq, void *user_data);
+
+  /* Fill `*out` (sp_outbox_stats above). */
+  int (*outbox_stats)(sp_outbox_stats *out, void *user_data);
+
+  /*
+   * The leader said its log has held origin_seq up to `device_high` for
+   * `device` (this store's own device: a reinstalled device's numbers must
+   * not collide with its former self's).  First call on a store (not
+   * anchored): renumber every item so the smallest is above `device_high`
+   * (keeping their order), raise next_origin likewise, remember `device`
+   * as the outbox's device, and mark the store anchored -- all in one
+   * transaction.  Later calls only raise next_origin above `device_high`;
+   * items are never renumbered again (they may have been sent).  `apply`
+   * raises next_origin above every applied entry of the outbox's device
+   * (once known: from outbox_put's entries or this call).
+   */
+  int (*outbox_anchor)(const sp_uuid *device, uint64_t device_high,
+                       void *user_data);
 } sp_store;
 
 #ifdef __cplusplus
