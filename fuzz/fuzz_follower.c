@@ -52,8 +52,20 @@
  *             Acknowledge (wrong role); 6 a forged page: 1 + (f & 3)
  *             entries that R does not hold, chained correctly from the
  *             store's head; 7 a burst of 1 + (b & 7) consecutive R pages
- *             of 1 + (f & 3) entries from the applied sequence.  v & 3
- *             picks the epoch (E, E + 1, E - 1, 0), v & 4 another library.
+ *             of 1 + (f & 3) entries from the applied sequence; p & 8 the
+ *             write path instead: f & 3: 0 a ProposeResult answering the
+ *             first 1 + (b & 3) proposals unanswered (f & 4: one answer
+ *             for an origin never proposed; code from f >> 4), 1 the
+ *             leader's Heartbeat with features (WRITES if f & 4,
+ *             origin_high b), 2 a Propose (a leader's message to a
+ *             follower), 3 a ProposeResult before any proposal.  v & 3
+ *             picks the epoch (E, E + 1, E - 1, 0), v & 4 another library,
+ *             v & 8 write-path answers "appended" at sequence 0.
+ *   0x97 a b  sp_handler_submit of 1 + (a & 3) entries (a & 4: one names
+ *             another device, a & 8: one is larger than a frame), payload
+ *             class b & 15; a & 16: sp_handler_wait_committed on the
+ *             first origin (deadline b ms on); a & 32:
+ *             sp_handler_outbox_status and sp_handler_submission
  *   0xdp      leader epoch E: p < 8: E += p + 1; else E -= p - 7
  *
  * Oracles (besides the common ones, which include the checked apply):
@@ -62,7 +74,16 @@
  * link at `since`; Heartbeats claim no more than applied; the applied
  * sequence and the recorded epoch never go down (handler and store); the
  * handler never believes more than the store holds; events are follower
- * events and ENTRIES_APPLIED reports what the store holds.
+ * events and ENTRIES_APPLIED reports what the store holds.  The write
+ * path: the store has the whole version-3 group (forwarded to the
+ * in-memory store; outbox writes fail with FSU_FAIL_APPLY); Propose
+ * entries carry this device's id, sequence 0 and increasing origins,
+ * never an origin proposed and unanswered on the stream, at most
+ * cfg.propose_window unanswered; SUBMISSION_COMMITTED names an entry of
+ * this device the store holds at to_sequence, or (to_sequence 0) one in
+ * its committed set but pruned, or one a synthesized answer said was
+ * appended at to_sequence, at or below the applied sequence;
+ * SUBMISSION_REFUSED carries a negative code.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +91,10 @@
 #include "fuzz_session_util.h"
 
 #define FSU_MAX_FULL_SYNCS 8
+/* Proposals remembered (unanswered, oldest first) for synthesized
+ * answers; the window below keeps the follower within it. */
+#define F_MAX_PROPOSED 64
+#define F_PROPOSE_WINDOW 16
 
 typedef struct follower_ctx {
   fsu_world w; /* first: the hooks cast */
@@ -87,6 +112,17 @@ typedef struct follower_ctx {
   uint64_t max_epoch;
   sp_seq max_store_applied;
   uint64_t max_store_epoch;
+  /* Origins proposed on the current stream and not answered by a
+   * synthesized ProposeResult yet, oldest first; the stream they went on. */
+  uint64_t proposed[F_MAX_PROPOSED];
+  size_t nproposed;
+  size_t proposed_stream;
+  uint64_t last_proposed;
+  /* Synthesized answers "appended at sequence" (code 0), last ones: the
+   * follower may take one at or below where it stands as committed. */
+  uint64_t answered[F_MAX_PROPOSED];
+  sp_seq answered_seq[F_MAX_PROPOSED];
+  size_t nanswered;
 } follower_ctx;
 
 static follower_ctx *ctx_of(fsu_world *w) { return (follower_ctx *)w; }
@@ -109,7 +145,122 @@ static void set_epoch(const sp_store *vt, uint64_t epoch) {
   }
 }
 
+/* ---- the write path's store: the in-memory store's version-3 group ----
+ *
+ * Forwarded as is (the checking wrapper of fuzz_session_util.c has only the
+ * seed's callbacks); the outbox's writes fail with FSU_FAIL_APPLY. */
+
+static fsu_world *wof(void *ud) { return ud; }
+
+static int fail_write(fsu_world *w) {
+  if (!(w->fail_mask & FSU_FAIL_APPLY)) {
+    return 0;
+  }
+  if (w->fail_once) {
+    w->fail_mask &= ~(unsigned)FSU_FAIL_APPLY;
+  }
+  return 1;
+}
+
+static int v_append(const sp_entry *e, size_t n, sp_seq *first, void *ud) {
+  (void)e;
+  (void)n;
+  (void)first;
+  (void)ud;
+  fsu_fail("a follower appended to its log as a leader would");
+  return SP_ERR_STORE;
+}
+
+static int v_find_origin(const sp_uuid *device, uint64_t origin, sp_seq *seq,
+                         uint64_t *high, void *ud) {
+  fsu_world *w = wof(ud);
+  return w->inner.find_origin(device, origin, seq, high, w->inner.user_data);
+}
+
+static int v_outbox_put(const sp_entry *e, size_t n, uint64_t *first,
+                        void *ud) {
+  fsu_world *w = wof(ud);
+  if (fail_write(w)) {
+    return SP_ERR_STORE;
+  }
+  return w->inner.outbox_put(e, n, first, w->inner.user_data);
+}
+
+static int v_outbox_read(uint64_t after, size_t max_count, sp_entry_sink sink,
+                         void *sink_ctx, void *ud) {
+  fsu_world *w = wof(ud);
+  return w->inner.outbox_read(after, max_count, sink, sink_ctx,
+                              w->inner.user_data);
+}
+
+static int v_outbox_remove(uint64_t origin, void *ud) {
+  fsu_world *w = wof(ud);
+  if (fail_write(w)) {
+    return SP_ERR_STORE;
+  }
+  return w->inner.outbox_remove(origin, w->inner.user_data);
+}
+
+static int v_outbox_stats(sp_outbox_stats *out, void *ud) {
+  fsu_world *w = wof(ud);
+  return w->inner.outbox_stats(out, w->inner.user_data);
+}
+
+static int v_outbox_anchor(const sp_uuid *device, uint64_t high, void *ud) {
+  fsu_world *w = wof(ud);
+  if (fail_write(w)) {
+    return SP_ERR_STORE;
+  }
+  return w->inner.outbox_anchor(device, high, w->inner.user_data);
+}
+
+static void add_write_path(fsu_world *w) {
+  w->wrapped.append = v_append;
+  w->wrapped.find_origin = v_find_origin;
+  w->wrapped.outbox_put = v_outbox_put;
+  w->wrapped.outbox_read = v_outbox_read;
+  w->wrapped.outbox_remove = v_outbox_remove;
+  w->wrapped.outbox_stats = v_outbox_stats;
+  w->wrapped.outbox_anchor = v_outbox_anchor;
+}
+
 /* ---- checks ---- */
+
+static void f_check_propose(follower_ctx *c, fsu_stream *s,
+                            const sp_msg_propose *p) {
+  size_t i, sid = (size_t)(s - c->w.streams);
+
+  if (sid != c->proposed_stream) {
+    /* A new stream starts over: everything unanswered is proposed again. */
+    c->proposed_stream = sid;
+    c->nproposed = 0;
+    c->last_proposed = 0;
+  }
+  if (p->entry_count == 0 || p->entry_count > SP_MAX_PROPOSE_ENTRIES) {
+    fsu_fail("Propose with %zu entries", p->entry_count);
+  }
+  for (i = 0; i < p->entry_count; ++i) {
+    const sp_entry *e = &p->entries[i];
+    if (e->sequence != 0 || e->origin_seq <= c->last_proposed ||
+        !sp_uuid_equal(&e->device_id, &fsu_dev[FSU_F1])) {
+      fsu_fail("proposed entry {sequence %llu, origin %llu} after origin "
+               "%llu",
+               (unsigned long long)e->sequence,
+               (unsigned long long)e->origin_seq,
+               (unsigned long long)c->last_proposed);
+    }
+    c->last_proposed = e->origin_seq;
+    if (c->nproposed == F_MAX_PROPOSED) {
+      fsu_fail("more than %d proposals unanswered (window %d)",
+               F_MAX_PROPOSED, F_PROPOSE_WINDOW);
+    }
+    c->proposed[c->nproposed++] = e->origin_seq;
+  }
+  if (c->nproposed > F_PROPOSE_WINDOW) {
+    fsu_fail("%zu proposals unanswered, window %d", c->nproposed,
+             F_PROPOSE_WINDOW);
+  }
+}
 
 static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
   follower_ctx *c = ctx_of(w);
@@ -168,6 +319,9 @@ static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
                (unsigned long long)msg->u.heartbeat.current_sequence,
                (int)msg->u.heartbeat.role, (unsigned long long)st.applied);
     }
+    break;
+  case SP_MSG_PROPOSE:
+    f_check_propose(c, s, &msg->u.propose);
     break;
   default:
     fsu_fail("the follower sent a leader's message, type %d", (int)msg->type);
@@ -243,6 +397,48 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
       fsu_fail("SyncRequired received with reason %d", (int)ev->sync_reason);
     }
     break;
+  case SP_EVENT_SUBMISSION_COMMITTED: {
+    follower_ctx *c = ctx_of(w);
+    sp_store vt;
+    sp_entry e;
+    sp_seq at = 0;
+    uint64_t high;
+    int ok = 0;
+    size_t i;
+    sp_mem_store_get_vtable(w->store, &vt);
+    if (ev->to_sequence != 0) {
+      /* Applied, or brought by a full sync, at that place. */
+      ok = ev->to_sequence <= st.applied &&
+           sp_mem_store_get(w->store, ev->to_sequence, &e, NULL) == 0 &&
+           e.origin_seq == ev->origin_seq &&
+           sp_uuid_equal(&e.device_id, &fsu_dev[FSU_F1]);
+    } else {
+      /* In the store's committed set, pruned. */
+      ok = vt.find_origin(&fsu_dev[FSU_F1], ev->origin_seq, &at, &high,
+                          vt.user_data) == 0 &&
+           at == 0;
+    }
+    /* Or an answer said so, at or below where the follower stands. */
+    for (i = 0; !ok && i < c->nanswered; ++i) {
+      ok = c->answered[i] == ev->origin_seq &&
+           c->answered_seq[i] == ev->to_sequence &&
+           ev->to_sequence <= st.applied;
+    }
+    if (ev->origin_seq == 0 || !ok) {
+      fsu_fail("SUBMISSION_COMMITTED origin %llu at %llu: not in the store",
+               (unsigned long long)ev->origin_seq,
+               (unsigned long long)ev->to_sequence);
+    }
+    break;
+  }
+  case SP_EVENT_ENTRIES_APPENDED:
+    fsu_fail("a follower reported a leader's append");
+  case SP_EVENT_SUBMISSION_REFUSED:
+    if (ev->origin_seq == 0 || ev->error_code >= 0) {
+      fsu_fail("SUBMISSION_REFUSED origin %llu code %d",
+               (unsigned long long)ev->origin_seq, ev->error_code);
+    }
+    break;
   default:
     break;
   }
@@ -300,6 +496,98 @@ static void op_request(follower_ctx *c, unsigned p) {
     } else {
       w->requests_pending--;
     }
+  }
+}
+
+static int commit_cb(sp_handler *h, uint64_t origin, int status, sp_seq seq,
+                     void *ud) {
+  fsu_world *w = ud;
+
+  if (h != w->h || origin == 0) {
+    fsu_fail("commit wait callback for another handler or origin 0");
+  }
+  /* Committed at 0: below the retained log (pruned, or answered so). */
+  if (status > 0 || (status != 0 && seq != 0)) {
+    fsu_fail("commit wait ended with %d at %llu", status,
+             (unsigned long long)seq);
+  }
+  if (w->waits_pending <= 0) {
+    fsu_fail("a commit wait was called back twice, or never registered");
+  }
+  w->waits_pending--;
+  return 0;
+}
+
+static void op_submit(follower_ctx *c, fsu_in *in) {
+  static uint8_t bufs[3][FSU_PAYLOAD_MAX];
+  fsu_world *w = &c->w;
+  uint8_t a = fsu_u8(in), b = fsu_u8(in);
+  size_t n = 1 + (a & 3), i;
+  uint8_t *big = NULL;
+  sp_entry e[4];
+  uint64_t first = 0;
+  sp_outbox_status os;
+  sp_seq seq;
+  int rv, bad = (a & 12) != 0;
+
+  for (i = 0; i < n; ++i) {
+    fsu_make_entry(&e[i], 0, b & 15, bufs[i % 3]);
+    /* Zero (this device), or this device's id. */
+    memset(&e[i].device_id, 0, sizeof(e[i].device_id));
+    if (i & 1) {
+      e[i].device_id = fsu_dev[FSU_F1];
+    }
+    e[i].sequence = 7 * i;  /* ignored */
+    e[i].origin_seq = 9;    /* ignored */
+  }
+  if (a & 4) {
+    e[n - 1].device_id = fsu_dev[FSU_F2];
+  }
+  if (a & 8) {
+    big = calloc(1, w->max_frame + 1);
+    if (!big) {
+      fsu_fail("out of memory in the harness");
+    }
+    e[0].data = big;
+    e[0].data_len = w->max_frame + 1;
+  }
+  FSU_CALL(w, rv, sp_handler_submit(w->h, e, n, &first, w->now));
+  free(big);
+  if (bad) {
+    fsu_rc(w, "sp_handler_submit(bad entry)", rv, 1, SP_ERR_INVALID_ARGUMENT,
+           FSU_END);
+  } else {
+    fsu_rc(w, "sp_handler_submit", rv, 1, 0, SP_ERR_STORE, SP_ERR_OUTBOX_FULL,
+           SP_ERR_INVALID_ARGUMENT, FSU_END);
+  }
+  if (w->fatal || rv != 0) {
+    return;
+  }
+  if (first == 0) {
+    fsu_fail("submit gave origin 0");
+  }
+  if (a & 16) {
+    FSU_CALL(w, rv,
+             sp_handler_wait_committed(w->h, first,
+                                       w->now + b * SP_MILLISECONDS,
+                                       commit_cb, w, w->now));
+    fsu_rc(w, "sp_handler_wait_committed", rv, 1, 0, 1, SP_ERR_NOT_FOUND,
+           SP_ERR_STORE, FSU_END);
+    if (rv == 0) {
+      w->waits_pending++;
+    }
+  }
+  if (a & 32) {
+    FSU_CALL(w, rv, sp_handler_outbox_status(w->h, &os));
+    fsu_rc(w, "sp_handler_outbox_status", rv, 0, 0, SP_ERR_STORE, FSU_END);
+    if (rv == 0 && os.in_flight > os.pending) {
+      fsu_fail("%llu in flight of %llu pending",
+               (unsigned long long)os.in_flight,
+               (unsigned long long)os.pending);
+    }
+    FSU_CALL(w, rv, sp_handler_submission(w->h, first, &seq));
+    fsu_rc(w, "sp_handler_submission", rv, 0, 0, SP_ERR_NOT_FOUND,
+           SP_ERR_STORE, FSU_END);
   }
 }
 
@@ -380,6 +668,9 @@ static void op_api(follower_ctx *c, unsigned p, fsu_in *in) {
   case 6:
     fsu_advance(w, 0);
     break;
+  case 7:
+    op_submit(c, in);
+    break;
   default:
     break;
   }
@@ -444,6 +735,82 @@ static void r_page(follower_ctx *c, sp_msg *m, sp_entry *ents, sp_seq since,
   }
 }
 
+/* The write path's frames from the leader (op 0xb8..0xbf). */
+static void synth_write(follower_ctx *c, sp_msg *m, uint8_t f, uint8_t b,
+                        uint8_t v) {
+  static const int32_t codes[16] = {
+      0, 0, 0, 0, SP_ERR_REFUSED, SP_ERR_READ_ONLY, SP_ERR_ORIGIN_CONFLICT,
+      SP_ERR_INVALID_ARGUMENT, SP_ERR_IMPERSONATION, SP_ERR_BAD_PROPOSAL,
+      -77777, SP_ERR_NOT_NEGOTIATED, SP_ERR_NOMEM, 0, 0, SP_ERR_REFUSED};
+  static const char text[] = "synthetic answer";
+  static uint8_t buf[FSU_PAYLOAD_MAX];
+  sp_propose_result res[4];
+  sp_entry e;
+  size_t k, i;
+
+  (void)v;
+  memset(res, 0, sizeof(res));
+  switch (f & 3) {
+  case 0:
+  case 3:
+    m->type = SP_MSG_PROPOSE_RESULT;
+    m->u.propose_result.results = res;
+    k = 1 + (b & 3);
+    if ((f & 3) == 3 || (f & 4)) {
+      /* For something never proposed (or nothing at all). */
+      res[0].origin_seq = c->last_proposed + 1 + b;
+      res[0].sequence = 1;
+      res[0].message = text;
+      k = 1;
+    } else {
+      if (k > c->nproposed) {
+        k = c->nproposed;
+      }
+      for (i = 0; i < k; ++i) {
+        res[i].origin_seq = c->proposed[i];
+        res[i].code = codes[(f >> 4) ^ (int)i];
+        /* v & 8: appended below the leader's retained log (0). */
+        res[i].sequence = res[i].code == 0 && !(v & 8) ? 1 + i : 0;
+        res[i].message = text;
+        res[i].message_len = res[i].code ? sizeof(text) - 1 : 0;
+        if (res[i].code == 0) {
+          size_t slot = c->nanswered < F_MAX_PROPOSED
+                            ? c->nanswered++
+                            : (size_t)b % F_MAX_PROPOSED;
+          c->answered[slot] = res[i].origin_seq;
+          c->answered_seq[slot] = res[i].sequence;
+        }
+      }
+      if (k == 0) {
+        return;
+      }
+      /* Answered: the follower drops them (or refuses the stream). */
+      memmove(c->proposed, c->proposed + k,
+              (c->nproposed - k) * sizeof(c->proposed[0]));
+      c->nproposed -= k;
+    }
+    m->u.propose_result.result_count = k;
+    break;
+  case 1:
+    m->type = SP_MSG_HEARTBEAT;
+    m->u.heartbeat.current_sequence = c->rlatest;
+    m->u.heartbeat.role = SP_ROLE_LEADER;
+    m->u.heartbeat.has_features = 1;
+    m->u.heartbeat.features = f & 4 ? SP_FEATURES_SUPPORTED : 2;
+    m->u.heartbeat.origin_high = b;
+    break;
+  default:
+    fsu_make_entry(&e, 0, f >> 4, buf);
+    e.device_id = fsu_dev[FSU_F1];
+    e.origin_seq = 1;
+    m->type = SP_MSG_PROPOSE;
+    m->u.propose.entries = &e;
+    m->u.propose.entry_count = 1;
+    break;
+  }
+  fsu_feed_msg(&c->w, m);
+}
+
 static void op_synth(follower_ctx *c, unsigned p, fsu_in *in) {
   static const int32_t codes[8] = {SP_ERR_NOT_MEMBER, SP_ERR_FETCH_LIMIT,
                                    SP_ERR_STALE_EPOCH, SP_ERR_TWO_LEADERS,
@@ -461,6 +828,10 @@ static void op_synth(follower_ctx *c, unsigned p, fsu_in *in) {
   base = st.applied;
   memset(&m, 0, sizeof(m));
   m.library_id = v & 4 ? fsu_other_lib : fsu_lib;
+  if (p & 8) {
+    synth_write(c, &m, f, b, v);
+    return;
+  }
   switch (v & 3) {
   case 0:
     m.epoch = c->E;
@@ -623,6 +994,8 @@ fsu_world *fsu_follower_new(const uint8_t hdr[FSU_HDR_LEN],
     cfg.fetch_limit = 1 + ((hdr[3] >> 2) & 7);
   }
   c->fetch_limit = cfg.fetch_limit;
+  cfg.propose_window = F_PROPOSE_WINDOW;
+  add_write_path(&c->w);
   if (hdr[0] & 8) {
     cfg.heartbeat_interval = 1 * SP_SECONDS;
     cfg.heartbeat_timeout_factor = 2;

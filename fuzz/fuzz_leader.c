@@ -41,7 +41,8 @@
  *             2 Heartbeat(pick(b), role f & 1); 3 Error; 4 NewEntries;
  *             5 EntriesResponse; 6 SyncRequired (wrong role, all three);
  *             7 1 + (f & 7) FetchEntries in a row.  v & 3 picks the epoch
- *             (ours, +1, -1, 0), v & 4 another library.
+ *             (ours, +1, -1, 0), v & 4 another library, v & 8 features
+ *             v >> 4 on a FetchEntries (0).
  *   0xdp      nothing
  *
  * Oracles (besides the common ones): only leader messages are sent, with
@@ -209,6 +210,23 @@ static void l_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
                (int)msg->u.heartbeat.role, (unsigned long long)c->latest);
     }
     break;
+  case SP_MSG_PROPOSE_RESULT: {
+    /* Only on a stream whose follower advertised writes, one answer per
+     * proposal: appended (a sequence in the log) or refused (a code). */
+    const sp_msg_propose_result *r = &msg->u.propose_result;
+    size_t i;
+    for (i = 0; i < r->result_count; ++i) {
+      const sp_propose_result *x = &r->results[i];
+      /* Code 0 with sequence 0: appended once, pruned since. */
+      if (x->code > 0 || sp_err_is_fatal(x->code) ||
+          (x->code != 0 && x->sequence != 0) || x->sequence > c->latest) {
+        fsu_fail("ProposeResult{origin %llu, code %d, sequence %llu}",
+                 (unsigned long long)x->origin_seq, (int)x->code,
+                 (unsigned long long)x->sequence);
+      }
+    }
+    break;
+  }
   case SP_MSG_SYNC_REQUIRED:
     if (msg->u.sync_required.leader_latest > c->latest ||
         msg->u.sync_required.leader_oldest == 0) {
@@ -247,7 +265,25 @@ static void l_check_event(fsu_world *w, const sp_event *ev) {
   case SP_EVENT_SYNC_REQUIRED_RECEIVED:
   case SP_EVENT_STORE_FAILED:
   case SP_EVENT_STORE_RECOVERED:
+  case SP_EVENT_SUBMISSION_REFUSED:
     fsu_fail("the leader reported follower event %d", (int)ev->type);
+  case SP_EVENT_ENTRIES_APPENDED:
+    if (ev->from_sequence >= ev->to_sequence ||
+        ev->from_sequence < c->latest) {
+      fsu_fail("appended (%llu, %llu] over the host's latest %llu",
+               (unsigned long long)ev->from_sequence,
+               (unsigned long long)ev->to_sequence,
+               (unsigned long long)c->latest);
+    }
+    break;
+  case SP_EVENT_SUBMISSION_COMMITTED:
+    /* to_sequence 0: committed below the retained log. */
+    if (ev->origin_seq == 0 || ev->to_sequence > c->latest) {
+      fsu_fail("committed event for origin %llu at %llu",
+               (unsigned long long)ev->origin_seq,
+               (unsigned long long)ev->to_sequence);
+    }
+    break;
   case SP_EVENT_STEPPED_DOWN:
     if (ev->epoch <= c->epoch) {
       fsu_fail("stepped down for epoch %llu, not above %llu",
@@ -520,6 +556,9 @@ static void op_synth(leader_ctx *c, unsigned p, fsu_in *in) {
         m.u.fetch_entries.since_hash[f & 31] ^= 0x20;
       }
     }
+    /* A follower advertising on its fetch (writes or unknown bits). */
+    m.u.fetch_entries.has_features = (v >> 3) & 1;
+    m.u.fetch_entries.features = v >> 4;
     break;
   case 1:
     m.type = SP_MSG_ACKNOWLEDGE;
@@ -529,6 +568,9 @@ static void op_synth(leader_ctx *c, unsigned p, fsu_in *in) {
     m.type = SP_MSG_HEARTBEAT;
     m.u.heartbeat.current_sequence = pick(c, b);
     m.u.heartbeat.role = f & 1 ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
+    /* A follower advertising features (writes or unknown bits). */
+    m.u.heartbeat.has_features = (f >> 1) & 1;
+    m.u.heartbeat.features = f >> 2;
     break;
   case 3:
     m.type = SP_MSG_ERROR;
@@ -537,6 +579,38 @@ static void op_synth(leader_ctx *c, unsigned p, fsu_in *in) {
     m.u.error.message_len = (size_t)(f >> 3) % 18;
     break;
   case 4:
+    if (f & 0x80) {
+      /* A Propose (never negotiated here: refused, never appended), or
+       * a ProposeResult a follower may not send. */
+      static const uint8_t data[3] = {1, 2, 3};
+      sp_entry e[3];
+      sp_propose_result r;
+      memset(e, 0, sizeof(e));
+      for (i = 0; i < 3; ++i) {
+        e[i].device_id = fsu_dev[(b >> (2 * i)) % FSU_NDEV];
+        e[i].sequence = (f & 0x40) ? b : 0;
+        e[i].origin_seq = (uint64_t)(f & 7) + i;
+        e[i].model_type = "tag";
+        e[i].model_type_len = 3;
+        e[i].record_id.bytes[0] = (uint8_t)i;
+        e[i].data = data;
+        e[i].data_len = sizeof(data);
+      }
+      if (f & 0x20) {
+        memset(&r, 0, sizeof(r));
+        r.origin_seq = b;
+        r.message = "";
+        m.type = SP_MSG_PROPOSE_RESULT;
+        m.u.propose_result.results = &r;
+        m.u.propose_result.result_count = 1;
+      } else {
+        m.type = SP_MSG_PROPOSE;
+        m.u.propose.entries = e;
+        m.u.propose.entry_count = 1 + (f & 1) + ((f >> 1) & 1);
+      }
+      fsu_feed_msg(w, &m);
+      return;
+    }
     m.type = SP_MSG_NEW_ENTRIES;
     m.u.new_entries.from_sequence = b;
     m.u.new_entries.to_sequence = (sp_seq)b + f;

@@ -703,7 +703,8 @@ static int e_event(const sp_event *ev, void *ud) {
   if (!w->in_node) {
     fsu_fail("event %d outside any call into the node", (int)ev->type);
   }
-  if (ev->type < SP_EVENT_PEER_CONNECTED || ev->type > SP_EVENT_STORE_RECOVERED) {
+  if (ev->type < SP_EVENT_PEER_CONNECTED ||
+      ev->type > SP_EVENT_ENTRIES_APPENDED) {
     fsu_fail("event type %d unknown", (int)ev->type);
   }
   if (ev->type != SP_EVENT_ERROR && !sp_uuid_equal(&ev->library_id, &fsu_lib)) {

@@ -18,6 +18,7 @@
 #include "sync_protocol/uuid.h"
 #include "sp_buf.h"
 #include "sp_rand.h"
+#include "sp_writer.h"
 
 typedef struct sp_session sp_session;
 typedef struct sp_frec sp_frec;
@@ -60,6 +61,9 @@ typedef struct sp_lsess {
    * OWN_*; the queue has one slot more than cfg.max_queued_fetches). */
   sp_seq done_through;
   int head_own;
+  /* The last SyncRequired queued on this stream (reason 0: none). */
+  sp_sync_reason sync_told;
+  sp_seq sync_told_seq;
 } sp_lsess;
 
 /* Follower side of a session: the fetch pipeline. */
@@ -112,7 +116,18 @@ struct sp_session {
   unsigned heard : 1;           /* a whole frame arrived from the peer */
   unsigned hello_pending : 1;   /* a Heartbeat must open the stream */
   unsigned heartbeat_due : 1;
+  /* A Heartbeat carrying features (SP_FEATURES_SUPPORTED) must go out
+   * before anything else: a follower sets it when a stream to its leader
+   * attaches (its store has the write path), a leader when the peer's
+   * features negotiated writes.  Once one went out (`advertised`), every
+   * later Heartbeat of the stream carries features too. */
+  unsigned features_pending : 1;
+  unsigned advertised : 1;
   int close_code;
+  /* Features negotiated on this stream (SP_FEATURE_*): what both sides
+   * advertised.  0 until then: nothing new goes out, nothing new is
+   * accepted (SP_ERR_NOT_NEGOTIATED). */
+  uint64_t features;
   sp_frame_reader *reader;
   sp_buf out;
   sp_tstamp last_recv;
@@ -186,6 +201,13 @@ struct sp_handler {
   /* Last corrupt row reported to the host (SP_EVENT_LOG_CORRUPT), so that
    * followers meeting it again and again do not repeat the event. */
   sp_seq corrupt_reported;
+  /* This device's own outbox could not be drained into the log
+   * (sp_admit.c): an episode is open (reported once), the drain is
+   * retried at drain_at with drain_backoff, until one succeeds or the
+   * term ends. */
+  int drain_failing;
+  sp_tstamp drain_at;
+  sp_duration drain_backoff;
 
   /* follower */
   sp_fstate fstate;
@@ -204,6 +226,9 @@ struct sp_handler {
    * yet recovered), and which call opened it (sp_follower.c): the backoff
    * grows until that kind of call succeeds again. */
   int store_failing;
+  /* The write path: outbox, proposals on the leader stream, commit
+   * waits (sp_writer.c). */
+  sp_writer w;
 };
 
 /* ---- node ---- */
@@ -327,6 +352,41 @@ int sp_follower_refuse_while_backing_off(sp_handler *h, sp_session *s);
  * the old one is too young to tell from a crossed dial. */
 int sp_follower_yield_leader(sp_handler *h);
 
+/* ---- admission: the leader's write path (sp_admit.c) ---- */
+
+/* 1 if the store has the whole version-3 group (append .. outbox_anchor):
+ * only then does a handler negotiate SP_FEATURE_WRITES. */
+int sp_store_has_writes(const sp_store *st);
+/* Largest encoded entry (with its origin element) the write path takes:
+ * one a leader's page can carry alone under the node's max_frame.
+ * sp_handler_submit refuses a larger one, the leader BAD_PROPOSAL. */
+size_t sp_entry_max_len(const sp_node *node);
+/* A Propose on a negotiated leader stream. */
+void sp_admit_on_propose(sp_session *s, const sp_msg_propose *m);
+/* sp_handler_submit on a leader (validated here): append with this
+ * device's next origin ids, emit SUBMISSION_COMMITTED, notify.  Returns
+ * as sp_handler_submit. */
+int sp_admit_submit_local(sp_handler *h, const sp_entry *entries, size_t n,
+                          uint64_t *first_origin);
+/* Leader: append what this device's outbox still holds from a follower
+ * term (with its origins; COMMITTED events).  Returns 0, SP_ERR_STORE,
+ * SP_ERR_NOMEM. */
+int sp_admit_drain_outbox(sp_handler *h);
+/* The same at the start of a leader term: a failure is logged and
+ * reported (SP_EVENT_ERROR, once per failure episode), never fatal to the
+ * term, and retried on the leader's timers with the handler's backoff
+ * until a drain succeeds. */
+void sp_admit_drain_at_start(sp_handler *h);
+/* The retry timer of a failed drain (SP_TSTAMP_MAX: none), and running
+ * it when due.  Only for a leader that has not stepped down. */
+sp_tstamp sp_admit_drain_expiry(const sp_handler *h);
+void sp_admit_drain_expire(sp_handler *h, sp_tstamp now);
+/* The term ended: no retry timer runs outside a leader term. */
+void sp_admit_drain_stop(sp_handler *h);
+/* The leader's log grew: refresh bounds, push to every follower, re-check
+ * waits (what sp_handler_notify_new_entries does; no reap). */
+int sp_leader_announce(sp_handler *h);
+
 /* ---- handler (sp_handler.c) ---- */
 
 /* Double `*backoff` (from reconnect_min, capped at reconnect_max) and
@@ -338,6 +398,9 @@ void sp_handler_step_down(sp_handler *h, uint64_t epoch,
                           const sp_uuid *peer);
 /* Route a new incoming stream's first message; returns 0 if accepted. */
 int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first);
+/* The handler's timers, whatever its role (the node's expiry). */
+sp_tstamp sp_handler_expiry(const sp_handler *h);
+void sp_handler_expire(sp_handler *h, sp_tstamp now);
 
 /* ---- waits (sp_waits.c) ---- */
 

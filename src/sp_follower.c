@@ -36,9 +36,13 @@ static void schedule_reconnect(sp_handler *h) {
 }
 
 /* What opened a store failure episode (h->store_failing): a write ends
- * only with a write that succeeds (a full disk still reads); a failed
- * state() read ends with the next read that succeeds, or an idle,
- * caught-up follower, which writes nothing, would stay failing. */
+ * only with a write that succeeds (a full disk still reads): an apply, an
+ * epoch record, or an outbox write (a submit, a durable refusal or
+ * retirement; sp_writer.c); a failed state() read ends with the next read
+ * that succeeds, or an idle, caught-up follower, which writes nothing,
+ * would stay failing.  Nothing waits for an episode to end but the
+ * backoff: proposing writes nothing, and the episode's stream is closed,
+ * so a stream to the leader exists only once the backoff let it. */
 #define FAILING_WRITE 1
 #define FAILING_STATE 2
 
@@ -73,6 +77,11 @@ static void store_failed(sp_handler *h, const sp_uuid *peer, int rv,
   sp_emit_simple(h, SP_EVENT_STORE_FAILED, peer, &ev);
 }
 
+void sp_follower_store_failed(sp_handler *h, const sp_uuid *peer, int rv,
+                              const char *what) {
+  store_failed(h, peer, rv, what);
+}
+
 /* A store call that wrote succeeded (`wrote`), or state() did: an
  * episode that such a call ends is over. */
 static void store_ok(sp_handler *h, const sp_uuid *peer, int wrote) {
@@ -85,6 +94,12 @@ static void store_ok(sp_handler *h, const sp_uuid *peer, int wrote) {
   h->backoff = 0;
   ev.to_sequence = h->st.applied;
   sp_emit_simple(h, SP_EVENT_STORE_RECOVERED, peer, &ev);
+}
+
+void sp_follower_store_wrote(sp_handler *h, const sp_uuid *peer) {
+  if (h->role == SP_ROLE_FOLLOWER) {
+    store_ok(h, peer, 1);
+  }
 }
 
 static int backing_off_after_store_failure(const sp_handler *h) {
@@ -194,6 +209,7 @@ int sp_follower_attach(sp_session *s) {
    * look like a follower ahead of it.  Learn it again. */
   h->leader_latest = 0;
   h->leader = s;
+  sp_writer_attach(s);
   if (h->fstate == SP_F_DISCONNECTED) {
     h->fstate = SP_F_CONNECTED;
   }
@@ -209,6 +225,7 @@ void sp_follower_detach(sp_session *s) {
     return;
   }
   h->leader = NULL;
+  sp_writer_reset_stream(h);
   if (h->fstate == SP_F_CONNECTED) {
     h->fstate = SP_F_DISCONNECTED;
     schedule_reconnect(h);
@@ -316,6 +333,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
     if (r->through_sequence <= f->covered) {
       /* A duplicate of something applied: nothing to apply, but it ends
        * requests as any page does (the leader counts it as one). */
+      sp_writer_ready(s);
       end_requests(s, r->has_more);
       return;
     }
@@ -368,7 +386,11 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
       sp_emit_simple(h, SP_EVENT_ENTRIES_APPLIED, &s->peer, &ev);
     }
     store_ok(h, &s->peer, 1);
+    sp_writer_applied(h, &s->peer, r->entries, r->entry_count);
   }
+  /* The resume check passed (or this page follows one that did): the
+   * leader can judge our proposals against a log it knows we hold. */
+  sp_writer_ready(s);
   f->covered = r->through_sequence;
   f->last_progress = s->node->now;
   if (r->leader_latest > h->leader_latest) {
@@ -436,6 +458,12 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     if (msg->u.heartbeat.current_sequence > h->leader_latest) {
       h->leader_latest = msg->u.heartbeat.current_sequence;
     }
+    if (msg->u.heartbeat.has_features) {
+      sp_writer_on_features(s, msg);
+    }
+    break;
+  case SP_MSG_PROPOSE_RESULT:
+    sp_writer_on_result(s, msg);
     break;
   case SP_MSG_ENTRIES_RESPONSE:
     if (h->fstate == SP_F_CONNECTED) {
@@ -494,10 +522,17 @@ int sp_follower_next_frame(sp_session *s) {
     return sp_session_queue(s, &msg) == 0;
   }
   if (!want_fetch(s)) {
-    return 0;
+    return sp_writer_propose_frame(s);
   }
   msg.type = SP_MSG_FETCH_ENTRIES;
   msg.u.fetch_entries.limit = h->cfg.fetch_limit;
+  if (sp_store_has_writes(&h->store)) {
+    /* On every fetch, not only in our first Heartbeat (which may be
+     * lost): a leader that speaks writes then knows before it serves any
+     * page that entries must keep their origin ids. */
+    msg.u.fetch_entries.has_features = 1;
+    msg.u.fetch_entries.features = SP_FEATURES_SUPPORTED;
+  }
   if (!f->resume_sent) {
     /* The first fetch of a stream proves where the follower stands: at
      * its durable head, the position since_hash is the link of (a page
@@ -521,16 +556,27 @@ int sp_follower_next_frame(sp_session *s) {
   return sp_session_queue(s, &msg) == 0;
 }
 
-sp_tstamp sp_follower_session_expiry(const sp_session *s) {
+static sp_tstamp fetch_stall_at(const sp_session *s) {
   if (s->u.f.rlen == 0 || s->handler->fstate != SP_F_CONNECTED) {
     return SP_TSTAMP_MAX;
   }
   return s->u.f.last_progress + s->handler->cfg.stall_timeout;
 }
 
+sp_tstamp sp_follower_session_expiry(const sp_session *s) {
+  sp_tstamp fetch = fetch_stall_at(s), propose = sp_writer_stall_at(s);
+
+  return fetch < propose ? fetch : propose;
+}
+
 void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
-  if (now >= sp_follower_session_expiry(s)) {
+  if (now >= fetch_stall_at(s)) {
     sp_log(s->node, SP_LOG_WARN, "requested entries did not arrive");
+    sp_session_close(s, SP_ERR_STALLED);
+  } else if (now >= sp_writer_stall_at(s)) {
+    /* A Propose or its answer was lost on a stream that lives on: only
+     * a new stream proposes it again. */
+    sp_log(s->node, SP_LOG_WARN, "proposals were not answered");
     sp_session_close(s, SP_ERR_STALLED);
   }
 }
@@ -639,6 +685,9 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }
+  /* The new store may have retired submissions (committed in the new
+   * history) that no apply will report. */
+  sp_writer_resynced(h);
   h->backoff = 0;
   (void)connect_leader(h);
   return sp_node_reap(h->node);

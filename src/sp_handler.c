@@ -24,6 +24,10 @@ void sp_handler_config_default(sp_handler_config *cfg) {
   cfg->response_max_bytes = 64 * 1024;
   cfg->push_inline = 1;
   cfg->registry_refresh_interval = 60 * SP_SECONDS;
+  cfg->outbox_max_items = SP_OUTBOX_MAX_ITEMS_DEFAULT;
+  cfg->outbox_max_bytes = SP_OUTBOX_MAX_BYTES_DEFAULT;
+  cfg->propose_window = SP_PROPOSE_WINDOW_DEFAULT;
+  cfg->propose_max_bytes = SP_PROPOSE_MAX_BYTES_DEFAULT;
 }
 
 static int check_config(const sp_handler_config *c, const sp_store *st) {
@@ -38,6 +42,16 @@ static int check_config(const sp_handler_config *c, const sp_store *st) {
       c->max_queued_fetches > SP_MAX_QUEUED_FETCHES ||
       c->response_max_bytes == 0 || c->reconnect_min == 0 ||
       c->reconnect_max < c->reconnect_min || c->stall_timeout == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  /* The write path's bounds (a version-2 config gets the defaults).  The
+   * window stays within one Propose's entries: a leader bounds what it
+   * holds for a follower that does not read its answers by that many. */
+  if (c->version >= 3 &&
+      (c->outbox_max_items == 0 || c->outbox_max_bytes == 0 ||
+       c->propose_window == 0 ||
+       c->propose_window > SP_MAX_PROPOSE_ENTRIES ||
+       c->propose_max_bytes == 0)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   /* Every callback of the store is needed: a handler can change role. */
@@ -73,6 +87,7 @@ static void unlink_handler(sp_handler *h) {
 }
 
 static void free_handler(sp_handler *h) {
+  sp_writer_free(h);
   sp_buf_free(&h->hashes);
   sp_free(&h->node->mem, h->frecs);
   sp_free(&h->node->mem, h);
@@ -101,21 +116,25 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
   h->node = node;
   /* A version-1 config is a shorter struct: copy what it has and give the
    * later fields their defaults. */
-  if (cfg->version >= 2) {
+  if (cfg->version >= 3) {
     h->cfg = *cfg;
   } else {
     sp_handler_config_default(&h->cfg);
     memcpy(&h->cfg, cfg,
-           offsetof(sp_handler_config, registry_refresh_interval));
+           cfg->version == 2
+               ? offsetof(sp_handler_config, outbox_max_items)
+               : offsetof(sp_handler_config, registry_refresh_interval));
   }
-  /* A version-1 store is a shorter struct: copy only what it has (the
+  /* An older store is a shorter struct: copy only what it has (the
    * calloc left the later callbacks NULL). */
   memcpy(&h->store, store,
-         store->version >= 2 ? sizeof(*store)
-                             : offsetof(sp_store, save_follower_ack));
+         store->version >= 3   ? sizeof(*store)
+         : store->version == 2 ? offsetof(sp_store, append)
+                               : offsetof(sp_store, save_follower_ack));
   h->role = cfg->role;
   h->epoch = cfg->role == SP_ROLE_LEADER ? cfg->epoch : 0;
   sp_buf_init(&h->hashes, &node->mem);
+  sp_writer_init(h);
   h->next = node->handlers;
   node->handlers = h;
   node->now = now;
@@ -143,6 +162,8 @@ void sp_handler_del(sp_handler *h) {
   }
   node = h->node;
   stop_role(h);
+  /* The waits end before the handler does (their callbacks get it). */
+  sp_writer_cancel_waits(h);
   unlink_handler(h);
   sp_node_reap(node);
   free_handler(h);
@@ -274,6 +295,8 @@ int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
   }
   h->node->now = now;
   stop_role(h);
+  /* A commit wait belongs to the follower term that forwarded it. */
+  sp_writer_cancel_waits(h);
   sp_node_reap(h->node);
   h->role = role;
   if (role == SP_ROLE_LEADER) {
@@ -282,4 +305,64 @@ int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
   rv = start_role(h);
   fatal = sp_node_reap(h->node);
   return fatal ? fatal : rv;
+}
+
+sp_tstamp sp_handler_expiry(const sp_handler *h) {
+  sp_tstamp t = h->role == SP_ROLE_LEADER ? sp_leader_expiry(h)
+                                          : sp_follower_expiry(h);
+  sp_tstamp w = sp_writer_expiry(h);
+
+  return w < t ? w : t;
+}
+
+void sp_handler_expire(sp_handler *h, sp_tstamp now) {
+  sp_writer_expire(h, now);
+  if (h->role == SP_ROLE_LEADER) {
+    sp_leader_expire(h, now);
+  } else {
+    sp_follower_expire(h, now);
+  }
+}
+
+/* ---- writes from every device (sp_writer.c does the work) ---- */
+
+int sp_handler_submit(sp_handler *h, const sp_entry *entries, size_t n,
+                      uint64_t *first_origin, sp_tstamp now) {
+  int rv, fatal;
+
+  if (!h || !entries || n == 0 || n > SP_MAX_PROPOSE_ENTRIES) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (h->role == SP_ROLE_LEADER && h->stepped_down) {
+    return SP_ERR_INVALID_STATE;
+  }
+  h->node->now = now;
+  rv = sp_writer_submit(h, entries, n, first_origin);
+  fatal = sp_node_reap(h->node);
+  return fatal ? fatal : rv;
+}
+
+int sp_handler_submission(sp_handler *h, uint64_t origin_seq,
+                          sp_seq *sequence) {
+  if (!h || !sequence || origin_seq == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return sp_writer_submission(h, origin_seq, sequence);
+}
+
+int sp_handler_wait_committed(sp_handler *h, uint64_t origin_seq,
+                              sp_tstamp deadline, sp_commit_wait_cb cb,
+                              void *user_data, sp_tstamp now) {
+  if (!h || !cb || origin_seq == 0) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  h->node->now = now;
+  return sp_writer_wait(h, origin_seq, deadline, cb, user_data);
+}
+
+int sp_handler_outbox_status(sp_handler *h, sp_outbox_status *out) {
+  if (!h || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return sp_writer_status(h, out);
 }

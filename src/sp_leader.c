@@ -430,6 +430,9 @@ static void queue_sync_required(sp_session *s, sp_sync_reason reason,
   sp_handler *h = hof(s);
   sp_lsess *l = &s->u.l;
   sp_event ev = {0};
+  /* The same news again (a follower's opening Heartbeat and its resume
+   * fetch both stand ahead): told once per stream. */
+  int repeat = l->sync_told == reason && l->sync_told_seq == follower_seq;
 
   l->qlen = 0;
   l->head_own = 0;
@@ -437,6 +440,11 @@ static void queue_sync_required(sp_session *s, sp_sync_reason reason,
    * pushing them would be refused again at once, forever. */
   l->announced = h->bounds.latest;
   l->follower_current = 0;
+  if (repeat) {
+    return;
+  }
+  l->sync_told = reason;
+  l->sync_told_seq = follower_seq;
   l->sync.reason = reason;
   l->sync.leader_latest = h->bounds.latest;
   l->sync.leader_oldest = h->bounds.pruned_through + 1;
@@ -490,6 +498,22 @@ static void resend_from(sp_session *s, sp_seq since, sp_seq end) {
   l->head_own = OWN_RESEND;
 }
 
+/* The follower advertised features, in a Heartbeat or a FetchEntries
+ * (whichever came first; later ones change nothing): writes are
+ * negotiated when it advertised them and this leader's store can append
+ * them; then one Heartbeat with our features (and its origin_high)
+ * answers, ahead of any page not yet built. */
+static void negotiate(sp_session *s, uint64_t peer) {
+  sp_handler *h = hof(s);
+
+  if (s->features || !(peer & SP_FEATURE_WRITES) ||
+      !sp_store_has_writes(&h->store)) {
+    return;
+  }
+  s->features = peer & SP_FEATURES_SUPPORTED;
+  s->features_pending = 1;
+}
+
 static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
   sp_handler *h = hof(s);
   sp_lsess *l = &s->u.l;
@@ -497,6 +521,11 @@ static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
   sp_range *slot;
   sp_seq end;
 
+  /* Before anything is served: a follower whose features Heartbeat was
+   * lost still gets the origins on every page it fetches. */
+  if (m->has_features) {
+    negotiate(s, m->features);
+  }
   if (m->limit == 0 || m->limit > SP_MAX_FETCH_LIMIT) {
     sp_session_refuse(s, SP_ERR_FETCH_LIMIT,
                       "fetch limit must be 1..%u", SP_MAX_FETCH_LIMIT);
@@ -638,10 +667,18 @@ void sp_leader_on_msg(sp_session *s, const sp_msg *msg) {
   case SP_MSG_ACKNOWLEDGE:
     on_ack(s, msg->u.acknowledge.up_to_sequence);
     break;
+  case SP_MSG_PROPOSE:
+    sp_admit_on_propose(s, &msg->u.propose);
+    break;
   case SP_MSG_HEARTBEAT:
     if (msg->u.heartbeat.role == SP_ROLE_LEADER) {
       on_other_leader(s, msg);
-    } else if (msg->u.heartbeat.current_sequence > h->bounds.latest) {
+      break;
+    }
+    if (msg->u.heartbeat.has_features) {
+      negotiate(s, msg->u.heartbeat.features);
+    }
+    if (msg->u.heartbeat.current_sequence > h->bounds.latest) {
       if (refresh_bounds(h) != 0) {
         sp_session_close(s, SP_ERR_STORE);
       } else if (msg->u.heartbeat.current_sequence > h->bounds.latest) {
@@ -660,32 +697,14 @@ void sp_leader_on_msg(sp_session *s, const sp_msg *msg) {
 
 /* ---- serving pages ---- */
 
-/* Exact encoded size of an entry (the canonical forms of sp_enc.c). */
-static size_t uint_len(uint64_t v) {
-  return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= UINT32_MAX ? 5 : 9;
-}
-
-static size_t int_len(int64_t v) {
-  if (v >= 0) {
-    return uint_len((uint64_t)v);
-  }
-  return v >= -32 ? 1 : v >= -128 ? 2 : v >= -32768 ? 3
-                                               : v >= INT32_MIN ? 5 : 9;
-}
-
-static size_t entry_len(const sp_entry *e) {
-  size_t mt = e->model_type_len, d = e->data_len;
-  return 1 + uint_len(e->sequence) + 18 + uint_len(e->timestamp_ms) +
-         (mt < 32 ? 1 : mt < 256 ? 2 : mt < 65536 ? 3 : 5) + mt + 18 + 1 +
-         int_len(e->version) + (d < 256 ? 2 : d < 65536 ? 3 : 5) + d;
-}
-
 typedef struct page_ctx {
   msgpack_packer *pk;
   size_t body_start; /* offset of the body from out.off */
   sp_buf *out;
   size_t budget;
   size_t max_frame;
+  /* The follower negotiated writes: entries carry origin_seq. */
+  int with_origin;
   size_t count;
   sp_seq last_seq;
   uint8_t last_hash[SP_HASH_LEN];
@@ -727,7 +746,7 @@ static int page_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
                      void *arg) {
   page_ctx *c = arg;
   size_t body = sp_buf_pending(c->out) - c->body_start;
-  size_t need = body + entry_len(e) + PAGE_TAIL_MAX;
+  size_t need = body + sp_enc_entry_len(e, c->with_origin) + PAGE_TAIL_MAX;
 
   if (c->first_seq == 0) {
     c->first_seq = e->sequence;
@@ -747,7 +766,7 @@ static int page_sink(const sp_entry *e, const uint8_t hash[SP_HASH_LEN],
     c->stopped = 1;
     return SP_SINK_STOP;
   }
-  if (sp_enc_entry(c->pk, e) != 0) {
+  if (sp_enc_entry_wire(c->pk, e, c->with_origin) != 0) {
     return SP_ERR_NOMEM;
   }
   c->count++;
@@ -907,6 +926,7 @@ static int serve_page(sp_session *s) {
   c.body_start = frame_rel + SP_FRAME_HEADER_LEN;
   c.budget = h->cfg.response_max_bytes;
   c.max_frame = s->node->cfg.max_frame;
+  c.with_origin = (s->features & SP_FEATURE_WRITES) != 0;
   if (sp_enc_response_head(&pk, &h->cfg.library_id, h->epoch, r->cur,
                            &count_off) != 0) {
     return page_failed(s, frame_rel, SP_ERR_NOMEM, "out of memory");
@@ -1034,8 +1054,13 @@ static void schedule_members(sp_handler *h) {
 }
 
 int sp_leader_start(sp_handler *h) {
-  int rv = refresh_bounds(h);
+  int rv;
 
+  /* Before the term's first bounds: what this device submitted as a
+   * follower and no leader committed joins the log now, ahead of
+   * anything its host submits in the term. */
+  sp_admit_drain_at_start(h);
+  rv = refresh_bounds(h);
   if (rv != 0) {
     return rv;
   }
@@ -1055,6 +1080,7 @@ int sp_leader_start(sp_handler *h) {
 }
 
 void sp_leader_stop(sp_handler *h) {
+  sp_admit_drain_stop(h);
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }
@@ -1108,6 +1134,7 @@ void sp_leader_expire(sp_handler *h, sp_tstamp now) {
       sp_log(h->node, SP_LOG_WARN, "registry members: %s", sp_err_name(rv));
     }
   }
+  sp_admit_drain_expire(h, now);
   dial_due(h, now);
 }
 
@@ -1121,6 +1148,9 @@ sp_tstamp sp_leader_expiry(const sp_handler *h) {
   if (h->members_at < t) {
     t = h->members_at;
   }
+  if (sp_admit_drain_expiry(h) < t) {
+    t = sp_admit_drain_expiry(h);
+  }
   for (i = 0; i < h->nfrecs; ++i) {
     const sp_frec *r = &h->frecs[i];
     if (r->registered && !r->session && r->dial_at < t) {
@@ -1132,9 +1162,22 @@ sp_tstamp sp_leader_expiry(const sp_handler *h) {
 
 /* ---- public leader API ---- */
 
+int sp_leader_announce(sp_handler *h) {
+  sp_session *s, *next;
+  int rv = refresh_bounds(h);
+
+  if (rv == 0) {
+    for (s = h->sessions; s; s = next) {
+      next = s->hnext;
+      sp_session_pump(s);
+    }
+  }
+  sp_waits_check(h);
+  return rv;
+}
+
 int sp_handler_notify_new_entries(sp_handler *h, sp_seq from, sp_seq to,
                                   sp_tstamp now) {
-  sp_session *s, *next;
   int rv;
 
   if (!h || from > to) {
@@ -1144,14 +1187,7 @@ int sp_handler_notify_new_entries(sp_handler *h, sp_seq from, sp_seq to,
     return SP_ERR_INVALID_STATE;
   }
   h->node->now = now;
-  rv = refresh_bounds(h);
-  if (rv == 0) {
-    for (s = h->sessions; s; s = next) {
-      next = s->hnext;
-      sp_session_pump(s);
-    }
-  }
-  sp_waits_check(h);
+  rv = sp_leader_announce(h);
   {
     int fatal = sp_node_reap(h->node);
     return fatal ? fatal : rv;

@@ -51,7 +51,10 @@ int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
   if (node->cfg.max_frame == 0) {
     node->cfg.max_frame = SP_MAX_FRAME_DEFAULT;
   }
-  node->reg = *registry;
+  /* A version-1 registry is a shorter struct (no can_write). */
+  memcpy(&node->reg, registry,
+         registry->version >= 2 ? sizeof(*registry)
+                                : offsetof(sp_registry, can_write));
   if (events) {
     node->ev = *events;
   }
@@ -283,8 +286,7 @@ sp_tstamp sp_node_get_expiry(const sp_node *node) {
   const sp_session *s;
 
   for (h = node->handlers; h; h = h->next) {
-    x = h->role == SP_ROLE_LEADER ? sp_leader_expiry(h)
-                                  : sp_follower_expiry(h);
+    x = sp_handler_expiry(h);
     if (x < t) {
       t = x;
     }
@@ -307,11 +309,7 @@ int sp_node_handle_expiry(sp_node *node, sp_tstamp now) {
   }
   node->now = now;
   for (h = node->handlers; h; h = h->next) {
-    if (h->role == SP_ROLE_LEADER) {
-      sp_leader_expire(h, now);
-    } else {
-      sp_follower_expire(h, now);
-    }
+    sp_handler_expire(h, now);
   }
   /* Sessions created above sit at the head of the list; running their
    * timers too is harmless (nothing is due yet). */

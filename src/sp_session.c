@@ -167,6 +167,9 @@ int sp_session_queue(sp_session *s, sp_msg *msg) {
   int rv;
 
   stamp(s, msg);
+  /* Entries carry their origin element only to a peer that advertised
+   * writes; to any other they are the seed's bytes. */
+  msg->with_origin = (s->features & SP_FEATURE_WRITES) != 0;
   rv = sp_codec_append_frame(&s->out, msg, max_frame(s->node));
   if (rv == SP_ERR_NOMEM) {
     sp_node_set_fatal(s->node, rv);
@@ -215,6 +218,19 @@ void sp_session_refuse(sp_session *s, int code, const char *fmt, ...) {
   sp_session_pump(s);
 }
 
+/* A leader tells a negotiated follower the highest origin_seq its log
+ * ever held for it (the follower anchors its outbox above it). */
+static int origin_high(sp_session *s, uint64_t *high) {
+  sp_handler *h = s->handler;
+  sp_seq seq;
+
+  *high = 0;
+  if (h->role != SP_ROLE_LEADER) {
+    return 0;
+  }
+  return h->store.find_origin(&s->peer, 0, &seq, high, h->store.user_data);
+}
+
 /* Generate the next frame; 1 if one was queued. */
 static int next_frame(sp_session *s) {
   sp_handler *h = s->handler;
@@ -223,14 +239,32 @@ static int next_frame(sp_session *s) {
   if (!h || s->refused) {
     return 0;
   }
-  if (s->hello_pending || s->heartbeat_due) {
-    s->hello_pending = 0;
-    s->heartbeat_due = 0;
+  if (s->hello_pending || s->heartbeat_due || s->features_pending) {
     memset(&msg, 0, sizeof(msg));
     msg.type = SP_MSG_HEARTBEAT;
     msg.u.heartbeat.role = h->role;
     msg.u.heartbeat.current_sequence =
         h->role == SP_ROLE_LEADER ? h->bounds.latest : h->st.applied;
+    if (s->features_pending || s->advertised) {
+      msg.u.heartbeat.has_features = 1;
+      msg.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+      if (origin_high(s, &msg.u.heartbeat.origin_high) != 0) {
+        sp_event ev = {0};
+        ev.error_code = SP_ERR_STORE;
+        ev.message = "store find_origin failed";
+        sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
+        sp_session_close(s, SP_ERR_STORE);
+        return 0;
+      }
+      /* A follower sizes its Propose frames for what we accept. */
+      if (h->role == SP_ROLE_LEADER) {
+        msg.u.heartbeat.max_frame = max_frame(s->node);
+      }
+      s->advertised = 1;
+    }
+    s->hello_pending = 0;
+    s->heartbeat_due = 0;
+    s->features_pending = 0;
     if (h->role == SP_ROLE_LEADER && s->u.l.announced < h->bounds.latest) {
       s->u.l.announced = h->bounds.latest;
     }
@@ -314,6 +348,51 @@ static int route(sp_session *s, const sp_msg *msg) {
   return sp_handler_accept(h, s, msg);
 }
 
+/* A message type a feature brought (codec.h): the feature it needs, and
+ * whether it travels towards the leader; 0 for the seed's messages. */
+static uint64_t feature_of(sp_msg_type type, int *to_leader) {
+  *to_leader = type == SP_MSG_PROPOSE || type == SP_MSG_SNAPSHOT_REQUEST ||
+               type == SP_MSG_SNAPSHOT_FETCH;
+  switch (type) {
+  case SP_MSG_PROPOSE:
+  case SP_MSG_PROPOSE_RESULT:
+    return SP_FEATURE_WRITES;
+  case SP_MSG_SNAPSHOT_REQUEST:
+  case SP_MSG_SNAPSHOT_MANIFEST:
+  case SP_MSG_SNAPSHOT_FETCH:
+  case SP_MSG_SNAPSHOT_CHUNK:
+    return SP_FEATURE_SNAPSHOT;
+  default:
+    return 0;
+  }
+}
+
+/* A feature's messages go one way only, and only to a peer that
+ * advertised the feature on this stream (docs/protocol.md §13): anything
+ * else is refused, never silently dropped.  Returns 1 to go on. */
+static int feature_gate(sp_session *s, const sp_msg *msg) {
+  int to_leader;
+  uint64_t need = feature_of(msg->type, &to_leader);
+
+  if (need == 0) {
+    return 1;
+  }
+  if (to_leader != (s->handler->role == SP_ROLE_LEADER)) {
+    sp_session_refuse(s, SP_ERR_WRONG_ROLE, "message type %d is not for a %s",
+                      (int)msg->type,
+                      s->handler->role == SP_ROLE_LEADER ? "leader"
+                                                         : "follower");
+    return 0;
+  }
+  if (!(s->features & need)) {
+    sp_session_refuse(s, SP_ERR_NOT_NEGOTIATED,
+                      "message type %d of a feature not negotiated",
+                      (int)msg->type);
+    return 0;
+  }
+  return 1;
+}
+
 static void dispatch(sp_session *s, const sp_msg *msg) {
   sp_handler *h;
 
@@ -333,6 +412,9 @@ static void dispatch(sp_session *s, const sp_msg *msg) {
     sp_event ev = {0};
     s->connected_event = 1;
     sp_emit_simple(h, SP_EVENT_PEER_CONNECTED, &s->peer, &ev);
+  }
+  if (!feature_gate(s, msg)) {
+    return;
   }
   if (msg->type == SP_MSG_ERROR) {
     sp_event ev = {0};

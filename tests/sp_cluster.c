@@ -41,6 +41,15 @@ static int r_is_member(const sp_uuid *lib, const sp_uuid *device,
   return 0;
 }
 
+static int r_can_write(const sp_uuid *lib, const sp_uuid *device,
+                       int *can_write, void *ud) {
+  tc *t = ud;
+  int l = lib_index(t, lib), d = dev_index(t, device);
+
+  *can_write = l >= 0 && d >= 0 && !t->dev[d].read_only[l];
+  return 0;
+}
+
 static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
   tc *t = ud;
   int l = lib_index(t, lib);
@@ -161,6 +170,40 @@ static tc_tap *tap_for(tc *t, uint64_t stream, int from) {
   return p;
 }
 
+/* Verbose traces: what the write path's frames carry. */
+static void tap_detail(const sp_msg *m) {
+  size_t i;
+
+  if (m->type == SP_MSG_HEARTBEAT && m->u.heartbeat.has_features) {
+    fprintf(stderr, " features %llu origin_high %llu",
+            (unsigned long long)m->u.heartbeat.features,
+            (unsigned long long)m->u.heartbeat.origin_high);
+  } else if (m->type == SP_MSG_ENTRIES_RESPONSE) {
+    const sp_msg_entries_response *r = &m->u.entries_response;
+    for (i = 0; i < r->entry_count; ++i) {
+      if (r->entries[i].origin_seq) {
+        fprintf(stderr, " %llu:o%llu",
+                (unsigned long long)r->entries[i].sequence,
+                (unsigned long long)r->entries[i].origin_seq);
+      }
+    }
+  } else if (m->type == SP_MSG_PROPOSE) {
+    for (i = 0; i < m->u.propose.entry_count; ++i) {
+      fprintf(stderr, " o%llu",
+              (unsigned long long)m->u.propose.entries[i].origin_seq);
+    }
+  } else if (m->type == SP_MSG_PROPOSE_RESULT) {
+    const sp_msg_propose_result *r = &m->u.propose_result;
+    for (i = 0; i < r->result_count; ++i) {
+      fprintf(stderr, " o%llu:%d@%llu",
+              (unsigned long long)r->results[i].origin_seq,
+              (int)r->results[i].code,
+              (unsigned long long)r->results[i].sequence);
+    }
+  }
+  fputc('\n', stderr);
+}
+
 static void tap(tc *t, const sp_mem_delivery *d) {
   int from = dev_index(t, &d->from);
   tc_tap *tp;
@@ -188,7 +231,7 @@ static void tap(tc *t, const sp_mem_delivery *d) {
     p += n;
     len -= (size_t)n;
     if (body && sp_decoder_decode(dec, body, blen, &msg) == 0 &&
-        msg.type < 8) {
+        msg.type < 16) {
       tc_dev *dv = &t->dev[from];
       dv->sent.msgs[msg.type]++;
       if (msg.type == SP_MSG_FETCH_ENTRIES &&
@@ -196,9 +239,10 @@ static void tap(tc *t, const sp_mem_delivery *d) {
         dv->sent.fetch_since_first = (long)msg.u.fetch_entries.since_sequence;
       }
       if (t->verbose) {
-        fprintf(stderr, "[%llu ms] dev%d -> msg %d (stream %llu)\n",
+        fprintf(stderr, "[%llu ms] dev%d -> msg %d (stream %llu)",
                 (unsigned long long)(t->now / SP_MILLISECONDS), from,
                 (int)msg.type, (unsigned long long)d->stream_id);
+        tap_detail(&msg);
       }
     }
   }
@@ -228,6 +272,7 @@ static int make_node(tc *t, int i) {
   reg.is_member = r_is_member;
   reg.leader = r_leader;
   reg.members = r_members;
+  reg.can_write = r_can_write;
   ev.user_data = d;
   ev.on_event = on_event;
   if (getenv("SP_TEST_LOG")) {

@@ -26,7 +26,7 @@ typedef struct tc_counts {
 
 /* Frames seen on the wire, by sender and type. */
 typedef struct tc_wire {
-  long msgs[8];          /* by sp_msg_type */
+  long msgs[16];         /* by sp_msg_type */
   long errors_by_code[8];/* unused slots for tests */
   long fetch_since_first;/* since of the last hashed (resume) fetch */
   long bytes;
@@ -43,6 +43,8 @@ typedef struct tc_dev {
   sp_mem_store *store[TC_MAX_LIBS];
   sp_handler_config cfg[TC_MAX_LIBS];
   int member[TC_MAX_LIBS];
+  /* Listed read-only for the library (registry can_write says 0). */
+  int read_only[TC_MAX_LIBS];
   tc_counts counts;
   tc_wire sent;
   /* Fetches sent minus pages ending a request (pipeline depth). */

@@ -287,6 +287,14 @@ static size_t heartbeat_len(sp_role role, sp_seq seq) {
   m.epoch = 1;
   m.u.heartbeat.role = role;
   m.u.heartbeat.current_sequence = seq;
+  /* Both stores have the write path: the stream negotiated it, and every
+   * Heartbeat carries the features (a leader's also its frame maximum;
+   * no device submitted, so origin_high is 0). */
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  if (role == SP_ROLE_LEADER) {
+    m.u.heartbeat.max_frame = SP_MAX_FRAME_DEFAULT;
+  }
   return sp_msg_encoded_len(&m);
 }
 

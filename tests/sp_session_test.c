@@ -424,6 +424,47 @@ static int s_state(sp_store_state *out, void *ud) {
   return f->inner.state(out, f->inner.user_data);
 }
 
+/* The write path (store version 3), passed through when a test asks. */
+static int store_writes;
+
+static int s_append(const sp_entry *e, size_t n, sp_seq *first, void *ud) {
+  fx *f = ud;
+  return f->inner.append(e, n, first, f->inner.user_data);
+}
+
+static int s_find_origin(const sp_uuid *d, uint64_t o, sp_seq *seq,
+                         uint64_t *high, void *ud) {
+  fx *f = ud;
+  return f->inner.find_origin(d, o, seq, high, f->inner.user_data);
+}
+
+static int s_outbox_put(const sp_entry *e, size_t n, uint64_t *first,
+                        void *ud) {
+  fx *f = ud;
+  return f->inner.outbox_put(e, n, first, f->inner.user_data);
+}
+
+static int s_outbox_read(uint64_t after, size_t max, sp_entry_sink sink,
+                         void *ctx, void *ud) {
+  fx *f = ud;
+  return f->inner.outbox_read(after, max, sink, ctx, f->inner.user_data);
+}
+
+static int s_outbox_remove(uint64_t o, void *ud) {
+  fx *f = ud;
+  return f->inner.outbox_remove(o, f->inner.user_data);
+}
+
+static int s_outbox_stats(sp_outbox_stats *out, void *ud) {
+  fx *f = ud;
+  return f->inner.outbox_stats(out, f->inner.user_data);
+}
+
+static int s_outbox_anchor(const sp_uuid *d, uint64_t high, void *ud) {
+  fx *f = ud;
+  return f->inner.outbox_anchor(d, high, f->inner.user_data);
+}
+
 static void store_vtable(fx *f, sp_store *vt) {
   sp_mem_store_get_vtable(f->store, &f->inner);
   memset(vt, 0, sizeof(*vt));
@@ -434,6 +475,15 @@ static void store_vtable(fx *f, sp_store *vt) {
   vt->hash_at = s_hash_at;
   vt->apply = s_apply;
   vt->state = s_state;
+  if (store_writes) {
+    vt->append = s_append;
+    vt->find_origin = s_find_origin;
+    vt->outbox_put = s_outbox_put;
+    vt->outbox_read = s_outbox_read;
+    vt->outbox_remove = s_outbox_remove;
+    vt->outbox_stats = s_outbox_stats;
+    vt->outbox_anchor = s_outbox_anchor;
+  }
 }
 
 /* ---- allocation tracking ---- */
@@ -497,6 +547,20 @@ static void append_log(sp_mem_store *st, int n, const sp_uuid *dev) {
     fill_entry(&e, 0, buf, 10 + (size_t)i, dev);
     assert_int_equal(sp_mem_store_append(st, &e, &seq), 0);
     (void)seq;
+  }
+}
+
+/* Entries a follower `dev` submitted, origin ids first, first + 1... */
+static void append_forwarded(sp_mem_store *st, int n, const sp_uuid *dev,
+                             uint64_t first) {
+  uint8_t buf[64];
+  int i;
+
+  for (i = 0; i < n; ++i) {
+    sp_entry e;
+    fill_entry(&e, 0, buf, 20 + (size_t)i, dev);
+    e.origin_seq = first + (uint64_t)i;
+    assert_int_equal(sp_mem_store_append(st, &e, NULL), 0);
   }
 }
 
@@ -733,8 +797,10 @@ static sp_msg mk_hb(const sp_uuid *lib, uint64_t epoch, sp_seq seq,
 
 /* ---- reading the capture ---- */
 
-/* Decode the next complete frame sent on `id`; 1 if there was one. */
-static int read_frame(fx *f, uint64_t id, sp_msg *msg) {
+/* Decode the next complete frame sent on `id`; 1 if there was one.  Its
+ * body's bytes stay at `*body` until the next read (NULL: not wanted). */
+static int read_frame_body(fx *f, uint64_t id, sp_msg *msg,
+                           const uint8_t **pbody, size_t *pblen) {
   cap_stream *c = cs(f, id);
 
   while (c->rd < c->len) {
@@ -746,10 +812,18 @@ static int read_frame(fx *f, uint64_t id, sp_msg *msg) {
     c->rd += (size_t)n;
     if (body) {
       assert_int_equal(sp_decoder_decode(f->dec, body, blen, msg), 0);
+      if (pbody) {
+        *pbody = body;
+        *pblen = blen;
+      }
       return 1;
     }
   }
   return 0;
+}
+
+static int read_frame(fx *f, uint64_t id, sp_msg *msg) {
+  return read_frame_body(f, id, msg, NULL, NULL);
 }
 
 typedef struct frames {
@@ -897,17 +971,29 @@ static void leader_refuses_body(const uint8_t *body, size_t n, int code) {
 /* A follower that speaks only the seed's messages (the first wave's six
  * and Error): one FetchEntries, no resume hash, one request per page, its
  * own chain over the entry fields it knows.  It syncs with a leader that
- * has every later feature, is sent nothing but seed message types, and
- * its chain matches the leader's, before and after pushed entries. */
+ * has every later feature, is sent nothing but seed message types, each
+ * frame byte for byte what the seed's encoding of it is (no features, no
+ * origin element, even for forwarded entries), and its chain matches the
+ * leader's, before and after pushed entries. */
 static void seed_peer_read(fx *f, uint64_t id, sp_seq *applied,
                            uint8_t chain[SP_HASH_LEN], int *announced) {
+  static uint8_t seed[NODE_MAX_FRAME + SP_FRAME_HEADER_LEN];
+  const uint8_t *body;
+  size_t blen, n;
   sp_msg m;
   size_t i;
 
-  while (read_frame(f, id, &m)) {
+  while (read_frame_body(f, id, &m, &body, &blen)) {
     assert_true(m.type == SP_MSG_NEW_ENTRIES ||
                 m.type == SP_MSG_ENTRIES_RESPONSE ||
                 m.type == SP_MSG_HEARTBEAT);
+    m.with_origin = 0;
+    assert_int_equal(sp_msg_encode(&m, seed, sizeof(seed), &n), 0);
+    assert_int_equal(n, blen + SP_FRAME_HEADER_LEN);
+    assert_memory_equal(seed + SP_FRAME_HEADER_LEN, body, blen);
+    if (m.type == SP_MSG_HEARTBEAT) {
+      assert_false(m.u.heartbeat.has_features);
+    }
     if (m.type == SP_MSG_NEW_ENTRIES) {
       *announced = 1;
       continue;
@@ -917,6 +1003,7 @@ static void seed_peer_read(fx *f, uint64_t id, sp_seq *applied,
     }
     for (i = 0; i < m.u.entries_response.entry_count; ++i) {
       const sp_entry *e = &m.u.entries_response.entries[i];
+      assert_int_equal(e->origin_seq, 0);
       if (e->sequence <= *applied) {
         continue;
       }
@@ -942,32 +1029,38 @@ static void test_leader_seed_only_follower(void **state) {
   int announced = 0, round;
 
   (void)state;
+  /* The leader has the write path, and its log holds entries forwarded
+   * from followers (origin ids set). */
+  store_writes = 1;
   fx_leader(&f);
+  store_writes = 0;
+  append_forwarded(f.store, 2, &f.Q, 1);
   sp_mem_store_get_vtable(f.store, &vt);
   id = open_in(&f, &f.P);
   m = mk_fetch(&f.lib, LEADER_EPOCH, 0, 100, NULL);
   inject_msg(&f, id, &f.P, &m);
   seed_peer_read(&f, id, &applied, chain, &announced);
-  assert_int_equal(applied, LOG_LEN);
-  assert_int_equal(vt.hash_at(LOG_LEN, want, vt.user_data), 0);
+  assert_int_equal(applied, LOG_LEN + 2);
+  assert_int_equal(vt.hash_at(LOG_LEN + 2, want, vt.user_data), 0);
   assert_memory_equal(chain, want, SP_HASH_LEN);
   m = mk_ack(&f.lib, LEADER_EPOCH, applied);
   inject_msg(&f, id, &f.P, &m);
 
   /* New entries: pushed or announced, the seed peer follows either. */
-  append_log(f.store, 3, &f.self);
+  append_log(f.store, 1, &f.self);
+  append_forwarded(f.store, 2, &f.Q, 3);
   assert_int_equal(
-      sp_handler_notify_new_entries(f.h, LOG_LEN + 1, LOG_LEN + 3, f.now), 0);
-  for (round = 0; round < 4 && applied < LOG_LEN + 3; ++round) {
+      sp_handler_notify_new_entries(f.h, LOG_LEN + 3, LOG_LEN + 5, f.now), 0);
+  for (round = 0; round < 4 && applied < LOG_LEN + 5; ++round) {
     announced = 0;
     seed_peer_read(&f, id, &applied, chain, &announced);
-    if (announced && applied < LOG_LEN + 3) {
+    if (announced && applied < LOG_LEN + 5) {
       m = mk_fetch(&f.lib, LEADER_EPOCH, applied, 100, NULL);
       inject_msg(&f, id, &f.P, &m);
     }
   }
-  assert_int_equal(applied, LOG_LEN + 3);
-  assert_int_equal(vt.hash_at(LOG_LEN + 3, want, vt.user_data), 0);
+  assert_int_equal(applied, LOG_LEN + 5);
+  assert_int_equal(vt.hash_at(LOG_LEN + 5, want, vt.user_data), 0);
   assert_memory_equal(chain, want, SP_HASH_LEN);
   m = mk_ack(&f.lib, LEADER_EPOCH, applied);
   inject_msg(&f, id, &f.P, &m);

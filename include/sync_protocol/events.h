@@ -76,12 +76,40 @@ typedef enum sp_event_type {
   SP_EVENT_STORE_FAILED = 12,
   /* Follower: the end of an SP_EVENT_STORE_FAILED episode
    * (`to_sequence` is the applied sequence); the backoff is reset.  An
-   * episode a write opened (apply, epoch record) ends with the first write
-   * that succeeds; one only the state read opened ends with the first
-   * state read that succeeds (a caught-up follower may have nothing to
-   * write).  An episode outlives role changes (sp_handler_set_role) and
-   * ends in the next follower term by the same rule. */
-  SP_EVENT_STORE_RECOVERED = 13
+   * episode a write opened (apply, epoch record, an outbox write) ends
+   * with the first write that succeeds (an apply, an epoch record, a
+   * submit's outbox_put, a refusal or retirement's outbox_remove; not
+   * the outbox anchoring each new stream does); one only the state read
+   * opened ends with the first state read that succeeds (a caught-up
+   * follower may have nothing to write).  An episode outlives role
+   * changes (sp_handler_set_role) and ends in the next follower term by
+   * the same rule. */
+  SP_EVENT_STORE_RECOVERED = 13,
+  /* The submission `origin_seq` (sp_handler_submit) is in this device's
+   * own log at `to_sequence` (0: committed, below what this log retains).
+   * Outcome events are per process, and not every outcome is one:
+   * a submission committed while the process was down, or retired by a
+   * full sync (sp_handler_resync_done) before this process proposed it,
+   * is not reported -- ask sp_handler_submission (or
+   * sp_handler_wait_committed, which returns 1 for it).  And a commit is
+   * only as final as the history it is in: after a COMMITTED from a
+   * history later discarded (a page of a stale leader that a full sync
+   * throws away; a failover to a leader that never had the entry), the
+   * store puts the item back into the outbox and the submission gets a
+   * second outcome (COMMITTED again, or REFUSED).  Otherwise one outcome
+   * per submission per process. */
+  SP_EVENT_SUBMISSION_COMMITTED = 14,
+  /* The leader refused the submission `origin_seq`: `error_code` and
+   * `message` are its reason.  The refusal is durable (the item left the
+   * outbox) when this is emitted; it is final (the same per-process rules
+   * as SP_EVENT_SUBMISSION_COMMITTED say when it is not emitted). */
+  SP_EVENT_SUBMISSION_REFUSED = 15,
+  /* Leader: the library appended entries (from_sequence, to_sequence] to
+   * the log through the store's `append`: followers' accepted proposals,
+   * this device's drained outbox, or its own sp_handler_submit.  A host
+   * that keeps its own state beside the log applies them from here, as a
+   * follower's host does on SP_EVENT_ENTRIES_APPLIED. */
+  SP_EVENT_ENTRIES_APPENDED = 16
 } sp_event_type;
 
 typedef struct sp_event {
@@ -96,7 +124,8 @@ typedef struct sp_event {
   /* SP_EVENT_ERROR, SP_EVENT_STORE_FAILED: NUL-terminated text, valid
    * during the callback. */
   const char *message;
-  /* SP_EVENT_ENTRIES_APPLIED: the applied range; CAUGHT_UP: to_sequence;
+  /* SP_EVENT_ENTRIES_APPLIED, SP_EVENT_ENTRIES_APPENDED: the range;
+   * CAUGHT_UP: to_sequence;
    * LOG_CORRUPT: to_sequence is the first corrupt row. */
   sp_seq from_sequence;
   sp_seq to_sequence;
@@ -109,6 +138,8 @@ typedef struct sp_event {
   sp_seq follower_sequence;
   /* SP_EVENT_STEPPED_DOWN, SP_EVENT_ROLE_CONFLICT: the other epoch. */
   uint64_t epoch;
+  /* SP_EVENT_SUBMISSION_*: the submission's origin_seq. */
+  uint64_t origin_seq;
 } sp_event;
 
 typedef enum sp_log_level {

@@ -87,8 +87,54 @@ SP_API sp_handler *sp_node_find_handler(sp_node *node, const sp_uuid *library);
  * allocated per follower stream). */
 #define SP_MAX_QUEUED_FETCHES 65536
 
-/* 2 added registry_refresh_interval; a version-1 config gets its default. */
-#define SP_HANDLER_CONFIG_VERSION 2
+/* Defaults of the write path (sp_handler_config version 3). */
+#define SP_OUTBOX_MAX_ITEMS_DEFAULT 100000u
+#define SP_OUTBOX_MAX_BYTES_DEFAULT (64u * 1024u * 1024u)
+#define SP_PROPOSE_WINDOW_DEFAULT 1024u
+#define SP_PROPOSE_MAX_BYTES_DEFAULT (1024u * 1024u)
+
+/* What an admission callback decides about one proposed entry. */
+typedef enum sp_admit_decision {
+  /* Append the entry as proposed. */
+  SP_ADMIT_ACCEPT = 0,
+  /* Do not append it: `code` (a negative sp_error, SP_ERR_REFUSED if 0)
+   * and `message` travel back to the proposer. */
+  SP_ADMIT_REFUSE = 1,
+  /* Append `replacement` instead (the host's merge rules: another
+   * payload, version or change type for the same record).  The library
+   * keeps the proposal's device_id and origin_seq on it, so the
+   * submission is still appended exactly once. */
+  SP_ADMIT_REPLACE = 2
+} sp_admit_decision;
+
+typedef struct sp_admission {
+  sp_admit_decision decision;
+  int code;
+  /* NUL-terminated; copied by the library.  May stay NULL. */
+  const char *message;
+  /* SP_ADMIT_REPLACE: the entry to append; what it points to must stay
+   * valid until the callback's caller returns (the next callback or the
+   * end of the proposal batch, whichever is first). */
+  sp_entry replacement;
+} sp_admission;
+
+/*
+ * Leader: a follower `proposer` (the device its connection proved) asks
+ * to append `entry` (device_id is `proposer`, origin_seq set; pointers
+ * valid during the call).  Fill `*out` (zeroed: SP_ADMIT_ACCEPT) and
+ * return 0; a non-zero return fails the node (SP_ERR_CALLBACK_FAILURE).
+ * Called only for submissions not already in the log, and at most once
+ * per proposal the leader receives (a retried proposal is asked again if
+ * it was refused, never if it was appended).  Must not call into the node.
+ */
+typedef int (*sp_admit_cb)(sp_handler *handler, const sp_uuid *proposer,
+                           const sp_entry *entry, sp_admission *out,
+                           void *user_data);
+
+/* 2 added registry_refresh_interval; 3 the write path (outbox_max_items
+ * to admit_user_data).  An older config gets the defaults of what it
+ * lacks. */
+#define SP_HANDLER_CONFIG_VERSION 3
 
 typedef struct sp_handler_config {
   /* SP_HANDLER_CONFIG_VERSION; set by sp_handler_config_default. */
@@ -108,7 +154,8 @@ typedef struct sp_handler_config {
    * leader holds no more of them than this (docs/protocol.md 12.2, "The
    * fetch window"), so keep it at most the leader's max_queued_fetches. */
   uint32_t fetch_window;
-  /* Follower: re-connect when asked-for entries do not come (60 s). */
+  /* Follower: re-connect when asked-for entries do not come, or when
+   * the leader answers none of the proposals in flight (60 s). */
   sp_duration stall_timeout;
   /* Both: first and largest delay of a follower's reconnects and of a
    * leader's dials to a follower (100 ms, 30 s); each failure doubles the
@@ -139,6 +186,21 @@ typedef struct sp_handler_config {
    * added since is dialled, one removed is refused and forgotten.  0 = only
    * at the start of a term and on sp_handler_registry_changed. */
   sp_duration registry_refresh_interval;
+  /* Both: sp_handler_submit refuses (SP_ERR_OUTBOX_FULL) a batch that
+   * would take the outbox past this many items or payload bytes
+   * (100000, 64 MiB). */
+  uint64_t outbox_max_items;
+  uint64_t outbox_max_bytes;
+  /* Follower: proposed entries sent and not yet answered, at most
+   * (1024; 1..SP_MAX_PROPOSE_ENTRIES, larger is SP_ERR_INVALID_ARGUMENT:
+   * a leader bounds the answers it holds for a follower by one Propose's
+   * worth), and their payload bytes (1 MiB; one entry always goes). */
+  uint32_t propose_window;
+  size_t propose_max_bytes;
+  /* Leader: decides about followers' proposals; NULL accepts every one
+   * (the registry still refuses read-only devices). */
+  sp_admit_cb admit;
+  void *admit_user_data;
 } sp_handler_config;
 
 /* Fill `cfg` with the defaults shown above (role leader, epoch 1). */
@@ -148,8 +210,15 @@ SP_API void sp_handler_config_default(sp_handler_config *cfg);
  * sp_handler_new attaches a handler for cfg->library_id to `node`.  `cfg`
  * and `store` are copied; store->user_data must outlive the handler.  A
  * follower reads its durable state from the store and opens a stream to
- * the registry's leader at once.  The handler belongs to the node until
- * sp_handler_del (or sp_node_del).
+ * the registry's leader at once.  A leader's term first drains this
+ * device's own outbox (SP_EVENT_SUBMISSION_COMMITTED for its items; a
+ * store failure there is reported as an SP_EVENT_ERROR event and retried,
+ * not returned: see sp_handler_set_role).  That drain runs inside this
+ * call: its events reach the host before the handle is returned, and
+ * what it did (entries appended to the log, items removed from the
+ * outbox) stays even if the start fails after it and this returns an
+ * error.  The handler belongs to the node until sp_handler_del (or
+ * sp_node_del).
  * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, a missing store callback the
  * role needs, a zero interval, fetch_limit over SP_MAX_FETCH_LIMIT),
  * SP_ERR_VERSION, SP_ERR_EXISTS (the library already has a handler),
@@ -314,11 +383,107 @@ SP_API int sp_handler_resync_done(sp_handler *handler, sp_tstamp now);
  * it has seen.  A leadership term starts with no acknowledgement held in
  * memory: the retention floor and waits count what followers acknowledge
  * (or resume from) in it, and positions kept with the log (see
- * sp_handler_wait_acks).  Returns 0, SP_ERR_INVALID_ARGUMENT (epoch not
- * higher for a leader), SP_ERR_STORE, or a fatal code.
+ * sp_handler_wait_acks).  A leader term first drains this device's own
+ * outbox (what it submitted as a follower and no leader committed): the
+ * items are appended with their origins, SP_EVENT_SUBMISSION_COMMITTED
+ * for each.  A store failure there is reported as one SP_EVENT_ERROR
+ * event and retried on the handler's timers (reconnect_min doubling to
+ * reconnect_max) until a drain succeeds or the term ends (a role change,
+ * stepping down); it is not returned.  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT (epoch not higher for a leader), SP_ERR_STORE,
+ * or a fatal code.
  */
 SP_API int sp_handler_set_role(sp_handler *handler, sp_role role,
                                uint64_t epoch, sp_tstamp now);
+
+/* ---- writes from every device ---- */
+
+/*
+ * sp_handler_submit writes `n` entries (1 <= n <= SP_MAX_PROPOSE_ENTRIES)
+ * from this device.  Each entry's sequence and origin_seq are ignored;
+ * device_id must be zero (this device's id is filled in) or this device's
+ * id.  `entries` and what they point to are only read.
+ *
+ * Follower: the entries go into the store's outbox, durably, before this
+ * returns, whether or not the leader is reachable; they are proposed to
+ * the leader while connected, and each ends with one
+ * SP_EVENT_SUBMISSION_COMMITTED (it is in this device's own log) or
+ * SP_EVENT_SUBMISSION_REFUSED, with two exceptions.  None at all: events
+ * are per process, so a submission settled while the process was down,
+ * or retired by a full sync (sp_handler_resync_done) before this process
+ * proposed it, is not reported (sp_handler_submission and
+ * sp_handler_wait_committed tell).  Two: a COMMITTED from a history that
+ * is later discarded (a stale leader's page that a full sync throws
+ * away; a failover to a leader that never had the entry) can be followed
+ * by the item's return to the outbox and a second outcome.  Leader: this device's own outbox is
+ * drained first, as at the start of a term (sp_handler_set_role;
+ * SP_EVENT_SUBMISSION_COMMITTED for its items; if that fails, SP_ERR_STORE
+ * and nothing of `entries` is appended, the drain is retried on the
+ * timers), then the entries are appended at once (committed events follow
+ * before this returns) and announced.  The first origin_seq goes to
+ * `*first_origin` (may be NULL); the others follow it by one.
+ *
+ * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL, n out of range, another
+ * device's id, an entry the codec would refuse, an entry whose frame
+ * would exceed the node's max_frame), SP_ERR_NOT_SUPPORTED (the store has
+ * no outbox or append), SP_ERR_OUTBOX_FULL (nothing submitted),
+ * SP_ERR_INVALID_STATE (a leader that stepped down), SP_ERR_STORE
+ * (nothing submitted), or a fatal code.
+ */
+SP_API int sp_handler_submit(sp_handler *handler, const sp_entry *entries,
+                             size_t n, uint64_t *first_origin, sp_tstamp now);
+
+/*
+ * Where submission `origin_seq` of this device stands: `*sequence` is its
+ * sequence in this device's own log, or 0 if it is not there.  Returns 0
+ * (in the log), SP_ERR_NOT_FOUND (not in the retained log: still in the
+ * outbox, refused, or pruned), SP_ERR_NOT_SUPPORTED, SP_ERR_STORE.
+ */
+SP_API int sp_handler_submission(sp_handler *handler, uint64_t origin_seq,
+                                 sp_seq *sequence);
+
+/*
+ * Called once when a wait registered with sp_handler_wait_committed ends:
+ * `status` 0 and `sequence` the submission's place in this device's log
+ * (0: committed, below what this log retains), or the refusal's code
+ * (SP_ERR_REFUSED, SP_ERR_READ_ONLY...), SP_ERR_DEADLINE or
+ * SP_ERR_CANCELED.  Return 0, or non-zero to fail the
+ * library call in progress (SP_ERR_CALLBACK_FAILURE).
+ */
+typedef int (*sp_commit_wait_cb)(sp_handler *handler, uint64_t origin_seq,
+                                 int status, sp_seq sequence,
+                                 void *user_data);
+
+/*
+ * Read-your-writes: call `cb` once submission `origin_seq` of this device
+ * is in this device's own log (then SP_EVENT_SUBMISSION_COMMITTED has
+ * been emitted), refused, or at `deadline`.  On a leader, a wait on an
+ * item still in its outbox (its drain failed) ends when a drain appends
+ * it.  For "on N devices", wait for the sequence with
+ * sp_handler_wait_acks on the leader.
+ * Returns 1 if already in the log (`cb` is not called), 0 if registered,
+ * SP_ERR_INVALID_ARGUMENT, SP_ERR_NOT_FOUND (no such submission pending
+ * and none in the log), SP_ERR_NOT_SUPPORTED, SP_ERR_STORE, SP_ERR_NOMEM.
+ */
+SP_API int sp_handler_wait_committed(sp_handler *handler, uint64_t origin_seq,
+                                     sp_tstamp deadline, sp_commit_wait_cb cb,
+                                     void *user_data, sp_tstamp now);
+
+/* The write path's state, for status displays. */
+typedef struct sp_outbox_status {
+  /* Submissions not yet committed or refused, and their payload bytes. */
+  uint64_t pending;
+  uint64_t pending_bytes;
+  /* Of those, proposed to the current leader and not answered yet. */
+  uint64_t in_flight;
+  /* 1 while the current leader stream negotiated writes. */
+  int leader_accepts;
+} sp_outbox_status;
+
+/* Fill `*out`.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_NOT_SUPPORTED,
+ * SP_ERR_STORE. */
+SP_API int sp_handler_outbox_status(sp_handler *handler,
+                                    sp_outbox_status *out);
 
 /* A handler's state, for status displays. */
 typedef struct sp_handler_status {

@@ -16,9 +16,10 @@
 extern "C" {
 #endif
 
-#define SP_REGISTRY_VERSION 1
+/* 2 added can_write. */
+#define SP_REGISTRY_VERSION 2
 #define SP_REGISTRY_INIT \
-  {SP_REGISTRY_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+  {SP_REGISTRY_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /* Length of a raw Ed25519 public key. */
 #define SP_PUBLIC_KEY_LEN 32
@@ -71,6 +72,17 @@ typedef struct sp_registry {
    */
   int (*address_hints)(const sp_uuid *device, char *buf, size_t buflen,
                        void *user_data);
+
+  /* -- version 2 -- */
+
+  /*
+   * Optional (NULL, or a version-1 registry: every member may write).
+   * Set `*can_write` to 1 if member `device` may submit entries to
+   * `library`, 0 if it is a read-only member.  A leader asks it for every
+   * proposal it admits; a refused one is answered SP_ERR_READ_ONLY.
+   */
+  int (*can_write)(const sp_uuid *library, const sp_uuid *device,
+                   int *can_write, void *user_data);
 } sp_registry;
 
 #ifdef __cplusplus
