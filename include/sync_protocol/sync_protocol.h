@@ -24,6 +24,7 @@
 #include "sync_protocol/codec.h"
 #include "sync_protocol/events.h"
 #include "sync_protocol/sys/store.h"
+#include "sync_protocol/sys/snapshot.h"
 #include "sync_protocol/sys/registry.h"
 #include "sync_protocol/sys/transport.h"
 #include "sync_protocol/node.h"

@@ -1,0 +1,277 @@
+/*
+ * sp_snapshot.h: the snapshot transfer engine, sans-I/O (docs/protocol.md,
+ * "Snapshots").
+ *
+ * Two state machines the sessions drive; neither sends a byte, reads a
+ * clock or knows a stream.  The follower side (sp_snap_fol) turns
+ * manifests and chunks into sink calls and says what to ask for next; the
+ * leader side (sp_snap_srv) keeps the open snapshots of one library and
+ * answers requests and fetches from the source.  Times are the caller's
+ * `now` (milliseconds, any origin, never decreasing).
+ */
+#ifndef SP_SNAPSHOT_H
+#define SP_SNAPSHOT_H
+
+#include "sync_protocol/codec.h"
+#include "sync_protocol/mem.h"
+#include "sync_protocol/sys/snapshot.h"
+
+/* Restarts (a new snapshot from chunk 0) one recovery may make before it
+ * gives up with SP_ERR_SNAPSHOT_FAILED: what keeps a broken snapshot from
+ * looping.  Documented in docs/protocol.md. */
+#define SP_SNAP_MAX_RESTARTS 5u
+/* Times one chunk may fail verification before the snapshot restarts:
+ * the first failure re-fetches it, the second restarts. */
+#define SP_SNAP_CHUNK_ATTEMPTS 2u
+/* Resumes in a row that wrote no new chunk before a restart. */
+#define SP_SNAP_MAX_STALLS 5u
+/* Chunks a follower keeps requested and not yet received, by default. */
+#define SP_SNAP_WINDOW_DEFAULT 8u
+/* Backoff before the request after restart n: base << (n-1), capped. */
+#define SP_SNAP_BACKOFF_BASE_MS 1000u
+#define SP_SNAP_BACKOFF_MAX_MS 60000u
+/* Leader defaults: chunk size, open snapshots, idle time kept. */
+#define SP_SNAP_CHUNK_DEFAULT (1024u * 1024u)
+#define SP_SNAP_MAX_OPEN_DEFAULT 4u
+#define SP_SNAP_IDLE_MS_DEFAULT (10u * 60u * 1000u)
+/* Bytes of a SnapshotChunk / SnapshotManifest frame body besides the
+ * chunk or the hashes (upper bounds: array, type, library, epoch, id,
+ * integers, bin headers). */
+#define SP_SNAP_CHUNK_OVERHEAD 64u
+#define SP_SNAP_MANIFEST_OVERHEAD 128u
+
+/* ---- follower ---- */
+
+typedef enum sp_snap_fstate {
+  SP_SNAP_F_IDLE = 0, /* no recovery under way */
+  SP_SNAP_F_REQUEST,  /* a request is to be sent or awaits its manifest */
+  SP_SNAP_F_FETCHING, /* manifest accepted, chunks being fetched */
+  SP_SNAP_F_VERIFY,   /* every chunk durable: check S's hash with the
+                         leader (sp_snap_fol_verify_fetch) */
+  SP_SNAP_F_COMMIT,   /* checked; commit (again) with sp_snap_fol_commit */
+  SP_SNAP_F_CUT,      /* stream lost or sink failed: sp_snap_fol_reconnect */
+  SP_SNAP_F_DONE,     /* installed: the log stands at info.sequence */
+  SP_SNAP_F_FAILED    /* gave up (SP_ERR_SNAPSHOT_FAILED) */
+} sp_snap_fstate;
+
+/* Progress, for the events the sessions will emit. */
+typedef struct sp_snap_stats {
+  uint64_t bytes_done;
+  uint64_t total_size;
+  uint64_t chunks_done;
+  uint64_t chunk_count;
+  /* Manifests accepted with chunks already held (a resume that kept
+   * work), chunks refused by their hash, restarts made. */
+  uint32_t resumes;
+  uint32_t bad_chunks;
+  uint32_t restarts;
+} sp_snap_stats;
+
+typedef struct sp_snap_fol {
+  sp_mem mem;
+  const sp_snapshot_sink *sink;
+  uint32_t window;
+  size_t max_frame;
+  sp_snap_fstate state;
+  /* A request is owed (sp_snap_fol_next_request hands it out); `fresh`:
+   * for a new snapshot, whatever the sink has pending. */
+  int need_request;
+  int fresh;
+  /* What the last request named (to tell a resume refused). */
+  uint8_t asked_id[SP_SNAPSHOT_ID_LEN];
+  uint64_t asked_have;
+  /* Wait this long before sending it (after a restart), then 0. */
+  uint64_t retry_after_ms;
+  /* The manifest being installed, its hashes (owned copy). */
+  sp_snapshot_info info;
+  uint8_t *hashes;
+  uint64_t next_write; /* chunks durable in the sink */
+  uint64_t next_fetch; /* chunks requested on this stream */
+  uint32_t outstanding; /* requested, not received */
+  uint32_t stale;       /* in flight but no longer wanted: dropped */
+  uint64_t fail_index;
+  uint32_t fails;
+  uint32_t stalls;
+  uint64_t progress_mark;
+  /* Why the last restart or failure happened (an SP_ERR_*). */
+  int last_error;
+  sp_snap_stats stats;
+} sp_snap_fol;
+
+/* Prepare `f` for `sink` (kept, not copied); window 0 means
+ * SP_SNAP_WINDOW_DEFAULT, above SP_MAX_SNAPSHOT_WINDOW is clamped;
+ * `max_frame` is the follower's frame limit (0: the default), sent in
+ * requests so that the leader's chunks fit it. */
+void sp_snap_fol_init(sp_snap_fol *f, const sp_snapshot_sink *sink,
+                      uint32_t window, size_t max_frame, const sp_mem *mem);
+/* Free what `f` holds; the sink is not called. */
+void sp_snap_fol_free(sp_snap_fol *f);
+
+/*
+ * A recovery begins (SyncRequired from a leader that advertised
+ * SP_FEATURE_SNAPSHOT): counters reset, a request is owed (resuming the
+ * sink's pending snapshot if it has one).  Returns 0, or
+ * SP_ERR_INVALID_STATE (a recovery is under way).
+ */
+int sp_snap_fol_start(sp_snap_fol *f);
+
+/*
+ * The stream carrying the transfer is gone (or the sink failed and the
+ * session backed off): a new request is owed, resuming what the sink
+ * holds.  A reconnect that follows one without a new durable chunk is a
+ * stall; more than SP_SNAP_MAX_STALLS in a row restart the snapshot.
+ * Returns 0, SP_ERR_INVALID_STATE (no recovery under way) or
+ * SP_ERR_SNAPSHOT_FAILED (restarts exhausted; state FAILED).
+ */
+int sp_snap_fol_reconnect(sp_snap_fol *f);
+
+/*
+ * If a request is owed, fill `*out` (the sink's pending id and chunk
+ * count, or an empty id), clear the debt and return 1; else 0.  Send it
+ * after f->retry_after_ms.  Returns SP_ERR_STORE if the sink's `pending`
+ * failed (the request stays owed).
+ */
+int sp_snap_fol_next_request(sp_snap_fol *f, sp_msg_snapshot_request *out);
+
+/*
+ * A manifest arrived.  It is checked (sizes against count, chunk size,
+ * hashes present), then the sink begins it and says what it already
+ * holds.  A manifest of another snapshot than the one the request
+ * resumed (chunks lost) counts as a restart.  Returns 0 (state FETCHING,
+ * or VERIFY when nothing is left to fetch), SP_ERR_UNEXPECTED (no
+ * request awaits a manifest), SP_ERR_SNAPSHOT_FAILED (that was one
+ * restart too many: state FAILED),
+ * SP_ERR_SNAPSHOT_CORRUPT (inconsistent manifest: nothing begun; the
+ * caller refuses the stream), SP_ERR_STORE (sink failed: state CUT),
+ * SP_ERR_NOMEM.
+ */
+int sp_snap_fol_on_manifest(sp_snap_fol *f,
+                            const sp_msg_snapshot_manifest *m);
+
+/*
+ * If a chunk range should be requested now (within the window), fill
+ * `*out`, count it as in flight and return 1; else 0.  Call until 0.
+ */
+int sp_snap_fol_next_fetch(sp_snap_fol *f, sp_msg_snapshot_fetch *out);
+
+/*
+ * A chunk arrived.  The next chunk in order is verified against the
+ * manifest before the sink writes it; a chunk that fails is fetched again
+ * (what followed it on the wire is dropped), a second failure restarts
+ * the snapshot.  Chunks no longer wanted are dropped.
+ * Returns 0 (written, dropped or being re-fetched: see the state and
+ * stats), SP_ERR_UNEXPECTED (a chunk nobody asked for: refuse the
+ * stream), SP_ERR_STORE (sink failed: state CUT),
+ * SP_ERR_SNAPSHOT_FAILED (restarts exhausted: state FAILED).
+ */
+int sp_snap_fol_on_chunk(sp_snap_fol *f, const sp_msg_snapshot_chunk *c);
+
+/*
+ * In state VERIFY: fill `*out` with the FetchEntries that checks the
+ * manifest's binding (since = S, since_hash = hash at S, limit 1).
+ * Returns 0 or SP_ERR_INVALID_STATE.
+ */
+int sp_snap_fol_verify_fetch(const sp_snap_fol *f,
+                             sp_msg_fetch_entries *out);
+
+/*
+ * The leader's answer to that fetch: `ok` 1 when it served entries after
+ * S (it holds our hash at S), 0 when it said SyncRequired.  ok: the sink
+ * commits (state DONE; on failure SP_ERR_STORE, state COMMIT).  Not ok:
+ * the snapshot is not of the leader's history: restart.  Returns 0,
+ * SP_ERR_INVALID_STATE, SP_ERR_STORE, SP_ERR_SNAPSHOT_FAILED.
+ */
+int sp_snap_fol_on_chain_checked(sp_snap_fol *f, int ok);
+
+/* In state COMMIT: try the sink's commit again.  Returns 0 (DONE),
+ * SP_ERR_INVALID_STATE or SP_ERR_STORE. */
+int sp_snap_fol_commit(sp_snap_fol *f);
+
+/* ---- leader ---- */
+
+typedef struct sp_snap_srv_config {
+  /* Most snapshots open at once (0: SP_SNAP_MAX_OPEN_DEFAULT). */
+  size_t max_open;
+  /* An open snapshot unused this long is closed (0: the default). */
+  uint64_t idle_ms;
+  /* Preferred chunk size (0: SP_SNAP_CHUNK_DEFAULT); raised when the
+   * snapshot would need more than its manifest can list. */
+  uint32_t chunk_size;
+  /* Our frame limit (0: default); a transfer uses the smaller of it and
+   * the follower's, which its request carries. */
+  size_t max_frame;
+  /* Optional: the store's hash_at, to check the source's hash at S. */
+  int (*hash_at)(sp_seq sequence, uint8_t out[SP_HASH_LEN], void *ctx);
+  void *hash_ctx;
+} sp_snap_srv_config;
+
+typedef struct sp_snap_open {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  sp_snapshot_desc desc;
+  void *handle;
+  uint32_t chunk_size;
+  size_t chunk_count;
+  uint8_t *hashes;
+  uint64_t last_use;
+} sp_snap_open;
+
+typedef struct sp_snap_srv {
+  sp_mem mem;
+  const sp_snapshot_source *src;
+  sp_snap_srv_config cfg;
+  sp_snap_open *open;
+  size_t n_open;
+  uint8_t *scratch;
+  size_t scratch_cap;
+} sp_snap_srv;
+
+/*
+ * Prepare `s` for `src` (kept, not copied) with `cfg` (copied; NULL: all
+ * defaults).  Returns 0, SP_ERR_INVALID_ARGUMENT (a source without open,
+ * read or close) or SP_ERR_NOMEM.
+ */
+int sp_snap_srv_init(sp_snap_srv *s, const sp_snapshot_source *src,
+                     const sp_snap_srv_config *cfg, const sp_mem *mem);
+/* Close every open snapshot (forget 0: the host may keep them for a
+ * restarted leader) and free `s`. */
+void sp_snap_srv_free(sp_snap_srv *s);
+
+/*
+ * A SnapshotRequest: the snapshot it names if still open (or reopened by
+ * the source), else a new one under `new_id` (random, from the caller).
+ * Idle snapshots are expired first.  `*out` points into `s` (the hashes)
+ * until that snapshot is closed; encode it at once.  Returns 0,
+ * SP_ERR_SNAPSHOT_UNAVAILABLE (max_open snapshots in use, or too large
+ * for the frame limit), SP_ERR_CHAIN_MISMATCH (the source's hash at S is
+ * not the store's), SP_ERR_STORE (a source or hash_at call failed),
+ * SP_ERR_NOMEM.
+ */
+int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
+                        const uint8_t new_id[SP_SNAPSHOT_ID_LEN],
+                        uint64_t now, sp_msg_snapshot_manifest *out);
+
+/*
+ * A SnapshotFetch: 0 if every chunk asked for exists (and the snapshot's
+ * idle clock restarts), SP_ERR_SNAPSHOT_UNAVAILABLE (no such snapshot
+ * open: the follower asks again), SP_ERR_UNEXPECTED (chunks past the
+ * end: refuse the stream).
+ */
+int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
+                            uint64_t now);
+
+/*
+ * Read chunk `index` of snapshot `id` into `*out` (data in a buffer of
+ * `s`, valid until the next call on `s`).  Returns 0,
+ * SP_ERR_SNAPSHOT_UNAVAILABLE, SP_ERR_UNEXPECTED (no such chunk),
+ * SP_ERR_STORE (the source failed), SP_ERR_NOMEM.
+ */
+int sp_snap_srv_chunk(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
+                      uint64_t index, uint64_t now,
+                      sp_msg_snapshot_chunk *out);
+
+/* Close (forget 1) every snapshot idle for idle_ms at `now`. */
+void sp_snap_srv_expire(sp_snap_srv *s, uint64_t now);
+/* When the next one would expire (UINT64_MAX: none open). */
+uint64_t sp_snap_srv_next_expiry(const sp_snap_srv *s);
+
+#endif /* SP_SNAPSHOT_H */
