@@ -11,119 +11,88 @@
  * leader's read of its bounds and of its rows, failover with the old
  * leader coming back stale, partitions long enough to time heartbeats out,
  * followers taken out of the registry and put back while running, bursts
- * of appends past the network's stream window.
+ * of appends past the network's stream window.  And the write path
+ * (sp_sim_writes.c): every device submits at random while all of that
+ * runs, the leader's host refuses or replaces some proposals, a follower
+ * crashes between its outbox write and the send, the leader between its
+ * append and its answer, the leader's store fails appends, failovers
+ * strike with submissions in flight.
+ *
+ * The hosts keep the contract a host must keep for exactly-once
+ * (docs/integration.md 11.8): a leader's host prunes past a lagging
+ * follower (sometimes past every follower's acknowledgement, so that
+ * SyncRequired is exercised) but never an entry no other device holds:
+ * at most to the highest sequence some other device (up or down, one a
+ * failover could promote) has applied (prune_cap); and a host never
+ * elects a leader that lacks part of the history some log pruned: that
+ * failover is withheld until a candidate has caught up (failover()).
+ * Pruning further, or electing such a device, throws away the last copy
+ * of entries, which no protocol can bring back.
  *
  * After every step it checks the invariants:
  *   - every follower's log is a byte-identical prefix of the history the
  *     current leader serves (the chain hash at its applied sequence equals
  *     the oracle's, which BLAKE2b makes equivalent), with no hole;
  *   - a follower whose log diverged (an old leader) applies nothing until
- *     its host's full sync;
+ *     its host's full sync; the one follower that may leave the history
+ *     without a fault of the library is one a deposed leader's late page
+ *     reached before it heard of the newer epoch (unaware_divergence):
+ *     it is then marked diverged, as a failover marks the others;
  *   - whatever a follower acknowledged is durably applied by it;
  *   - epochs recorded with a log never go back;
  *   - a follower the leader was told left the library applies nothing
  *     past the history it had then;
  *   - the leader holds no more of a follower's requests than its window
  *     and never refuses it for queueing too many, unless a fault dropped,
- *     duplicated or tore what it sent (both sides count alike).
+ *     duplicated or tore what it sent (both sides count alike);
+ *   - the write path's (sp_sim_writes.c): no log holds an origin id twice,
+ *     every append carries what was submitted (or the host's replacement)
+ *     once and never after a refusal, events agree with the logs.
  * Then faults stop and every follower must converge within a bound derived
- * from the seed's timers (liveness_bound).
+ * from the seed's timers (liveness_bound), its outbox drained, and every
+ * submission is in the final history exactly once or was refused (the
+ * summary's writes: line: submitted = committed exactly once + refused +
+ * lost + duplicated, over the seeds that reached the verdict; any lost or
+ * duplicated one fails its seed).
  *
  *   sp_sim [--seeds N] [--first S]     run seeds S .. S+N-1 (default 10000)
  *   sp_sim --seed S [--verbose]        replay one seed
  *   sp_sim --soak                      run seeds until one fails
+ *   sp_sim --seeds N --keep-going      run all, list every failing seed
+ *   ... --reliable-streams             drops, duplicates and reorders
+ *                                      within a stream become cuts
  */
 #include <inttypes.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "sp_cluster.h"
-#include "sp_core.h"
-#include "sp_rand.h"
+#include "sp_sim.h"
 
-#define LIB 0
-#define MS SP_MILLISECONDS
-#define MAX_SEQ 200000
-
-typedef enum mode {
-  M_DOWN = 0,
-  M_LEADER,
-  M_FOLLOWER,
-  /* An old leader back with its old epoch, not yet fenced. */
-  M_STALE
-} mode;
-
-typedef struct sim {
-  tc t;
-  sp_rand rng;
-  uint64_t seed;
-  int step;
-  const char *argv0;
-  mode mode[TC_MAX_DEVS];
-  /* Stepped down since the host last looked. */
-  int stepped[TC_MAX_DEVS];
-  /* The log may hold entries the current history lacks: it must not
-   * apply anything until a full sync (applied frozen at this value). */
-  int diverged[TC_MAX_DEVS];
-  sp_seq frozen[TC_MAX_DEVS];
-  /* Highest epoch each device's log recorded (checked never to fall). */
-  uint64_t last_epoch[TC_MAX_DEVS];
-  /* The epoch a deposed leader believes it still has. */
-  uint64_t lead_epoch[TC_MAX_DEVS];
-  /* Drop what the device sends, then crash it (crash between apply and
-   * ack). */
-  int crash_armed[TC_MAX_DEVS];
-  int crash_now[TC_MAX_DEVS];
-  sp_tstamp heal_at[TC_MAX_DEVS];
-  uint64_t epoch;
-  /* The history: chain hash after each sequence the leader serves. */
-  uint8_t (*oracle)[SP_HASH_LEN];
-  sp_seq oracle_len;
-  /* A corrupted page was sent to the device since its last full sync. */
-  int corrupted[TC_MAX_DEVS];
-  /* Taken out of the library's registry (registry_change), and, once the
-   * leader was told, the most it may ever have applied until put back. */
-  int removed[TC_MAX_DEVS];
-  sp_seq removed_cap[TC_MAX_DEVS];
-  /* A fault changed the bytes the device sent (a duplicated request is
-   * one the device did not send): the leader may then count more
-   * requests than the follower's window. */
-  int tampered[TC_MAX_DEVS];
-  sp_decoder *dec;
-  /* Fault rates in 1/10000 per delivery. */
-  unsigned p_drop, p_dup, p_reorder, p_delay, p_cut, p_corrupt;
-  /* Prune inside the leader's store read, in 1/10000 per read. */
-  unsigned p_read_prune;
-  int faults_on;
-  char failure[512];
-} sim;
-
-static sim *g_sim; /* fault and event hooks reach the sim through it */
+sim *g_sim;
+/* --reliable-streams (diagnosis only: not what ./scripts/test runs). */
+static int g_reliable;
 
 /* What the faults and host actions added up to over all seeds. */
 static struct totals {
   long appends, crashes, boots, leader_restarts, prunes, failovers,
       stale_returns, step_downs, full_syncs, partitions, apply_failures,
       crash_before_ack, drops, dups, reorders, delays, cuts, corruptions,
-      sync_required, read_prunes;
+      sync_required, read_prunes, unaware, failovers_withheld;
+  uint64_t unaware_seed;
 } tot;
 
-static unsigned below(sim *s, unsigned n) {
+unsigned below(sim *s, unsigned n) {
   return (unsigned)sp_rand_below(&s->rng, n);
 }
 
-static int chance(sim *s, unsigned per10000) {
+int chance(sim *s, unsigned per10000) {
   return below(s, 10000) < per10000;
 }
 
-static void fail(sim *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void fail(sim *s, const char *fmt, ...) {
+void fail(sim *s, const char *fmt, ...) {
   va_list ap;
   int d;
 
@@ -143,14 +112,12 @@ static void fail(sim *s, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int leader_of(sim *s) { return s->t.leader[LIB]; }
+int leader_of(sim *s) { return s->t.leader[LIB]; }
 
-static sp_store_state state_of(sim *s, int dev);
-static int matches_oracle(sim *s, const sp_store_state *st);
 
 /* ---- hooks ---- */
 
-static int dev_of(sim *s, const sp_uuid *id) {
+int dev_of(sim *s, const sp_uuid *id) {
   int i;
 
   for (i = 0; i < s->t.ndevs; ++i) {
@@ -235,6 +202,20 @@ static int fault_hook(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
     v->delay = (sp_duration)below(s, 500) * MS;
     tot.delays++;
   }
+  if (g_reliable && (v->action == SP_MEM_DROP ||
+                     v->action == SP_MEM_DUPLICATE ||
+                     v->action == SP_MEM_REORDER)) {
+    /* --reliable-streams: a stream loses, repeats or reorders no byte (as
+     * QUIC's); what would have is a cut connection instead, and counts
+     * as one. */
+    tot.drops -= v->action == SP_MEM_DROP;
+    tot.dups -= v->action == SP_MEM_DUPLICATE;
+    tot.reorders -= v->action == SP_MEM_REORDER;
+    tot.cuts++;
+    v->action = SP_MEM_CUT;
+    v->keep = 0;
+    v->delay = 0;
+  }
   if (v->action != SP_MEM_DELIVER && dev_of(s, &d->from) >= 0) {
     s->tampered[dev_of(s, &d->from)] = 1;
   }
@@ -269,6 +250,7 @@ static void event_hook(tc *t, int dev, const sp_event *ev) {
   sim *s = g_sim;
 
   (void)t;
+  writes_event(s, dev, ev);
   if (ev->type == SP_EVENT_SYNC_REQUIRED_RECEIVED) {
     tot.sync_required++;
     if (s->mode[dev] != M_STALE) {
@@ -308,7 +290,7 @@ static int store_hash(sp_mem_store *st, sp_seq seq, uint8_t out[SP_HASH_LEN]) {
   return sp_mem_store_get(st, seq, &e, out);
 }
 
-static void oracle_record(sim *s, sp_seq from, sp_seq to) {
+void oracle_record(sim *s, sp_seq from, sp_seq to) {
   sp_mem_store *st = s->t.dev[leader_of(s)].store[LIB];
   sp_seq q;
 
@@ -317,11 +299,13 @@ static void oracle_record(sim *s, sp_seq from, sp_seq to) {
       fail(s, "oracle: leader has no entry %llu", (unsigned long long)q);
       return;
     }
+    s->hist_tag[q] = 0;
+    s->hist_origin[q] = 0;
   }
   s->oracle_len = to;
 }
 
-static sp_store_state state_of(sim *s, int dev) {
+sp_store_state state_of(sim *s, int dev) {
   sp_store vt;
   sp_store_state st;
 
@@ -332,7 +316,7 @@ static sp_store_state state_of(sim *s, int dev) {
   return st;
 }
 
-static int matches_oracle(sim *s, const sp_store_state *st) {
+int matches_oracle(sim *s, const sp_store_state *st) {
   static const uint8_t zero[SP_HASH_LEN];
 
   if (st->applied > s->oracle_len) {
@@ -348,8 +332,9 @@ static void open_dev(sim *s, int d) {
   int rv;
 
   if (d == leader_of(s)) {
-    rv = tc_open_as(&s->t, d, LIB, SP_ROLE_LEADER, s->epoch);
+    /* Set first: opening may append (its outbox goes into the log). */
     s->mode[d] = M_LEADER;
+    rv = tc_open_as(&s->t, d, LIB, SP_ROLE_LEADER, s->epoch);
   } else {
     rv = tc_open_as(&s->t, d, LIB, SP_ROLE_FOLLOWER, 0);
     s->mode[d] = M_FOLLOWER;
@@ -359,7 +344,7 @@ static void open_dev(sim *s, int d) {
   }
 }
 
-static void crash(sim *s, int d) {
+void crash(sim *s, int d) {
   if (s->mode[d] == M_STALE) {
     /* Its log may hold entries written while it was fenced. */
     s->diverged[d] = 1;
@@ -441,9 +426,43 @@ static void append_stale(sim *s, int d) {
   }
 }
 
+/*
+ * The host contract the sim's hosts keep: a leader's host never prunes an
+ * entry no other device holds.  It prunes at most to the highest sequence
+ * some other device (up or down, but not diverged nor a stale leader: one
+ * a failover could promote) has applied of the history.  Pruning past a
+ * lagging follower still happens (SyncRequired, behind retention), but a
+ * failover, which promotes the most advanced of those devices, then
+ * never cuts the history below what the old leader still retains: its
+ * tail, own submissions included, comes back through the put-back rule
+ * of its full sync.  Pruning further would throw away the only copy of
+ * entries, which no protocol can bring back.
+ */
+static void note_prune(sim *s, sp_seq to) {
+  to = to < s->oracle_len ? to : s->oracle_len;
+  s->pruned_hist = to > s->pruned_hist ? to : s->pruned_hist;
+}
+
+static sp_seq prune_cap(sim *s) {
+  int l = leader_of(s), d;
+  sp_seq cap = 0;
+
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_store_state st;
+    if (d == l || s->diverged[d] || s->mode[d] == M_STALE) {
+      continue;
+    }
+    st = state_of(s, d);
+    if (matches_oracle(s, &st) && st.applied > cap) {
+      cap = st.applied;
+    }
+  }
+  return cap;
+}
+
 static void prune(sim *s) {
   int l = leader_of(s);
-  sp_seq floor = 0, to;
+  sp_seq floor = 0, to, cap;
 
   if (s->mode[l] != M_LEADER || !s->t.dev[l].h[LIB] ||
       sp_handler_retention_floor(s->t.dev[l].h[LIB], &floor) != 0) {
@@ -453,7 +472,10 @@ static void prune(sim *s) {
   to = chance(s, 3000) && s->oracle_len > 0
            ? s->oracle_len - below(s, (unsigned)(s->oracle_len / 4 + 1))
            : floor;
+  cap = prune_cap(s);
+  to = to < cap ? to : cap;
   if (to > 0 && sp_mem_store_prune(s->t.dev[l].store[LIB], to) == 0) {
+    note_prune(s, to);
     tot.prunes++;
   }
 }
@@ -471,12 +493,18 @@ static int racing_read(sp_seq after, sp_seq through, size_t max_count,
   int l = leader_of(s);
   sp_mem_store *ms = s->t.dev[l].store[LIB];
 
+  /* Only where the host contract (prune_cap) lets it prune into the
+   * range: some other device holds more than the reader. */
   if (user_data == ms && s->faults_on && s->mode[l] == M_LEADER &&
-      through > after && s->p_read_prune && chance(s, s->p_read_prune)) {
+      through > after && s->p_read_prune && prune_cap(s) > after &&
+      chance(s, s->p_read_prune)) {
     sp_seq to = after + 1 + below(s, (unsigned)(through - after < 1000
                                                     ? through - after
                                                     : 1000));
+    sp_seq cap = prune_cap(s);
+    to = to < cap ? to : cap;
     if (sp_mem_store_prune(ms, to) == 0) {
+      note_prune(s, to);
       tot.read_prunes++;
       if (s->t.verbose) {
         fprintf(stderr, "sim: prune through %llu inside a read of (%llu, "
@@ -494,9 +522,65 @@ static void store_hook(tc *t, int dev, int lib, sp_store *st) {
   (void)lib;
   g_inner_read = st->read;
   st->read = racing_read;
+  writes_store_hook(st);
 }
 
 static void registry_put_back(sim *s, int d);
+
+/* The epoch just begun cut the history at `len`. */
+static void note_cut(sim *s, sp_seq len) {
+  if (s->epoch < SIM_MAX_EPOCH) {
+    s->epoch_cut[s->epoch] = len;
+  }
+}
+
+/*
+ * A deposed leader's page still in flight (delayed, reordered) reaches a
+ * follower that has not yet heard of the newer epoch, after the failover
+ * promoted a less advanced follower: the page links to the follower's
+ * head and carries the epoch the follower knows, so it applies it.  It
+ * cannot know better; its log has diverged, as the failover's own
+ * bookkeeping marks the others (failover()).  Exactly that is excused:
+ *   - the log's recorded epoch is older than the current one (every
+ *     apply was under an older leader: the current one's messages carry
+ *     its epoch, which the follower records before applying them);
+ *   - the log is no longer a prefix of the history;
+ *   - up to the lowest cut of the failovers it has not heard of, it
+ *     still holds the history (it left it above the cut only: what a
+ *     deposed leader had and the history lost);
+ * the device is neither the leader nor a stale leader.  Anything else
+ * that leaves the history stays a violation (check()).
+ */
+int unaware_divergence(sim *s, int d, const sp_store_state *st) {
+  sp_seq cut = UINT64_MAX;
+  uint64_t e;
+  uint8_t h[SP_HASH_LEN];
+  sp_entry ent;
+  sp_store vt;
+  sp_log_bounds b;
+
+  if (d == leader_of(s) || s->mode[d] == M_STALE || st->epoch >= s->epoch ||
+      matches_oracle(s, st)) {
+    return 0;
+  }
+  for (e = st->epoch + 1; e <= s->epoch; ++e) {
+    sp_seq c = e < SIM_MAX_EPOCH ? s->epoch_cut[e] : 0;
+    cut = c < cut ? c : cut;
+  }
+  if (cut == UINT64_MAX || st->applied <= cut) {
+    return 0;
+  }
+  if (cut == 0) {
+    return 1;
+  }
+  if (sp_mem_store_get(s->t.dev[d].store[LIB], cut, &ent, h) == 0) {
+    return memcmp(h, s->oracle[cut], SP_HASH_LEN) == 0;
+  }
+  /* The cut lies below what its log retains (a full sync from a pruned
+   * log): the chain at its head linked the page, nothing more to see. */
+  sp_mem_store_get_vtable(s->t.dev[d].store[LIB], &vt);
+  return vt.bounds(&b, vt.user_data) == 0 && cut <= b.pruned_through;
+}
 
 static void failover(sim *s) {
   int old = leader_of(s), best = -1, d;
@@ -517,6 +601,23 @@ static void failover(sim *s) {
   if (best < 0) {
     return;
   }
+  /* The other half of the host contract (prune_cap): a host never
+   * elects a device that lacks part of the history some log pruned.
+   * The device that held it when it was pruned may since have been
+   * deposed (its log then no candidate), and a submitter whose own copy
+   * was pruned relies on the history for it; a failover below that
+   * point would throw away the last copies.  The host waits until a
+   * candidate has caught up. */
+  if (best_applied < s->pruned_hist) {
+    tot.failovers_withheld++;
+    if (s->t.verbose) {
+      fprintf(stderr, "sim: no failover: the best candidate dev%d holds "
+              "%llu, the history was pruned to %llu\n", best,
+              (unsigned long long)best_applied,
+              (unsigned long long)s->pruned_hist);
+    }
+    return;
+  }
   /* A host elects a member of the library. */
   registry_put_back(s, best);
   if (s->t.verbose) {
@@ -527,6 +628,17 @@ static void failover(sim *s) {
   tot.failovers++;
   crash(s, old);
   s->lead_epoch[old] = s->epoch; /* it will come back with this one */
+  st = state_of(s, best);
+  if (!matches_oracle(s, &st)) {
+    fail(s, "new leader dev%d does not hold the history", best);
+    return;
+  }
+  /* The history is now what the new leader holds.  Whatever the old
+   * leader had not replicated is lost: its log has diverged (its own
+   * submissions there come back through the put-back rule).  Cut before
+   * the promotion: a new leader appends its outbox at once. */
+  writes_failover(s, st.applied, best);
+  s->oracle_len = st.applied;
   if (s->mode[best] == M_DOWN) {
     if (tc_boot(&s->t, best) != 0) {
       fail(s, "boot failed");
@@ -534,26 +646,20 @@ static void failover(sim *s) {
     }
     s->t.leader[LIB] = best;
     s->epoch++;
+    note_cut(s, st.applied);
     open_dev(s, best);
   } else {
     s->t.leader[LIB] = best;
     s->epoch++;
+    note_cut(s, st.applied);
+    s->mode[best] = M_LEADER;
     rv = sp_handler_set_role(s->t.dev[best].h[LIB], SP_ROLE_LEADER, s->epoch,
                              s->t.now);
     if (rv != 0) {
       fail(s, "set_role failed: %s", sp_err_name(rv));
       return;
     }
-    s->mode[best] = M_LEADER;
   }
-  st = state_of(s, best);
-  if (!matches_oracle(s, &st)) {
-    fail(s, "new leader dev%d does not hold the history", best);
-    return;
-  }
-  /* The history is now what the new leader holds.  Whatever the old
-   * leader had not replicated is lost: its log has diverged. */
-  s->oracle_len = st.applied;
   for (d = 0; d < s->t.ndevs; ++d) {
     st = state_of(s, d);
     if (d != best && !s->diverged[d] && !matches_oracle(s, &st)) {
@@ -622,8 +728,10 @@ static void host_reactions(sim *s) {
              sp_err_name(r2), sp_err_name(r3));
       }
       s->diverged[d] = 0;
+      s->unaware[d] = 0;
       s->corrupted[d] = 0;
       tot.full_syncs++;
+      writes_full_sync(s, d);
     }
   }
 }
@@ -752,9 +860,28 @@ static void check(sim *s) {
     if (st.epoch > s->last_epoch[d]) {
       s->last_epoch[d] = st.epoch;
     }
+    if (!s->diverged[d] && unaware_divergence(s, d, &st)) {
+      if (s->t.verbose) {
+        fprintf(stderr, "sim: dev%d diverged: a deposed leader's page took "
+                "it to %llu at epoch %llu (history %llu, epoch %llu)\n", d,
+                (unsigned long long)st.applied, (unsigned long long)st.epoch,
+                (unsigned long long)s->oracle_len,
+                (unsigned long long)s->epoch);
+      }
+      if (!tot.unaware++) {
+        tot.unaware_seed = s->seed;
+      }
+      s->diverged[d] = 1;
+      s->unaware[d] = 1;
+      s->frozen[d] = st.applied;
+    }
     if (s->diverged[d]) {
       if (matches_oracle(s, &st)) {
         s->diverged[d] = 0; /* it only held a prefix after all */
+        s->unaware[d] = 0;
+      } else if (st.applied > s->frozen[d] && s->unaware[d] &&
+                 unaware_divergence(s, d, &st)) {
+        s->frozen[d] = st.applied; /* more of that leader's late pages */
       } else if (st.applied != s->frozen[d]) {
         fail(s, "dev%d applied on top of a diverged log (%llu -> %llu)", d,
              (unsigned long long)s->frozen[d],
@@ -799,6 +926,7 @@ static void check(sim *s) {
       sp_handler_role(s->t.dev[l].h[LIB]) == SP_ROLE_LEADER) {
     check_fetch_queues(s, l);
   }
+  check_writes(s);
   if (s->t.fatal) {
     fail(s, "fatal error %s", sp_err_name(s->t.fatal));
   }
@@ -821,6 +949,7 @@ static void configure(sim *s) {
     c->response_max_bytes = 256 + below(s, 65536);
     c->max_queued_fetches = 8 + below(s, 24);
   }
+  configure_writes(s);
   s->p_drop = chance(s, 5000) ? below(s, 200) : 0;
   s->p_dup = chance(s, 5000) ? below(s, 300) : 0;
   s->p_reorder = chance(s, 3000) ? below(s, 100) : 0;
@@ -914,6 +1043,7 @@ static void heal_due(sim *s, int all) {
 
 static int converged(sim *s) {
   int d, l = leader_of(s);
+  sp_outbox_stats os;
 
   if (s->mode[l] != M_LEADER) {
     return 0;
@@ -930,8 +1060,29 @@ static int converged(sim *s) {
     if (st.applied != s->oracle_len || !matches_oracle(s, &st)) {
       return 0;
     }
+    /* Every submission of a follower committed or refused. */
+    if (outbox_items(s, d, &os) != 0 || os.items != 0) {
+      return 0;
+    }
   }
   return 1;
+}
+
+/* Who has not converged, for the message. */
+static void lagging(sim *s, char *out, size_t len) {
+  int d, n = 0;
+
+  out[0] = '\0';
+  for (d = 0; d < s->t.ndevs && n >= 0 && (size_t)n < len; ++d) {
+    sp_outbox_stats os;
+    memset(&os, 0, sizeof(os));
+    (void)outbox_items(s, d, &os);
+    n += snprintf(out + n, len - (size_t)n,
+                  " dev%d mode %d applied %llu outbox %llu;", d,
+                  (int)s->mode[d],
+                  (unsigned long long)state_of(s, d).applied,
+                  (unsigned long long)os.items);
+  }
 }
 
 /* The slowest convergence seen, against its seed's bound. */
@@ -953,19 +1104,41 @@ static struct {
  *      dead stream out, a full sync's restart, or deliveries delayed
  *      before the heal (up to 3 s);
  *   3. fetches the whole log in the worst case, `fetch_window` pages of
- *      at least one entry per round trip (2 x latency, + 1 ms).
- * Over seeds 1..10000 the slowest took 0.86 of its bound (the summary
- * prints the closest one).  Anything slower is a liveness bug: a timer
+ *      at least one entry per round trip (2 x latency, + 1 ms);
+ *   4. drains its outbox: the submissions neither in the history nor
+ *      refused when the faults stopped go out `propose_window` (or what
+ *      propose_max_bytes lets through, at least one) per round trip, and
+ *      come back as entries to fetch like the rest.
+ * Each device draws its own timers and window: the slowest one's count
+ * (until issue 12 the bound read device 0's only, which a follower with a
+ * smaller window could outlast).  The summary prints the seed that came
+ * closest to its bound.  Anything slower is a liveness bug: a timer
  * that never fires, a retry that stops, a dead connection kept.
  */
 static sp_duration liveness_bound(sim *s) {
   const sp_handler_config *c = &s->t.dev[0].cfg[LIB];
-  sp_duration hb = c->heartbeat_interval * c->heartbeat_timeout_factor;
-  sp_duration detect = hb > c->stall_timeout ? hb : c->stall_timeout;
-  sp_duration rtt = 2 * s->t.net_cfg.latency + MS;
-  sp_duration trips = (sp_duration)(s->oracle_len / c->fetch_window + 1);
-  sp_duration round = detect + 2 * c->reconnect_max + 3 * SP_SECONDS;
+  sp_duration detect = 0, backoff = 0, rtt = 2 * s->t.net_cfg.latency + MS;
+  sp_duration pending = (sp_duration)writes_pending(s), trips, round, per;
+  uint32_t window = UINT32_MAX;
+  int d;
 
+  /* Each device drew its own timers and window: the slowest follower
+   * sets the bound. */
+  for (d = 0; d < s->t.ndevs; ++d) {
+    const sp_handler_config *x = &s->t.dev[d].cfg[LIB];
+    sp_duration hb = x->heartbeat_interval * x->heartbeat_timeout_factor;
+    sp_duration det = hb > x->stall_timeout ? hb : x->stall_timeout;
+    detect = det > detect ? det : detect;
+    backoff = x->reconnect_max > backoff ? x->reconnect_max : backoff;
+    window = x->fetch_window < window ? x->fetch_window : window;
+  }
+  trips = (sp_duration)((s->oracle_len + pending) / window + 1);
+  round = detect + 2 * backoff + 3 * SP_SECONDS;
+  per = c->propose_max_bytes / (4 + 300);
+  if (per > c->propose_window) {
+    per = c->propose_window;
+  }
+  trips += pending / (per ? per : 1) + 1;
   return round + trips * rtt;
 }
 
@@ -985,9 +1158,15 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   memset(s->corrupted, 0, sizeof(s->corrupted));
   memset(s->removed, 0, sizeof(s->removed));
   memset(s->tampered, 0, sizeof(s->tampered));
+  memset(s->unaware, 0, sizeof(s->unaware));
+  for (d = 0; d < SIM_MAX_EPOCH; ++d) {
+    s->epoch_cut[d] = UINT64_MAX;
+  }
+  writes_reset(s);
   s->failure[0] = '\0';
   s->seed = seed;
   s->oracle_len = 0;
+  s->pruned_hist = 0;
   s->epoch = 1;
   sp_rand_seed(&s->rng, seed);
   ndevs = 2 + (int)below(s, 3);
@@ -1008,6 +1187,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   steps = 50 + (int)below(s, 250);
   for (s->step = 0; s->step < steps && !s->failure[0]; ++s->step) {
     random_step(s);
+    writes_step(s);
     tc_run_for(&s->t, (sp_duration)(1 + below(s, 3000)) * MS);
     heal_due(s, 0);
     host_reactions(s);
@@ -1020,6 +1200,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   for (d = 0; d < ndevs; ++d) {
     s->crash_armed[d] = 0;
     sp_mem_store_fail_applies(s->t.dev[d].store[LIB], 0);
+    sp_mem_store_fail_appends(s->t.dev[d].store[LIB], 0);
     if (s->mode[d] == M_DOWN && !s->failure[0]) {
       boot(s, d);
     }
@@ -1032,8 +1213,11 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
     check(s);
   }
   if (!s->failure[0] && !converged(s)) {
+    char why[256];
+    lagging(s, why, sizeof(why));
     fail(s, "no convergence %.1f s after the faults stopped (the bound from "
-         "this seed's timers)", (double)(deadline - stopped) / SP_SECONDS);
+         "this seed's timers):%s", (double)(deadline - stopped) / SP_SECONDS,
+         why);
   }
   if (!s->failure[0]) {
     double r = (double)(s->t.now - stopped) / (double)(deadline - stopped);
@@ -1049,6 +1233,11 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
       fail(s, "dev%d: bytes differ from the leader's", d);
     }
   }
+  if (!s->failure[0]) {
+    writes_verdict(s);
+  } else {
+    writes_unjudged(s);
+  }
   tc_free(&s->t);
   return s->failure[0] ? -1 : 0;
 }
@@ -1056,8 +1245,10 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
 int main(int argc, char **argv) {
   static sim s;
   uint64_t first = 1, count = 10000, i, one = 0;
-  int verbose = 0, soak = 0, have_one = 0, k;
+  int verbose = 0, soak = 0, have_one = 0, keep_going = 0, k;
+  long failed = 0;
   clock_t start = clock();
+  char unaware_at[48] = "";
 
   for (k = 1; k < argc; ++k) {
     if (!strcmp(argv[k], "--seeds") && k + 1 < argc) {
@@ -1071,10 +1262,14 @@ int main(int argc, char **argv) {
       verbose = 1;
     } else if (!strcmp(argv[k], "--soak")) {
       soak = 1;
+    } else if (!strcmp(argv[k], "--keep-going")) {
+      keep_going = 1;
+    } else if (!strcmp(argv[k], "--reliable-streams")) {
+      g_reliable = 1;
     } else {
       fprintf(stderr,
               "usage: %s [--seeds N] [--first S] | --seed S [--verbose] | "
-              "--soak\n",
+              "--soak | --seeds N --keep-going [--reliable-streams]\n",
               argv[0]);
       return 2;
     }
@@ -1083,7 +1278,10 @@ int main(int argc, char **argv) {
     count = strtoull(getenv("SP_SIM_SEEDS"), NULL, 10);
   }
   s.oracle = calloc(MAX_SEQ, SP_HASH_LEN);
-  if (!s.oracle || sp_decoder_new(&s.dec, NULL) != 0) {
+  s.hist_tag = calloc(MAX_SEQ, sizeof(*s.hist_tag));
+  s.hist_origin = calloc(MAX_SEQ, sizeof(*s.hist_origin));
+  if (!s.oracle || !s.hist_tag || !s.hist_origin ||
+      sp_decoder_new(&s.dec, NULL) != 0) {
     return 1;
   }
   g_sim = &s;
@@ -1100,7 +1298,12 @@ int main(int argc, char **argv) {
               "  replay: %s --seed %" PRIu64 " --verbose\n",
               seed, s.step, (double)s.t.now / SP_SECONDS, s.failure, argv[0],
               seed);
+      if (keep_going) {
+        failed++;
+        continue;
+      }
       free(s.oracle);
+      writes_free(&s);
       sp_decoder_del(s.dec);
       return 1;
     }
@@ -1109,29 +1312,60 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
   }
+  if (tot.unaware) {
+    snprintf(unaware_at, sizeof(unaware_at), " (first: seed %" PRIu64 ")",
+             tot.unaware_seed);
+  }
   printf("sim: faults: %ld drops, %ld duplicates, %ld reorders, %ld delays, "
          "%ld cuts, %ld corruptions, %ld partitions, %ld crashes "
-         "(%ld between apply and ack), %ld leader restarts, %ld failovers, "
+         "(%ld between apply and ack), %ld leader restarts, %ld failovers "
+         "(%ld withheld: no candidate held the pruned history), "
          "%ld stale leaders returned, %ld step-downs, %ld apply failures, "
          "%ld prunes, %ld prunes racing a read; %ld SyncRequired, "
-         "%ld full syncs; %ld entries\n",
+         "%ld full syncs; %ld entries; writes: %ld crashes between submit "
+         "and send, %ld leader crashes between append and answer, %ld "
+         "leader append failures, %ld refused OUTBOX_FULL, %ld from "
+         "leaders, %ld host refusals, %ld replacements, %ld cut from the "
+         "history by a failover (then proposed again or put back); %ld "
+         "followers diverged by a deposed leader's late page%s\n",
          tot.drops, tot.dups, tot.reorders, tot.delays, tot.cuts,
          tot.corruptions, tot.partitions, tot.crashes, tot.crash_before_ack,
-         tot.leader_restarts, tot.failovers, tot.stale_returns,
+         tot.leader_restarts, tot.failovers, tot.failovers_withheld,
+         tot.stale_returns,
          tot.step_downs, tot.apply_failures, tot.prunes, tot.read_prunes,
          tot.sync_required,
-         tot.full_syncs, tot.appends);
+         tot.full_syncs, tot.appends, wtot.crash_after_submit,
+         wtot.crash_after_append, wtot.append_failures, wtot.outbox_full,
+         wtot.leader_side, wtot.host_refusals, wtot.replacements,
+         wtot.truncated, tot.unaware, unaware_at);
   printf("sim: registry: %ld followers removed, %ld put back\n",
          tot_removals, tot_readditions);
   printf("sim: liveness: closest to its bound: seed %" PRIu64
          " converged %.1f s after the faults stopped (bound %.1f s)\n",
          slowest.seed, (double)slowest.took / SP_SECONDS,
          (double)slowest.bound / SP_SECONDS);
-  printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
-         "), 0 invariant violations, %.1f s CPU\n",
-         count, first, first + count - 1,
-         (double)(clock() - start) / CLOCKS_PER_SEC);
+  printf("writes: %ld submitted, %ld committed exactly once, %ld refused, "
+         "%ld lost, %ld duplicated",
+         wtot.submitted, wtot.committed_once, wtot.refused, wtot.lost,
+         wtot.duplicated);
+  if (wtot.unjudged) {
+    printf(" (and %ld submissions in seeds that failed before their "
+           "verdict)", wtot.unjudged);
+  }
+  printf("\n");
+  if (failed) {
+    printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
+           "), %ld FAILED (listed above), %.1f s CPU\n",
+           count, first, first + count - 1, failed,
+           (double)(clock() - start) / CLOCKS_PER_SEC);
+  } else {
+    printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
+           "), 0 invariant violations, %.1f s CPU\n",
+           count, first, first + count - 1,
+           (double)(clock() - start) / CLOCKS_PER_SEC);
+  }
   free(s.oracle);
+  writes_free(&s);
   sp_decoder_del(s.dec);
-  return 0;
+  return failed ? 1 : 0;
 }
