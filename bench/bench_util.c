@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +66,22 @@ uint64_t bu_pct(const uint64_t *sorted, size_t n, double p) {
     rank = n;
   }
   return sorted[rank - 1];
+}
+
+size_t bu_latencies(const uint64_t *start, const uint64_t *end, size_t first,
+                    size_t count, uint64_t *out, size_t *lost) {
+  size_t n = 0, i;
+
+  *lost = 0;
+  for (i = first; i < first + count; ++i) {
+    if (end[i] && end[i] >= start[i]) {
+      out[n++] = end[i] - start[i];
+    } else {
+      ++*lost;
+    }
+  }
+  bu_sort_u64(out, n);
+  return n;
 }
 
 double bu_median(double *v, size_t n) {
@@ -1046,4 +1064,94 @@ void bu_pair_run(bu_cluster *cl, const bu_pair_cfg *cfg, bu_pair_result *res) {
   res->leader_rss_kib = sh->l_rss;
   res->follower_rss_kib = sh->f_rss;
   bu_shm_free(sh, sizeof(*sh));
+}
+
+/* ---- the UDP reference ---- */
+
+int bu_udp_socket(int *port) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+
+  if (fd < 0) {
+    bu_die("socket: %s", strerror(errno));
+  }
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+    bu_die("bind: %s", strerror(errno));
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+void bu_udp_connect(int fd, int port) {
+  struct sockaddr_in dst;
+
+  memset(&dst, 0, sizeof(dst));
+  dst.sin_family = AF_INET;
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  dst.sin_port = htons((uint16_t)port);
+  if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
+    bu_die("connect: %s", strerror(errno));
+  }
+}
+
+int bu_wait_udp_or_endpoint(int fd, sp_quic_endpoint *ep, uint64_t wait_ns,
+                            uint64_t cap_ns) {
+  struct pollfd p[2];
+  struct timespec ts;
+
+  ts.tv_sec = 0;
+  ts.tv_nsec = (long)(wait_ns < cap_ns ? wait_ns : cap_ns);
+  p[0].fd = fd;
+  p[0].events = POLLIN;
+  p[1].fd = sp_quic_endpoint_fd(ep);
+  p[1].events = POLLIN;
+  p[0].revents = p[1].revents = 0;
+  ppoll(p, 2, &ts, NULL);
+  return ((p[0].revents & POLLIN) ? BU_UDP_READY : 0) |
+         ((p[1].revents & POLLIN) ? BU_EP_READY : 0);
+}
+
+void bu_udp_echo(int fd) {
+  uint8_t buf[2048];
+  struct sockaddr_in from;
+  socklen_t fl = sizeof(from);
+  ssize_t n;
+
+  while ((n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from,
+                       &fl)) > 0) {
+    (void)!sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+    fl = sizeof(from);
+  }
+}
+
+void bu_ping_send(bu_pinger *p) {
+  uint8_t buf[BU_PING_LEN];
+
+  memset(buf, 0, sizeof(buf));
+  memcpy(buf, &p->n, sizeof(p->n));
+  p->sent_at = bu_now();
+  if (send(p->fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf)) {
+    bu_die("send: %s", strerror(errno));
+  }
+  p->out = 1;
+}
+
+void bu_ping_recv(bu_pinger *p) {
+  uint8_t buf[2048];
+  uint64_t t = bu_now();
+  ssize_t n = recv(p->fd, buf, sizeof(buf), 0);
+  int idx;
+
+  if (n == BU_PING_LEN && p->out) {
+    memcpy(&idx, buf, sizeof(idx));
+    if (idx == p->n) {
+      p->rtt[p->n++] = t - p->sent_at;
+      p->out = 0;
+    }
+  }
 }

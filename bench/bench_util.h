@@ -40,6 +40,11 @@ void bu_sleep_ns(uint64_t ns);
 void bu_sort_u64(uint64_t *v, size_t n);
 /* Nearest-rank percentile `p` (0..100) of `n` sorted values; 0 if n == 0. */
 uint64_t bu_pct(const uint64_t *sorted, size_t n, double p);
+/* The latencies end[i] - start[i], i in [first, first + count), of the
+ * samples whose end is set and not before their start, sorted into `out`
+ * (room for `count`).  Returns how many; the others count in *lost. */
+size_t bu_latencies(const uint64_t *start, const uint64_t *end, size_t first,
+                    size_t count, uint64_t *out, size_t *lost);
 /* Median of `n` values (sorts them). */
 double bu_median(double *v, size_t n);
 double bu_min(const double *v, size_t n);
@@ -166,6 +171,46 @@ void bu_dev_stop(bu_dev *d);
 void bu_poll(bu_dev **devs, int n, uint64_t max_wait);
 /* Wait until every device in [first, last] has published its address. */
 void bu_wait_addrs(bu_cluster *cl, int first, int last);
+
+/* ---- the UDP reference: a datagram's round trip on loopback ---- */
+
+/*
+ * What the latency benchmarks compare against: a BU_PING_LEN datagram
+ * sent from one process's socket to an echo socket in the other, which
+ * returns it from the same poll loop as its QUIC endpoint (so both see
+ * the same scheduling).
+ */
+#define BU_PING_LEN 64
+#define BU_UDP_READY 1
+#define BU_EP_READY 2
+
+/* A nonblocking UDP socket bound to 127.0.0.1 on a free port (*port). */
+int bu_udp_socket(int *port);
+/* Connect `fd` to 127.0.0.1:`port`. */
+void bu_udp_connect(int fd, int port);
+/* Sleep until `fd` or the endpoint has input, or `wait_ns` passes (at
+ * most `cap_ns`, so stop flags are looked at).  Returns which has input:
+ * BU_UDP_READY, BU_EP_READY, both or neither. */
+int bu_wait_udp_or_endpoint(int fd, sp_quic_endpoint *ep, uint64_t wait_ns,
+                            uint64_t cap_ns);
+/* Send every datagram waiting on `fd` back where it came from. */
+void bu_udp_echo(int fd);
+
+/* The pinging side: one ping out at a time on a connected socket; the
+ * round trip of ping i goes to rtt[i]. */
+typedef struct bu_pinger {
+  int fd;
+  int n;   /* pings answered */
+  int out; /* ping n sent, not answered yet */
+  uint64_t sent_at;
+  uint64_t *rtt;
+} bu_pinger;
+
+/* Send ping p->n. */
+void bu_ping_send(bu_pinger *p);
+/* Read one datagram from p->fd (it has input): the answer to the ping
+ * out, if it is one. */
+void bu_ping_recv(bu_pinger *p);
 
 #endif /* BENCH_UTIL_H */
 

@@ -28,20 +28,15 @@
  *
  *   latency_bench [runs=5] [samples=2000] [rate=400] [mem_samples=20000]
  */
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench_util.h"
 
 #define PAYLOAD 256
-#define PING_LEN 64
 #define WARMUP 100
 #define MAX_SAMPLES 100000
 
@@ -60,48 +55,6 @@ typedef struct run_ctx {
   int samples;
   int rate;
 } run_ctx;
-
-static int udp_socket(int *port) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-
-  if (fd < 0) {
-    bu_die("socket: %s", strerror(errno));
-  }
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-    bu_die("bind: %s", strerror(errno));
-  }
-  *port = ntohs(a.sin_port);
-  return fd;
-}
-
-#define UDP_READY 1
-#define EP_READY 2
-
-/* Sleep until the UDP socket or the endpoint has input, or `wait_ns`
- * passes (at most `cap_ns`, so stop flags are looked at).  Returns which
- * has input: UDP_READY, EP_READY, both or neither. */
-static int wait_udp_or_endpoint(int fd, sp_quic_endpoint *ep, uint64_t wait_ns,
-                                uint64_t cap_ns) {
-  struct pollfd p[2];
-  struct timespec ts;
-
-  ts.tv_sec = 0;
-  ts.tv_nsec = (long)(wait_ns < cap_ns ? wait_ns : cap_ns);
-  p[0].fd = fd;
-  p[0].events = POLLIN;
-  p[1].fd = sp_quic_endpoint_fd(ep);
-  p[1].events = POLLIN;
-  p[0].revents = p[1].revents = 0;
-  ppoll(p, 2, &ts, NULL);
-  return ((p[0].revents & POLLIN) ? UDP_READY : 0) |
-         ((p[1].revents & POLLIN) ? EP_READY : 0);
-}
 
 /* ---- follower process ---- */
 
@@ -132,7 +85,7 @@ static int follower_main(void *arg) {
   int port, fd;
 
   g_sh = rc->sh;
-  fd = udp_socket(&port);
+  fd = bu_udp_socket(&port);
   ev.on_event = f_event;
   bu_check(sp_mem_store_new(&ms, NULL), "store");
   sp_mem_store_get_vtable(ms, &vt);
@@ -146,20 +99,12 @@ static int follower_main(void *arg) {
     uint64_t wait = next <= now ? 0 : next - now;
 
     /* Capped: look at the stop flag now and then. */
-    ready = wait_udp_or_endpoint(fd, d.ep, wait, 20000000u);
-    if (ready & UDP_READY) {
-      uint8_t buf[2048];
-      struct sockaddr_in from;
-      socklen_t fl = sizeof(from);
-      ssize_t n;
-      while ((n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from,
-                           &fl)) > 0) {
-        (void)!sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
-        fl = sizeof(from);
-      }
+    ready = bu_wait_udp_or_endpoint(fd, d.ep, wait, 20000000u);
+    if (ready & BU_UDP_READY) {
+      bu_udp_echo(fd);
     }
     now = bu_now();
-    if ((ready & EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
+    if ((ready & BU_EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
       bu_check(sp_quic_endpoint_process(d.ep, now), "process");
     }
   }
@@ -177,11 +122,9 @@ static int leader_main(void *arg) {
   sp_mem_store *ms;
   sp_store vt;
   bu_dev d, *dp = &d;
-  struct sockaddr_in dst;
+  bu_pinger pg;
   uint64_t period, t_entry, t_ping, end;
-  uint64_t ping_sent_at = 0;
-  int total = WARMUP + rc->samples, entries = 0, pings = 0, port, fd;
-  int ping_out = 0;
+  int total = WARMUP + rc->samples, entries = 0, port, fd;
   sp_seq seq = 0;
 
   bu_check(sp_mem_store_new(&ms, NULL), "store");
@@ -195,18 +138,15 @@ static int leader_main(void *arg) {
     }
     bu_poll(&dp, 1, 5000000u);
   }
-  fd = udp_socket(&port);
-  memset(&dst, 0, sizeof(dst));
-  dst.sin_family = AF_INET;
-  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  dst.sin_port = htons((uint16_t)sh->echo_port);
-  if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) != 0) {
-    bu_die("connect: %s", strerror(errno));
-  }
+  fd = bu_udp_socket(&port);
+  bu_udp_connect(fd, sh->echo_port);
+  memset(&pg, 0, sizeof(pg));
+  pg.fd = fd;
+  pg.rtt = sh->rtt;
   period = 1000000000ull / (uint64_t)rc->rate;
   t_entry = bu_now() + period;
   t_ping = t_entry + period / 2;
-  while (entries < total || pings < total || ping_out) {
+  while (entries < total || pg.n < total || pg.out) {
     int ready;
     uint64_t now = bu_now(), next = sp_quic_endpoint_get_expiry(d.ep), w;
 
@@ -222,41 +162,24 @@ static int leader_main(void *arg) {
       t_entry += period;
       continue;
     }
-    if (pings < total && !ping_out && now >= t_ping) {
-      uint8_t buf[PING_LEN];
-      memset(buf, 0, sizeof(buf));
-      memcpy(buf, &pings, sizeof(pings));
-      ping_sent_at = bu_now();
-      if (send(fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf)) {
-        bu_die("send: %s", strerror(errno));
-      }
-      ping_out = 1;
+    if (pg.n < total && !pg.out && now >= t_ping) {
+      bu_ping_send(&pg);
       t_ping += period;
       continue;
     }
     if (entries < total && t_entry < next) {
       next = t_entry;
     }
-    if (pings < total && !ping_out && t_ping < next) {
+    if (pg.n < total && !pg.out && t_ping < next) {
       next = t_ping;
     }
     w = next <= now ? 0 : next - now;
-    ready = wait_udp_or_endpoint(fd, d.ep, w, 50000000u);
-    if (ready & UDP_READY) {
-      uint8_t buf[2048];
-      uint64_t t = bu_now();
-      ssize_t n = recv(fd, buf, sizeof(buf), 0);
-      int idx;
-      if (n == PING_LEN && ping_out) {
-        memcpy(&idx, buf, sizeof(idx));
-        if (idx == pings) {
-          sh->rtt[pings++] = t - ping_sent_at;
-          ping_out = 0;
-        }
-      }
+    ready = bu_wait_udp_or_endpoint(fd, d.ep, w, 50000000u);
+    if (ready & BU_UDP_READY) {
+      bu_ping_recv(&pg);
     }
     now = bu_now();
-    if ((ready & EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
+    if ((ready & BU_EP_READY) || sp_quic_endpoint_get_expiry(d.ep) <= now) {
       bu_check(sp_quic_endpoint_process(d.ep, now), "process");
     }
   }
@@ -289,7 +212,7 @@ static void quic_run(bu_cluster *cl, shared *sh, int samples, int rate,
   pid_t f, l;
   uint64_t *lat = calloc((size_t)samples, sizeof(*lat));
   uint64_t *rtt = calloc((size_t)samples, sizeof(*rtt));
-  size_t n = 0, i;
+  size_t n;
 
   if (!lat || !rtt) {
     bu_die("out of memory");
@@ -310,17 +233,9 @@ static void quic_run(bu_cluster *cl, shared *sh, int samples, int rate,
   if (bu_join(f) != 0) {
     bu_die("follower process failed");
   }
-  res->lost = 0;
-  for (i = 0; i < (size_t)samples; ++i) {
-    size_t seq = WARMUP + 1 + i;
-    if (sh->applied_ts[seq] && sh->applied_ts[seq] >= sh->append_ts[seq]) {
-      lat[n++] = sh->applied_ts[seq] - sh->append_ts[seq];
-    } else {
-      res->lost++;
-    }
-    rtt[i] = sh->rtt[WARMUP + i];
-  }
-  bu_sort_u64(lat, n);
+  n = bu_latencies(sh->append_ts, sh->applied_ts, WARMUP + 1, (size_t)samples,
+                   lat, &res->lost);
+  memcpy(rtt, sh->rtt + WARMUP, (size_t)samples * sizeof(*rtt));
   bu_sort_u64(rtt, (size_t)samples);
   res->n = n;
   res->p50 = (double)bu_pct(lat, n, 50) / 1e3;
@@ -462,7 +377,7 @@ int main(int argc, char **argv) {
   printf("latency: %d runs; each: %d entries of %d B at %d/s over QUIC "
          "(two processes) interleaved with %d UDP pings of %d B; then %d "
          "entries over the in-memory transport (one process)\n",
-         runs, samples, PAYLOAD, rate, samples, PING_LEN, mem_samples);
+         runs, samples, PAYLOAD, rate, samples, BU_PING_LEN, mem_samples);
   for (r = 0; r < runs; ++r) {
     quic_result q;
     quic_run(cl, sh, samples, rate, &q);

@@ -21,6 +21,14 @@ add_test(NAME examples_install
 set_tests_properties(examples_install PROPERTIES LABELS examples TIMEOUT 300)
 
 if(SP_WITH_QUIC AND SP_WITH_SQLITE)
+  # spsync's strict JSON lines parser and its line -> entry mapping.
+  sp_add_test(spsync_jsonl_test
+    SOURCES spsync_jsonl_test.c ${PROJECT_SOURCE_DIR}/examples/spsync/jsonl.c
+            ${PROJECT_SOURCE_DIR}/examples/spsync/entry_json.c
+    LABELS examples)
+  target_include_directories(spsync_jsonl_test PRIVATE
+    ${PROJECT_SOURCE_DIR}/examples/spsync)
+
   add_test(NAME examples_spsync_cli
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spsync_cli_test.sh
             $<TARGET_FILE:spsync>)
@@ -41,6 +49,15 @@ if(SP_WITH_QUIC AND SP_WITH_SQLITE)
     COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/quic_process_test.sh
             $<TARGET_FILE:spsync>)
   set_tests_properties(quic_processes PROPERTIES LABELS quic TIMEOUT 600)
+
+  # Every device writes: leader, A (a JSON lines file) and B (killed with
+  # SIGKILL mid-run and restarted) as three processes over real UDP; each
+  # log ends identical, holding every device's submissions exactly once.
+  add_test(NAME quic_writes_processes
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/spsync_writes_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(quic_writes_processes PROPERTIES LABELS quic
+    TIMEOUT 300)
 
   # Issue 17's goals, timed on real processes: a killed and restarted
   # leader has every follower applying again within 2 s (followers with an

@@ -11,7 +11,7 @@
 #include "cmds.h"
 
 static void print_identity(const sp_identity *id, const char *role,
-                           const char *address) {
+                           const char *address, const char *name) {
   char uuid[SP_UUID_STRING_LEN + 1], key[2 * SP_PUBLIC_KEY_LEN + 1];
   char fp[SP_FINGERPRINT_LEN + 1];
   uint8_t pk[SP_PUBLIC_KEY_LEN];
@@ -22,7 +22,8 @@ static void print_identity(const sp_identity *id, const char *role,
   sp_identity_fingerprint(pk, fp, sizeof(fp));
   if (role) {
     /* Ready to paste into a pairing file. */
-    printf("device %s %s %s %s\n", uuid, key, role, address ? address : "-");
+    printf("device %s %s %s %s%s%s\n", uuid, key, role,
+           address ? address : "-", name ? " " : "", name ? name : "");
     return;
   }
   printf("device      %s\npublic key  %s\nfingerprint %s\n", uuid, key, fp);
@@ -70,7 +71,7 @@ int cmd_keygen(int argc, char **argv) {
             rv == SP_ERR_EXISTS ? "the file exists" : sp_strerror(rv));
     return 1;
   }
-  print_identity(id, NULL, NULL);
+  print_identity(id, NULL, NULL, NULL);
   sp_identity_del(id);
   return 0;
 }
@@ -79,30 +80,37 @@ int cmd_fingerprint(int argc, char **argv) {
   static const struct option opts[] = {{"key", 1, 0, 'k'},
                                        {"pairing-line", 1, 0, 'p'},
                                        {"address", 1, 0, 'a'},
+                                       {"name", 1, 0, 'n'},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
-  const char *key = NULL, *role = NULL, *address = NULL;
+  const char *key = NULL, *role = NULL, *address = NULL, *name = NULL;
   sp_identity *id;
   int c, rv;
 
-  while ((c = getopt_long(argc, argv, "k:p:a:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "k:p:a:n:h", opts, NULL)) != -1) {
     switch (c) {
     case 'k': key = optarg; break;
     case 'p': role = optarg; break;
     case 'a': address = optarg; break;
+    case 'n': name = optarg; break;
     case 'h':
       printf("usage: spsync fingerprint --key FILE "
-             "[--pairing-line leader|follower [--address IP:PORT]]\n\n"
+             "[--pairing-line leader|follower [--address IP:PORT]\n"
+             "                   [--name NAME]]\n\n"
              "Show the device id, public key and fingerprint of a key "
-             "file,\nor print its line for a pairing file.\n");
+             "file,\nor print its line for a pairing file (NAME: up to 31 "
+             "characters, no spaces,\nshown by spsync status "
+             "--by-origin).\n");
       return 0;
     default: return EXIT_USAGE;
     }
   }
   if (!key || optind != argc ||
-      (role && strcmp(role, "leader") && strcmp(role, "follower"))) {
+      (role && strcmp(role, "leader") && strcmp(role, "follower")) ||
+      (name && (!*name || strlen(name) > 31 || strpbrk(name, " \t\n#")))) {
     fprintf(stderr, "spsync fingerprint: --key FILE is required, role is "
-                    "leader or follower (see --help)\n");
+                    "leader or follower, a name has 1-31 characters and no "
+                    "spaces (see --help)\n");
     return EXIT_USAGE;
   }
   rv = sp_identity_load(&id, key, NULL);
@@ -111,7 +119,7 @@ int cmd_fingerprint(int argc, char **argv) {
             sp_strerror(rv));
     return 1;
   }
-  print_identity(id, role, address);
+  print_identity(id, role, address, name);
   sp_identity_del(id);
   return 0;
 }

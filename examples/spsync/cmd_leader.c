@@ -10,8 +10,7 @@
 
 #include "cmds.h"
 #include "rt.h"
-
-#define BATCH_MAX 512
+#include "writes.h"
 
 static int all_acked;
 
@@ -25,64 +24,30 @@ static int on_acked(sp_handler *h, sp_seq seq, int status, size_t acked,
   return 0;
 }
 
-/* Append `n` generated entries in one transaction and announce them. */
-static int generate(rt *r, int n, size_t payload, uint64_t *counter) {
-  sp_entry e[BATCH_MAX];
-  uint8_t *data = malloc((size_t)n * payload + 1);
-  sp_seq first = 0;
-  int i, rv;
-
-  if (!data) {
-    fprintf(stderr, "spsync leader: out of memory\n");
-    return -1;
-  }
-  for (i = 0; i < n; ++i) {
-    uint64_t k = ++*counter;
-    uint8_t *d = data + (size_t)i * payload;
-    size_t b;
-    for (b = 0; b < payload; ++b) {
-      d[b] = (uint8_t)(k * 131 + b);
-    }
-    memset(&e[i], 0, sizeof(e[i]));
-    e[i].device_id = r->self->id;
-    e[i].timestamp_ms = (uint64_t)time(NULL) * 1000;
-    e[i].model_type = "demo_item";
-    e[i].model_type_len = 9;
-    memcpy(e[i].record_id.bytes, &k, sizeof(k));
-    e[i].change_type = (sp_change_type)(k % 4);
-    e[i].version = (int64_t)k;
-    e[i].data = d;
-    e[i].data_len = payload;
-  }
-  rv = sp_sqlite_store_append(r->store, e, (size_t)n, &first);
-  free(data);
-  if (rv != 0) {
-    rt_error("append", rv);
-    return -1;
-  }
-  rv = sp_handler_notify_new_entries(r->h, first, first + (sp_seq)n - 1,
-                                     sp_quic_now());
-  if (rv != 0) {
-    rt_error("notify", rv);
-    return -1;
-  }
-  return 0;
-}
-
 static void usage(void) {
   printf(
       "usage: spsync leader --key FILE --pairing FILE --log FILE [options]\n"
-      "\nServe the log to the followers named in the pairing file.\n\n"
+      "\nServe the log to the followers named in the pairing file, append "
+      "the\nfollowers' submissions, and optionally write entries of its own "
+      "(submitted\nthrough the library like a follower's: each carries this "
+      "device as its origin).\n\n"
       "  --listen IP:PORT     address to bind (default: this device's "
       "pairing address)\n"
-      "  --rate N             write N generated entries per second\n"
+      "  --input FILE         write the entries of a JSON lines file "
+      "(- for standard\n"
+      "                       input; the format is below)\n"
+      "  --rate N             write N entries per second (generated ones "
+      "without --input)\n"
       "  --count N            stop writing after N entries (default: no "
-      "limit with --rate)\n"
+      "limit)\n"
       "  --until SEQ          stop writing once the log reaches SEQ (it "
       "survives restarts)\n"
       "  --payload BYTES      payload size of generated entries (256)\n"
       "  --epoch N            lead with epoch N (kept with the log; default: "
       "the log's)\n"
+      "  --exit-at SEQ        with --exit-when-synced: wait for the log to "
+      "reach SEQ\n"
+      "                       first (the followers' writes included)\n"
       "  --exit-when-synced   once done writing, exit when every follower "
       "holds all\n"
       "                       (positions acknowledged to an earlier leader "
@@ -91,7 +56,8 @@ static void usage(void) {
       "not connect)\n"
       "  --timeout SECONDS    give up (exit 4) after this long\n"
       "  --sync-full          SQLite synchronous=FULL\n"
-      "  --verbose            log connections and refusals\n");
+      "  --verbose            log connections and refusals\n"
+      "%s", WRITES_INPUT_HELP);
 }
 
 int cmd_leader(int argc, char **argv) {
@@ -100,17 +66,19 @@ int cmd_leader(int argc, char **argv) {
       {"log", 1, 0, 'l'},       {"listen", 1, 0, 'L'},
       {"rate", 1, 0, 'r'},      {"count", 1, 0, 'c'},
       {"payload", 1, 0, 'P'},   {"epoch", 1, 0, 'e'},
-      {"until", 1, 0, 'u'},
+      {"until", 1, 0, 'u'},     {"input", 1, 0, 'i'},
+      {"exit-at", 1, 0, 'X'},
       {"exit-when-synced", 0, 0, 'x'}, {"timeout", 1, 0, 't'},
       {"sync-full", 0, 0, 'f'}, {"verbose", 0, 0, 'v'},
       {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
   rt_options o;
   rt r;
   long long rate = 0, count = -1, until = -1, payload = 256, epoch = 0,
-            timeout = 0;
+            timeout = 0, exit_at = -1;
   int exit_synced = 0, c, status = 0, waiting = 0, bad = 0;
-  uint64_t written = 0;
+  const char *input = NULL;
   sp_tstamp start, last_print;
+  writes w;
 
   memset(&o, 0, sizeof(o));
   o.role = SP_ROLE_LEADER;
@@ -130,6 +98,11 @@ int cmd_leader(int argc, char **argv) {
       bad |= until < 0;
       break;
     case 'P': payload = parse_count(optarg); break;
+    case 'i': input = optarg; break;
+    case 'X':
+      exit_at = parse_count(optarg);
+      bad |= exit_at < 0;
+      break;
     case 'e': epoch = parse_count(optarg); break;
     case 'x': exit_synced = 1; break;
     case 't': timeout = parse_count(optarg); break;
@@ -148,10 +121,18 @@ int cmd_leader(int argc, char **argv) {
     return EXIT_USAGE;
   }
   o.epoch = (uint64_t)epoch;
-  if (rt_open(&r, &o) != 0) {
+  memset(&w, 0, sizeof(w));
+  w.rate = rate;
+  w.count = count;
+  w.payload = (size_t)payload;
+  w.input = input;
+  if (rt_open(&r, &o) != 0 || writes_open(&w, sp_quic_now()) != 0) {
+    writes_close(&w);
     rt_close(&r);
     return 1;
   }
+  w.device = &r.self->id;
+  r.watch_fd = writes_poll_fd(&w);
   start = last_print = sp_quic_now();
   while (!rt_stop) {
     sp_tstamp now = sp_quic_now();
@@ -160,25 +141,20 @@ int cmd_leader(int argc, char **argv) {
     int done_writing;
 
     sp_handler_get_status(r.h, &hs);
-    done_writing = rate == 0 || (count >= 0 && written >= (uint64_t)count) ||
+    done_writing = writes_done(&w) ||
                    (until >= 0 && hs.sequence >= (sp_seq)until);
 
     if (!done_writing) {
-      uint64_t due = (uint64_t)((double)rate * (double)(now - start) /
-                                (double)SP_SECONDS);
-      if (count >= 0 && due > (uint64_t)count) {
-        due = (uint64_t)count;
+      uint64_t room = until < 0 ? UINT64_MAX : (sp_seq)until - hs.sequence;
+      sp_duration ww;
+      if (writes_pump(&w, r.h, room, now) != 0) {
+        status = 1;
       }
-      if (until >= 0 && due > written + ((sp_seq)until - hs.sequence)) {
-        due = written + ((sp_seq)until - hs.sequence);
-      }
-      while (written < due && status == 0) {
-        uint64_t n = due - written;
-        status = generate(&r, n > BATCH_MAX ? BATCH_MAX : (int)n,
-                          (size_t)payload, &written);
-      }
-      wait = SP_SECONDS / (sp_duration)rate + 1;
-    } else if (exit_synced && !waiting) {
+      r.watch_fd = writes_poll_fd(&w);
+      ww = writes_wait(&w, now);
+      wait = ww < wait ? ww : wait;
+    } else if (exit_synced && !waiting &&
+               (exit_at < 0 || hs.sequence >= (sp_seq)exit_at)) {
       waiting = 1;
       if (sp_handler_wait_acks(r.h, hs.sequence, 0, SP_TSTAMP_MAX, on_acked,
                                NULL, now) == 1) {
@@ -208,6 +184,10 @@ int cmd_leader(int argc, char **argv) {
       break;
     }
   }
+  if (writes_enabled(&w)) {
+    rt_print_writes(&r, "leader", w.submitted);
+  }
+  writes_close(&w);
   if (status == 0) {
     sp_handler_status hs;
     sp_handler_get_status(r.h, &hs);

@@ -9,13 +9,16 @@
 
 static int parse_device(pairing *p, char *rest, char *err, size_t errlen,
                         int line) {
-  char id[64], key[80], role[16], addr[64];
+  char id[64], key[80], role[16], addr[64], name[32] = "", extra[2];
   pairing_device *d;
-  int i;
+  int i, got;
 
-  if (sscanf(rest, "%63s %79s %15s %63s", id, key, role, addr) != 4) {
+  got = sscanf(rest, "%63s %79s %15s %63s %31s %1s", id, key, role, addr,
+               name, extra);
+  if (got != 4 && got != 5) {
     snprintf(err, errlen,
-             "line %d: expected: device <uuid> <key> <role> <address|->",
+             "line %d: expected: device <uuid> <key> <role> <address|-> "
+             "[name]",
              line);
     return -1;
   }
@@ -60,6 +63,7 @@ static int parse_device(pairing *p, char *rest, char *err, size_t errlen,
   if (strcmp(addr, "-") != 0) {
     snprintf(d->address, sizeof(d->address), "%s", addr);
   }
+  snprintf(d->name, sizeof(d->name), "%s", name);
   p->ndev++;
   return 0;
 }

@@ -4,11 +4,12 @@
  *
  *   # comment
  *   library 9a0c3b1e-...                       (exactly one)
- *   device  <uuid> <public key, 64 hex> leader   <ip:port | ->
- *   device  <uuid> <public key, 64 hex> follower <ip:port | ->
+ *   device  <uuid> <public key, 64 hex> leader   <ip:port | -> [name]
+ *   device  <uuid> <public key, 64 hex> follower <ip:port | -> [name]
  *
  * One device is the leader; every listed device is a member.  The
- * address is where the device listens ("-": it is never dialed).  A
+ * address is where the device listens ("-": it is never dialed).  The
+ * optional name (no spaces) is what spsync status --by-origin shows.  A
  * device id is listed once and a key once: a device has exactly one key
  * (a copied key file or a reinstall under the same id is refused here,
  * before two devices could be taken for one).
@@ -26,6 +27,7 @@ typedef struct pairing_device {
   uint8_t key[SP_PUBLIC_KEY_LEN];
   int leader;
   char address[64];
+  char name[32]; /* "" if the line names none */
   int line; /* where the pairing file lists it */
 } pairing_device;
 

@@ -64,6 +64,17 @@ static int on_event(const sp_event *ev, void *ud) {
             "retrying with backoff\n", sp_err_name(ev->error_code),
             ev->message ? ev->message : sp_strerror(ev->error_code));
     break;
+  case SP_EVENT_SUBMISSION_COMMITTED:
+    r->committed++;
+    break;
+  case SP_EVENT_SUBMISSION_REFUSED:
+    r->refused++;
+    fprintf(stderr, "spsync: submission %llu refused: %s (%s)\n",
+            (unsigned long long)ev->origin_seq,
+            ev->message && *ev->message ? ev->message
+                                        : sp_strerror(ev->error_code),
+            sp_err_name(ev->error_code));
+    break;
   case SP_EVENT_STORE_RECOVERED:
     fprintf(stderr, "spsync: the log is writable again (at %llu)\n",
             (unsigned long long)ev->to_sequence);
@@ -120,6 +131,7 @@ int rt_open(rt *r, const rt_options *o) {
   int rv;
 
   memset(r, 0, sizeof(*r));
+  r->watch_fd = -1;
   r->verbose = o->verbose;
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
@@ -180,6 +192,9 @@ int rt_open(rt *r, const rt_options *o) {
   sp_handler_config_default(&hc);
   hc.library_id = r->pair.library;
   hc.role = o->role;
+  if (o->outbox_max_bytes) {
+    hc.outbox_max_bytes = o->outbox_max_bytes;
+  }
   if (o->role == SP_ROLE_LEADER) {
     hc.epoch = leader_epoch(r, o->epoch);
     if (hc.epoch == 0) {
@@ -197,6 +212,12 @@ int rt_open(rt *r, const rt_options *o) {
   return 0;
 }
 
+void rt_print_writes(const rt *r, const char *who, uint64_t submitted) {
+  printf("%s: submitted %llu, committed %llu, refused %llu\n", who,
+         (unsigned long long)submitted, (unsigned long long)r->committed,
+         (unsigned long long)r->refused);
+}
+
 void rt_close(rt *r) {
   /* The order matters: streams close through the endpoint, which must
    * still exist, and the store must outlive the handler. */
@@ -211,17 +232,19 @@ void rt_close(rt *r) {
 int rt_step(rt *r, sp_duration max_wait) {
   sp_tstamp now = sp_quic_now(), exp = sp_quic_endpoint_get_expiry(r->ep);
   sp_duration wait = exp <= now ? 0 : exp - now;
-  struct pollfd pfd;
+  struct pollfd pfd[2];
   int rv;
 
   if (wait > max_wait) {
     wait = max_wait;
   }
-  pfd.fd = sp_quic_endpoint_fd(r->ep);
-  pfd.events = POLLIN;
+  pfd[0].fd = sp_quic_endpoint_fd(r->ep);
+  pfd[0].events = POLLIN;
+  pfd[1].fd = r->watch_fd;
+  pfd[1].events = POLLIN;
   /* Round up: waking a little late is fine, spinning is not. */
-  if (poll(&pfd, 1, (int)((wait + SP_MILLISECONDS - 1) / SP_MILLISECONDS)) <
-          0 &&
+  if (poll(pfd, r->watch_fd >= 0 ? 2 : 1,
+           (int)((wait + SP_MILLISECONDS - 1) / SP_MILLISECONDS)) < 0 &&
       errno != EINTR) {
     perror("spsync: poll");
     return -1;

@@ -21,6 +21,7 @@ typedef struct rt_options {
   uint64_t epoch;     /* leader: 0 = the epoch stored with the log, or 1 */
   int sync_full;
   int verbose;
+  uint64_t outbox_max_bytes; /* 0: the handler's default */
 } rt_options;
 
 typedef struct rt {
@@ -37,6 +38,12 @@ typedef struct rt {
   int sync_required;
   sp_sync_reason sync_reason;
   int peers;
+  /* Submissions of this process that reached the own log / were refused
+   * (SP_EVENT_SUBMISSION_*). */
+  uint64_t committed;
+  uint64_t refused;
+  /* Polled with the network when >= 0 (a pipe spsync reads entries from). */
+  int watch_fd;
 } rt;
 
 /* Set by SIGINT/SIGTERM: the loops end cleanly. */
@@ -49,6 +56,9 @@ void rt_close(rt *r);
 /* Wait for the network or a timer, at most `max_wait`, then process.
  * Returns 0, or -1 after printing a fatal error. */
 int rt_step(rt *r, sp_duration max_wait);
+
+/* Print "<who>: submitted N, committed N, refused N". */
+void rt_print_writes(const rt *r, const char *who, uint64_t submitted);
 
 /* Print an error code with context. */
 void rt_error(const char *what, int code);
