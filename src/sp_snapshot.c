@@ -56,7 +56,9 @@ void sp_snap_fol_init(sp_snap_fol *f, const sp_snapshot_sink *sink,
   memset(f, 0, sizeof(*f));
   sp_mem_resolve(&f->mem, mem);
   f->sink = sink;
-  f->max_frame = max_frame;
+  /* The request carries a real limit, never 0, so that the leader cuts
+   * chunks for this node's frames rather than for its own default. */
+  f->max_frame = max_frame ? max_frame : SP_MAX_FRAME_DEFAULT;
   f->window = window == 0 ? SP_SNAP_WINDOW_DEFAULT
               : window > SP_MAX_SNAPSHOT_WINDOW ? SP_MAX_SNAPSHOT_WINDOW
                                                 : window;
@@ -93,7 +95,7 @@ int sp_snap_fol_start(sp_snap_fol *f) {
   f->outstanding = f->stale = 0;
   f->fails = f->stalls = 0;
   f->progress_mark = 0;
-  f->retry_after_ms = 0;
+  f->retry_after = 0;
   f->last_error = 0;
   f->fresh = 0;
   f->asked_have = 0;
@@ -129,10 +131,10 @@ static int restart(sp_snap_fol *f, int why) {
    * names the old one. */
   f->fresh = 1;
   shift = f->stats.restarts - 1;
-  f->retry_after_ms = shift >= 16 ? SP_SNAP_BACKOFF_MAX_MS
-                                  : (uint64_t)SP_SNAP_BACKOFF_BASE_MS << shift;
-  if (f->retry_after_ms > SP_SNAP_BACKOFF_MAX_MS) {
-    f->retry_after_ms = SP_SNAP_BACKOFF_MAX_MS;
+  f->retry_after = shift >= 16 ? SP_SNAP_BACKOFF_MAX
+                               : (sp_duration)SP_SNAP_BACKOFF_BASE << shift;
+  if (f->retry_after > SP_SNAP_BACKOFF_MAX) {
+    f->retry_after = SP_SNAP_BACKOFF_MAX;
   }
   return 0;
 }
@@ -156,7 +158,7 @@ int sp_snap_fol_reconnect(sp_snap_fol *f) {
   f->progress_mark = f->next_write;
   f->state = SP_SNAP_F_REQUEST;
   f->need_request = 1;
-  f->retry_after_ms = 0;
+  f->retry_after = 0;
   return 0;
 }
 
@@ -168,21 +170,35 @@ int sp_snap_fol_next_request(sp_snap_fol *f, sp_msg_snapshot_request *out) {
     return 0;
   }
   memset(out, 0, sizeof(*out));
+  memset(&f->pending, 0, sizeof(f->pending));
   rv = f->fresh ? SP_ERR_NOT_FOUND
-                : f->sink->pending(out->id, &have, f->sink->user_data);
+                : f->sink->pending(&f->pending, &have, f->sink->user_data);
   if (rv == 0) {
+    memcpy(out->id, f->pending.id, SP_SNAPSHOT_ID_LEN);
     out->id_len = SP_SNAPSHOT_ID_LEN;
     out->have_chunks = have;
   } else if (rv != SP_ERR_NOT_FOUND) {
     return SP_ERR_STORE;
   }
+  f->has_pending = rv == 0;
   out->max_frame = f->max_frame;
   memcpy(f->asked_id, out->id, SP_SNAPSHOT_ID_LEN);
   f->asked_have = out->have_chunks;
   f->need_request = 0;
   f->fresh = 0;
-  f->retry_after_ms = 0;
+  f->retry_after = 0;
   return 1;
+}
+
+/* Field by field: a sink's copy may differ in padding. */
+static int info_equal(const sp_snapshot_info *a, const sp_snapshot_info *b) {
+  return memcmp(a->id, b->id, SP_SNAPSHOT_ID_LEN) == 0 &&
+         a->sequence == b->sequence &&
+         memcmp(a->hash_at, b->hash_at, SP_HASH_LEN) == 0 &&
+         a->epoch == b->epoch && a->total_size == b->total_size &&
+         a->chunk_size == b->chunk_size &&
+         a->chunk_count == b->chunk_count &&
+         memcmp(a->digest, b->digest, SP_HASH_LEN) == 0;
 }
 
 /* The decoder checks the same; a manifest built by hand must not get
@@ -211,19 +227,6 @@ int sp_snap_fol_on_manifest(sp_snap_fol *f,
     f->last_error = SP_ERR_SNAPSHOT_CORRUPT;
     return SP_ERR_SNAPSHOT_CORRUPT;
   }
-  /* The leader could not serve the snapshot we hold chunks of (it
-   * expired, or the leader restarted without reopen): that work is lost,
-   * which counts against the bound like a restart, so that a leader that
-   * keeps losing snapshots cannot keep us transferring for ever. */
-  if (f->asked_have > 0 &&
-      memcmp(f->asked_id, m->id, SP_SNAPSHOT_ID_LEN) != 0) {
-    f->asked_have = 0;
-    if (f->stats.restarts >= SP_SNAP_MAX_RESTARTS) {
-      return restart(f, SP_ERR_SNAPSHOT_UNAVAILABLE);
-    }
-    ++f->stats.restarts;
-    f->last_error = SP_ERR_SNAPSHOT_UNAVAILABLE;
-  }
   hlen = m->chunk_count * SP_HASH_LEN;
   h = hlen ? sp_malloc(&f->mem, hlen) : NULL;
   if (hlen && !h) {
@@ -243,10 +246,32 @@ int sp_snap_fol_on_manifest(sp_snap_fol *f,
   f->info.chunk_size = m->chunk_size;
   f->info.chunk_count = m->chunk_count;
   crypto_generichash(f->info.digest, SP_HASH_LEN, h, hlen, NULL, 0);
+  /* Only the engine decides what resumes: a sink that compared ids alone
+   * would mix two snapshots' chunks.  Anything but the very manifest it
+   * holds is discarded before begin. */
+  if (!f->has_pending || !info_equal(&f->pending, &f->info)) {
+    f->has_pending = 0;
+    if (f->sink->abort(f->sink->user_data) != 0) {
+      f->state = SP_SNAP_F_CUT;
+      return SP_ERR_STORE;
+    }
+  }
   if (f->sink->begin(&f->info, &have, f->sink->user_data) != 0 ||
       have > m->chunk_count) {
     f->state = SP_SNAP_F_CUT;
     return SP_ERR_STORE;
+  }
+  /* Chunks we held are lost (the leader could not serve that snapshot,
+   * or served it changed): that counts against the bound like a restart,
+   * so that a leader that keeps losing snapshots cannot keep us
+   * transferring for ever. */
+  if (have < f->asked_have) {
+    f->asked_have = 0;
+    if (f->stats.restarts >= SP_SNAP_MAX_RESTARTS) {
+      return restart(f, SP_ERR_SNAPSHOT_UNAVAILABLE);
+    }
+    ++f->stats.restarts;
+    f->last_error = SP_ERR_SNAPSHOT_UNAVAILABLE;
   }
   if (have > 0) {
     ++f->stats.resumes;
@@ -389,8 +414,8 @@ int sp_snap_srv_init(sp_snap_srv *s, const sp_snapshot_source *src,
   if (s->cfg.max_open == 0) {
     s->cfg.max_open = SP_SNAP_MAX_OPEN_DEFAULT;
   }
-  if (s->cfg.idle_ms == 0) {
-    s->cfg.idle_ms = SP_SNAP_IDLE_MS_DEFAULT;
+  if (s->cfg.idle == 0) {
+    s->cfg.idle = SP_SNAP_IDLE_DEFAULT;
   }
   if (s->cfg.chunk_size == 0) {
     s->cfg.chunk_size = SP_SNAP_CHUNK_DEFAULT;
@@ -410,20 +435,20 @@ static void close_at(sp_snap_srv *s, size_t i, int forget) {
   s->open[i] = s->open[--s->n_open];
 }
 
-void sp_snap_srv_free(sp_snap_srv *s) {
+void sp_snap_srv_free(sp_snap_srv *s, int forget) {
   while (s->n_open > 0) {
-    close_at(s, s->n_open - 1, 0);
+    close_at(s, s->n_open - 1, forget != 0);
   }
   sp_free(&s->mem, s->open);
   sp_free(&s->mem, s->scratch);
   memset(s, 0, sizeof(*s));
 }
 
-void sp_snap_srv_expire(sp_snap_srv *s, uint64_t now) {
+void sp_snap_srv_expire(sp_snap_srv *s, sp_tstamp now) {
   size_t i = 0;
 
   while (i < s->n_open) {
-    if (now - s->open[i].last_use >= s->cfg.idle_ms &&
+    if (now - s->open[i].last_use >= s->cfg.idle &&
         now >= s->open[i].last_use) {
       close_at(s, i, 1);
     } else {
@@ -432,12 +457,12 @@ void sp_snap_srv_expire(sp_snap_srv *s, uint64_t now) {
   }
 }
 
-uint64_t sp_snap_srv_next_expiry(const sp_snap_srv *s) {
-  uint64_t next = UINT64_MAX;
+sp_tstamp sp_snap_srv_next_expiry(const sp_snap_srv *s) {
+  sp_tstamp next = UINT64_MAX;
   size_t i;
 
   for (i = 0; i < s->n_open; ++i) {
-    uint64_t t = s->open[i].last_use + s->cfg.idle_ms;
+    sp_tstamp t = s->open[i].last_use + s->cfg.idle;
     if (t < next) {
       next = t;
     }
@@ -546,17 +571,28 @@ static int hash_chunks(sp_snap_srv *s, sp_snap_open *o) {
 }
 
 /* The source's hash at S must be the log's: that is the manifest's
- * binding to the chain.  A store that no longer has it cannot say. */
-static int check_binding(const sp_snap_srv *s, const sp_snap_open *o) {
+ * binding to the chain.  A new snapshot stands at the log's head, which
+ * the store must have: NOT_FOUND there is a source lying about S.  A
+ * reopened one may have been pruned past since: it is gone
+ * (SP_ERR_NOT_FOUND), and the caller makes a new one rather than serve
+ * bytes it can no longer vouch for. */
+static int check_binding(const sp_snap_srv *s, const sp_snap_open *o,
+                         int reopen) {
+  static const uint8_t zero[SP_HASH_LEN];
   uint8_t h[SP_HASH_LEN];
   int rv;
 
+  if (o->desc.sequence == 0) {
+    return memcmp(o->desc.hash_at, zero, SP_HASH_LEN) == 0
+               ? 0
+               : SP_ERR_CHAIN_MISMATCH;
+  }
   if (!s->cfg.hash_at) {
     return 0;
   }
   rv = s->cfg.hash_at(o->desc.sequence, h, s->cfg.hash_ctx);
   if (rv == SP_ERR_NOT_FOUND) {
-    return 0;
+    return reopen ? SP_ERR_NOT_FOUND : SP_ERR_CHAIN_MISMATCH;
   }
   if (rv != 0) {
     return SP_ERR_STORE;
@@ -569,7 +605,7 @@ static int check_binding(const sp_snap_srv *s, const sp_snap_open *o) {
  * open.  Returns 0, SP_ERR_NOT_FOUND (reopen: the host has no such id)
  * or an error of sp_snap_srv_request. */
 static int open_into(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
-                     int reopen, uint64_t limit, uint64_t now) {
+                     int reopen, uint64_t limit, sp_tstamp now) {
   sp_snap_open *o = &s->open[s->n_open];
   int rv;
 
@@ -586,13 +622,17 @@ static int open_into(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
   } else {
     o->chunk_count =
         (size_t)chunk_count_of(o->desc.total_size, o->chunk_size);
-    rv = check_binding(s, o);
+    rv = check_binding(s, o, reopen);
   }
   if (rv == 0) {
     rv = hash_chunks(s, o);
   }
   if (rv != 0) {
-    s->src->close(o->handle, 1, s->src->user_data);
+    /* A reopened snapshot that failed for a passing reason (store, memory)
+     * may serve the next request: the host keeps it. */
+    s->src->close(o->handle,
+                  !(reopen && (rv == SP_ERR_STORE || rv == SP_ERR_NOMEM)),
+                  s->src->user_data);
     sp_free(&s->mem, o->hashes);
     memset(o, 0, sizeof(*o));
     return rv;
@@ -616,23 +656,30 @@ static void manifest_of(const sp_snap_open *o, sp_msg_snapshot_manifest *m) {
 
 int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
                         const uint8_t new_id[SP_SNAPSHOT_ID_LEN],
-                        uint64_t now, sp_msg_snapshot_manifest *out) {
+                        sp_tstamp now, sp_msg_snapshot_manifest *out) {
   sp_snap_open *o = NULL;
   uint64_t limit = frame_limit(s, req->max_frame);
-  int rv = SP_ERR_NOT_FOUND;
+  int rv = SP_ERR_NOT_FOUND, found = 0;
 
   sp_snap_srv_expire(s, now);
   if (req->id_len == SP_SNAPSHOT_ID_LEN) {
     o = find_open(s, req->id);
+    found = o != NULL;
   }
   if (o && !fits(o, limit)) {
     o = NULL; /* the follower's frames shrank: it needs smaller chunks */
   }
   if (!o) {
+    /* Two slots under one id would make every later lookup ambiguous. */
+    if (find_open(s, new_id)) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
     if (s->n_open >= s->cfg.max_open) {
       return SP_ERR_SNAPSHOT_UNAVAILABLE;
     }
-    if (req->id_len == SP_SNAPSHOT_ID_LEN && s->src->reopen) {
+    /* An open snapshot too large for this frame limit is served under a
+     * new id, cut smaller: reopening its id would only find it again. */
+    if (req->id_len == SP_SNAPSHOT_ID_LEN && s->src->reopen && !found) {
       rv = open_into(s, req->id, 1, limit, now);
     }
     if (rv == SP_ERR_NOT_FOUND) {
@@ -649,7 +696,7 @@ int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
 }
 
 int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
-                            uint64_t now) {
+                            sp_tstamp now) {
   sp_snap_open *o = find_open(s, f->id);
 
   if (!o) {
@@ -664,7 +711,7 @@ int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
 }
 
 int sp_snap_srv_chunk(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
-                      uint64_t index, uint64_t now,
+                      uint64_t index, sp_tstamp now,
                       sp_msg_snapshot_chunk *out) {
   sp_snap_open *o = find_open(s, id);
   size_t len;

@@ -7,7 +7,8 @@
  * manifests and chunks into sink calls and says what to ask for next; the
  * leader side (sp_snap_srv) keeps the open snapshots of one library and
  * answers requests and fetches from the source.  Times are the caller's
- * `now` (milliseconds, any origin, never decreasing).
+ * `now` (an sp_tstamp: nanoseconds, any origin, never decreasing, as
+ * the node passes it); durations are sp_duration nanoseconds.
  */
 #ifndef SP_SNAPSHOT_H
 #define SP_SNAPSHOT_H
@@ -28,12 +29,12 @@
 /* Chunks a follower keeps requested and not yet received, by default. */
 #define SP_SNAP_WINDOW_DEFAULT 8u
 /* Backoff before the request after restart n: base << (n-1), capped. */
-#define SP_SNAP_BACKOFF_BASE_MS 1000u
-#define SP_SNAP_BACKOFF_MAX_MS 60000u
+#define SP_SNAP_BACKOFF_BASE SP_SECONDS
+#define SP_SNAP_BACKOFF_MAX (60u * SP_SECONDS)
 /* Leader defaults: chunk size, open snapshots, idle time kept. */
 #define SP_SNAP_CHUNK_DEFAULT (1024u * 1024u)
 #define SP_SNAP_MAX_OPEN_DEFAULT 4u
-#define SP_SNAP_IDLE_MS_DEFAULT (10u * 60u * 1000u)
+#define SP_SNAP_IDLE_DEFAULT (10u * 60u * SP_SECONDS)
 /* Bytes of a SnapshotChunk / SnapshotManifest frame body besides the
  * chunk or the hashes (upper bounds: array, type, library, epoch, id,
  * integers, bin headers). */
@@ -80,8 +81,12 @@ typedef struct sp_snap_fol {
   /* What the last request named (to tell a resume refused). */
   uint8_t asked_id[SP_SNAPSHOT_ID_LEN];
   uint64_t asked_have;
+  /* What the sink said it holds when the request was made (has_pending
+   * 0: nothing, or not asked): a manifest resumes only if equal. */
+  sp_snapshot_info pending;
+  int has_pending;
   /* Wait this long before sending it (after a restart), then 0. */
-  uint64_t retry_after_ms;
+  sp_duration retry_after;
   /* The manifest being installed, its hashes (owned copy). */
   sp_snapshot_info info;
   uint8_t *hashes;
@@ -100,8 +105,8 @@ typedef struct sp_snap_fol {
 
 /* Prepare `f` for `sink` (kept, not copied); window 0 means
  * SP_SNAP_WINDOW_DEFAULT, above SP_MAX_SNAPSHOT_WINDOW is clamped;
- * `max_frame` is the follower's frame limit (0: the default), sent in
- * requests so that the leader's chunks fit it. */
+ * `max_frame` is the node's real frame limit (0: SP_MAX_FRAME_DEFAULT),
+ * sent in requests so that the leader's chunks fit it. */
 void sp_snap_fol_init(sp_snap_fol *f, const sp_snapshot_sink *sink,
                       uint32_t window, size_t max_frame, const sp_mem *mem);
 /* Free what `f` holds; the sink is not called. */
@@ -127,17 +132,19 @@ int sp_snap_fol_reconnect(sp_snap_fol *f);
 
 /*
  * If a request is owed, fill `*out` (the sink's pending id and chunk
- * count, or an empty id), clear the debt and return 1; else 0.  Send it
- * after f->retry_after_ms.  Returns SP_ERR_STORE if the sink's `pending`
+ * count, or an empty id; the pending manifest is kept to compare with
+ * the answer), clear the debt and return 1; else 0.  Send it
+ * after f->retry_after.  Returns SP_ERR_STORE if the sink's `pending`
  * failed (the request stays owed).
  */
 int sp_snap_fol_next_request(sp_snap_fol *f, sp_msg_snapshot_request *out);
 
 /*
  * A manifest arrived.  It is checked (sizes against count, chunk size,
- * hashes present), then the sink begins it and says what it already
- * holds.  A manifest of another snapshot than the one the request
- * resumed (chunks lost) counts as a restart.  Returns 0 (state FETCHING,
+ * hashes present) and compared with the sink's pending snapshot: unless
+ * every field is equal the sink aborts first; then it begins it and says
+ * what it already holds.  Holding fewer chunks than the request named
+ * (work lost) counts as a restart.  Returns 0 (state FETCHING,
  * or VERIFY when nothing is left to fetch), SP_ERR_UNEXPECTED (no
  * request awaits a manifest), SP_ERR_SNAPSHOT_FAILED (that was one
  * restart too many: state FAILED),
@@ -193,7 +200,7 @@ typedef struct sp_snap_srv_config {
   /* Most snapshots open at once (0: SP_SNAP_MAX_OPEN_DEFAULT). */
   size_t max_open;
   /* An open snapshot unused this long is closed (0: the default). */
-  uint64_t idle_ms;
+  sp_duration idle;
   /* Preferred chunk size (0: SP_SNAP_CHUNK_DEFAULT); raised when the
    * snapshot would need more than its manifest can list. */
   uint32_t chunk_size;
@@ -212,7 +219,7 @@ typedef struct sp_snap_open {
   uint32_t chunk_size;
   size_t chunk_count;
   uint8_t *hashes;
-  uint64_t last_use;
+  sp_tstamp last_use;
 } sp_snap_open;
 
 typedef struct sp_snap_srv {
@@ -232,23 +239,29 @@ typedef struct sp_snap_srv {
  */
 int sp_snap_srv_init(sp_snap_srv *s, const sp_snapshot_source *src,
                      const sp_snap_srv_config *cfg, const sp_mem *mem);
-/* Close every open snapshot (forget 0: the host may keep them for a
- * restarted leader) and free `s`. */
-void sp_snap_srv_free(sp_snap_srv *s);
+/* Close every open snapshot and free `s`.  `forget` 0 when the handler
+ * goes away and may restart as leader (the host may keep them for
+ * reopen); 1 when no leader of this node will ask again (it stopped
+ * being leader). */
+void sp_snap_srv_free(sp_snap_srv *s, int forget);
 
 /*
  * A SnapshotRequest: the snapshot it names if still open (or reopened by
  * the source), else a new one under `new_id` (random, from the caller).
  * Idle snapshots are expired first.  `*out` points into `s` (the hashes)
- * until that snapshot is closed; encode it at once.  Returns 0,
+ * until that snapshot is closed; encode it at once.  An open snapshot
+ * too large for the request's frame limit is not reopened: a new one is
+ * made under `new_id`.  Returns 0, SP_ERR_INVALID_ARGUMENT (`new_id` is
+ * already open),
  * SP_ERR_SNAPSHOT_UNAVAILABLE (max_open snapshots in use, or too large
  * for the frame limit), SP_ERR_CHAIN_MISMATCH (the source's hash at S is
- * not the store's), SP_ERR_STORE (a source or hash_at call failed),
+ * not the store's, or the store has no entry at a new snapshot's S; a
+ * reopened snapshot whose S was pruned is replaced by a new one), SP_ERR_STORE (a source or hash_at call failed),
  * SP_ERR_NOMEM.
  */
 int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
                         const uint8_t new_id[SP_SNAPSHOT_ID_LEN],
-                        uint64_t now, sp_msg_snapshot_manifest *out);
+                        sp_tstamp now, sp_msg_snapshot_manifest *out);
 
 /*
  * A SnapshotFetch: 0 if every chunk asked for exists (and the snapshot's
@@ -257,7 +270,7 @@ int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
  * end: refuse the stream).
  */
 int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
-                            uint64_t now);
+                            sp_tstamp now);
 
 /*
  * Read chunk `index` of snapshot `id` into `*out` (data in a buffer of
@@ -266,12 +279,12 @@ int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
  * SP_ERR_STORE (the source failed), SP_ERR_NOMEM.
  */
 int sp_snap_srv_chunk(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
-                      uint64_t index, uint64_t now,
+                      uint64_t index, sp_tstamp now,
                       sp_msg_snapshot_chunk *out);
 
-/* Close (forget 1) every snapshot idle for idle_ms at `now`. */
-void sp_snap_srv_expire(sp_snap_srv *s, uint64_t now);
+/* Close (forget 1) every snapshot idle for cfg.idle at `now`. */
+void sp_snap_srv_expire(sp_snap_srv *s, sp_tstamp now);
 /* When the next one would expire (UINT64_MAX: none open). */
-uint64_t sp_snap_srv_next_expiry(const sp_snap_srv *s);
+sp_tstamp sp_snap_srv_next_expiry(const sp_snap_srv *s);
 
 #endif /* SP_SNAPSHOT_H */

@@ -145,16 +145,18 @@ typedef struct tsink {
   uint8_t *state_bytes;
   int begins, resumed_begins, writes, commits, aborts;
   int fail_write, fail_commit;
+  /* Aborts with nothing pending; `trusting`: begin resumes whatever is
+   * pending without comparing (the library promises it compared). */
+  int idle_aborts, trusting;
 } tsink;
 
-static int sink_pending(uint8_t id[SP_SNAPSHOT_ID_LEN], uint64_t *have,
-                        void *ud) {
+static int sink_pending(sp_snapshot_info *info, uint64_t *have, void *ud) {
   tsink *k = ud;
 
   if (!k->has_pending) {
     return SP_ERR_NOT_FOUND;
   }
-  memcpy(id, k->pending.id, SP_SNAPSHOT_ID_LEN);
+  *info = k->pending;
   *have = k->have;
   return 0;
 }
@@ -164,7 +166,8 @@ static int sink_begin(const sp_snapshot_info *info, uint64_t *have,
   tsink *k = ud;
 
   ++k->begins;
-  if (k->has_pending && memcmp(&k->pending, info, sizeof(*info)) == 0) {
+  if (k->has_pending &&
+      (k->trusting || memcmp(&k->pending, info, sizeof(*info)) == 0)) {
     ++k->resumed_begins;
     *have = k->have;
     return 0;
@@ -222,7 +225,11 @@ static int sink_commit(void *ud) {
 static int sink_abort(void *ud) {
   tsink *k = ud;
 
-  ++k->aborts;
+  if (k->has_pending) {
+    ++k->aborts;
+  } else {
+    ++k->idle_aborts;
+  }
   k->has_pending = 0;
   k->have = 0;
   return 0;
@@ -408,13 +415,13 @@ static void run(sp_snap_fol *f, sp_snap_srv *s, uint64_t now,
 static const run_opts plain = {-1, -1, 0, 1};
 
 static void srv_init(sp_snap_srv *s, const sp_snapshot_source *vt,
-                     size_t max_open, uint64_t idle_ms) {
+                     size_t max_open, sp_duration idle) {
   sp_snap_srv_config cfg;
 
   memset(&cfg, 0, sizeof(cfg));
   cfg.chunk_size = CHUNK;
   cfg.max_open = max_open;
-  cfg.idle_ms = idle_ms;
+  cfg.idle = idle;
   assert_int_equal(sp_snap_srv_init(s, vt, &cfg, NULL), 0);
 }
 
@@ -487,7 +494,7 @@ static void test_full_transfer(void **state) {
   /* Done: a new recovery may start, a reconnect has nothing to do. */
   assert_int_equal(sp_snap_fol_reconnect(&f), SP_ERR_INVALID_STATE);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(t.closes, 1);
   assert_int_equal(t.forgets, 0); /* kept for a restarted leader */
   tsink_free(&k);
@@ -529,7 +536,8 @@ static void test_resume_after_cut(void **state) {
   assert_int_equal(req.id_len, SP_SNAPSHOT_ID_LEN);
   assert_memory_equal(req.id, k.pending.id, SP_SNAPSHOT_ID_LEN);
   assert_true(req.have_chunks == 4);
-  assert_true(req.max_frame == 0);
+  /* The node's real limit, even when it was left to the default. */
+  assert_true(req.max_frame == SP_MAX_FRAME_DEFAULT);
   /* Hand it back as owed and let the driver send it. */
   f.need_request = 1;
   run(&f, &s, 200, &plain, &out);
@@ -548,7 +556,7 @@ static void test_resume_after_cut(void **state) {
   /* At most one window re-sent over the whole transfer. */
   assert_true(total_served <= 11 + 4);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -581,7 +589,7 @@ static void test_reconnect_resumes(void **state) {
   assert_int_equal(out.served[4], 0);
   assert_int_equal(out.served[5], 1);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -610,7 +618,7 @@ static void test_leader_restart(void **state) {
     cut.cut_after = 6;
     run(&f, &s, 100, &cut, &out);
     assert_true(k.have == 6);
-    sp_snap_srv_free(&s); /* the leader process ends */
+    sp_snap_srv_free(&s, 0); /* the leader process ends */
     assert_int_equal(t.forgets, 0);
     srv_init(&s, &sv, 0, 0);
     assert_int_equal(sp_snap_fol_reconnect(&f), 0);
@@ -633,7 +641,7 @@ static void test_leader_restart(void **state) {
       assert_int_equal(k.writes, 6 + 11);
     }
     sp_snap_fol_free(&f);
-    sp_snap_srv_free(&s);
+    sp_snap_srv_free(&s, 0);
     assert_int_equal(t.open_handles, 0);
     tsink_free(&k);
     free(t.bytes);
@@ -666,7 +674,7 @@ static void test_lost_snapshots_bounded(void **state) {
       assert_int_equal(sp_snap_fol_reconnect(&f), 0);
     }
     run(&f, &s, 100 * i, &cut, &out);
-    sp_snap_srv_free(&s);
+    sp_snap_srv_free(&s, 0);
   }
   assert_int_equal(f.state, SP_SNAP_F_FAILED);
   assert_int_equal(out.last_rv, SP_ERR_SNAPSHOT_FAILED);
@@ -708,7 +716,7 @@ static void test_corrupt_chunk_refetched(void **state) {
   assert_int_equal(k.writes, 11);
   assert_int_equal(k.aborts, 0);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -760,7 +768,7 @@ static void test_restart_bound(void **state) {
   assert_int_equal(sp_snap_fol_start(&f), 0);
   assert_int_equal(f.stats.restarts, 0);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
 
   /* The backoff grows with each restart and is capped. */
   sp_snap_fol_init(&f, &kv, 4, 0, NULL);
@@ -773,9 +781,9 @@ static void test_restart_bound(void **state) {
     run(&f, &s, 1000 * r, &chain_bad, &out);
     assert_int_equal(f.state, SP_SNAP_F_REQUEST);
     assert_int_equal(f.last_error, SP_ERR_CHAIN_MISMATCH);
-    assert_true(f.retry_after_ms > prev_delay);
-    assert_true(f.retry_after_ms <= SP_SNAP_BACKOFF_MAX_MS);
-    prev_delay = f.retry_after_ms;
+    assert_true(f.retry_after > prev_delay);
+    assert_true(f.retry_after <= SP_SNAP_BACKOFF_MAX);
+    prev_delay = f.retry_after;
     /* A restart asks for a new snapshot: no id. */
     assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
     assert_int_equal(req.id_len, 0);
@@ -783,7 +791,7 @@ static void test_restart_bound(void **state) {
     sp_snap_srv_expire(&s, UINT64_MAX - 1);
   }
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -906,7 +914,7 @@ static void test_unexpected_chunks(void **state) {
   assert_int_equal(f.stats.bad_chunks, 2);
   assert_int_equal(f.stats.restarts, 0);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -943,7 +951,7 @@ static void test_sink_failures(void **state) {
   expect_installed(&k, &t);
   assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -970,7 +978,7 @@ static void test_stalls_restart(void **state) {
   assert_int_equal(sp_snap_fol_reconnect(&f), 0);
   assert_int_equal(f.stats.restarts, 1);
   assert_int_equal(f.last_error, SP_ERR_STALLED);
-  assert_true(f.retry_after_ms == SP_SNAP_BACKOFF_BASE_MS);
+  assert_true(f.retry_after == SP_SNAP_BACKOFF_BASE);
   assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
   assert_int_equal(sp_snap_fol_next_request(&f, &req), 0);
   sp_snap_fol_free(&f);
@@ -1000,7 +1008,7 @@ static void test_empty_snapshot(void **state) {
   assert_int_equal(k.writes, 0);
   assert_true(k.state.sequence == S_SEQ);
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   tsink_free(&k);
   free(t.bytes);
 }
@@ -1071,7 +1079,7 @@ static void test_leader_idle_expiry_and_cap(void **state) {
   assert_int_equal(sp_snap_srv_request(&s, &req, b, 5000, &m), 0);
   assert_int_equal(t.closes, 3);
   assert_int_equal(s.n_open, 1);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
   free(t.bytes);
 }
@@ -1119,7 +1127,7 @@ static void test_leader_binding_and_sizes(void **state) {
   assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
                                        &m.u.snapshot_manifest),
                    0);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
 
   /* A 4 KiB frame: at most 124 hashes, so 100000 bytes take 807-byte
    * chunks; both the manifest and a chunk fit. */
@@ -1138,7 +1146,7 @@ static void test_leader_binding_and_sizes(void **state) {
   m.type = SP_MSG_SNAPSHOT_CHUNK;
   assert_int_equal(sp_snap_srv_chunk(&s, id, 0, 0, &m.u.snapshot_chunk), 0);
   assert_true(sp_msg_encoded_len(&m) - SP_FRAME_HEADER_LEN <= 4096);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   free(t.bytes);
 
   /* 1 MiB cannot fit 124 chunks of at most 4032 bytes. */
@@ -1150,7 +1158,7 @@ static void test_leader_binding_and_sizes(void **state) {
   assert_int_equal(t.open_handles, 0);
   /* A failing source read is a store failure, nothing stays open. */
   cfg.max_frame = 0;
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   t.fail_read = 1;
   assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
@@ -1163,7 +1171,7 @@ static void test_leader_binding_and_sizes(void **state) {
                    0);
   t.fail_read = 1;
   assert_int_equal(sp_snap_srv_chunk(&s, id, 0, 0, &c), SP_ERR_STORE);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
   free(t.bytes);
   /* A source without its required callbacks is refused. */
@@ -1210,9 +1218,257 @@ static void test_follower_frame_limit(void **state) {
   /* A frame too small for any snapshot of this size: refused. */
   memset(&req, 0, sizeof(req));
   req.max_frame = 1024;
+  new_id(a);
   assert_int_equal(sp_snap_srv_request(&s, &req, a, 3, &m),
                    SP_ERR_SNAPSHOT_UNAVAILABLE);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* ---- review findings (issue 13) ---- */
+
+/* Times are the node's sp_tstamp nanoseconds: the default idle time is
+ * ten minutes of them, and the first backoff one second. */
+static void test_times_are_nanoseconds(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  run_out out;
+  run_opts chain_bad = plain;
+  uint8_t a[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  assert_int_equal(sp_snap_srv_init(&s, &sv, NULL, NULL), 0);
+  memset(&req, 0, sizeof(req));
+  new_id(a);
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_true(sp_snap_srv_next_expiry(&s) == 600 * SP_SECONDS);
+  sp_snap_srv_expire(&s, 60 * SP_SECONDS); /* a minute is not idle */
+  assert_int_equal(s.n_open, 1);
+  assert_int_equal(t.closes, 0);
+  sp_snap_srv_expire(&s, 600 * SP_SECONDS);
+  assert_int_equal(s.n_open, 0);
+  assert_int_equal(t.forgets, 1);
+  sp_snap_srv_free(&s, 0);
+
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  chain_bad.chain_ok = 0;
+  run(&f, &s, 0, &chain_bad, &out);
+  assert_int_equal(f.stats.restarts, 1);
+  assert_true(f.retry_after == SP_SECONDS);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* A resume of an open snapshot too large for the follower's frames is
+ * served under a new id, never by reopening the open id into a second
+ * slot; the old one still serves followers whose frames it fits. */
+static void test_too_large_open_gets_new_id(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, 100000, 1); /* with reopen */
+  srv_init(&s, &sv, 0, 0);
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(m.chunk_count, 100);
+  memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  req.have_chunks = 10;
+  req.max_frame = 2048;
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.reopens, 0);
+  assert_int_equal(t.opens, 2);
+  assert_int_equal(s.n_open, 2);
+  /* a, at the default frame, is still a itself. */
+  req.max_frame = 0;
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, 2, &m), 0);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(m.chunk_count, 100);
+  assert_int_equal(s.n_open, 2);
+  /* A new id that is already open is refused, nothing opened. */
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, 3, &m),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(s.n_open, 2);
+  assert_int_equal(t.opens, 2);
+  /* No longer leader: the host may drop both. */
+  sp_snap_srv_free(&s, 1);
+  assert_int_equal(t.forgets, 2);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* The follower holds chunks of snapshot X; the leader answers with a
+ * manifest under the same id that differs (here its chunk size: a
+ * leader that restarted and reused the id).  The engine itself compares
+ * the whole manifest with what the sink reports pending: abort, then
+ * begin from chunk 0, and the lost chunks count as a restart.  `trust`:
+ * a sink that resumes whatever is pending (the contract allows it). */
+static void lost_chunks_case(int trust) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s, s2;
+  sp_snap_srv_config cfg;
+  sp_snap_fol f;
+  sp_msg_snapshot_request req, empty;
+  sp_msg_snapshot_manifest m;
+  run_out out;
+  run_opts cut = plain;
+
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  k.trusting = trust;
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  cut.cut_after = 3;
+  run(&f, &s, 0, &cut, &out);
+  assert_true(k.have == 3);
+  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+  assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
+  assert_true(req.have_chunks == 3);
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.chunk_size = 500;
+  assert_int_equal(sp_snap_srv_init(&s2, &sv, &cfg, NULL), 0);
+  memset(&empty, 0, sizeof(empty));
+  assert_int_equal(sp_snap_srv_request(&s2, &empty, req.id, 1, &m), 0);
+  assert_memory_equal(m.id, req.id, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(m.chunk_size, 500);
+  assert_int_equal(sp_snap_fol_on_manifest(&f, &m), 0);
+  assert_int_equal(k.aborts, 1);
+  assert_int_equal(k.resumed_begins, 0);
+  assert_true(k.have == 0 && f.next_write == 0);
+  assert_int_equal(f.stats.restarts, 1);
+  assert_int_equal(f.stats.resumes, 0);
+  assert_int_equal(f.last_error, SP_ERR_SNAPSHOT_UNAVAILABLE);
+  run(&f, &s2, 2, &plain, &out);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  expect_installed(&k, &t);
+  assert_int_equal(k.state.chunk_size, 500);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  sp_snap_srv_free(&s2, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+static void test_lost_chunks_count_restart(void **state) {
+  (void)state;
+  lost_chunks_case(0);
+}
+
+static void test_resume_compares_whole_manifest(void **state) {
+  (void)state;
+  lost_chunks_case(1);
+}
+
+/* The store's hash at S, with failures to order. */
+typedef struct thash {
+  uint8_t h[SP_HASH_LEN];
+  int not_found, fail, calls;
+} thash;
+
+static int thash_at(sp_seq seq, uint8_t out[SP_HASH_LEN], void *ctx) {
+  thash *c = ctx;
+
+  ++c->calls;
+  assert_true(seq == S_SEQ);
+  if (c->fail) {
+    --c->fail;
+    return -1;
+  }
+  if (c->not_found) {
+    --c->not_found;
+    return SP_ERR_NOT_FOUND;
+  }
+  memcpy(out, c->h, SP_HASH_LEN);
+  return 0;
+}
+
+/* NOT_FOUND at S for a new snapshot is a lie (its S is the log's head);
+ * for a reopened one, S was pruned: it is replaced by a new snapshot.  A
+ * reopen that fails on the store keeps the host's copy (forget 0). */
+static void test_binding_not_found(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_snap_srv_config cfg;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  thash hc;
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 1);
+  memset(&hc, 0, sizeof(hc));
+  memcpy(hc.h, t.hash, SP_HASH_LEN);
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.chunk_size = CHUNK;
+  cfg.hash_at = thash_at;
+  cfg.hash_ctx = &hc;
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
+  hc.not_found = 1;
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, 0, &m),
+                   SP_ERR_CHAIN_MISMATCH);
+  assert_int_equal(s.n_open, 0);
+  assert_int_equal(t.forgets, 1);
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  sp_snap_srv_free(&s, 0); /* leader restart: a is kept */
+  assert_int_equal(t.forgets, 1);
+
+  /* a's S was pruned since: a new snapshot b instead. */
+  assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
+  memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  req.have_chunks = 2;
+  hc.not_found = 1;
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.reopens, 1);
+  assert_int_equal(t.forgets, 2);
+  assert_int_equal(s.n_open, 1);
+  sp_snap_srv_free(&s, 0);
+
+  /* The store fails while b is reopened: b stays with the host, and the
+   * next request reopens it. */
+  assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
+  memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
+  hc.fail = 1;
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, 2, &m), SP_ERR_STORE);
+  assert_int_equal(t.forgets, 2);
+  assert_int_equal(s.n_open, 0);
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, 3, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.reopens, 3);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
   free(t.bytes);
 }
@@ -1275,7 +1531,7 @@ static int transfer_with(const sp_mem *mem, void *arg) {
     expect_installed(&k, &t);
   }
   sp_snap_fol_free(&f);
-  sp_snap_srv_free(&s);
+  sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
   tsink_free(&k);
   free(t.bytes);
@@ -1306,6 +1562,11 @@ int main(void) {
       cmocka_unit_test(test_leader_idle_expiry_and_cap),
       cmocka_unit_test(test_leader_binding_and_sizes),
       cmocka_unit_test(test_follower_frame_limit),
+      cmocka_unit_test(test_times_are_nanoseconds),
+      cmocka_unit_test(test_too_large_open_gets_new_id),
+      cmocka_unit_test(test_lost_chunks_count_restart),
+      cmocka_unit_test(test_resume_compares_whole_manifest),
+      cmocka_unit_test(test_binding_not_found),
       cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -122,21 +122,22 @@ typedef struct sp_snapshot_sink {
 
   /*
    * The snapshot begun and not yet committed or aborted, if any, even
-   * from before a restart: copy its id to `id` and the number of leading
-   * chunks it holds durably to `*have`.  Return SP_ERR_NOT_FOUND (passed
-   * through) if there is none.  The follower asks the leader to resume
-   * that id.
+   * from before a restart: copy the whole `sp_snapshot_info` it was begun
+   * with to `*info` and the number of leading chunks it holds durably to
+   * `*have`.  Return SP_ERR_NOT_FOUND (passed through) if there is none.
+   * The follower asks the leader to resume that id, and resumes only if
+   * the leader's manifest matches every field of `*info`.
    */
-  int (*pending)(uint8_t id[SP_SNAPSHOT_ID_LEN], uint64_t *have,
-                 void *user_data);
+  int (*pending)(sp_snapshot_info *info, uint64_t *have, void *user_data);
 
   /*
-   * Begin installing the snapshot `info` (copy what you keep).  If the
-   * pending snapshot has the same id and every other field of `info`
-   * equal, keep its chunks and set `*have` to the number of leading
-   * chunks it holds durably (resume); otherwise discard whatever was
-   * pending, remember `info` durably and set `*have` to 0.  Nothing of
-   * it may be visible as the host's state before `commit`.
+   * Begin installing the snapshot `info` (copy what you keep).  The
+   * library compares manifests itself: it calls `begin` either with
+   * exactly the `info` that `pending` reported (resume: keep its chunks
+   * and set `*have` to the number of leading chunks held durably) or
+   * after `abort` (nothing pending: remember `info` durably and set
+   * `*have` to 0).  Nothing of it may be visible as the host's state
+   * before `commit`.
    */
   int (*begin)(const sp_snapshot_info *info, uint64_t *have, void *user_data);
 
