@@ -208,17 +208,12 @@ void sp_writer_applied(sp_handler *h, const sp_uuid *peer,
 
   for (i = 0; i < n; ++i) {
     const sp_entry *e = &entries[i];
-    sp_event ev = {0};
     if (e->origin_seq == 0 || !sp_uuid_equal(&e->device_id, self)) {
       continue;
     }
     /* store.apply retired the outbox item in the same transaction. */
     own = 1;
-    track_del(h, e->origin_seq);
-    ev.origin_seq = e->origin_seq;
-    ev.from_sequence = ev.to_sequence = e->sequence;
-    sp_emit_simple(h, SP_EVENT_SUBMISSION_COMMITTED, peer, &ev);
-    end_waits(h, e->origin_seq, 0, e->sequence);
+    sp_writer_report_committed(h, peer, e->origin_seq, e->sequence);
   }
   if (own) {
     /* A failure only means reading the figures again when they are
