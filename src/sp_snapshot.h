@@ -35,6 +35,13 @@
 #define SP_SNAP_CHUNK_DEFAULT (1024u * 1024u)
 #define SP_SNAP_MAX_OPEN_DEFAULT 4u
 #define SP_SNAP_IDLE_DEFAULT (10u * 60u * SP_SECONDS)
+/* With every slot taken, a request may evict the least recently used
+ * snapshot unused for this long: a follower that went away must not lock
+ * others out for the whole idle time. */
+#define SP_SNAP_EVICT_IDLE (60u * SP_SECONDS)
+/* Devices remembered per open snapshot; more are not recorded (it is
+ * shared anyway, so never closed as abandoned). */
+#define SP_SNAP_MAX_OWNERS 4u
 /* Bytes of a SnapshotChunk / SnapshotManifest frame body besides the
  * chunk or the hashes (upper bounds: array, type, library, epoch, id,
  * integers, bin headers). */
@@ -94,6 +101,8 @@ typedef struct sp_snap_fol {
   uint64_t next_fetch; /* chunks requested on this stream */
   uint32_t outstanding; /* requested, not received */
   uint32_t stale;       /* in flight but no longer wanted: dropped */
+  /* 0, or the largest snapshot this follower accepts. */
+  uint64_t max_bytes;
   uint64_t fail_index;
   uint32_t fails;
   uint32_t stalls;
@@ -106,17 +115,20 @@ typedef struct sp_snap_fol {
 /* Prepare `f` for `sink` (kept, not copied); window 0 means
  * SP_SNAP_WINDOW_DEFAULT, above SP_MAX_SNAPSHOT_WINDOW is clamped;
  * `max_frame` is the node's real frame limit (0: SP_MAX_FRAME_DEFAULT),
- * sent in requests so that the leader's chunks fit it. */
+ * sent in requests so that the leader's chunks fit it.  `max_bytes` (0:
+ * no limit) refuses larger snapshots with SP_ERR_SNAPSHOT_TOO_LARGE. */
 void sp_snap_fol_init(sp_snap_fol *f, const sp_snapshot_sink *sink,
-                      uint32_t window, size_t max_frame, const sp_mem *mem);
+                      uint32_t window, size_t max_frame, uint64_t max_bytes,
+                      const sp_mem *mem);
 /* Free what `f` holds; the sink is not called. */
 void sp_snap_fol_free(sp_snap_fol *f);
 
 /*
  * A recovery begins (SyncRequired from a leader that advertised
- * SP_FEATURE_SNAPSHOT): counters reset, a request is owed (resuming the
- * sink's pending snapshot if it has one).  Returns 0, or
- * SP_ERR_INVALID_STATE (a recovery is under way).
+ * SP_FEATURE_SNAPSHOT), from IDLE, DONE or FAILED: counters and stats
+ * reset, a request is owed (resuming the sink's pending snapshot if it
+ * has one).  Returns 0, or SP_ERR_INVALID_STATE (a recovery is under
+ * way).
  */
 int sp_snap_fol_start(sp_snap_fol *f);
 
@@ -148,6 +160,8 @@ int sp_snap_fol_next_request(sp_snap_fol *f, sp_msg_snapshot_request *out);
  * or VERIFY when nothing is left to fetch), SP_ERR_UNEXPECTED (no
  * request awaits a manifest), SP_ERR_SNAPSHOT_FAILED (that was one
  * restart too many: state FAILED),
+ * SP_ERR_SNAPSHOT_TOO_LARGE (total_size above max_bytes: nothing begun
+ * or aborted, state FAILED),
  * SP_ERR_SNAPSHOT_CORRUPT (inconsistent manifest: nothing begun; the
  * caller refuses the stream), SP_ERR_STORE (sink failed: state CUT),
  * SP_ERR_NOMEM.
@@ -219,7 +233,13 @@ typedef struct sp_snap_open {
   uint32_t chunk_size;
   size_t chunk_count;
   uint8_t *hashes;
+  /* Chunks hashed so far: below chunk_count the snapshot is preparing
+   * (sp_snap_srv_step) and serves nothing yet. */
+  size_t prepared;
   sp_tstamp last_use;
+  /* The devices that requested it (the first SP_SNAP_MAX_OWNERS). */
+  sp_uuid owners[SP_SNAP_MAX_OWNERS];
+  uint32_t n_owners;
 } sp_snap_open;
 
 typedef struct sp_snap_srv {
@@ -230,6 +250,15 @@ typedef struct sp_snap_srv {
   size_t n_open;
   uint8_t *scratch;
   size_t scratch_cap;
+  /* One chunk is hashed across step calls at a time: whose, how far
+   * (bytes fed), and the BLAKE2b state (aligned inside state_mem). */
+  int hashing;
+  uint8_t hash_id[SP_SNAPSHOT_ID_LEN];
+  size_t hash_off;
+  void *state_mem;
+  void *state;
+  /* Where the round robin of preparing snapshots goes on. */
+  size_t rr;
 } sp_snap_srv;
 
 /*
@@ -246,27 +275,67 @@ int sp_snap_srv_init(sp_snap_srv *s, const sp_snapshot_source *src,
 void sp_snap_srv_free(sp_snap_srv *s, int forget);
 
 /*
- * A SnapshotRequest: the snapshot it names if still open (or reopened by
- * the source), else a new one under `new_id` (random, from the caller).
- * Idle snapshots are expired first.  `*out` points into `s` (the hashes)
- * until that snapshot is closed; encode it at once.  An open snapshot
- * too large for the request's frame limit is not reopened: a new one is
- * made under `new_id`.  Returns 0, SP_ERR_INVALID_ARGUMENT (`new_id` is
- * already open),
- * SP_ERR_SNAPSHOT_UNAVAILABLE (max_open snapshots in use, or too large
- * for the frame limit), SP_ERR_CHAIN_MISMATCH (the source's hash at S is
- * not the store's, or the store has no entry at a new snapshot's S; a
- * reopened snapshot whose S was pruned is replaced by a new one), SP_ERR_STORE (a source or hash_at call failed),
- * SP_ERR_NOMEM.
+ * A SnapshotRequest from device `owner` (NULL: unknown): the snapshot it
+ * names if still open (or reopened by the source), else a new one under
+ * `new_id` (random, from the caller).  Idle snapshots are expired first.
+ * A request that opens one (new or reopened) first closes (forget 1)
+ * every open snapshot `owner` alone used and did not name: a follower
+ * runs one transfer at a time, so those are abandoned.  If every slot is
+ * still taken, the least recently used snapshot unused for
+ * SP_SNAP_EVICT_IDLE is closed to make room.  An opened snapshot serves
+ * nothing until sp_snap_srv_step has hashed it: until then this returns
+ * SP_SNAP_PREPARING with out->id alone set (and so does a request naming
+ * one still preparing); sp_snap_srv_manifest gives the manifest later.
+ * `*out` points into `s` (the hashes) until that snapshot is closed;
+ * encode it at once.  An open snapshot too large for the request's frame
+ * limit is not reopened: a new one is made under `new_id`.
+ * Returns 0, SP_SNAP_PREPARING, SP_ERR_INVALID_ARGUMENT (`new_id` is
+ * already open), SP_ERR_SNAPSHOT_UNAVAILABLE (max_open snapshots in use
+ * and none idle long enough to evict, or too large for the frame
+ * limit), SP_ERR_CHAIN_MISMATCH (the source's hash at S is not the
+ * store's, or the store has no entry at a new snapshot's S; a reopened
+ * snapshot whose S was pruned is replaced by a new one), SP_ERR_STORE (a
+ * source or hash_at call failed), SP_ERR_NOMEM.
  */
 int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
                         const uint8_t new_id[SP_SNAPSHOT_ID_LEN],
-                        sp_tstamp now, sp_msg_snapshot_manifest *out);
+                        const sp_uuid *owner, sp_tstamp now,
+                        sp_msg_snapshot_manifest *out);
+
+/* sp_snap_srv_request / sp_snap_srv_manifest: the snapshot is open but its
+ * chunk hashes are still being computed (sp_snap_srv_step); out->id says
+ * which one. */
+#define SP_SNAP_PREPARING 1
+
+/*
+ * The manifest of open snapshot `id` once it is prepared: 0 (`*out` as
+ * for sp_snap_srv_request), SP_SNAP_PREPARING (not yet),
+ * SP_ERR_SNAPSHOT_UNAVAILABLE (not open any more, or preparing it failed).
+ */
+int sp_snap_srv_manifest(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
+                         sp_tstamp now, sp_msg_snapshot_manifest *out);
+
+/*
+ * Hash at most `budget` more bytes of the snapshots being prepared, so
+ * that opening a large snapshot never blocks the node's loop for long.
+ * Returns 1 if work remains (call again at once), 0 if none.  A source
+ * read failure closes that snapshot (its manifest calls then return
+ * SP_ERR_SNAPSHOT_UNAVAILABLE).
+ */
+int sp_snap_srv_step(sp_snap_srv *s, size_t budget, sp_tstamp now);
+
+/* The lowest S of the open snapshots (UINT64_MAX: none): the log must
+ * keep S's link while a follower may still install and verify one. */
+sp_seq sp_snap_srv_min_sequence(const sp_snap_srv *s);
+
+/* 1 if any open snapshot is still preparing (step has work), else 0. */
+int sp_snap_srv_preparing(const sp_snap_srv *s);
 
 /*
  * A SnapshotFetch: 0 if every chunk asked for exists (and the snapshot's
  * idle clock restarts), SP_ERR_SNAPSHOT_UNAVAILABLE (no such snapshot
- * open: the follower asks again), SP_ERR_UNEXPECTED (chunks past the
+ * open, or still preparing: the follower asks again), SP_ERR_UNEXPECTED
+ * (chunks past the
  * end: refuse the stream).
  */
 int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
@@ -275,16 +344,32 @@ int sp_snap_srv_check_fetch(sp_snap_srv *s, const sp_msg_snapshot_fetch *f,
 /*
  * Read chunk `index` of snapshot `id` into `*out` (data in a buffer of
  * `s`, valid until the next call on `s`).  Returns 0,
- * SP_ERR_SNAPSHOT_UNAVAILABLE, SP_ERR_UNEXPECTED (no such chunk),
+ * SP_ERR_SNAPSHOT_UNAVAILABLE (not open, or preparing),
+ * SP_ERR_UNEXPECTED (no such chunk),
  * SP_ERR_STORE (the source failed), SP_ERR_NOMEM.
  */
 int sp_snap_srv_chunk(sp_snap_srv *s, const uint8_t id[SP_SNAPSHOT_ID_LEN],
                       uint64_t index, sp_tstamp now,
                       sp_msg_snapshot_chunk *out);
 
-/* Close (forget 1) every snapshot idle for cfg.idle at `now`. */
+/* Close (forget 1) every snapshot idle for cfg.idle at `now`; one
+ * preparing is in use (a request waits for it). */
 void sp_snap_srv_expire(sp_snap_srv *s, sp_tstamp now);
-/* When the next one would expire (UINT64_MAX: none open). */
+/* When the next one would expire (UINT64_MAX: none open but preparing
+ * ones, which do not expire). */
 sp_tstamp sp_snap_srv_next_expiry(const sp_snap_srv *s);
+
+/* Shared by both sides (and by sp_snap_srv.c). */
+static inline uint64_t sp_snap_chunk_count(uint64_t total,
+                                           uint32_t chunk_size) {
+  return total / chunk_size + (total % chunk_size != 0);
+}
+/* Length of chunk `i` of a snapshot of `total` bytes. */
+static inline size_t sp_snap_chunk_len(uint64_t total, uint32_t chunk_size,
+                                       uint64_t i) {
+  uint64_t left = total - i * chunk_size;
+
+  return (size_t)(left < chunk_size ? left : chunk_size);
+}
 
 #endif /* SP_SNAPSHOT_H */

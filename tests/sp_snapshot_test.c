@@ -41,6 +41,8 @@ typedef struct tsource {
   int n_kept;
   int opens, reopens, closes, forgets, reads, fail_read;
   int open_handles;
+  /* S of the next snapshot opened (0: S_SEQ). */
+  sp_seq seq;
 } tsource;
 
 static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 31u + (i >> 8)); }
@@ -52,7 +54,7 @@ static int src_open(const uint8_t id[SP_SNAPSHOT_ID_LEN],
   ++t->opens;
   ++t->open_handles;
   memset(out, 0, sizeof(*out));
-  out->sequence = S_SEQ;
+  out->sequence = t->seq ? t->seq : S_SEQ;
   memcpy(out->hash_at, t->hash, SP_HASH_LEN);
   out->epoch = S_EPOCH;
   out->total_size = t->total;
@@ -317,6 +319,37 @@ static void new_id(uint8_t id[SP_SNAPSHOT_ID_LEN]) {
   memset(id, next_id_byte++, SP_SNAPSHOT_ID_LEN);
 }
 
+/* A request answered as the session sees it in the end: a snapshot
+ * being prepared is stepped (in slices, as the node's loop does) until
+ * its manifest is ready. */
+static int srv_req_as(sp_snap_srv *s, const sp_msg_snapshot_request *req,
+                      const uint8_t id[SP_SNAPSHOT_ID_LEN],
+                      const sp_uuid *owner, sp_tstamp now,
+                      sp_msg_snapshot_manifest *m) {
+  uint8_t got[SP_SNAPSHOT_ID_LEN];
+  int rv = sp_snap_srv_request(s, req, id, owner, now, m);
+  int steps = 0;
+
+  if (rv != SP_SNAP_PREPARING) {
+    return rv;
+  }
+  memcpy(got, m->id, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_srv_manifest(s, got, now, m), SP_SNAP_PREPARING);
+  /* Whole chunks per slice, so that each is read once (test_step_slices
+   * cuts them). */
+  while (sp_snap_srv_step(s, 4 * CHUNK, now) == 1) {
+    assert_true(++steps < 1000000);
+  }
+  return sp_snap_srv_manifest(s, got, now, m);
+}
+
+/* Most tests have one follower of unknown identity. */
+static int srv_req(sp_snap_srv *s, const sp_msg_snapshot_request *req,
+                   const uint8_t id[SP_SNAPSHOT_ID_LEN], sp_tstamp now,
+                   sp_msg_snapshot_manifest *m) {
+  return srv_req_as(s, req, id, NULL, now, m);
+}
+
 /* Runs the stream until the follower is done, failed, waits for a
  * reconnect, or the cut comes. */
 static void run(sp_snap_fol *f, sp_snap_srv *s, uint64_t now,
@@ -346,8 +379,8 @@ static void run(sp_snap_fol *f, sp_snap_srv *s, uint64_t now,
       new_id(id);
       memset(&m, 0, sizeof(m));
       m.type = SP_MSG_SNAPSHOT_MANIFEST;
-      rv = sp_snap_srv_request(s, &got->u.snapshot_request, id, now,
-                               &m.u.snapshot_manifest);
+      rv = srv_req(s, &got->u.snapshot_request, id, now,
+                   &m.u.snapshot_manifest);
       assert_int_equal(rv, 0);
       got = pass(&down, &m);
       rv = sp_snap_fol_on_manifest(f, &got->u.snapshot_manifest);
@@ -473,7 +506,7 @@ static void test_full_transfer(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   assert_int_equal(sp_snap_fol_start(&f), SP_ERR_INVALID_STATE);
   run(&f, &s, 100, &plain, &out);
@@ -518,7 +551,7 @@ static void test_resume_after_cut(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   cut.cut_after = 4; /* four chunks land, the rest of the window is lost */
   run(&f, &s, 100, &cut, &out);
@@ -530,7 +563,7 @@ static void test_resume_after_cut(void **state) {
   }
   /* The follower crashes too: a new engine over the same durable sink. */
   sp_snap_fol_free(&f);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
   assert_int_equal(req.id_len, SP_SNAPSHOT_ID_LEN);
@@ -576,7 +609,7 @@ static void test_reconnect_resumes(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 3, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 3, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   cut.cut_after = 5;
   run(&f, &s, 100, &cut, &out);
@@ -613,7 +646,7 @@ static void test_leader_restart(void **state) {
     tsource_init(&t, &sv, TOTAL, reopen);
     tsink_init(&k, &kv, &t);
     srv_init(&s, &sv, 0, 0);
-    sp_snap_fol_init(&f, &kv, 2, 0, NULL);
+    sp_snap_fol_init(&f, &kv, 2, 0, 0, NULL);
     assert_int_equal(sp_snap_fol_start(&f), 0);
     cut.cut_after = 6;
     run(&f, &s, 100, &cut, &out);
@@ -664,7 +697,7 @@ static void test_lost_snapshots_bounded(void **state) {
   (void)state;
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
-  sp_snap_fol_init(&f, &kv, 2, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 2, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   cut.cut_after = 3;
   for (i = 0; i <= SP_SNAP_MAX_RESTARTS + 1 && f.state != SP_SNAP_F_FAILED;
@@ -701,7 +734,7 @@ static void test_corrupt_chunk_refetched(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   bad.corrupt_index = 3;
   bad.corrupt_times = 1;
@@ -739,7 +772,7 @@ static void test_restart_bound(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 8, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   bad.corrupt_index = 2;
   bad.corrupt_times = -1;
@@ -771,7 +804,7 @@ static void test_restart_bound(void **state) {
   sp_snap_srv_free(&s, 0);
 
   /* The backoff grows with each restart and is capped. */
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   srv_init(&s, &sv, 8, 0);
   for (r = 1; r <= SP_SNAP_MAX_RESTARTS; ++r) {
@@ -809,7 +842,7 @@ static void test_manifest_inconsistent(void **state) {
   (void)state;
   tsource_init(&t, &sv, 0, 0);
   tsink_init(&k, &kv, &t);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   memset(hashes, 1, sizeof(hashes));
   memset(&m, 0, sizeof(m));
   m.total_size = 3500;
@@ -872,13 +905,13 @@ static void test_unexpected_chunks(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 2, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 2, 0, 0, NULL);
   memset(&c, 0, sizeof(c));
   assert_int_equal(sp_snap_fol_on_chunk(&f, &c), SP_ERR_UNEXPECTED);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
   new_id(id);
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, id, 0, &m), 0);
   assert_int_equal(sp_snap_fol_on_manifest(&f, &m), 0);
   /* Nothing fetched yet. */
   assert_int_equal(sp_snap_srv_chunk(&s, id, 0, 0, &c), 0);
@@ -932,7 +965,7 @@ static void test_sink_failures(void **state) {
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   k.fail_write = 1;
   run(&f, &s, 100, &plain, &out);
@@ -969,7 +1002,7 @@ static void test_stalls_restart(void **state) {
   (void)state;
   tsource_init(&t, &sv, 0, 0);
   tsink_init(&k, &kv, &t);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   for (i = 0; i < SP_SNAP_MAX_STALLS; ++i) {
     assert_int_equal(sp_snap_fol_reconnect(&f), 0);
@@ -999,7 +1032,7 @@ static void test_empty_snapshot(void **state) {
   tsource_init(&t, &sv, 0, 0);
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 0, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 0, 0, 0, NULL);
   assert_int_equal(f.window, SP_SNAP_WINDOW_DEFAULT);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   run(&f, &s, 1, &plain, &out);
@@ -1031,13 +1064,13 @@ static void test_leader_idle_expiry_and_cap(void **state) {
   new_id(a);
   new_id(b);
   new_id(x);
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
   assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
   assert_true(m.chunk_count == 11 && m.chunk_size == CHUNK);
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 100, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 100, &m), 0);
   assert_true(sp_snap_srv_next_expiry(&s) == 1000);
   /* Cap: both in use. */
-  assert_int_equal(sp_snap_srv_request(&s, &req, x, 500, &m),
+  assert_int_equal(srv_req(&s, &req, x, 500, &m),
                    SP_ERR_SNAPSHOT_UNAVAILABLE);
   assert_int_equal(t.opens, 2);
   /* Using a keeps it: a fetch and a chunk at 900. */
@@ -1068,15 +1101,15 @@ static void test_leader_idle_expiry_and_cap(void **state) {
   memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
   req.id_len = SP_SNAPSHOT_ID_LEN;
   req.have_chunks = 3;
-  assert_int_equal(sp_snap_srv_request(&s, &req, x, 1200, &m), 0);
+  assert_int_equal(srv_req(&s, &req, x, 1200, &m), 0);
   assert_memory_equal(m.id, x, SP_SNAPSHOT_ID_LEN);
   memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1300, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 1300, &m), 0);
   assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(t.opens, 3);
   /* Time passes: the request itself expires the idle ones first. */
   memset(&req, 0, sizeof(req));
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 5000, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 5000, &m), 0);
   assert_int_equal(t.closes, 3);
   assert_int_equal(s.n_open, 1);
   sp_snap_srv_free(&s, 0);
@@ -1117,15 +1150,13 @@ static void test_leader_binding_and_sizes(void **state) {
   memset(store_h, 0x77, sizeof(store_h)); /* another history */
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   new_id(id);
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
                    SP_ERR_CHAIN_MISMATCH);
   assert_int_equal(t.closes, 1);
   assert_int_equal(t.forgets, 1);
   assert_int_equal(s.n_open, 0);
   memcpy(store_h, t.hash, SP_HASH_LEN);
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
                    0);
   sp_snap_srv_free(&s, 0);
 
@@ -1137,8 +1168,7 @@ static void test_leader_binding_and_sizes(void **state) {
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   memset(&m, 0, sizeof(m));
   m.type = SP_MSG_SNAPSHOT_MANIFEST;
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
                    0);
   assert_int_equal(m.u.snapshot_manifest.chunk_size, 807);
   assert_int_equal(m.u.snapshot_manifest.chunk_count, 124);
@@ -1152,22 +1182,21 @@ static void test_leader_binding_and_sizes(void **state) {
   /* 1 MiB cannot fit 124 chunks of at most 4032 bytes. */
   tsource_init(&t, &sv, 1u << 20, 0);
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
                    SP_ERR_SNAPSHOT_UNAVAILABLE);
   assert_int_equal(t.open_handles, 0);
-  /* A failing source read is a store failure, nothing stays open. */
+  /* A source read failing while it is prepared closes it (the follower
+   * asks again): nothing stays open. */
   cfg.max_frame = 0;
   sp_snap_srv_free(&s, 0);
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   t.fail_read = 1;
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
-                   SP_ERR_STORE);
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
   assert_int_equal(s.n_open, 0);
+  assert_int_equal(t.open_handles, 0);
   t.fail_read = 0;
-  assert_int_equal(sp_snap_srv_request(&s, &req, id, 0,
-                                       &m.u.snapshot_manifest),
+  assert_int_equal(srv_req(&s, &req, id, 0, &m.u.snapshot_manifest),
                    0);
   t.fail_read = 1;
   assert_int_equal(sp_snap_srv_chunk(&s, id, 0, 0, &c), SP_ERR_STORE);
@@ -1197,7 +1226,7 @@ static void test_follower_frame_limit(void **state) {
   new_id(a);
   new_id(b);
   memset(&req, 0, sizeof(req));
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
   assert_int_equal(m.chunk_size, CHUNK);
   assert_int_equal(m.chunk_count, 100);
   /* The same follower, now with 2 KiB frames, resumes a: too many
@@ -1207,19 +1236,19 @@ static void test_follower_frame_limit(void **state) {
   req.id_len = SP_SNAPSHOT_ID_LEN;
   req.have_chunks = 10;
   req.max_frame = 2048;
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 1, &m), 0);
   assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
   assert_true(m.chunk_count <= (2048 - SP_SNAP_MANIFEST_OVERHEAD) / 32);
   assert_true(m.chunk_size + SP_SNAP_CHUNK_OVERHEAD <= 2048);
   /* Resuming b at that size serves b. */
   memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 2, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 2, &m), 0);
   assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
   /* A frame too small for any snapshot of this size: refused. */
   memset(&req, 0, sizeof(req));
   req.max_frame = 1024;
   new_id(a);
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 3, &m),
+  assert_int_equal(srv_req(&s, &req, a, 3, &m),
                    SP_ERR_SNAPSHOT_UNAVAILABLE);
   sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
@@ -1248,7 +1277,7 @@ static void test_times_are_nanoseconds(void **state) {
   assert_int_equal(sp_snap_srv_init(&s, &sv, NULL, NULL), 0);
   memset(&req, 0, sizeof(req));
   new_id(a);
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
   assert_true(sp_snap_srv_next_expiry(&s) == 600 * SP_SECONDS);
   sp_snap_srv_expire(&s, 60 * SP_SECONDS); /* a minute is not idle */
   assert_int_equal(s.n_open, 1);
@@ -1260,7 +1289,7 @@ static void test_times_are_nanoseconds(void **state) {
 
   tsink_init(&k, &kv, &t);
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   chain_bad.chain_ok = 0;
   run(&f, &s, 0, &chain_bad, &out);
@@ -1290,26 +1319,26 @@ static void test_too_large_open_gets_new_id(void **state) {
   new_id(b);
   new_id(c);
   memset(&req, 0, sizeof(req));
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
   assert_int_equal(m.chunk_count, 100);
   memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
   req.id_len = SP_SNAPSHOT_ID_LEN;
   req.have_chunks = 10;
   req.max_frame = 2048;
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 1, &m), 0);
   assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(t.reopens, 0);
   assert_int_equal(t.opens, 2);
   assert_int_equal(s.n_open, 2);
   /* a, at the default frame, is still a itself. */
   req.max_frame = 0;
-  assert_int_equal(sp_snap_srv_request(&s, &req, c, 2, &m), 0);
+  assert_int_equal(srv_req(&s, &req, c, 2, &m), 0);
   assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(m.chunk_count, 100);
   assert_int_equal(s.n_open, 2);
   /* A new id that is already open is refused, nothing opened. */
   memset(&req, 0, sizeof(req));
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 3, &m),
+  assert_int_equal(srv_req(&s, &req, a, 3, &m),
                    SP_ERR_INVALID_ARGUMENT);
   assert_int_equal(s.n_open, 2);
   assert_int_equal(t.opens, 2);
@@ -1343,7 +1372,7 @@ static void lost_chunks_case(int trust) {
   tsink_init(&k, &kv, &t);
   k.trusting = trust;
   srv_init(&s, &sv, 0, 0);
-  sp_snap_fol_init(&f, &kv, 4, 0, NULL);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
   assert_int_equal(sp_snap_fol_start(&f), 0);
   cut.cut_after = 3;
   run(&f, &s, 0, &cut, &out);
@@ -1355,7 +1384,7 @@ static void lost_chunks_case(int trust) {
   cfg.chunk_size = 500;
   assert_int_equal(sp_snap_srv_init(&s2, &sv, &cfg, NULL), 0);
   memset(&empty, 0, sizeof(empty));
-  assert_int_equal(sp_snap_srv_request(&s2, &empty, req.id, 1, &m), 0);
+  assert_int_equal(srv_req(&s2, &empty, req.id, 1, &m), 0);
   assert_memory_equal(m.id, req.id, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(m.chunk_size, 500);
   assert_int_equal(sp_snap_fol_on_manifest(&f, &m), 0);
@@ -1436,11 +1465,11 @@ static void test_binding_not_found(void **state) {
   memset(&req, 0, sizeof(req));
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   hc.not_found = 1;
-  assert_int_equal(sp_snap_srv_request(&s, &req, c, 0, &m),
+  assert_int_equal(srv_req(&s, &req, c, 0, &m),
                    SP_ERR_CHAIN_MISMATCH);
   assert_int_equal(s.n_open, 0);
   assert_int_equal(t.forgets, 1);
-  assert_int_equal(sp_snap_srv_request(&s, &req, a, 0, &m), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
   sp_snap_srv_free(&s, 0); /* leader restart: a is kept */
   assert_int_equal(t.forgets, 1);
 
@@ -1450,7 +1479,7 @@ static void test_binding_not_found(void **state) {
   req.id_len = SP_SNAPSHOT_ID_LEN;
   req.have_chunks = 2;
   hc.not_found = 1;
-  assert_int_equal(sp_snap_srv_request(&s, &req, b, 1, &m), 0);
+  assert_int_equal(srv_req(&s, &req, b, 1, &m), 0);
   assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(t.reopens, 1);
   assert_int_equal(t.forgets, 2);
@@ -1462,14 +1491,409 @@ static void test_binding_not_found(void **state) {
   assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
   memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
   hc.fail = 1;
-  assert_int_equal(sp_snap_srv_request(&s, &req, c, 2, &m), SP_ERR_STORE);
+  assert_int_equal(srv_req(&s, &req, c, 2, &m), SP_ERR_STORE);
   assert_int_equal(t.forgets, 2);
   assert_int_equal(s.n_open, 0);
-  assert_int_equal(sp_snap_srv_request(&s, &req, c, 3, &m), 0);
+  assert_int_equal(srv_req(&s, &req, c, 3, &m), 0);
   assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
   assert_int_equal(t.reopens, 3);
   sp_snap_srv_free(&s, 0);
   assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* ---- follower limits and new recoveries ---- */
+
+/* A snapshot above max_bytes fails the recovery before the sink sees
+ * it; a new recovery (from FAILED, after free + init) installs one that
+ * is exactly at the limit. */
+static void test_follower_max_bytes(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  run_out out;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, TOTAL - 1, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  assert_int_equal(sp_snap_fol_next_request(&f, &req), 1);
+  new_id(id);
+  assert_int_equal(srv_req(&s, &req, id, 0, &m), 0);
+  assert_int_equal(sp_snap_fol_on_manifest(&f, &m),
+                   SP_ERR_SNAPSHOT_TOO_LARGE);
+  assert_int_equal(f.state, SP_SNAP_F_FAILED);
+  assert_int_equal(f.last_error, SP_ERR_SNAPSHOT_TOO_LARGE);
+  assert_int_equal(k.begins, 0);
+  assert_int_equal(k.aborts, 0);
+  assert_int_equal(sp_snap_fol_next_request(&f, &req), 0);
+  assert_int_equal(sp_snap_fol_reconnect(&f), SP_ERR_INVALID_STATE);
+  sp_snap_fol_free(&f);
+  sp_snap_fol_init(&f, &kv, 4, 0, TOTAL, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  run(&f, &s, 1, &plain, &out);
+  assert_int_equal(out.last_rv, 0);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  expect_installed(&k, &t);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* DONE and FAILED end a recovery: a new one starts from scratch. */
+static void test_start_again(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  run_out out;
+  run_opts bad = plain;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 8, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  run(&f, &s, 1, &plain, &out);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  assert_true(f.stats.chunks_done == 11);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+  assert_null(f.hashes);
+  assert_true(f.stats.chunks_done == 0 && f.stats.bytes_done == 0 &&
+              f.stats.total_size == 0 && f.stats.chunk_count == 0);
+  assert_int_equal(sp_snap_fol_start(&f), SP_ERR_INVALID_STATE);
+  /* A chain that never checks out: restarts run out, FAILED. */
+  bad.chain_ok = 0;
+  while (f.state != SP_SNAP_F_FAILED) {
+    run(&f, &s, 2, &bad, &out);
+  }
+  assert_int_equal(f.last_error, SP_ERR_CHAIN_MISMATCH);
+  assert_int_equal(f.stats.restarts, SP_SNAP_MAX_RESTARTS);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  assert_int_equal(f.last_error, 0);
+  assert_int_equal(f.stats.restarts, 0);
+  run(&f, &s, 3, &plain, &out);
+  assert_int_equal(out.last_rv, 0);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  assert_true(k.installed);
+  assert_int_equal(k.commits, 2);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* ---- leader: owners, eviction, preparing ---- */
+
+static sp_uuid dev(uint8_t n) {
+  sp_uuid u;
+
+  memset(u.bytes, n, sizeof(u.bytes));
+  return u;
+}
+
+/* A device asking for another snapshot has abandoned the ones only it
+ * used; shared ones, named ones and those of unknown users stay. */
+static void test_owners_abandoned(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  sp_msg_snapshot_fetch fe;
+  sp_uuid da = dev(1), db = dev(2);
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+  uint8_t d[SP_SNAPSHOT_ID_LEN], e[SP_SNAPSHOT_ID_LEN], g[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s, &sv, 4, 0);
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  new_id(d);
+  new_id(e);
+  new_id(g);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(srv_req_as(&s, &req, a, &da, 0, &m), 0);
+  assert_int_equal(srv_req_as(&s, &req, b, &da, 1, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 1); /* a went at once, forgotten */
+  assert_int_equal(t.closes, 1);
+  assert_int_equal(t.forgets, 1);
+  /* B resumes b: now two use it. */
+  memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  assert_int_equal(srv_req_as(&s, &req, c, &db, 2, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(srv_req_as(&s, &req, c, &da, 3, &m), 0);
+  assert_int_equal(s.n_open, 2); /* b is B's too */
+  /* Naming an open one is no new snapshot: nothing closes. */
+  memcpy(req.id, b, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  assert_int_equal(srv_req_as(&s, &req, d, &da, 4, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 2);
+  /* An unknown device closes nothing; B has nothing of its own. */
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(srv_req_as(&s, &req, d, NULL, 5, &m), 0);
+  assert_int_equal(srv_req_as(&s, &req, e, &db, 6, &m), 0);
+  assert_int_equal(s.n_open, 4);
+  assert_int_equal(t.closes, 1);
+  /* All slots taken, none idle: A's new request frees c (its own). */
+  assert_int_equal(srv_req_as(&s, &req, g, &da, 7, &m), 0);
+  assert_memory_equal(m.id, g, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 4);
+  assert_int_equal(t.closes, 2);
+  memset(&fe, 0, sizeof(fe));
+  fe.count = 1;
+  memcpy(fe.id, c, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 8),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  memcpy(fe.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 8), 0);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* With every slot taken, the least recently used snapshot idle for
+ * SP_SNAP_EVICT_IDLE makes room; one being prepared never does, and is
+ * not expired either. */
+static void test_evict_lru(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  sp_msg_snapshot_fetch fe;
+  sp_uuid da = dev(1), db = dev(2), dc = dev(3);
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], x[SP_SNAPSHOT_ID_LEN];
+  const sp_tstamp sec = SP_SECONDS, hour = 3600 * sec;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s, &sv, 2, 0);
+  new_id(a);
+  new_id(b);
+  new_id(x);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(srv_req_as(&s, &req, a, &da, 0, &m), 0);
+  assert_int_equal(srv_req_as(&s, &req, b, &db, 10 * sec, &m), 0);
+  assert_int_equal(srv_req_as(&s, &req, x, &dc, 30 * sec, &m),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  assert_int_equal(t.opens, 2);
+  /* At 65 s a has idled 65 s, b 55 s: a goes. */
+  assert_int_equal(srv_req_as(&s, &req, x, &dc, 65 * sec, &m), 0);
+  assert_memory_equal(m.id, x, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.closes, 1);
+  assert_int_equal(t.forgets, 1);
+  memset(&fe, 0, sizeof(fe));
+  fe.count = 1;
+  memcpy(fe.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 65 * sec),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  memcpy(fe.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 65 * sec), 0);
+  sp_snap_srv_free(&s, 0);
+
+  /* One slot, being prepared: no expiry, no eviction, however long. */
+  srv_init(&s, &sv, 1, 0);
+  new_id(a);
+  new_id(b);
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, &da, 0, &m),
+                   SP_SNAP_PREPARING);
+  assert_true(sp_snap_srv_next_expiry(&s) == UINT64_MAX);
+  sp_snap_srv_expire(&s, 2 * hour);
+  assert_int_equal(s.n_open, 1);
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, &db, 2 * hour, &m),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  assert_int_equal(sp_snap_srv_step(&s, SIZE_MAX, 2 * hour), 0);
+  /* Its idle time starts once it can be served. */
+  assert_true(sp_snap_srv_next_expiry(&s) == 2 * hour + SP_SNAP_IDLE_DEFAULT);
+  assert_int_equal(sp_snap_srv_manifest(&s, a, 2 * hour, &m), 0);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* A new snapshot is opened in the call but serves nothing until step
+ * has hashed it; a read failure while preparing closes it. */
+static void test_preparing(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  sp_msg_snapshot_fetch fe;
+  sp_msg_snapshot_chunk c;
+  sp_uuid da = dev(1);
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], z[SP_SNAPSHOT_ID_LEN];
+  uint8_t h[SP_HASH_LEN];
+  uint64_t i;
+  int steps = 0;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s, &sv, 0, 0);
+  new_id(a);
+  new_id(b);
+  new_id(z);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_preparing(&s), 0);
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, &da, 0, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.opens, 1);
+  assert_int_equal(t.reads, 0); /* nothing hashed in the call */
+  assert_int_equal(sp_snap_srv_preparing(&s), 1);
+  assert_true(sp_snap_srv_min_sequence(&s) == S_SEQ);
+  assert_int_equal(sp_snap_srv_manifest(&s, a, 0, &m), SP_SNAP_PREPARING);
+  assert_int_equal(sp_snap_srv_manifest(&s, z, 0, &m),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  memset(&fe, 0, sizeof(fe));
+  memcpy(fe.id, a, SP_SNAPSHOT_ID_LEN);
+  fe.count = 1;
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 0),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  assert_int_equal(sp_snap_srv_chunk(&s, a, 0, 0, &c),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  /* Naming it while it is prepared: the same answer, no second open. */
+  memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, &da, 0, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 1);
+  while (sp_snap_srv_step(&s, CHUNK, 1) == 1) {
+    ++steps;
+  }
+  assert_int_equal(steps, 10); /* 11 chunks, one per call */
+  assert_int_equal(sp_snap_srv_preparing(&s), 0);
+  assert_int_equal(sp_snap_srv_step(&s, CHUNK, 1), 0);
+  assert_int_equal(sp_snap_srv_manifest(&s, a, 2, &m), 0);
+  assert_true(m.chunk_count == 11 && m.total_size == TOTAL);
+  for (i = 0; i < 11; ++i) {
+    size_t len = i == 10 ? 500 : CHUNK;
+    assert_int_equal(
+        sp_snapshot_chunk_hash(a, i, t.bytes + i * CHUNK, len, h), 0);
+    assert_memory_equal(m.chunk_hashes + i * SP_HASH_LEN, h, SP_HASH_LEN);
+  }
+  assert_int_equal(sp_snap_srv_check_fetch(&s, &fe, 2), 0);
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, &da, 3, &m), 0);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  /* A read failure while preparing: closed, forgotten. */
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, NULL, 4, &m),
+                   SP_SNAP_PREPARING);
+  t.fail_read = 1;
+  assert_int_equal(sp_snap_srv_step(&s, SIZE_MAX, 5), 0);
+  assert_int_equal(sp_snap_srv_manifest(&s, b, 5, &m),
+                   SP_ERR_SNAPSHOT_UNAVAILABLE);
+  assert_int_equal(s.n_open, 1);
+  assert_int_equal(t.forgets, 1);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* Small slices cut chunks across calls and still give the hashes of one
+ * big step; two snapshots being prepared take turns, chunk by chunk. */
+static void test_step_slices(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s1, s2;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m1, m2;
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+  int calls = 0;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s1, &sv, 0, 0);
+  srv_init(&s2, &sv, 0, 0);
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s1, &req, a, NULL, 0, &m1),
+                   SP_SNAP_PREPARING);
+  assert_int_equal(sp_snap_srv_request(&s2, &req, a, NULL, 0, &m2),
+                   SP_SNAP_PREPARING);
+  t.reads = 0;
+  while (sp_snap_srv_step(&s1, 333, 0) == 1) {
+    ++calls;
+  }
+  assert_int_equal(calls, (int)(TOTAL / 333)); /* 32 slices */
+  assert_true(t.reads > 11);
+  assert_int_equal(sp_snap_srv_step(&s2, SIZE_MAX, 0), 0);
+  assert_int_equal(sp_snap_srv_manifest(&s1, a, 0, &m1), 0);
+  assert_int_equal(sp_snap_srv_manifest(&s2, a, 0, &m2), 0);
+  assert_true(m1.chunk_count == 11 && m2.chunk_count == 11);
+  assert_memory_equal(m1.chunk_hashes, m2.chunk_hashes, 11 * SP_HASH_LEN);
+  /* Round robin. */
+  assert_int_equal(sp_snap_srv_request(&s1, &req, b, NULL, 1, &m1),
+                   SP_SNAP_PREPARING);
+  assert_int_equal(sp_snap_srv_request(&s1, &req, c, NULL, 1, &m1),
+                   SP_SNAP_PREPARING);
+  assert_int_equal(sp_snap_srv_step(&s1, CHUNK, 1), 1);
+  assert_int_equal(sp_snap_srv_step(&s1, CHUNK, 1), 1);
+  assert_int_equal(s1.open[1].prepared, 1);
+  assert_int_equal(s1.open[2].prepared, 1);
+  sp_snap_srv_free(&s1, 0);
+  sp_snap_srv_free(&s2, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* The lowest S still open, preparing ones included. */
+static void test_min_sequence(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s, &sv, 0, 1000);
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  memset(&req, 0, sizeof(req));
+  assert_true(sp_snap_srv_min_sequence(&s) == UINT64_MAX);
+  t.seq = 30;
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
+  assert_true(sp_snap_srv_min_sequence(&s) == 30);
+  t.seq = 20;
+  assert_int_equal(srv_req(&s, &req, b, 500, &m), 0);
+  assert_true(sp_snap_srv_min_sequence(&s) == 20);
+  t.seq = 40;
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, NULL, 600, &m),
+                   SP_SNAP_PREPARING);
+  assert_true(sp_snap_srv_min_sequence(&s) == 20);
+  sp_snap_srv_expire(&s, 1500); /* a and b idle out */
+  assert_int_equal(s.n_open, 1);
+  assert_true(sp_snap_srv_min_sequence(&s) == 40);
+  sp_snap_srv_free(&s, 0);
+  assert_true(sp_snap_srv_min_sequence(&s) == UINT64_MAX);
   free(t.bytes);
 }
 
@@ -1490,9 +1914,11 @@ static int transfer_with(const sp_mem *mem, void *arg) {
   sp_msg_snapshot_fetch fe;
   sp_msg_snapshot_chunk c;
   uint8_t id[SP_SNAPSHOT_ID_LEN];
+  sp_uuid owner;
   int rv;
 
   (void)arg;
+  memset(owner.bytes, 7, sizeof(owner.bytes));
   tsource_init(&t, &sv, TOTAL, 0);
   tsink_init(&k, &kv, &t);
   memset(&cfg, 0, sizeof(cfg));
@@ -1503,12 +1929,13 @@ static int transfer_with(const sp_mem *mem, void *arg) {
     free(t.bytes);
     return rv;
   }
-  sp_snap_fol_init(&f, &kv, 4, 0, mem);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, mem);
   rv = sp_snap_fol_start(&f);
   memset(id, 0x42, sizeof(id));
   while (rv == 0 && f.state != SP_SNAP_F_DONE) {
     if (sp_snap_fol_next_request(&f, &req) == 1) {
-      if ((rv = sp_snap_srv_request(&s, &req, id, 0, &m)) != 0 ||
+      /* Stepped in slices: preparing allocates nothing of its own. */
+      if ((rv = srv_req_as(&s, &req, id, &owner, 0, &m)) != 0 ||
           (rv = sp_snap_fol_on_manifest(&f, &m)) != 0) {
         break;
       }
@@ -1540,8 +1967,9 @@ static int transfer_with(const sp_mem *mem, void *arg) {
 
 static void test_allocation_failures(void **state) {
   (void)state;
-  /* init, the leader's table, hashes, scratch, the follower's hashes */
-  assert_true(sp_test_mem_fail_each(transfer_with, NULL, NULL) >= 5);
+  /* the leader's table and hash state, hashes, scratch, the follower's
+   * hashes */
+  assert_true(sp_test_mem_fail_each(transfer_with, NULL, NULL) >= 6);
 }
 
 int main(void) {
@@ -1567,6 +1995,13 @@ int main(void) {
       cmocka_unit_test(test_lost_chunks_count_restart),
       cmocka_unit_test(test_resume_compares_whole_manifest),
       cmocka_unit_test(test_binding_not_found),
+      cmocka_unit_test(test_follower_max_bytes),
+      cmocka_unit_test(test_start_again),
+      cmocka_unit_test(test_owners_abandoned),
+      cmocka_unit_test(test_evict_lru),
+      cmocka_unit_test(test_preparing),
+      cmocka_unit_test(test_step_slices),
+      cmocka_unit_test(test_min_sequence),
       cmocka_unit_test(test_allocation_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

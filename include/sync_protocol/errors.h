@@ -104,6 +104,8 @@ typedef enum sp_error {
                                      verify */
   SP_ERR_SNAPSHOT_FAILED = -331,  /* a snapshot recovery gave up after its
                                      bounded restarts */
+  SP_ERR_SNAPSHOT_TOO_LARGE = -332, /* the leader's snapshot is larger than
+                                     the follower's snapshot_max_bytes */
 
   /* transport, identity and key-file band */
   SP_ERR_IO = -401,               /* socket or file system call failed */
