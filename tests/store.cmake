@@ -20,3 +20,11 @@ else()
   sp_add_test(sp_verify_test SOURCES sp_verify_test.c LABELS unit
     LIBS sync_protocol_static)
 endif()
+# Log snapshot v1 (src/store/sp_logsnap.c) and the stores' snapshot
+# sources and sinks (the SQLite part when built).
+sp_add_test(sp_logsnap_test SOURCES sp_logsnap_test.c LABELS unit
+  LIBS sync_protocol_static)
+if(SP_WITH_SQLITE)
+  sp_add_test(sp_store_snap_test SOURCES sp_store_snap_test.c LABELS store
+    LIBS sync_protocol_static PkgConfig::SQLITE TIMEOUT 120)
+endif()

@@ -12,6 +12,7 @@
 
 #include "sync_protocol/types.h"
 #include "sync_protocol/mem.h"
+#include "sync_protocol/sys/snapshot.h"
 #include "sync_protocol/sys/store.h"
 
 #ifdef __cplusplus
@@ -91,6 +92,37 @@ SP_API void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count);
  * with SP_ERR_STORE before changing anything: fault injection for tests.
  */
 SP_API void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count);
+
+/*
+ * Fill `*out` with a snapshot source over this store (sys/snapshot.h;
+ * user_data is `store`), for a leader whose followers recover from
+ * SyncRequired.  `open` keeps an image of the log at its latest sequence
+ * S (entries, links, the prune point and its link, the epoch, the
+ * committed set of origin ids) in the store under the snapshot id, so
+ * appends and prunes after it do not show through; the bytes are "log
+ * snapshot v1" (docs/integration.md).  `reopen` finds the image while the
+ * store lives (a new handler on the same store resumes transfers);
+ * `close` with forget 1 frees it, with forget 0 keeps it: at most 8 kept
+ * images, the least recently used dropped first.  The store must outlive
+ * every handler given the source.
+ */
+SP_API void sp_mem_store_snapshot_source(sp_mem_store *store,
+                                         sp_snapshot_source *out);
+
+/*
+ * Fill `*out` with a snapshot sink into this store (sys/snapshot.h;
+ * user_data is `store`), for a follower that recovers from SyncRequired.
+ * The pending snapshot and its chunks are held by the store (they
+ * survive a handler being deleted and recreated on it, as a disk would).
+ * `commit` parses the chunks (log snapshot v1; anything malformed or not
+ * matching the info begun is SP_ERR_SNAPSHOT_CORRUPT and changes
+ * nothing) and replaces the log as sp_mem_store_copy_from does (the
+ * outbox rules of a full sync); then the store's state is S, link(S) and
+ * the snapshot's epoch, and nothing is pending.  The store must outlive
+ * every handler given the sink.
+ */
+SP_API void sp_mem_store_snapshot_sink(sp_mem_store *store,
+                                       sp_snapshot_sink *out);
 
 #ifdef __cplusplus
 }

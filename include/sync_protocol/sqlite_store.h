@@ -17,6 +17,7 @@
 
 #include "sync_protocol/types.h"
 #include "sync_protocol/mem.h"
+#include "sync_protocol/sys/snapshot.h"
 #include "sync_protocol/sys/store.h"
 
 #ifdef __cplusplus
@@ -151,6 +152,46 @@ SP_API int sp_sqlite_store_status(sp_sqlite_store *store,
  */
 SP_API int sp_sqlite_store_verify(sp_sqlite_store *store,
                                   uint8_t digest[SP_HASH_LEN]);
+
+/*
+ * Fill `*out` with a snapshot source over this store's file
+ * (sys/snapshot.h; user_data is `store`), for a leader whose followers
+ * recover from SyncRequired.  The bytes are "log snapshot v1"
+ * (docs/integration.md): the log at its latest sequence S when `open`
+ * runs (entries, links, prune point, epoch, committed set of origin ids).
+ * `open` reads through a second connection to the file inside one read
+ * transaction (the store keeps appending meanwhile; nothing after S shows
+ * through) and writes the bytes into `<path>-snapshots/<id hex>.part` as
+ * reads reach further; once complete the file is synced and renamed
+ * `<id hex>.snap` and the read transaction ends.  `reopen` opens a
+ * complete `.snap` file again (SP_ERR_NOT_FOUND if there is none);
+ * `close` deletes an incomplete file, and a complete one when forget is
+ * 1 (with forget 0 it stays for a restarted leader).  Kept files expire:
+ * this call deletes every `.part` file and every `.snap` file older than
+ * 24 hours in that directory, so use one source per database file.  The
+ * store must outlive every handler given the source.  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT (NULL, or a database without a file name).
+ */
+SP_API int sp_sqlite_store_snapshot_source(sp_sqlite_store *store,
+                                           sp_snapshot_source *out);
+
+/*
+ * Fill `*out` with a snapshot sink into this store (sys/snapshot.h;
+ * user_data is `store`), for a follower that recovers from SyncRequired.
+ * The pending snapshot's info and chunks live in a side database
+ * `<path>-snapin` (one synchronous=FULL transaction per chunk: a chunk is
+ * durable when write_chunk returns, and a restarted process resumes from
+ * `pending`).  `commit` parses the chunks in order (anything malformed or
+ * not matching the info begun: SP_ERR_SNAPSHOT_CORRUPT) and installs
+ * them in ONE transaction on the store's connection: the rows, the
+ * committed set, the metadata (applied S, link(S), epoch, prune point)
+ * and the full-sync outbox rules (sys/store.h); on any failure nothing
+ * changed and the chunks stay pending; after it nothing is pending.  The
+ * store must outlive every handler given the sink.  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT (NULL, or a database without a file name).
+ */
+SP_API int sp_sqlite_store_snapshot_sink(sp_sqlite_store *store,
+                                         sp_snapshot_sink *out);
 
 #ifdef __cplusplus
 }

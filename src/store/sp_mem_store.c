@@ -28,6 +28,7 @@
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 #include "sp_mem_outbox.h"
+#include "sp_mem_store_int.h"
 #include "sp_origin_index.h"
 
 /* Arena block sizes: the first block is small and each new one is twice
@@ -110,6 +111,10 @@ struct sp_mem_store {
   /* Depth of `read` calls feeding a sink: records must not move or be
    * freed under it, so mutations are refused meanwhile. */
   unsigned reading;
+  /* Snapshot images and the pending snapshot (sp_mem_snap.c): kept with
+   * the store, which plays the disk in tests. */
+  void *snap;
+  void (*snap_free)(void *snap, const sp_mem *mem);
 };
 
 /* Where a mutation started, to undo it. */
@@ -380,6 +385,9 @@ void sp_mem_store_del(sp_mem_store *store) {
     return;
   }
   m = store->mem;
+  if (store->snap_free) {
+    store->snap_free(store->snap, &m);
+  }
   log_free(&m, &store->log);
   sp_mobox_free(&m, &store->box);
   sp_free(&m, store->facks);
@@ -1108,4 +1116,58 @@ void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   out->outbox_remove = vt_outbox_remove;
   out->outbox_stats = vt_outbox_stats;
   out->outbox_anchor = vt_outbox_anchor;
+}
+
+/* -- for the snapshot source and sink (sp_mem_store_int.h) -- */
+
+const sp_mem *sp_mem_store_mem_(const sp_mem_store *store) {
+  return &store->mem;
+}
+
+void **sp_mem_store_snap_(sp_mem_store *store,
+                          void (*free_fn)(void *snap, const sp_mem *mem)) {
+  store->snap_free = free_fn;
+  return &store->snap;
+}
+
+void sp_mem_store_base_(const sp_mem_store *store, sp_seq *base,
+                        uint8_t base_link[SP_HASH_LEN], uint64_t *var_bytes,
+                        const sp_oidx_range **ranges, size_t *nranges) {
+  const mlog *log = &store->log;
+  uint64_t var = 0;
+
+  *base = log->pruned_through;
+  memcpy(base_link, log->pruned_hash, SP_HASH_LEN);
+  for (size_t i = 0; i < log->len; ++i) {
+    var += log->recs[log->head + i].model_type_len +
+           (uint64_t)log->recs[log->head + i].data_len;
+  }
+  *var_bytes = var;
+  *ranges = log->idx.ranges;
+  *nranges = log->idx.nranges;
+}
+
+int sp_mem_store_load_base_(sp_mem_store *store, sp_seq base,
+                            const uint8_t base_link[SP_HASH_LEN],
+                            uint64_t epoch, const sp_oidx_range *ranges,
+                            size_t nranges) {
+  mlog *log = &store->log;
+  sp_oidx set;
+  int rv;
+
+  if (log->len || log->pruned_through || store->reading) {
+    return SP_ERR_INVALID_STATE;
+  }
+  /* A read-only view of the ranges, for sp_oidx_copy_set. */
+  sp_oidx_init(&set, 0);
+  set.ranges = (sp_oidx_range *)(uintptr_t)ranges;
+  set.nranges = nranges;
+  rv = sp_oidx_copy_set(&store->mem, &log->idx, &set);
+  if (rv != 0) {
+    return rv;
+  }
+  log->pruned_through = base;
+  memcpy(log->pruned_hash, base_link, SP_HASH_LEN);
+  log->epoch = epoch;
+  return 0;
 }

@@ -62,6 +62,9 @@ struct sp_sqlite_store {
    * and the table must not change under it, so only the one-row queries
    * (bounds, hash_at, state) are allowed from inside a sink. */
   int reading;
+  /* The snapshot sink's side database (<path>-snapin), opened on first
+   * use (sp_sqlite_snap.c). */
+  sqlite3 *snapin;
 };
 
 /* -- transactions -- */
@@ -149,6 +152,17 @@ int sp_sqlite_outbox_retire(sp_sqlite_store *s, const sp_entry *entries,
 /* Inside reset's transaction, before the rows go: put back into the
  * outbox the outbox device's rows above `applied`. */
 int sp_sqlite_outbox_put_back(sp_sqlite_store *s, sp_seq applied);
+
+/* Inside a snapshot install's transaction, with the new committed set
+ * already in sync_origin_range and the discarded rows still in sync_log:
+ * the full-sync outbox rules (sys/store.h): put back this device's
+ * discarded writes the new set lacks, retire the items it holds, raise
+ * next_origin above the device's highest in it. */
+int sp_sqlite_outbox_full_sync(sp_sqlite_store *s);
+
+/* Tests only: called after each row a snapshot install inserts (with the
+ * count so far), inside the install's transaction; NULL: none. */
+void sp_sqlite_snap_set_test_hook(void (*fn)(uint64_t rows));
 
 /* Fill the version 3 callbacks of `out`. */
 void sp_sqlite_outbox_vtable(sp_store *out);

@@ -398,6 +398,82 @@ int sp_sqlite_outbox_put_back(sp_sqlite_store *s, sp_seq applied) {
   return rv == 0 ? obox_put(s, &m) : rv;
 }
 
+/* Run `sql` (bound: ?1 = `device` if not NULL) once, prepared here: the
+ * full-sync statements are rare. */
+static int run_once(sp_sqlite_store *s, const char *sql,
+                    const sp_uuid *device, sqlite3_int64 *value) {
+  sqlite3_stmt *q = NULL;
+  int rc;
+
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) {
+    sqlite3_finalize(q);
+    return SP_ERR_STORE;
+  }
+  if (device) {
+    sqlite3_bind_blob(q, 1, device->bytes, 16, SQLITE_STATIC);
+  }
+  rc = sqlite3_step(q);
+  if (rc == SQLITE_ROW && value) {
+    *value = sqlite3_column_int64(q, 0);
+  }
+  sqlite3_finalize(q);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SP_ERR_STORE;
+}
+
+int sp_sqlite_outbox_full_sync(sp_sqlite_store *s) {
+  sqlite3_stmt *st;
+  sqlite3_int64 high = 0;
+  obox_meta m;
+  int rv;
+
+  rv = obox_get(s, &m);
+  if (rv == 0 && m.has_device) {
+    /* The discarded log's writes of this device the new history never
+     * held must be proposed again. */
+    rv = run_once(s,
+                  "INSERT OR IGNORE INTO sync_outbox(" "origin_seq, device_id,"
+                  " timestamp, model_type, record_id, change_type, version,"
+                  " data) SELECT origin_seq, device_id, timestamp,"
+                  " model_type, record_id, change_type, version, data"
+                  " FROM sync_log l WHERE l.device_id = ?1"
+                  " AND l.origin_seq != 0 AND NOT EXISTS (SELECT 1 FROM"
+                  " sync_origin_range r WHERE r.device = l.device_id"
+                  " AND r.lo <= l.origin_seq AND r.hi >= l.origin_seq)",
+                  &m.device, NULL);
+  }
+  if (rv == 0) {
+    /* Items the new history holds are committed: nothing to propose. */
+    rv = run_once(s,
+                  "DELETE FROM sync_outbox WHERE EXISTS (SELECT 1 FROM"
+                  " sync_origin_range r WHERE r.device ="
+                  " sync_outbox.device_id AND r.lo <= sync_outbox.origin_seq"
+                  " AND r.hi >= sync_outbox.origin_seq)",
+                  NULL, NULL);
+  }
+  if (rv == 0 && m.has_device) {
+    rv = run_once(s,
+                  "SELECT COALESCE(MAX(hi), 0) FROM sync_origin_range"
+                  " WHERE device = ?1",
+                  &m.device, &high);
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  st = s->st[ST_OBOX_TOTALS];
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    m.items = (uint64_t)sqlite3_column_int64(st, 0);
+    m.bytes = (uint64_t)sqlite3_column_int64(st, 1);
+    raise_next(&m, (uint64_t)sqlite3_column_int64(st, 3));
+  } else {
+    rv = SP_ERR_STORE;
+  }
+  sqlite3_reset(st);
+  if (high > 0) {
+    raise_next(&m, (uint64_t)high);
+  }
+  return rv == 0 ? obox_put(s, &m) : rv;
+}
+
 /* -- vtable -- */
 
 static int vt_append(const sp_entry *entries, size_t n, sp_seq *first,

@@ -593,6 +593,7 @@ static void store_free(sp_sqlite_store *s) {
   }
   sqlite3_finalize(s->ack_save);
   sqlite3_finalize(s->ack_load);
+  sqlite3_close(s->snapin);
   sqlite3_close(s->db);
   sp_free(&m, s);
 }
