@@ -439,6 +439,25 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
                (unsigned long long)ev->origin_seq, ev->error_code);
     }
     break;
+  case SP_EVENT_SNAPSHOT_PROGRESS:
+    if (ev->snapshot.chunks_done > ev->snapshot.chunk_count ||
+        ev->snapshot.bytes_done > ev->snapshot.bytes_total) {
+      fsu_fail("snapshot progress past its totals");
+    }
+    break;
+  case SP_EVENT_SNAPSHOT_INSTALLED:
+    if (ev->to_sequence != st.applied) {
+      fsu_fail("snapshot installed at %llu, the store holds %llu",
+               (unsigned long long)ev->to_sequence,
+               (unsigned long long)st.applied);
+    }
+    break;
+  case SP_EVENT_SNAPSHOT_FAILED:
+    if (ev->error_code != SP_ERR_SNAPSHOT_FAILED &&
+        ev->error_code != SP_ERR_SNAPSHOT_TOO_LARGE) {
+      fsu_fail("snapshot failed with %s", sp_err_name(ev->error_code));
+    }
+    break;
   default:
     break;
   }

@@ -266,6 +266,9 @@ static void l_check_event(fsu_world *w, const sp_event *ev) {
   case SP_EVENT_STORE_FAILED:
   case SP_EVENT_STORE_RECOVERED:
   case SP_EVENT_SUBMISSION_REFUSED:
+  case SP_EVENT_SNAPSHOT_PROGRESS:
+  case SP_EVENT_SNAPSHOT_INSTALLED:
+  case SP_EVENT_SNAPSHOT_FAILED:
     fsu_fail("the leader reported follower event %d", (int)ev->type);
   case SP_EVENT_ENTRIES_APPENDED:
     if (ev->from_sequence >= ev->to_sequence ||

@@ -704,7 +704,7 @@ static int e_event(const sp_event *ev, void *ud) {
     fsu_fail("event %d outside any call into the node", (int)ev->type);
   }
   if (ev->type < SP_EVENT_PEER_CONNECTED ||
-      ev->type > SP_EVENT_ENTRIES_APPENDED) {
+      ev->type > SP_EVENT_SNAPSHOT_FAILED) {
     fsu_fail("event type %d unknown", (int)ev->type);
   }
   if (ev->type != SP_EVENT_ERROR && !sp_uuid_equal(&ev->library_id, &fsu_lib)) {

@@ -18,6 +18,7 @@
 #include "sync_protocol/uuid.h"
 #include "sp_buf.h"
 #include "sp_rand.h"
+#include "sp_snapshot.h"
 #include "sp_writer.h"
 
 typedef struct sp_session sp_session;
@@ -64,6 +65,16 @@ typedef struct sp_lsess {
   /* The last SyncRequired queued on this stream (reason 0: none). */
   sp_sync_reason sync_told;
   sp_seq sync_told_seq;
+  /* Snapshots (sp_snap_serve.c): the follower asked for one on this
+   * stream (its fetches credit no ack from then on); the snapshot whose
+   * manifest is still being prepared for it; the chunks it asked for and
+   * not yet sent, [snap_next, snap_end) of snap_id. */
+  int snap_active;
+  int snap_preparing;
+  uint8_t snap_prep_id[SP_SNAPSHOT_ID_LEN];
+  uint8_t snap_id[SP_SNAPSHOT_ID_LEN];
+  uint64_t snap_next;
+  uint64_t snap_end;
 } sp_lsess;
 
 /* Follower side of a session: the fetch pipeline. */
@@ -87,6 +98,10 @@ typedef struct sp_fsess {
   int caught_up_reported;
   /* When the stream became the follower's leader stream. */
   sp_tstamp attached_at;
+  /* Snapshot recovery (sp_recover.c): the leader's SyncRequired on this
+   * stream let the recovery run on it; the verify fetch went out. */
+  int snap_on;
+  int snap_verify_sent;
 } sp_fsess;
 
 /* What a peer can make a node hold on incoming streams no first frame has
@@ -116,10 +131,10 @@ struct sp_session {
   unsigned heard : 1;           /* a whole frame arrived from the peer */
   unsigned hello_pending : 1;   /* a Heartbeat must open the stream */
   unsigned heartbeat_due : 1;
-  /* A Heartbeat carrying features (SP_FEATURES_SUPPORTED) must go out
-   * before anything else: a follower sets it when a stream to its leader
-   * attaches (its store has the write path), a leader when the peer's
-   * features negotiated writes.  Once one went out (`advertised`), every
+  /* A Heartbeat carrying features (sp_handler_local_features) must go
+   * out before anything else: a follower sets it when a stream to its
+   * leader attaches (it has any), a leader when the peer's features
+   * negotiated some.  Once one went out (`advertised`), every
    * later Heartbeat of the stream carries features too. */
   unsigned features_pending : 1;
   unsigned advertised : 1;
@@ -174,7 +189,10 @@ typedef enum sp_fstate {
   /* A stream to the leader exists (connecting or connected). */
   SP_F_CONNECTED,
   /* Stopped by SyncRequired until sp_handler_resync_done. */
-  SP_F_SYNC_REQUIRED
+  SP_F_SYNC_REQUIRED,
+  /* Stopped by SyncRequired, recovering by snapshot on the leader
+   * stream (sp_recover.c): for the log as SP_F_SYNC_REQUIRED. */
+  SP_F_RECOVERING
 } sp_fstate;
 
 struct sp_handler {
@@ -229,6 +247,28 @@ struct sp_handler {
   /* The write path: outbox, proposals on the leader stream, commit
    * waits (sp_writer.c). */
   sp_writer w;
+
+  /* Snapshots: the configured vtables (copies; has_*: configured). */
+  sp_snapshot_source snap_source;
+  sp_snapshot_sink snap_sink;
+  int has_snap_source;
+  int has_snap_sink;
+  /* Follower (sp_recover.c): the engine (with a sink); a recovery ran
+   * since the handler was created; the request owed is held back until
+   * snap_retry_at (snap_retry_armed); after a failure no recovery starts
+   * before snap_fail_until, and snap_wake_at reconnects then (once);
+   * the highest leader epoch seen while the log was not ours to write. */
+  sp_snap_fol snap;
+  int snap_used;
+  int snap_retry_armed;
+  sp_tstamp snap_retry_at;
+  sp_tstamp snap_fail_until;
+  sp_tstamp snap_wake_at;
+  sp_duration snap_fail_backoff;
+  uint64_t snap_epoch_seen;
+  /* Leader (sp_snap_serve.c): the open snapshots, during a term. */
+  sp_snap_srv snap_srv;
+  int snap_srv_live;
 };
 
 /* ---- node ---- */
@@ -401,6 +441,55 @@ int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first);
 /* The handler's timers, whatever its role (the node's expiry). */
 sp_tstamp sp_handler_expiry(const sp_handler *h);
 void sp_handler_expire(sp_handler *h, sp_tstamp now);
+
+/* What this handler advertises (SP_FEATURE_*): writes if its store has
+ * the write path, snapshots if its role's vtable is configured. */
+uint64_t sp_handler_local_features(const sp_handler *h);
+
+/* ---- snapshot recovery: the follower's side (sp_recover.c) ---- */
+
+/* A sink is configured: prepare the engine.  Never fails. */
+void sp_recover_init(sp_handler *h);
+void sp_recover_free(sp_handler *h);
+/* The leader's SyncRequired on `s` may start (or continue) a recovery:
+ * 1 if it does, leaving the stream to it; 0 to stop as without a sink.
+ * `starts` is set to 1 if a new one starts (the caller reports the
+ * SyncRequired then). */
+int sp_recover_wanted(sp_session *s, int *starts);
+void sp_recover_begin(sp_session *s);
+/* A snapshot message, or an EntriesResponse / SyncRequired while
+ * recovering (the verify fetch's answer). */
+void sp_recover_on_msg(sp_session *s, const sp_msg *msg);
+int sp_recover_next_frame(sp_session *s);
+sp_tstamp sp_recover_session_expiry(const sp_session *s);
+void sp_recover_session_expire(sp_session *s, sp_tstamp now);
+/* The stream is closing: a recovery it carried waits for the next. */
+void sp_recover_detach(sp_session *s);
+/* Drop a recovery under way (the sink's pending snapshot stays). */
+void sp_recover_abandon(sp_handler *h);
+sp_tstamp sp_recover_expiry(const sp_handler *h);
+void sp_recover_expire(sp_handler *h, sp_tstamp now);
+/* sp_follower.c: start over on a fresh stream from what the store holds
+ * (sp_handler_resync_done, an installed snapshot).  Returns 0 or why no
+ * stream could be opened (a reconnect is scheduled then). */
+int sp_follower_resync(sp_handler *h);
+
+/* ---- snapshot serving: the leader's side (sp_snap_serve.c) ---- */
+
+/* A term starts / ends (`forget` 0 only when the handler is deleted). */
+int sp_snap_serve_start(sp_handler *h);
+void sp_snap_serve_stop(sp_handler *h, int forget);
+void sp_snap_serve_on_request(sp_session *s,
+                              const sp_msg_snapshot_request *req);
+void sp_snap_serve_on_fetch(sp_session *s, const sp_msg_snapshot_fetch *f);
+/* One SnapshotChunk, if the stream has chunks owed: 1 if queued. */
+int sp_snap_serve_next_frame(sp_session *s);
+sp_tstamp sp_snap_serve_expiry(const sp_handler *h);
+void sp_snap_serve_expire(sp_handler *h, sp_tstamp now);
+/* The lowest S of the open snapshots (UINT64_MAX: none), and whether
+ * `since` is the S of one (its fetches are never refused for the cap). */
+sp_seq sp_snap_serve_floor(const sp_handler *h);
+int sp_snap_serve_pins(const sp_handler *h, sp_seq since);
 
 /* ---- waits (sp_waits.c) ---- */
 

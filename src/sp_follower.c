@@ -221,6 +221,7 @@ void sp_follower_detach(sp_session *s) {
 
   sp_free(&h->node->mem, s->u.f.ring);
   s->u.f.ring = NULL;
+  sp_recover_detach(s);
   if (h->leader != s) {
     return;
   }
@@ -415,7 +416,13 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
                       (unsigned long long)h->st.epoch);
     return -1;
   }
-  if (epoch > h->st.epoch && h->fstate != SP_F_SYNC_REQUIRED) {
+  if (epoch > h->st.epoch &&
+      (h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING)) {
+    /* Written once the log is ours again (an installed snapshot). */
+    if (epoch > h->snap_epoch_seen) {
+      h->snap_epoch_seen = epoch;
+    }
+  } else if (epoch > h->st.epoch) {
     int rv = h->store.apply(NULL, NULL, 0, epoch, h->store.user_data);
     if (rv != 0) {
       store_failed(h, &s->peer, rv, "epoch record");
@@ -459,6 +466,12 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
       h->leader_latest = msg->u.heartbeat.current_sequence;
     }
     if (msg->u.heartbeat.has_features) {
+      /* Snapshots need no outbox: negotiated here, writes by the
+       * writer (which sets the same bits when it negotiates). */
+      if (h->leader == s && s->advertised) {
+        s->features |= msg->u.heartbeat.features &
+                       sp_handler_local_features(h) & SP_FEATURE_SNAPSHOT;
+      }
       sp_writer_on_features(s, msg);
     }
     break;
@@ -467,10 +480,22 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     break;
   case SP_MSG_ENTRIES_RESPONSE:
     if (h->fstate == SP_F_CONNECTED) {
+      /* This leader serves us incrementally: no snapshot needed. */
+      sp_recover_abandon(h);
       on_page(s, &msg->u.entries_response);
+    } else if (h->fstate == SP_F_RECOVERING) {
+      sp_recover_on_msg(s, msg);
     }
     break;
+  case SP_MSG_SNAPSHOT_MANIFEST:
+  case SP_MSG_SNAPSHOT_CHUNK:
+    sp_recover_on_msg(s, msg);
+    break;
   case SP_MSG_SYNC_REQUIRED:
+    if (h->fstate == SP_F_RECOVERING) {
+      sp_recover_on_msg(s, msg);
+      break;
+    }
     if (h->fstate != SP_F_CONNECTED) {
       break;
     }
@@ -484,8 +509,16 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
       sp_session_close(s, SP_ERR_UNEXPECTED);
       break;
     }
-    enter_sync_required(s, msg->u.sync_required.reason,
-                        &msg->u.sync_required);
+    {
+      int starts = 1, recover = sp_recover_wanted(s, &starts);
+      if (starts) {
+        enter_sync_required(s, msg->u.sync_required.reason,
+                            &msg->u.sync_required);
+      }
+      if (recover) {
+        sp_recover_begin(s);
+      }
+    }
     break;
   default:
     break;
@@ -514,6 +547,9 @@ int sp_follower_next_frame(sp_session *s) {
   sp_msg msg;
   sp_range *slot;
 
+  if (h->fstate == SP_F_RECOVERING) {
+    return sp_recover_next_frame(s);
+  }
   memset(&msg, 0, sizeof(msg));
   if (h->st.applied > f->acked_sent && h->fstate != SP_F_SYNC_REQUIRED) {
     msg.type = SP_MSG_ACKNOWLEDGE;
@@ -526,12 +562,12 @@ int sp_follower_next_frame(sp_session *s) {
   }
   msg.type = SP_MSG_FETCH_ENTRIES;
   msg.u.fetch_entries.limit = h->cfg.fetch_limit;
-  if (sp_store_has_writes(&h->store)) {
+  msg.u.fetch_entries.features = sp_handler_local_features(h);
+  if (msg.u.fetch_entries.features) {
     /* On every fetch, not only in our first Heartbeat (which may be
      * lost): a leader that speaks writes then knows before it serves any
      * page that entries must keep their origin ids. */
     msg.u.fetch_entries.has_features = 1;
-    msg.u.fetch_entries.features = SP_FEATURES_SUPPORTED;
   }
   if (!f->resume_sent) {
     /* The first fetch of a stream proves where the follower stands: at
@@ -565,8 +601,12 @@ static sp_tstamp fetch_stall_at(const sp_session *s) {
 
 sp_tstamp sp_follower_session_expiry(const sp_session *s) {
   sp_tstamp fetch = fetch_stall_at(s), propose = sp_writer_stall_at(s);
+  sp_tstamp snap = sp_recover_session_expiry(s);
 
-  return fetch < propose ? fetch : propose;
+  if (propose < fetch) {
+    fetch = propose;
+  }
+  return snap < fetch ? snap : fetch;
 }
 
 void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
@@ -578,6 +618,8 @@ void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
      * a new stream proposes it again. */
     sp_log(s->node, SP_LOG_WARN, "proposals were not answered");
     sp_session_close(s, SP_ERR_STALLED);
+  } else {
+    sp_recover_session_expire(s, now);
   }
 }
 
@@ -604,12 +646,14 @@ void sp_follower_stop(sp_handler *h) {
    * streams below neither reports a lost connection nor reconnects. */
   request_done(h, SP_ERR_CANCELED);
   h->fstate = SP_F_DISCONNECTED;
+  sp_recover_abandon(h);
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }
 }
 
 void sp_follower_expire(sp_handler *h, sp_tstamp now) {
+  sp_recover_expire(h, now);
   if (h->fstate == SP_F_DISCONNECTED && !h->leader && now >= h->reconnect_at) {
     (void)connect_leader(h);
   }
@@ -619,7 +663,7 @@ sp_tstamp sp_follower_expiry(const sp_handler *h) {
   if (h->fstate == SP_F_DISCONNECTED && !h->leader) {
     return h->reconnect_at;
   }
-  return SP_TSTAMP_MAX;
+  return sp_recover_expiry(h);
 }
 
 /* ---- public follower API ---- */
@@ -632,7 +676,7 @@ int sp_handler_request_entries(sp_handler *h, sp_seq since, sp_request_cb cb,
     return SP_ERR_INVALID_ARGUMENT;
   }
   if (h->role != SP_ROLE_FOLLOWER || h->request_cb ||
-      h->fstate == SP_F_SYNC_REQUIRED) {
+      h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING) {
     return SP_ERR_INVALID_STATE;
   }
   /* Judged against what this handler holds (sp_handler_get_status),
@@ -671,13 +715,21 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
   if (!h) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  if (h->role != SP_ROLE_FOLLOWER || h->fstate != SP_F_SYNC_REQUIRED) {
+  if (h->role != SP_ROLE_FOLLOWER ||
+      (h->fstate != SP_F_SYNC_REQUIRED && h->fstate != SP_F_RECOVERING)) {
     return SP_ERR_INVALID_STATE;
   }
   h->node->now = now;
   if (h->store.state(&h->st, h->store.user_data) != 0) {
     return SP_ERR_STORE;
   }
+  /* The host recovered by its own means: a snapshot under way is moot. */
+  sp_recover_abandon(h);
+  (void)sp_follower_resync(h);
+  return sp_node_reap(h->node);
+}
+
+int sp_follower_resync(sp_handler *h) {
   /* Start over on a fresh stream: nothing in flight on the old one can
    * be mistaken for a page of the new state. */
   h->fstate = SP_F_DISCONNECTED;
@@ -689,6 +741,5 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
    * history) that no apply will report. */
   sp_writer_resynced(h);
   h->backoff = 0;
-  (void)connect_leader(h);
-  return sp_node_reap(h->node);
+  return connect_leader(h);
 }

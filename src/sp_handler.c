@@ -28,6 +28,29 @@ void sp_handler_config_default(sp_handler_config *cfg) {
   cfg->outbox_max_bytes = SP_OUTBOX_MAX_BYTES_DEFAULT;
   cfg->propose_window = SP_PROPOSE_WINDOW_DEFAULT;
   cfg->propose_max_bytes = SP_PROPOSE_MAX_BYTES_DEFAULT;
+  cfg->snapshot_window = SP_SNAP_WINDOW_DEFAULT;
+  cfg->snapshot_chunk_size = SP_SNAP_CHUNK_DEFAULT;
+}
+
+/* The snapshot vtables of a version-4 config: checked as the store's. */
+static int check_snapshot_config(const sp_handler_config *c) {
+  const sp_snapshot_source *src = c->snapshot_source;
+  const sp_snapshot_sink *snk = c->snapshot_sink;
+
+  if ((src && (src->version == 0 ||
+               src->version > SP_SNAPSHOT_SOURCE_VERSION)) ||
+      (snk && (snk->version == 0 || snk->version > SP_SNAPSHOT_SINK_VERSION))) {
+    return SP_ERR_VERSION;
+  }
+  if ((src && (!src->open || !src->read || !src->close)) ||
+      (snk && (!snk->pending || !snk->begin || !snk->write_chunk ||
+               !snk->commit || !snk->abort)) ||
+      c->snapshot_window == 0 || c->snapshot_window > SP_MAX_SNAPSHOT_WINDOW ||
+      c->snapshot_chunk_size == 0 ||
+      c->snapshot_chunk_size > SP_SNAPSHOT_CHUNK_MAX) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  return 0;
 }
 
 static int check_config(const sp_handler_config *c, const sp_store *st) {
@@ -43,6 +66,12 @@ static int check_config(const sp_handler_config *c, const sp_store *st) {
       c->response_max_bytes == 0 || c->reconnect_min == 0 ||
       c->reconnect_max < c->reconnect_min || c->stall_timeout == 0) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (c->version >= 4) {
+    int rv = check_snapshot_config(c);
+    if (rv != 0) {
+      return rv;
+    }
   }
   /* The write path's bounds (a version-2 config gets the defaults).  The
    * window stays within one Propose's entries: a leader bounds what it
@@ -87,6 +116,7 @@ static void unlink_handler(sp_handler *h) {
 }
 
 static void free_handler(sp_handler *h) {
+  sp_recover_free(h);
   sp_writer_free(h);
   sp_buf_free(&h->hashes);
   sp_free(&h->node->mem, h->frecs);
@@ -116,14 +146,26 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
   h->node = node;
   /* A version-1 config is a shorter struct: copy what it has and give the
    * later fields their defaults. */
-  if (cfg->version >= 3) {
+  if (cfg->version >= 4) {
     h->cfg = *cfg;
   } else {
     sp_handler_config_default(&h->cfg);
     memcpy(&h->cfg, cfg,
-           cfg->version == 2
-               ? offsetof(sp_handler_config, outbox_max_items)
+           cfg->version == 3   ? offsetof(sp_handler_config, snapshot_source)
+           : cfg->version == 2 ? offsetof(sp_handler_config, outbox_max_items)
                : offsetof(sp_handler_config, registry_refresh_interval));
+  }
+  /* The vtables are copied: the host's structs may go away. */
+  if (h->cfg.snapshot_source) {
+    h->snap_source = *h->cfg.snapshot_source;
+    h->has_snap_source = 1;
+    h->cfg.snapshot_source = &h->snap_source;
+  }
+  if (h->cfg.snapshot_sink) {
+    h->snap_sink = *h->cfg.snapshot_sink;
+    h->has_snap_sink = 1;
+    h->cfg.snapshot_sink = &h->snap_sink;
+    sp_recover_init(h);
   }
   /* An older store is a shorter struct: copy only what it has (the
    * calloc left the later callbacks NULL). */
@@ -161,6 +203,8 @@ void sp_handler_del(sp_handler *h) {
     return;
   }
   node = h->node;
+  /* Before the term ends: a restarted leader may reopen them. */
+  sp_snap_serve_stop(h, 0);
   stop_role(h);
   /* The waits end before the handler does (their callbacks get it). */
   sp_writer_cancel_waits(h);
@@ -194,12 +238,25 @@ int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
   } else {
     out->sequence = h->st.applied;
     out->leader_latest = h->leader_latest;
-    out->sync_required = h->fstate == SP_F_SYNC_REQUIRED;
+    out->sync_required =
+        h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING;
   }
   for (s = h->sessions; s; s = s->hnext) {
     out->connected_peers += s->connected_event && !s->dead;
   }
   return 0;
+}
+
+uint64_t sp_handler_local_features(const sp_handler *h) {
+  uint64_t f = 0;
+
+  if (sp_store_has_writes(&h->store)) {
+    f |= SP_FEATURE_WRITES;
+  }
+  if (h->role == SP_ROLE_LEADER ? h->has_snap_source : h->has_snap_sink) {
+    f |= SP_FEATURE_SNAPSHOT;
+  }
+  return f;
 }
 
 sp_tstamp sp_handler_backoff(sp_handler *h, sp_duration *backoff) {
@@ -222,6 +279,7 @@ void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer) {
   sp_log(h->node, SP_LOG_WARN, "epoch %llu met epoch %llu: stepping down",
          (unsigned long long)h->epoch, (unsigned long long)epoch);
   h->stepped_down = 1;
+  sp_snap_serve_stop(h, 1);
   while (h->sessions) {
     sp_session_close(h->sessions, SP_ERR_STALE_EPOCH);
   }

@@ -464,7 +464,10 @@ static sp_sync_reason unservable(sp_handler *h, sp_seq since) {
   if (since < h->bounds.pruned_through) {
     return SP_SYNC_BEHIND_RETENTION;
   }
-  if (h->cfg.retention_cap && h->bounds.latest - since > h->cfg.retention_cap) {
+  /* An open snapshot's S is served whatever the cap: that is where its
+   * follower verifies and resumes. */
+  if (h->cfg.retention_cap && h->bounds.latest - since > h->cfg.retention_cap &&
+      !sp_snap_serve_pins(h, since)) {
     return SP_SYNC_RETENTION_CAP;
   }
   return 0;
@@ -499,18 +502,17 @@ static void resend_from(sp_session *s, sp_seq since, sp_seq end) {
 }
 
 /* The follower advertised features, in a Heartbeat or a FetchEntries
- * (whichever came first; later ones change nothing): writes are
- * negotiated when it advertised them and this leader's store can append
- * them; then one Heartbeat with our features (and its origin_high)
- * answers, ahead of any page not yet built. */
+ * (whichever came first; later ones change nothing): the stream has
+ * those it advertised and this leader has too (writes: a store that can
+ * append them; snapshots: a source); then one Heartbeat with our features
+ * (and its origin_high) answers, ahead of any page not yet built. */
 static void negotiate(sp_session *s, uint64_t peer) {
-  sp_handler *h = hof(s);
+  uint64_t both = peer & sp_handler_local_features(hof(s));
 
-  if (s->features || !(peer & SP_FEATURE_WRITES) ||
-      !sp_store_has_writes(&h->store)) {
+  if (s->features || both == 0) {
     return;
   }
-  s->features = peer & SP_FEATURES_SUPPORTED;
+  s->features = both;
   s->features_pending = 1;
 }
 
@@ -557,9 +559,11 @@ static void on_fetch(sp_session *s, const sp_msg_fetch_entries *m) {
     queue_sync_required(s, why, m->since_sequence);
     return;
   }
-  if (m->since_hash_len == SP_HASH_LEN && s->rec) {
+  if (m->since_hash_len == SP_HASH_LEN && s->rec && !l->snap_active) {
     /* A resume point the chain vouches for is the follower's durable
-     * position: count it as an acknowledgement. */
+     * position: count it as an acknowledgement.  Not on a stream that
+     * asked for a snapshot: its fetch since S checks a snapshot not yet
+     * installed. */
     credit(h, s->rec, m->since_sequence);
     l->acked = m->since_sequence;
     l->has_acked = 1;
@@ -669,6 +673,12 @@ void sp_leader_on_msg(sp_session *s, const sp_msg *msg) {
     break;
   case SP_MSG_PROPOSE:
     sp_admit_on_propose(s, &msg->u.propose);
+    break;
+  case SP_MSG_SNAPSHOT_REQUEST:
+    sp_snap_serve_on_request(s, &msg->u.snapshot_request);
+    break;
+  case SP_MSG_SNAPSHOT_FETCH:
+    sp_snap_serve_on_fetch(s, &msg->u.snapshot_fetch);
     break;
   case SP_MSG_HEARTBEAT:
     if (msg->u.heartbeat.role == SP_ROLE_LEADER) {
@@ -1020,6 +1030,9 @@ int sp_leader_next_frame(sp_session *s) {
     }
     return serve_page(s);
   }
+  if (sp_snap_serve_next_frame(s)) {
+    return 1;
+  }
   if (h->cfg.push_inline && l->follower_current &&
       h->bounds.latest > l->sent_through) {
     /* The follower holds everything up to sent_through: the new entries
@@ -1061,6 +1074,9 @@ int sp_leader_start(sp_handler *h) {
    * anything its host submits in the term. */
   sp_admit_drain_at_start(h);
   rv = refresh_bounds(h);
+  if (rv == 0) {
+    rv = sp_snap_serve_start(h);
+  }
   if (rv != 0) {
     return rv;
   }
@@ -1081,6 +1097,7 @@ int sp_leader_start(sp_handler *h) {
 
 void sp_leader_stop(sp_handler *h) {
   sp_admit_drain_stop(h);
+  sp_snap_serve_stop(h, 1);
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }
@@ -1135,6 +1152,9 @@ void sp_leader_expire(sp_handler *h, sp_tstamp now) {
     }
   }
   sp_admit_drain_expire(h, now);
+  if (!h->stepped_down) {
+    sp_snap_serve_expire(h, now);
+  }
   dial_due(h, now);
 }
 
@@ -1150,6 +1170,9 @@ sp_tstamp sp_leader_expiry(const sp_handler *h) {
   }
   if (sp_admit_drain_expiry(h) < t) {
     t = sp_admit_drain_expiry(h);
+  }
+  if (sp_snap_serve_expiry(h) < t) {
+    t = sp_snap_serve_expiry(h);
   }
   for (i = 0; i < h->nfrecs; ++i) {
     const sp_frec *r = &h->frecs[i];
@@ -1281,6 +1304,10 @@ int sp_handler_retention_floor(sp_handler *h, sp_seq *floor) {
     if (acked < f) {
       f = acked;
     }
+  }
+  /* S's link stays while a follower may still install and verify it. */
+  if (sp_snap_serve_floor(h) < f) {
+    f = sp_snap_serve_floor(h);
   }
   *floor = f;
   return 0;

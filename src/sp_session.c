@@ -225,7 +225,8 @@ static int origin_high(sp_session *s, uint64_t *high) {
   sp_seq seq;
 
   *high = 0;
-  if (h->role != SP_ROLE_LEADER) {
+  /* Only writes have an origin_high (a store may have no find_origin). */
+  if (h->role != SP_ROLE_LEADER || !(s->features & SP_FEATURE_WRITES)) {
     return 0;
   }
   return h->store.find_origin(&s->peer, 0, &seq, high, h->store.user_data);
@@ -247,7 +248,7 @@ static int next_frame(sp_session *s) {
         h->role == SP_ROLE_LEADER ? h->bounds.latest : h->st.applied;
     if (s->features_pending || s->advertised) {
       msg.u.heartbeat.has_features = 1;
-      msg.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+      msg.u.heartbeat.features = sp_handler_local_features(h);
       if (origin_high(s, &msg.u.heartbeat.origin_high) != 0) {
         sp_event ev = {0};
         ev.error_code = SP_ERR_STORE;

@@ -65,9 +65,9 @@ void sp_writer_attach(sp_session *s) {
 
   sp_writer_reset_stream(h);
   /* Our Heartbeat with features is the stream's first frame (sp_session.c
-   * sends it before anything else); a store without the outbox says
-   * nothing new, and the leader never learns we could write. */
-  if (sp_store_has_writes(&h->store)) {
+   * sends it before anything else); a store without the outbox and a
+   * follower without a snapshot sink say nothing new. */
+  if (sp_handler_local_features(h) != 0) {
     s->features_pending = 1;
   }
 }
@@ -485,7 +485,7 @@ void sp_writer_on_features(sp_session *s, const sp_msg *msg) {
     sp_session_close(s, SP_ERR_STORE);
     return;
   }
-  s->features = hb->features & SP_FEATURES_SUPPORTED;
+  s->features = hb->features & sp_handler_local_features(h);
   h->w.negotiated = 1;
 }
 

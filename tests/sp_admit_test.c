@@ -719,7 +719,8 @@ static void test_negotiation(void **state) {
   take(&f, id, &s);
   assert_int_equal(s.hb, 1);
   assert_int_equal(s.hb_features, 1);
-  assert_int_equal(s.features, SP_FEATURES_SUPPORTED);
+  /* Ours (no snapshot source) AND the follower's. */
+  assert_int_equal(s.features, SP_FEATURE_WRITES);
   assert_int_equal(s.origin_high, 7);
   /* A second advertisement does not renegotiate. */
   hello(&f, id, &f.P, 1);
@@ -800,7 +801,7 @@ static void test_fetch_negotiates(void **state) {
   fetch_features(&f, id, &f.P, SP_FEATURES_SUPPORTED);
   take(&f, id, &s);
   assert_int_equal(s.hb_features, 1);
-  assert_int_equal(s.features, SP_FEATURES_SUPPORTED);
+  assert_int_equal(s.features, SP_FEATURE_WRITES);
   assert_int_equal(s.origin_high, 7);
   assert_true(s.pages >= 1);
   assert_true(s.page_after_features);

@@ -270,7 +270,7 @@ static size_t sample_messages(sp_msg *out) {
   memset(out[n].u.fetch_entries.since_hash, 0x21, SP_HASH_LEN);
   out[n].u.fetch_entries.since_hash_len = SP_HASH_LEN;
   out[n].u.fetch_entries.has_features = 1;
-  out[n++].u.fetch_entries.features = SP_FEATURES_SUPPORTED;
+  out[n++].u.fetch_entries.features = SP_FEATURE_WRITES;
   msg_init(&out[n], SP_MSG_ENTRIES_RESPONSE);
   out[n].u.entries_response.since_sequence = 2;
   out[n].u.entries_response.through_sequence = 5;
@@ -285,7 +285,7 @@ static size_t sample_messages(sp_msg *out) {
   msg_init(&out[n], SP_MSG_HEARTBEAT);
   out[n].u.heartbeat.current_sequence = 65536;
   out[n].u.heartbeat.has_features = 1;
-  out[n].u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  out[n].u.heartbeat.features = SP_FEATURE_WRITES;
   out[n].u.heartbeat.origin_high = 1000;
   out[n].u.heartbeat.max_frame = 65536;
   out[n++].u.heartbeat.role = SP_ROLE_FOLLOWER;
@@ -1679,7 +1679,7 @@ static void test_fetch_features(void **state) {
   /* Elements after it are skipped. */
   b = add_fields(body, blen, 2, "\xc0\x81\x01\x02", 4);
   assert_int_equal(decode_body(b.p, b.len, &got), 0);
-  assert_true(got.u.fetch_entries.features == SP_FEATURES_SUPPORTED);
+  assert_true(got.u.fetch_entries.features == SP_FEATURE_WRITES);
   free(b.p);
   free(frame);
 }
@@ -1697,7 +1697,7 @@ static void test_heartbeat_optional_elements(void **state) {
   b = keep_fields(body, blen, 6);
   assert_int_equal(decode_body(b.p, b.len, &got), 0);
   assert_int_equal(got.u.heartbeat.has_features, 1);
-  assert_true(got.u.heartbeat.features == SP_FEATURES_SUPPORTED);
+  assert_true(got.u.heartbeat.features == SP_FEATURE_WRITES);
   assert_true(got.u.heartbeat.origin_high == 0);
   free(b.p);
   /* The seed's form: no features. */
@@ -3239,8 +3239,9 @@ static void test_snapshot_vector_hashes(void **state) {
   assert_int_equal(sp_snapshot_chunk_hash(id, 1, c1, 2, h), 0);
   hex_to(v_snap_h1, want);
   assert_memory_equal(h, want, SP_HASH_LEN);
-  /* Nothing negotiates snapshots yet. */
-  assert_int_equal(SP_FEATURES_SUPPORTED & SP_FEATURE_SNAPSHOT, 0);
+  /* This build implements snapshots (advertised per handler). */
+  assert_int_equal(SP_FEATURES_SUPPORTED & SP_FEATURE_SNAPSHOT,
+                   SP_FEATURE_SNAPSHOT);
   assert_int_equal(SP_FEATURE_SNAPSHOT, 0x2);
 }
 

@@ -287,11 +287,12 @@ static size_t heartbeat_len(sp_role role, sp_seq seq) {
   m.epoch = 1;
   m.u.heartbeat.role = role;
   m.u.heartbeat.current_sequence = seq;
-  /* Both stores have the write path: the stream negotiated it, and every
-   * Heartbeat carries the features (a leader's also its frame maximum;
-   * no device submitted, so origin_high is 0). */
+  /* Both stores have the write path (and neither handler a snapshot
+   * vtable): the stream negotiated writes, and every Heartbeat carries
+   * the features (a leader's also its frame maximum; no device submitted,
+   * so origin_high is 0). */
   m.u.heartbeat.has_features = 1;
-  m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  m.u.heartbeat.features = SP_FEATURE_WRITES;
   if (role == SP_ROLE_LEADER) {
     m.u.heartbeat.max_frame = SP_MAX_FRAME_DEFAULT;
   }

@@ -1090,7 +1090,7 @@ static sp_ssize raw_send(uint64_t id, const uint8_t *data, size_t len,
     r->by_type[msg.type]++;
     if (msg.type == SP_MSG_FETCH_ENTRIES &&
         msg.u.fetch_entries.has_features &&
-        msg.u.fetch_entries.features == SP_FEATURES_SUPPORTED) {
+        msg.u.fetch_entries.features == SP_FEATURE_WRITES) {
       r->fetch_with_features++;
     }
     if (msg.type == SP_MSG_PROPOSE) {

@@ -64,11 +64,12 @@ typedef enum sp_msg_type {
 /* Propose / ProposeResult and the entries' origin_seq element. */
 #define SP_FEATURE_WRITES 0x1u
 /* SnapshotRequest / Manifest / Fetch / Chunk (docs/protocol.md,
- * "Snapshots").  Defined, not yet advertised: no session sends or accepts
- * these messages in this version. */
+ * "Snapshots").  A handler advertises it only when it has a snapshot
+ * sink (follower) or source (leader) configured. */
 #define SP_FEATURE_SNAPSHOT 0x2u
-/* The features this build implements. */
-#define SP_FEATURES_SUPPORTED SP_FEATURE_WRITES
+/* The features this build implements (a handler advertises those of
+ * them its store and configuration make usable). */
+#define SP_FEATURES_SUPPORTED (SP_FEATURE_WRITES | SP_FEATURE_SNAPSHOT)
 
 /* Bytes of a snapshot id (random, chosen by the leader). */
 #define SP_SNAPSHOT_ID_LEN 16u

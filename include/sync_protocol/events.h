@@ -109,8 +109,49 @@ typedef enum sp_event_type {
    * this device's drained outbox, or its own sp_handler_submit.  A host
    * that keeps its own state beside the log applies them from here, as a
    * follower's host does on SP_EVENT_ENTRIES_APPLIED. */
-  SP_EVENT_ENTRIES_APPENDED = 16
+  SP_EVENT_ENTRIES_APPENDED = 16,
+  /* Follower with a snapshot sink: a recovery after SyncRequired is under
+   * way (SP_EVENT_SYNC_REQUIRED_RECEIVED came first): a manifest was
+   * accepted, or a chunk was written durably.  `snapshot` says how far. */
+  SP_EVENT_SNAPSHOT_PROGRESS = 17,
+  /* The snapshot is installed: the log stands at `to_sequence` (S) and
+   * incremental sync resumes from S + 1.  The host's state is the
+   * snapshot's: a host that keeps its own state beside the log reloads
+   * it from the sink's result now. */
+  SP_EVENT_SNAPSHOT_INSTALLED = 18,
+  /* The recovery gave up (`error_code`: SP_ERR_SNAPSHOT_FAILED after its
+   * bounded restarts, SP_ERR_SNAPSHOT_TOO_LARGE; `message` says why).
+   * The follower stays stopped by SyncRequired: it tries again by itself
+   * after a backoff (10 minutes, doubling, at most 6 hours), and
+   * sp_handler_resync_done still works for a host that recovers by its
+   * own means. */
+  SP_EVENT_SNAPSHOT_FAILED = 19
 } sp_event_type;
+
+/* Where a snapshot recovery stands (SP_EVENT_SNAPSHOT_*,
+ * sp_handler_snapshot_status). */
+typedef enum sp_snapshot_state {
+  SP_SNAPSHOT_IDLE = 0,        /* none since the handler was created */
+  SP_SNAPSHOT_TRANSFERRING = 1, /* asking, fetching or verifying */
+  SP_SNAPSHOT_INSTALLED = 2,   /* the last one was installed */
+  SP_SNAPSHOT_FAILED = 3       /* the last one gave up */
+} sp_snapshot_state;
+
+typedef struct sp_snapshot_progress {
+  sp_snapshot_state state;
+  /* S of the snapshot being (or last) transferred; 0 before a manifest. */
+  sp_seq sequence;
+  /* Bytes and chunks held durably by the sink, of the totals. */
+  uint64_t bytes_done;
+  uint64_t bytes_total;
+  uint64_t chunks_done;
+  uint64_t chunk_count;
+  /* In this recovery: manifests that resumed with chunks already held
+   * (after a cut, a crash, a leader restart), and restarts from chunk 0
+   * (at most 5, docs/protocol.md 14.8). */
+  uint32_t resumes;
+  uint32_t restarts;
+} sp_snapshot_progress;
 
 typedef struct sp_event {
   sp_event_type type;
@@ -140,6 +181,8 @@ typedef struct sp_event {
   uint64_t epoch;
   /* SP_EVENT_SUBMISSION_*: the submission's origin_seq. */
   uint64_t origin_seq;
+  /* SP_EVENT_SNAPSHOT_*: the recovery's progress. */
+  sp_snapshot_progress snapshot;
 } sp_event;
 
 typedef enum sp_log_level {

@@ -20,6 +20,7 @@
 #include "sync_protocol/mem.h"
 #include "sync_protocol/events.h"
 #include "sync_protocol/sys/store.h"
+#include "sync_protocol/sys/snapshot.h"
 #include "sync_protocol/sys/registry.h"
 #include "sync_protocol/sys/transport.h"
 
@@ -132,9 +133,10 @@ typedef int (*sp_admit_cb)(sp_handler *handler, const sp_uuid *proposer,
                            void *user_data);
 
 /* 2 added registry_refresh_interval; 3 the write path (outbox_max_items
- * to admit_user_data).  An older config gets the defaults of what it
+ * to admit_user_data); 4 snapshots (snapshot_source to
+ * snapshot_max_bytes).  An older config gets the defaults of what it
  * lacks. */
-#define SP_HANDLER_CONFIG_VERSION 3
+#define SP_HANDLER_CONFIG_VERSION 4
 
 typedef struct sp_handler_config {
   /* SP_HANDLER_CONFIG_VERSION; set by sp_handler_config_default. */
@@ -201,6 +203,25 @@ typedef struct sp_handler_config {
    * (the registry still refuses read-only devices). */
   sp_admit_cb admit;
   void *admit_user_data;
+  /* Leader: where snapshots come from (sys/snapshot.h), for followers the
+   * retained log cannot serve any more; NULL: none, such a follower is
+   * told SyncRequired and recovers by its host's means.  Follower: where
+   * a snapshot goes; NULL: SyncRequired stops the follower until
+   * sp_handler_resync_done, as before.  Either vtable is copied by
+   * sp_handler_new (its user_data must outlive the handler); a handler
+   * advertises SP_FEATURE_SNAPSHOT only with the one its role uses. */
+  const sp_snapshot_source *snapshot_source;
+  const sp_snapshot_sink *snapshot_sink;
+  /* Follower: chunks requested and not yet received (8; 1 ..
+   * SP_MAX_SNAPSHOT_WINDOW). */
+  uint32_t snapshot_window;
+  /* Leader: preferred chunk size (1 MiB; 1 .. SP_SNAPSHOT_CHUNK_MAX),
+   * raised when a snapshot would need more chunks than a manifest can
+   * list. */
+  uint32_t snapshot_chunk_size;
+  /* Follower: a snapshot larger than this is refused and the recovery
+   * fails with SP_ERR_SNAPSHOT_TOO_LARGE (0: no limit). */
+  uint64_t snapshot_max_bytes;
 } sp_handler_config;
 
 /* Fill `cfg` with the defaults shown above (role leader, epoch 1). */
@@ -504,6 +525,15 @@ typedef struct sp_handler_status {
 /* Fill `*out`.  Returns 0 or SP_ERR_INVALID_ARGUMENT. */
 SP_API int sp_handler_get_status(const sp_handler *handler,
                                  sp_handler_status *out);
+
+/*
+ * Follower with a snapshot sink: the progress of the snapshot recovery
+ * under way, or of the last one (`out->state` says which).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT, or SP_ERR_NOT_FOUND (no recovery since the
+ * handler was created).
+ */
+SP_API int sp_handler_snapshot_status(const sp_handler *handler,
+                                      sp_snapshot_progress *out);
 
 #ifdef __cplusplus
 }
