@@ -165,6 +165,30 @@ static void installed(sp_session *s) {
   (void)sp_follower_resync(h);
 }
 
+/* What the sink's commit came to (sp_snap_fol_commit's `rv`).  A restart
+ * (bytes the sink can never install, or commits failing in a row) goes
+ * on on this stream: a request for a new snapshot after the engine's
+ * backoff.  The store episode of the failed commits was reported at the
+ * first of them, and no write ended it since. */
+static void committed(sp_session *s, int rv) {
+  sp_handler *h = s->handler;
+  sp_snap_fol *f = &h->snap;
+
+  if (rv != 0) {
+    failed(s, rv, "commit");
+    return;
+  }
+  if (f->state == SP_SNAP_F_DONE) {
+    installed(s);
+    return;
+  }
+  h->snap_retry_armed = 0;
+  sp_log(h->node, SP_LOG_WARN,
+         "snapshot at %llu could not be installed (%s): restarting",
+         (unsigned long long)f->info.sequence, sp_err_name(f->last_error));
+  emit(h, s, SP_EVENT_SNAPSHOT_PROGRESS, 0, NULL);
+}
+
 int sp_recover_wanted(sp_session *s, int *starts) {
   sp_handler *h = s->handler;
 
@@ -203,12 +227,7 @@ void sp_recover_begin(sp_session *s) {
      * leader that a fetch since S checks a snapshot, and it would credit
      * it as our position.  The resume check after the install checks
      * the binding again, against this leader.) */
-    rv = sp_snap_fol_commit(f);
-    if (rv == 0) {
-      installed(s);
-    } else {
-      failed(s, rv, "commit");
-    }
+    committed(s, sp_snap_fol_commit(f));
     return;
   } else if (f->state != SP_SNAP_F_REQUEST && f->state != SP_SNAP_F_VERIFY) {
     rv = sp_snap_fol_reconnect(f);
@@ -226,10 +245,10 @@ static void checked(sp_session *s, int ok) {
 
   s->u.f.snap_verify_sent = 0;
   s->u.f.last_progress = h->node->now;
-  if (rv != 0) {
-    failed(s, rv, "commit");
-  } else if (h->snap.state == SP_SNAP_F_DONE) {
-    installed(s);
+  if (ok) {
+    committed(s, rv);
+  } else if (rv != 0) {
+    failed(s, rv, "check");
   } else {
     sp_log(h->node, SP_LOG_WARN,
            "snapshot at %llu is not on the leader's chain: restarting",

@@ -245,6 +245,22 @@ static int fits(const sp_snap_open *o, uint64_t limit) {
          o->chunk_count <= (limit - SP_SNAP_MANIFEST_OVERHEAD) / SP_HASH_LEN;
 }
 
+/* The snapshot still being prepared that only `dev` uses and that fits
+ * frames of `limit`, if any. */
+static sp_snap_open *preparing_for(sp_snap_srv *s, const sp_uuid *dev,
+                                   uint64_t limit) {
+  size_t i;
+
+  for (i = 0; dev && i < s->n_open; ++i) {
+    sp_snap_open *o = &s->open[i];
+    if (o->n_owners == 1 && owned_by(o, dev) && preparing(o) &&
+        fits(o, limit)) {
+      return o;
+    }
+  }
+  return NULL;
+}
+
 /* The chunk size for `total` bytes: the preferred one, raised until the
  * manifest's hashes fit a frame of `limit`; 0 if even the largest chunk
  * such a frame can carry does not make it fit. */
@@ -279,7 +295,8 @@ static uint32_t pick_chunk_size(const sp_snap_srv *s, uint64_t total,
  * the store must have: NOT_FOUND there is a source lying about S.  A
  * reopened one may have been pruned past since: it is gone
  * (SP_ERR_NOT_FOUND), and the caller makes a new one rather than serve
- * bytes it can no longer vouch for. */
+ * bytes it can no longer vouch for (as it does when a reopened one's
+ * hash no longer matches). */
 static int check_binding(const sp_snap_srv *s, const sp_snap_open *o,
                          int reopen) {
   static const uint8_t zero[SP_HASH_LEN];
@@ -398,6 +415,16 @@ int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
     add_owner(o, owner);
     return answer(o, now, out);
   }
+  /* Cut off before its manifest came, a follower names nothing of the
+   * snapshot prepared for it: it gets that one, work and all, instead of
+   * a new one from zero (else a preparation longer than its stall
+   * timeout would never end).  Not a prepared one: an empty request is
+   * also how a follower restarts away from a snapshot it could not use,
+   * and it has seen no byte of one still preparing. */
+  o = preparing_for(s, owner, limit);
+  if (o) {
+    return answer(o, now, out);
+  }
   /* Two slots under one id would make every later lookup ambiguous. */
   if (find_open(s, new_id)) {
     return SP_ERR_INVALID_ARGUMENT;
@@ -410,6 +437,12 @@ int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
    * new id, cut smaller: reopening its id would only find it again. */
   if (named && s->src->reopen && !found) {
     rv = open_into(s, named, 1, limit, now);
+    /* Kept bytes that are no longer of this log at S (its history
+     * changed since, e.g. the leader installed a snapshot itself) are
+     * gone as surely as pruned ones: a new snapshot instead. */
+    if (rv == SP_ERR_CHAIN_MISMATCH) {
+      rv = SP_ERR_NOT_FOUND;
+    }
   }
   if (rv == SP_ERR_NOT_FOUND) {
     rv = open_into(s, new_id, 0, limit, now);

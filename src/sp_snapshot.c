@@ -84,7 +84,7 @@ int sp_snap_fol_start(sp_snap_fol *f) {
   memset(&f->stats, 0, sizeof(f->stats));
   f->next_write = f->next_fetch = 0;
   f->outstanding = f->stale = 0;
-  f->fails = f->stalls = 0;
+  f->fails = f->stalls = f->commit_fails = 0;
   f->progress_mark = 0;
   f->retry_after = 0;
   f->last_error = 0;
@@ -110,7 +110,7 @@ static int restart(sp_snap_fol *f, int why) {
   sp_free(&f->mem, f->hashes);
   f->hashes = NULL;
   f->next_write = f->next_fetch = 0;
-  f->fails = f->stalls = 0;
+  f->fails = f->stalls = f->commit_fails = 0;
   f->progress_mark = 0;
   f->stats.bytes_done = f->stats.chunks_done = 0;
   if (f->stats.restarts >= SP_SNAP_MAX_RESTARTS) {
@@ -378,14 +378,30 @@ int sp_snap_fol_verify_fetch(const sp_snap_fol *f, sp_msg_fetch_entries *out) {
 }
 
 int sp_snap_fol_commit(sp_snap_fol *f) {
+  int rv;
+
   if (f->state != SP_SNAP_F_COMMIT) {
     return SP_ERR_INVALID_STATE;
   }
-  if (f->sink->commit(f->sink->user_data) != 0) {
-    return SP_ERR_STORE;
+  rv = f->sink->commit(f->sink->user_data);
+  if (rv == 0) {
+    f->commit_fails = 0;
+    f->state = SP_SNAP_F_DONE;
+    return 0;
   }
-  f->state = SP_SNAP_F_DONE;
-  return 0;
+  /* Every chunk matched its hash, yet the sink cannot install them (a
+   * leader's rotten file, bytes its parser refuses): the same bytes
+   * would fail again, a new snapshot may not. */
+  if (rv == SP_ERR_SNAPSHOT_CORRUPT) {
+    return restart(f, SP_ERR_SNAPSHOT_CORRUPT);
+  }
+  /* A store error may pass (a busy database), or never (what the sink
+   * cannot tell from corrupt bytes): bounded like the rest. */
+  if (++f->commit_fails >= SP_SNAP_MAX_COMMIT_FAILS) {
+    return restart(f, SP_ERR_STORE);
+  }
+  f->last_error = SP_ERR_STORE;
+  return SP_ERR_STORE;
 }
 
 int sp_snap_fol_on_chain_checked(sp_snap_fol *f, int ok) {

@@ -26,6 +26,10 @@
 #define SP_SNAP_CHUNK_ATTEMPTS 2u
 /* Resumes in a row that wrote no new chunk before a restart. */
 #define SP_SNAP_MAX_STALLS 5u
+/* Failed commits in a row (SP_ERR_STORE, across reconnects) before the
+ * snapshot restarts: a store that never takes it must not be asked for
+ * ever. */
+#define SP_SNAP_MAX_COMMIT_FAILS 3u
 /* Chunks a follower keeps requested and not yet received, by default. */
 #define SP_SNAP_WINDOW_DEFAULT 8u
 /* Backoff before the request after restart n: base << (n-1), capped. */
@@ -106,6 +110,7 @@ typedef struct sp_snap_fol {
   uint64_t fail_index;
   uint32_t fails;
   uint32_t stalls;
+  uint32_t commit_fails; /* in a row, this snapshot */
   uint64_t progress_mark;
   /* Why the last restart or failure happened (an SP_ERR_*). */
   int last_error;
@@ -135,8 +140,10 @@ int sp_snap_fol_start(sp_snap_fol *f);
 /*
  * The stream carrying the transfer is gone (or the sink failed and the
  * session backed off): a new request is owed, resuming what the sink
- * holds.  A reconnect that follows one without a new durable chunk is a
- * stall; more than SP_SNAP_MAX_STALLS in a row restart the snapshot.
+ * holds; in state COMMIT nothing is owed but the commit, and the state
+ * stays (no second verification: see docs/protocol.md 14.8).  A
+ * reconnect that follows one without a new durable chunk is a stall;
+ * more than SP_SNAP_MAX_STALLS in a row restart the snapshot.
  * Returns 0, SP_ERR_INVALID_STATE (no recovery under way) or
  * SP_ERR_SNAPSHOT_FAILED (restarts exhausted; state FAILED).
  */
@@ -198,14 +205,24 @@ int sp_snap_fol_verify_fetch(const sp_snap_fol *f,
 /*
  * The leader's answer to that fetch: `ok` 1 when it served entries after
  * S (it holds our hash at S), 0 when it said SyncRequired.  ok: the sink
- * commits (state DONE; on failure SP_ERR_STORE, state COMMIT).  Not ok:
- * the snapshot is not of the leader's history: restart.  Returns 0,
- * SP_ERR_INVALID_STATE, SP_ERR_STORE, SP_ERR_SNAPSHOT_FAILED.
+ * commits, as sp_snap_fol_commit.  Not ok: the snapshot is not of the
+ * leader's history: restart (0, state REQUEST).  Returns what
+ * sp_snap_fol_commit returns, or SP_ERR_INVALID_STATE.
  */
 int sp_snap_fol_on_chain_checked(sp_snap_fol *f, int ok);
 
-/* In state COMMIT: try the sink's commit again.  Returns 0 (DONE),
- * SP_ERR_INVALID_STATE or SP_ERR_STORE. */
+/*
+ * In state COMMIT: the sink's commit (again: the state stays COMMIT
+ * across reconnects).  A sink that says the verified bytes can never
+ * install (SP_ERR_SNAPSHOT_CORRUPT) restarts the snapshot at once; other
+ * failures restart it once SP_SNAP_MAX_COMMIT_FAILS came in a row.  A
+ * restart aborts the sink's pending snapshot and owes a request for a
+ * new one after f->retry_after; f->last_error says why.
+ * Returns 0 (state DONE: installed; or state REQUEST: restarted),
+ * SP_ERR_STORE (failed; state COMMIT: try again on a later stream),
+ * SP_ERR_SNAPSHOT_FAILED (that restart was one too many: state FAILED),
+ * SP_ERR_INVALID_STATE.
+ */
 int sp_snap_fol_commit(sp_snap_fol *f);
 
 /* ---- leader ---- */
@@ -278,6 +295,12 @@ void sp_snap_srv_free(sp_snap_srv *s, int forget);
  * A SnapshotRequest from device `owner` (NULL: unknown): the snapshot it
  * names if still open (or reopened by the source), else a new one under
  * `new_id` (random, from the caller).  Idle snapshots are expired first.
+ * A request that names no open snapshot (an empty id, or one not held)
+ * from a device that alone uses a snapshot still being prepared gets
+ * that one (SP_SNAP_PREPARING): cut off before its manifest came, the
+ * follower has nothing of it to name.  A prepared snapshot is never
+ * reused for such a request: an empty id is also how a follower
+ * restarts away from a snapshot it could not use.
  * A request that opens one (new or reopened) first closes (forget 1)
  * every open snapshot `owner` alone used and did not name: a follower
  * runs one transfer at a time, so those are abandoned.  If every slot is
@@ -292,10 +315,11 @@ void sp_snap_srv_free(sp_snap_srv *s, int forget);
  * Returns 0, SP_SNAP_PREPARING, SP_ERR_INVALID_ARGUMENT (`new_id` is
  * already open), SP_ERR_SNAPSHOT_UNAVAILABLE (max_open snapshots in use
  * and none idle long enough to evict, or too large for the frame
- * limit), SP_ERR_CHAIN_MISMATCH (the source's hash at S is not the
- * store's, or the store has no entry at a new snapshot's S; a reopened
- * snapshot whose S was pruned is replaced by a new one), SP_ERR_STORE (a
- * source or hash_at call failed), SP_ERR_NOMEM.
+ * limit), SP_ERR_CHAIN_MISMATCH (a new snapshot's hash at S is not the
+ * store's, or the store has no entry at its S; a reopened snapshot whose
+ * S was pruned, or whose hash at S is no longer the store's, is
+ * forgotten and replaced by a new one), SP_ERR_STORE (a source or
+ * hash_at call failed), SP_ERR_NOMEM.
  */
 int sp_snap_srv_request(sp_snap_srv *s, const sp_msg_snapshot_request *req,
                         const uint8_t new_id[SP_SNAPSHOT_ID_LEN],

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "sp_cluster.h"
+#include "sp_snapshot.h"
 
 #define MS SP_MILLISECONDS
 #define MINUTES (60u * SP_SECONDS)
@@ -238,6 +239,10 @@ typedef struct sink_ctx {
   int breaches;
   /* Fail the next `fail_commits` commits, the next `fail_writes` writes. */
   int fail_commits, fail_writes;
+  /* What a failing commit returns (0: SP_ERR_STORE); commits called; the
+   * snapshot the last failing commit refused. */
+  int commit_rv, commit_calls;
+  uint8_t refused[SP_SNAPSHOT_ID_LEN];
 } sink_ctx;
 
 static int same_info(const sp_snapshot_info *a, const sp_snapshot_info *b) {
@@ -302,9 +307,11 @@ static int k_commit(void *ud) {
   sink_ctx *c = ud;
   int i;
 
+  c->commit_calls++;
   if (c->fail_commits > 0) {
     c->fail_commits--;
-    return SP_ERR_STORE;
+    memcpy(c->refused, c->info.id, SP_SNAPSHOT_ID_LEN);
+    return c->commit_rv ? c->commit_rv : SP_ERR_STORE;
   }
   if (!c->has_pending || c->have != c->info.chunk_count) {
     c->breaches++;
@@ -939,6 +946,84 @@ static void test_commit_failure_retried(void **state) {
   teardown(&f);
 }
 
+/* The sink's commit says the verified bytes can never install
+ * (SP_ERR_SNAPSHOT_CORRUPT): the follower restarts at once with a new
+ * snapshot, on the same stream, and installs that one. */
+static void test_commit_corrupt_restarts(void **state) {
+  fx f;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  f.sink.fail_commits = 1;
+  f.sink.commit_rv = SP_ERR_SNAPSHOT_CORRUPT;
+  open_follower(&f);
+  tc_run_for(&f.t, 10 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 60);
+  assert_int_equal(f.failed, 0);
+  assert_int_equal(f.sink.commit_calls, 2);
+  assert_int_equal(f.sink.commits, 1);
+  assert_memory_not_equal(f.sink.info.id, f.sink.refused, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(f.last.restarts, 1);
+  assert_int_equal(f.src.opens, 2);
+  assert_int_equal(f.sink.writes, 2 * (int)chunk_count(&f));
+  assert_int_equal(f.sink.breaches, 0);
+  /* Not a store failure; one stream carried both snapshots (the one
+   * stream lost is the one the install closes). */
+  assert_int_equal(f.t.dev[F1].counts.ev[SP_EVENT_STORE_FAILED], 0);
+  assert_int_equal(f.t.dev[F1].counts.ev[SP_EVENT_PEER_LOST], 1);
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), 2);
+  /* Progress: a manifest and every chunk, twice, and the restart. */
+  assert_int_equal(f.progress, 2 * ((long)chunk_count(&f) + 1) + 1);
+  follows_incrementally(&f, 60);
+  teardown(&f);
+}
+
+/* A commit that never succeeds: each failure is a store failure (stream
+ * closed, backoff), SP_SNAP_MAX_COMMIT_FAILS in a row restart the
+ * snapshot, and the recovery ends in SNAPSHOT_FAILED after the last
+ * restart, within minutes, instead of committing for ever. */
+static void test_commit_never_succeeds(void **state) {
+  fx f;
+  sp_snapshot_progress p;
+  sp_handler_status hs;
+  const int snapshots = SP_SNAP_MAX_RESTARTS + 1;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  f.sink.fail_commits = 1000000;
+  open_follower(&f);
+  while (!f.failed && f.t.now < 1 * HOURS) {
+    tc_run_for(&f.t, 1 * SP_SECONDS);
+  }
+  print_message("commit never succeeds: failed after %llu s\n",
+                (unsigned long long)(f.t.now / SP_SECONDS));
+  assert_int_equal(f.failed, 1);
+  assert_int_equal(f.last_failed_code, SP_ERR_SNAPSHOT_FAILED);
+  assert_int_equal(f.installed, 0);
+  assert_int_equal(f.sink.commits, 0);
+  assert_int_equal(f.sink.commit_calls,
+                   snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
+  assert_int_equal(f.src.opens, snapshots);
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), snapshots);
+  assert_int_equal(f.sink.has_pending, 0);
+  assert_int_equal(f.sink.breaches, 0);
+  assert_true(f.t.dev[F1].counts.ev[SP_EVENT_STORE_FAILED] >= 1);
+  assert_int_equal(sp_handler_snapshot_status(f.t.dev[F1].h[LIB], &p), 0);
+  assert_int_equal(p.state, SP_SNAPSHOT_FAILED);
+  assert_int_equal(p.restarts, SP_SNAP_MAX_RESTARTS);
+  assert_int_equal(sp_handler_get_status(f.t.dev[F1].h[LIB], &hs), 0);
+  assert_int_equal(hs.sync_required, 1);
+  /* Then quiet until the failure backoff is over. */
+  tc_run_for(&f.t, 4 * MINUTES);
+  assert_int_equal(f.sink.commit_calls,
+                   snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), snapshots);
+  assert_int_equal(tc_applied(&f.t, F1, LIB), 0);
+  assert_int_equal(f.t.fatal, 0);
+  teardown(&f);
+}
+
 /* The host prunes past S while the transfer runs (ignoring the
  * retention floor): the check before commit fails, nothing of that
  * snapshot is installed, and the follower restarts with a new one. */
@@ -1204,6 +1289,8 @@ int main(void) {
       cmocka_unit_test(test_no_sink_gets_sync_required),
       cmocka_unit_test(test_epoch_not_below_seen),
       cmocka_unit_test(test_commit_failure_retried),
+      cmocka_unit_test(test_commit_corrupt_restarts),
+      cmocka_unit_test(test_commit_never_succeeds),
       cmocka_unit_test(test_sink_write_failure_resumes),
       cmocka_unit_test(test_pruned_past_s_restarts),
       cmocka_unit_test(test_resync_done_while_recovering),

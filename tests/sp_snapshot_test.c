@@ -41,6 +41,9 @@ typedef struct tsource {
   int n_kept;
   int opens, reopens, closes, forgets, reads, fail_read;
   int open_handles;
+  /* Reopen reports a hash at S other than the one the snapshot was
+   * opened with (the log's history changed while the host kept it). */
+  int stale_reopen;
   /* S of the next snapshot opened (0: S_SEQ). */
   sp_seq seq;
 } tsource;
@@ -77,6 +80,9 @@ static int src_reopen(const uint8_t id[SP_SNAPSHOT_ID_LEN],
       memset(out, 0, sizeof(*out));
       out->sequence = S_SEQ;
       memcpy(out->hash_at, t->hash, SP_HASH_LEN);
+      if (t->stale_reopen) {
+        out->hash_at[0] ^= 0xff;
+      }
       out->epoch = S_EPOCH;
       out->total_size = t->total;
       *handle = t;
@@ -147,6 +153,8 @@ typedef struct tsink {
   uint8_t *state_bytes;
   int begins, resumed_begins, writes, commits, aborts;
   int fail_write, fail_commit;
+  /* What a failing commit returns (0: -1), and commits called. */
+  int commit_rv, commit_calls;
   /* Aborts with nothing pending; `trusting`: begin resumes whatever is
    * pending without comparing (the library promises it compared). */
   int idle_aborts, trusting;
@@ -209,9 +217,10 @@ static int sink_commit(void *ud) {
 
   assert_true(k->has_pending);
   assert_true(k->have == k->pending.chunk_count);
+  ++k->commit_calls;
   if (k->fail_commit) {
     --k->fail_commit;
-    return -1;
+    return k->commit_rv ? k->commit_rv : -1;
   }
   ++k->commits;
   free(k->state_bytes);
@@ -983,6 +992,132 @@ static void test_sink_failures(void **state) {
   assert_int_equal(f.state, SP_SNAP_F_DONE);
   expect_installed(&k, &t);
   assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* A sink whose commit says the verified bytes can never install
+ * (SP_ERR_SNAPSHOT_CORRUPT): the snapshot restarts at once, aborted, and
+ * a new one (not the one refused) installs. */
+static void test_commit_corrupt_restarts(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  run_out out;
+  uint8_t first[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  k.fail_commit = 1;
+  k.commit_rv = SP_ERR_SNAPSHOT_CORRUPT;
+  run(&f, &s, 100, &plain, &out);
+  assert_int_equal(out.last_rv, 0);
+  assert_int_equal(k.commit_calls, 1);
+  assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+  assert_true(f.need_request);
+  assert_int_equal(f.stats.restarts, 1);
+  assert_int_equal(f.last_error, SP_ERR_SNAPSHOT_CORRUPT);
+  assert_true(f.retry_after == SP_SNAP_BACKOFF_BASE);
+  assert_true(f.stats.chunks_done == 0 && f.stats.bytes_done == 0);
+  assert_false(k.has_pending);
+  assert_int_equal(k.aborts, 1);
+  assert_false(k.installed);
+  memcpy(first, k.pending.id, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
+  run(&f, &s, 200, &plain, &out);
+  assert_int_equal(out.last_rv, 0);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  expect_installed(&k, &t);
+  assert_memory_not_equal(k.state.id, first, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(f.stats.restarts, 1);
+  assert_int_equal(k.commit_calls, 2);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* Failed commits keep state COMMIT across reconnects and a success
+ * before the bound installs; SP_SNAP_MAX_COMMIT_FAILS in a row restart
+ * the snapshot, so a commit that never succeeds ends in FAILED after the
+ * restarts instead of being retried for ever. */
+static void test_commit_failures_bounded(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  run_out out;
+  unsigned i, round;
+  int rv = 0;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  k.fail_commit = SP_SNAP_MAX_COMMIT_FAILS - 1;
+  run(&f, &s, 100, &plain, &out);
+  assert_int_equal(out.last_rv, SP_ERR_STORE);
+  for (i = 1; i < SP_SNAP_MAX_COMMIT_FAILS - 1; ++i) {
+    assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+    assert_int_equal(f.state, SP_SNAP_F_COMMIT);
+    assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_STORE);
+  }
+  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+  assert_int_equal(f.state, SP_SNAP_F_COMMIT);
+  assert_int_equal(sp_snap_fol_commit(&f), 0);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  assert_int_equal(f.stats.restarts, 0);
+  expect_installed(&k, &t);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+
+  /* Never succeeds. */
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, SP_SNAP_MAX_RESTARTS + 1, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  k.fail_commit = 1000000;
+  for (round = 0; round <= SP_SNAP_MAX_RESTARTS; ++round) {
+    run(&f, &s, 1000 + round, &plain, &out);
+    assert_int_equal(out.last_rv, SP_ERR_STORE);
+    assert_int_equal(f.state, SP_SNAP_F_COMMIT);
+    for (i = 1; i < SP_SNAP_MAX_COMMIT_FAILS; ++i) {
+      assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+      rv = sp_snap_fol_commit(&f);
+      if (i + 1 < SP_SNAP_MAX_COMMIT_FAILS) {
+        assert_int_equal(rv, SP_ERR_STORE);
+        assert_int_equal(f.state, SP_SNAP_F_COMMIT);
+      }
+    }
+    assert_int_equal(f.last_error, SP_ERR_STORE);
+    assert_false(k.has_pending);
+    if (round < SP_SNAP_MAX_RESTARTS) {
+      assert_int_equal(rv, 0);
+      assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+      assert_int_equal(f.stats.restarts, round + 1);
+    }
+  }
+  assert_int_equal(rv, SP_ERR_SNAPSHOT_FAILED);
+  assert_int_equal(f.state, SP_SNAP_F_FAILED);
+  assert_int_equal(k.commit_calls,
+                   (SP_SNAP_MAX_RESTARTS + 1) * SP_SNAP_MAX_COMMIT_FAILS);
+  assert_false(k.installed);
+  assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
+  assert_int_equal(sp_snap_fol_reconnect(&f), SP_ERR_INVALID_STATE);
   sp_snap_fol_free(&f);
   sp_snap_srv_free(&s, 0);
   tsink_free(&k);
@@ -1813,6 +1948,119 @@ static void test_preparing(void **state) {
   free(t.bytes);
 }
 
+/* A follower cut off while its snapshot is being prepared has no
+ * manifest, so its sink names nothing (or an old snapshot the leader no
+ * longer has) when it asks again: it gets the snapshot being prepared,
+ * with the work done so far, not a new one from zero.  Once prepared, an
+ * empty request from it is a restart: a new snapshot. */
+static void test_preparing_reused(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  sp_uuid da = dev(1), db = dev(2);
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN], c[SP_SNAPSHOT_ID_LEN];
+  uint8_t d[SP_SNAPSHOT_ID_LEN], z[SP_SNAPSHOT_ID_LEN];
+  int i;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  srv_init(&s, &sv, 0, 0);
+  new_id(a);
+  new_id(b);
+  new_id(c);
+  new_id(d);
+  new_id(z);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s, &req, a, &da, 0, &m),
+                   SP_SNAP_PREPARING);
+  for (i = 0; i < 9; ++i) {
+    assert_int_equal(sp_snap_srv_step(&s, CHUNK, 1), 1);
+  }
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, &da, 2, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 1);
+  assert_int_equal(s.open[0].prepared, 9);
+  assert_int_equal(t.opens, 1);
+  assert_int_equal(t.closes, 0);
+  /* Naming a snapshot the leader does not hold (its sink's old one). */
+  memcpy(req.id, z, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  req.have_chunks = 3;
+  assert_int_equal(sp_snap_srv_request(&s, &req, b, &da, 3, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.opens, 1);
+  /* Another device's empty request is its own snapshot. */
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_request(&s, &req, c, &db, 4, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, c, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(s.n_open, 2);
+  while (sp_snap_srv_step(&s, SIZE_MAX, 5) == 1) {
+  }
+  assert_int_equal(t.reads, 22); /* each chunk of a and c read once */
+  assert_int_equal(sp_snap_srv_manifest(&s, a, 5, &m), 0);
+  assert_memory_equal(m.id, a, SP_SNAPSHOT_ID_LEN);
+  /* Prepared: A's empty request asks for a new snapshot. */
+  assert_int_equal(sp_snap_srv_request(&s, &req, d, &da, 6, &m),
+                   SP_SNAP_PREPARING);
+  assert_memory_equal(m.id, d, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(t.forgets, 1);
+  assert_int_equal(s.n_open, 2);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
+/* A kept snapshot whose hash at S is no longer the log's (the leader's
+ * history changed while the host kept it): the reopen is forgotten and
+ * the request gets a new snapshot, as for one whose S was pruned. */
+static void test_reopen_mismatch_replaced(void **state) {
+  tsource t;
+  sp_snapshot_source sv;
+  sp_snap_srv s;
+  sp_snap_srv_config cfg;
+  sp_msg_snapshot_request req;
+  sp_msg_snapshot_manifest m;
+  thash hc;
+  uint8_t a[SP_SNAPSHOT_ID_LEN], b[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 1);
+  memset(&hc, 0, sizeof(hc));
+  memcpy(hc.h, t.hash, SP_HASH_LEN);
+  memset(&cfg, 0, sizeof(cfg));
+  cfg.chunk_size = CHUNK;
+  cfg.hash_at = thash_at;
+  cfg.hash_ctx = &hc;
+  new_id(a);
+  new_id(b);
+  memset(&req, 0, sizeof(req));
+  assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
+  assert_int_equal(srv_req(&s, &req, a, 0, &m), 0);
+  sp_snap_srv_free(&s, 0); /* leader restart: a is kept */
+  assert_int_equal(t.forgets, 0);
+
+  assert_int_equal(sp_snap_srv_init(&s, &sv, &cfg, NULL), 0);
+  t.stale_reopen = 1;
+  memcpy(req.id, a, SP_SNAPSHOT_ID_LEN);
+  req.id_len = SP_SNAPSHOT_ID_LEN;
+  req.have_chunks = 2;
+  assert_int_equal(srv_req(&s, &req, b, 1, &m), 0);
+  assert_memory_equal(m.id, b, SP_SNAPSHOT_ID_LEN);
+  assert_memory_equal(m.hash_at, hc.h, SP_HASH_LEN);
+  assert_int_equal(t.reopens, 1);
+  assert_int_equal(t.opens, 2);
+  assert_int_equal(t.forgets, 1);
+  assert_int_equal(s.n_open, 1);
+  sp_snap_srv_free(&s, 0);
+  assert_int_equal(t.open_handles, 0);
+  free(t.bytes);
+}
+
 /* Small slices cut chunks across calls and still give the hashes of one
  * big step; two snapshots being prepared take turns, chunk by chunk. */
 static void test_step_slices(void **state) {
@@ -1985,6 +2233,8 @@ int main(void) {
       cmocka_unit_test(test_manifest_inconsistent),
       cmocka_unit_test(test_unexpected_chunks),
       cmocka_unit_test(test_sink_failures),
+      cmocka_unit_test(test_commit_corrupt_restarts),
+      cmocka_unit_test(test_commit_failures_bounded),
       cmocka_unit_test(test_stalls_restart),
       cmocka_unit_test(test_empty_snapshot),
       cmocka_unit_test(test_leader_idle_expiry_and_cap),
@@ -2000,6 +2250,8 @@ int main(void) {
       cmocka_unit_test(test_owners_abandoned),
       cmocka_unit_test(test_evict_lru),
       cmocka_unit_test(test_preparing),
+      cmocka_unit_test(test_preparing_reused),
+      cmocka_unit_test(test_reopen_mismatch_replaced),
       cmocka_unit_test(test_step_slices),
       cmocka_unit_test(test_min_sequence),
       cmocka_unit_test(test_allocation_failures),
