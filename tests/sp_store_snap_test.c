@@ -3,8 +3,11 @@
  * (sys/snapshot.h) through their vtables: round trips between the
  * in-memory and SQLite stores, the full-sync outbox rules, isolation from
  * later appends and prunes, reopen, corruption refused at commit with
- * nothing changed, resume after reopening, and real crashes (SIGKILL)
- * while chunks are written and inside the install.
+ * nothing changed (exactly SP_ERR_SNAPSHOT_CORRUPT, also for bytes the
+ * store cannot hold), an epoch never lowered by an install, a reused id
+ * on the in-memory source, the SQLite side database deleted once empty,
+ * resume after reopening, and real crashes (SIGKILL) while chunks are
+ * written and inside the install.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -26,6 +29,7 @@
 #include "sync_protocol/errors.h"
 #include "sync_protocol/mem_store.h"
 #include "sync_protocol/sqlite_store.h"
+#include "store/sp_logsnap.h"
 #include "store/sp_sqlite_int.h"
 #include "store_test_util.h"
 
@@ -516,7 +520,7 @@ static void corrupt_case(int fsql, const uint8_t *bytes,
     memcpy(bad, bytes, d->total_size);
     bad[pos] ^= (uint8_t)(1u << (pos % 8));
     assert_int_equal(f.sink.abort(f.sink.user_data), 0);
-    assert_int_not_equal(feed(&f, &info, bad), 0);
+    assert_int_equal(feed(&f, &info, bad), SP_ERR_SNAPSHOT_CORRUPT);
     assert_int_equal(f.sink.pending(&got, &have, f.sink.user_data), 0);
     assert_int_equal(have, info.chunk_count);
     take_pic(&f, &after);
@@ -527,7 +531,16 @@ static void corrupt_case(int fsql, const uint8_t *bytes,
   info.total_size = d->total_size - 1;
   info.chunk_count = (info.total_size + chunk - 1) / chunk;
   assert_int_equal(f.sink.abort(f.sink.user_data), 0);
-  assert_int_not_equal(feed(&f, &info, bytes), 0);
+  assert_int_equal(feed(&f, &info, bytes), SP_ERR_SNAPSHOT_CORRUPT);
+  take_pic(&f, &after);
+  assert_pic_equal(&before, &after);
+  /* Good bytes under a manifest that names another epoch. */
+  info = info_of(d, chunk);
+  info.epoch = d->epoch + 1;
+  assert_int_equal(f.sink.abort(f.sink.user_data), 0);
+  assert_int_equal(feed(&f, &info, bytes), SP_ERR_SNAPSHOT_CORRUPT);
+  assert_int_equal(f.sink.pending(&got, &have, f.sink.user_data), 0);
+  assert_int_equal(have, info.chunk_count);
   take_pic(&f, &after);
   assert_pic_equal(&before, &after);
   free(bad);
@@ -545,6 +558,149 @@ static void test_corrupt_refused(void **state) {
   corrupt_case(0, bytes, &d, 1, 128);    /* every byte */
   corrupt_case(1, bytes, &d, 181, 1024); /* a spread, on SQLite */
   free(bytes);
+  side_close(&l);
+}
+
+static int no_ranges(uint64_t from, sp_ls_range_sink sink, void *sink_ctx,
+                     void *ctx) {
+  (void)from;
+  (void)sink;
+  (void)sink_ctx;
+  (void)ctx;
+  return 0;
+}
+
+static int no_rows(sp_seq after, sp_entry_sink sink, void *sink_ctx,
+                   void *ctx) {
+  (void)after;
+  (void)sink;
+  (void)sink_ctx;
+  (void)ctx;
+  return 0;
+}
+
+/* Well-formed bytes of a log pruned to its end at `seq`: no ranges, no
+ * rows. */
+static uint8_t *empty_at(sp_seq seq, sp_snapshot_desc *d) {
+  sp_ls_source src = {no_ranges, no_rows, NULL};
+  sp_ls_writer *w = NULL;
+  sp_ls_header h;
+  uint8_t *bytes;
+
+  memset(&h, 0, sizeof(h));
+  h.sequence = seq;
+  h.base = seq;
+  memset(h.hash_at, 0x42, SP_HASH_LEN);
+  memset(h.base_link, 0x42, SP_HASH_LEN);
+  h.epoch = 5;
+  memset(d, 0, sizeof(*d));
+  d->sequence = seq;
+  memcpy(d->hash_at, h.hash_at, SP_HASH_LEN);
+  d->epoch = h.epoch;
+  d->total_size = sp_ls_total_size(0, 0, 0);
+  assert_int_equal(sp_ls_writer_new(&w, &h, d->total_size, &src, 0, NULL),
+                   0);
+  bytes = malloc(d->total_size);
+  assert_non_null(bytes);
+  assert_int_equal(sp_ls_writer_read(w, 0, bytes, d->total_size), 0);
+  sp_ls_writer_del(w);
+  return bytes;
+}
+
+/* Bytes the format allows but the SQLite file cannot hold (S above
+ * INT64_MAX) can never install: SP_ERR_SNAPSHOT_CORRUPT, nothing changed,
+ * the chunks kept; the same bytes at a smaller S install. */
+static void test_unholdable_refused(void **state) {
+  static const uint64_t box[2] = {1, 52};
+  sp_snapshot_desc d;
+  sp_snapshot_info info;
+  uint64_t have = 0;
+  pic before, after;
+  side f;
+  uint8_t *bytes;
+
+  (void)state;
+  make_follower(&f, 1);
+  take_pic(&f, &before);
+  bytes = empty_at((sp_seq)INT64_MAX + 1, &d);
+  info = info_of(&d, 64);
+  assert_int_equal(feed(&f, &info, bytes), SP_ERR_SNAPSHOT_CORRUPT);
+  assert_int_equal(f.sink.pending(&info, &have, f.sink.user_data), 0);
+  assert_int_equal(have, info.chunk_count);
+  take_pic(&f, &after);
+  assert_pic_equal(&before, &after);
+  assert_outbox(&f, box, 2, 53);
+  free(bytes);
+  bytes = empty_at(1000, &d);
+  info = info_of(&d, 64);
+  assert_int_equal(f.sink.abort(f.sink.user_data), 0);
+  assert_int_equal(feed(&f, &info, bytes), 0);
+  take_pic(&f, &after);
+  assert_int_equal(after.snap.state.applied, 1000);
+  free(bytes);
+  side_close(&f);
+}
+
+/* A snapshot whose epoch is below the follower's never lowers it (an
+ * epoch never goes back, protocol §14.8); a higher one raises it. */
+static void test_epoch_not_lowered(void **state) {
+  (void)state;
+  for (int k = 0; k < 4; ++k) {
+    sp_snapshot_desc d;
+    sp_snapshot_info info;
+    sp_store_state st;
+    side l, f;
+    uint8_t *bytes;
+
+    make_leader(&l, k & 1);
+    make_follower(&f, (k >> 1) & 1);
+    assert_int_equal(f.vt.apply(NULL, NULL, 0, 9, f.vt.user_data), 0);
+    bytes = snapshot_bytes(&l, 1000, &d);
+    assert_int_equal(d.epoch, 7);
+    info = info_of(&d, 1000);
+    assert_int_equal(feed(&f, &info, bytes), 0);
+    assert_int_equal(f.vt.state(&st, f.vt.user_data), 0);
+    assert_int_equal(st.applied, 40);
+    assert_int_equal(st.epoch, 9);
+    if (f.sqlite) {
+      side_reopen(&f);
+      assert_int_equal(f.vt.state(&st, f.vt.user_data), 0);
+      assert_int_equal(st.epoch, 9);
+    }
+    free(bytes);
+    side_close(&l);
+    side_close(&f);
+  }
+}
+
+/* Opening an id the in-memory source keeps while that image is still
+ * open makes a new snapshot without freeing the one in use: the old
+ * handle reads its own bytes until its close. */
+static void test_mem_reused_id_open(void **state) {
+  sp_snapshot_desc d1, d2;
+  void *h1 = NULL, *h2 = NULL;
+  uint8_t *a, *b;
+  side l;
+
+  (void)state;
+  make_leader(&l, 0);
+  assert_int_equal(l.src.open(snap_id, &d1, &h1, l.src.user_data), 0);
+  a = read_all(&l.src, h1, &d1, 100);
+  append_k(&l, 40, 44);
+  assert_int_equal(l.src.open(snap_id, &d2, &h2, l.src.user_data), 0);
+  assert_int_equal(d2.sequence, 44);
+  b = read_all(&l.src, h1, &d1, 77);
+  assert_memory_equal(a, b, d1.total_size);
+  l.src.close(h1, 0, l.src.user_data);
+  free(b);
+  b = read_all(&l.src, h2, &d2, 100);
+  l.src.close(h2, 0, l.src.user_data);
+  /* The id now names the new image. */
+  assert_int_equal(l.src.reopen(snap_id, &d1, &h1, l.src.user_data), 0);
+  assert_memory_equal(&d1, &d2, sizeof(d1));
+  l.src.close(h1, 1, l.src.user_data);
+  free(a);
+  free(b);
   side_close(&l);
 }
 
@@ -739,6 +895,22 @@ static void test_sqlite_sweep(void **state) {
   side_close(&l);
 }
 
+/* Bytes on disk of the SQLite follower's side database (0: none). */
+static int64_t snapin_size(const side *f) {
+  static const char *const tails[] = {"-snapin", "-snapin-wal"};
+  int64_t total = 0;
+
+  for (size_t i = 0; i < 2; ++i) {
+    char p[300];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s%s", f->path, tails[i]);
+    if (stat(p, &st) == 0) {
+      total += (int64_t)st.st_size;
+    }
+  }
+  return total;
+}
+
 /* Megabytes, so the SQLite source prepares its file in many steps and
  * the in-memory writer seeks between its seek points: SQLite to SQLite in
  * 1 MiB chunks, and the in-memory source read backwards after a reopen. */
@@ -747,6 +919,7 @@ static void test_large(void **state) {
   for (int sql = 0; sql < 2; ++sql) {
     sp_snapshot_desc d, d2;
     sp_snapshot_info info;
+    uint64_t have0 = 0;
     side l, f;
     pic before, after;
     void *h;
@@ -781,7 +954,23 @@ static void test_large(void **state) {
     l.src.close(h, 1, l.src.user_data);
     side_open(&f, 1);
     info = info_of(&d, 1 << 20);
-    assert_int_equal(feed(&f, &info, a), 0);
+    if (!sql) {
+      /* An abort gives the side database's space back too. */
+      uint64_t have = 0;
+      assert_int_equal(f.sink.begin(&info, &have, f.sink.user_data), 0);
+      write_chunks(&f, &info, a, 0, info.chunk_count);
+      assert_true(snapin_size(&f) > (int64_t)6 << 20);
+      assert_int_equal(f.sink.abort(f.sink.user_data), 0);
+      assert_true(snapin_size(&f) < (int64_t)1 << 20);
+    }
+    assert_int_equal(f.sink.begin(&info, &have0, f.sink.user_data), 0);
+    write_chunks(&f, &info, a, 0, info.chunk_count);
+    assert_true(snapin_size(&f) > (int64_t)6 << 20);
+    assert_int_equal(f.sink.commit(f.sink.user_data), 0);
+    /* The side database does not keep the snapshot's size (R8). */
+    assert_true(snapin_size(&f) < (int64_t)1 << 20);
+    assert_int_equal(f.sink.pending(&info, &have0, f.sink.user_data),
+                     SP_ERR_NOT_FOUND);
     take_pic(&f, &after);
     assert_pic_equal(&before, &after);
     free(a);
@@ -805,6 +994,9 @@ int main(void) {
       cmocka_unit_test(test_installed_not_pending),
       cmocka_unit_test(test_sqlite_sweep),
       cmocka_unit_test(test_large),
+      cmocka_unit_test(test_unholdable_refused),
+      cmocka_unit_test(test_epoch_not_lowered),
+      cmocka_unit_test(test_mem_reused_id_open),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -103,7 +103,9 @@ SP_API void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count);
  * snapshot v1" (docs/integration.md).  `reopen` finds the image while the
  * store lives (a new handler on the same store resumes transfers);
  * `close` with forget 1 frees it, with forget 0 keeps it: at most 8 kept
- * images, the least recently used dropped first.  The store must outlive
+ * images, the least recently used dropped first.  `open` with an id
+ * already kept makes a new image; one still open stays readable through
+ * its handle until closed.  The store must outlive
  * every handler given the source.
  */
 SP_API void sp_mem_store_snapshot_source(sp_mem_store *store,
@@ -118,7 +120,8 @@ SP_API void sp_mem_store_snapshot_source(sp_mem_store *store,
  * matching the info begun is SP_ERR_SNAPSHOT_CORRUPT and changes
  * nothing) and replaces the log as sp_mem_store_copy_from does (the
  * outbox rules of a full sync); then the store's state is S, link(S) and
- * the snapshot's epoch, and nothing is pending.  The store must outlive
+ * the higher of its old epoch and the snapshot's, and nothing is
+ * pending.  The store must outlive
  * every handler given the sink.
  */
 SP_API void sp_mem_store_snapshot_sink(sp_mem_store *store,

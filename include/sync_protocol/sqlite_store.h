@@ -181,12 +181,15 @@ SP_API int sp_sqlite_store_snapshot_source(sp_sqlite_store *store,
  * The pending snapshot's info and chunks live in a side database
  * `<path>-snapin` (one synchronous=FULL transaction per chunk: a chunk is
  * durable when write_chunk returns, and a restarted process resumes from
- * `pending`).  `commit` parses the chunks in order (anything malformed or
- * not matching the info begun: SP_ERR_SNAPSHOT_CORRUPT) and installs
- * them in ONE transaction on the store's connection: the rows, the
- * committed set, the metadata (applied S, link(S), epoch, prune point)
- * and the full-sync outbox rules (sys/store.h); on any failure nothing
- * changed and the chunks stay pending; after it nothing is pending.  The
+ * `pending`).  `commit` parses the chunks in order (anything malformed,
+ * not matching the info begun, or beyond what the file holds, such as S
+ * above 2^63 - 1: SP_ERR_SNAPSHOT_CORRUPT) and installs them in ONE
+ * transaction on the store's connection: the rows, the committed set, the
+ * metadata (applied S, link(S), the higher of the old epoch and the
+ * snapshot's, prune point) and the full-sync outbox rules (sys/store.h);
+ * on any failure nothing changed and the chunks stay pending; after it
+ * nothing is pending.  Once a commit or abort has emptied the side
+ * database, its files are deleted (the next begin creates it again).  The
  * store must outlive every handler given the sink.  Returns 0,
  * SP_ERR_INVALID_ARGUMENT (NULL, or a database without a file name).
  */

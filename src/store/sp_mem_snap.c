@@ -127,13 +127,17 @@ static msnap *find_snap(mstate *st, const uint8_t *id) {
   return NULL;
 }
 
-static void drop_snap(const sp_mem *mem, mstate *st, msnap *m) {
+static void unlink_snap(mstate *st, msnap *m) {
   for (size_t i = 0; i < st->nsnaps; ++i) {
     if (st->snaps[i] == m) {
       st->snaps[i] = st->snaps[--st->nsnaps];
       break;
     }
   }
+}
+
+static void drop_snap(const sp_mem *mem, mstate *st, msnap *m) {
+  unlink_snap(st, m);
   msnap_free(mem, m);
 }
 
@@ -231,7 +235,14 @@ static int src_open_(sp_mem_store *store, const uint8_t *id,
     return SP_ERR_NOT_FOUND;
   }
   if (m && create) {
-    drop_snap(mem, st, m); /* a reused id: a new snapshot */
+    /* A reused id: a new snapshot.  An image still open elsewhere stays
+     * alive, forgotten, until its last close frees it. */
+    if (m->opens) {
+      unlink_snap(st, m);
+      m->forgotten = 1;
+    } else {
+      drop_snap(mem, st, m);
+    }
     m = NULL;
   }
   if (!m) {
@@ -406,6 +417,8 @@ typedef struct install {
   sp_oidx_range *ranges;
   size_t nranges;
   int based;
+  /* Recorded with the new log: an epoch never goes back (§14.8). */
+  uint64_t epoch;
 } install;
 
 static int inst_header(const sp_ls_header *h, void *ctx) {
@@ -417,6 +430,9 @@ static int inst_header(const sp_ls_header *h, void *ctx) {
     return SP_ERR_SNAPSHOT_CORRUPT;
   }
   in->h = *h;
+  if (in->h.epoch > in->epoch) {
+    in->epoch = in->h.epoch;
+  }
   if (h->range_count) {
     in->ranges = sp_malloc(in->mem, (size_t)h->range_count *
                                         sizeof(*in->ranges));
@@ -430,7 +446,7 @@ static int inst_header(const sp_ls_header *h, void *ctx) {
 static int inst_base(install *in) {
   in->based = 1;
   return sp_mem_store_load_base_(in->fresh, in->h.base, in->h.base_link,
-                                 in->h.epoch, in->ranges, in->nranges);
+                                 in->epoch, in->ranges, in->nranges);
 }
 
 static int inst_range(const sp_oidx_range *r, void *ctx) {
@@ -446,7 +462,7 @@ static int inst_row(const sp_entry *e, const uint8_t link[SP_HASH_LEN],
   int rv = in->based ? 0 : inst_base(in);
 
   if (rv == 0) {
-    rv = in->vt.apply(e, link, 1, in->h.epoch, in->vt.user_data);
+    rv = in->vt.apply(e, link, 1, in->epoch, in->vt.user_data);
   }
   return rv;
 }
@@ -457,6 +473,8 @@ static int sink_commit(void *user_data) {
   mstate *st = state_get(store);
   sp_ls_parser *p = NULL;
   sp_ls_sink sink;
+  sp_store cur;
+  sp_store_state now;
   install in;
   uint64_t bytes = 0;
   int rv;
@@ -467,6 +485,12 @@ static int sink_commit(void *user_data) {
   memset(&in, 0, sizeof(in));
   in.mem = mem;
   in.info = &st->info;
+  sp_mem_store_get_vtable(store, &cur);
+  rv = cur.state(&now, cur.user_data);
+  if (rv != 0) {
+    return rv;
+  }
+  in.epoch = now.epoch;
   rv = sp_mem_store_new(&in.fresh, mem);
   if (rv != 0) {
     return rv;
@@ -487,6 +511,11 @@ static int sink_commit(void *user_data) {
   }
   if (rv == 0 && !in.based) {
     rv = inst_base(&in);
+  }
+  /* Bytes that do not parse, or rows the store refuses, can never
+   * install: the engine restarts the snapshot on this code. */
+  if (rv != 0 && rv != SP_ERR_NOMEM) {
+    rv = SP_ERR_SNAPSHOT_CORRUPT;
   }
   if (rv == 0) {
     rv = sp_mem_store_copy_from(store, in.fresh);

@@ -63,7 +63,7 @@ struct sp_sqlite_store {
    * (bounds, hash_at, state) are allowed from inside a sink. */
   int reading;
   /* The snapshot sink's side database (<path>-snapin), opened on first
-   * use (sp_sqlite_snap.c). */
+   * use, closed and deleted once emptied (sp_sqlite_snap.c). */
   sqlite3 *snapin;
 };
 

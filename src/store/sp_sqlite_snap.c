@@ -38,6 +38,10 @@
 #define SNAP_KEEP_SECONDS (24 * 60 * 60)
 /* Bytes prepared per write to the .part file. */
 #define PREP_BUF ((size_t)256 * 1024)
+/* The .part file is synced as it grows, so the final fsync before the
+ * rename (in the read that prepares the last bytes) never has more than
+ * this much to write back: no step blocks on gigabytes of dirty pages. */
+#define SYNC_EVERY ((uint64_t)16 << 20)
 
 static void (*test_hook)(uint64_t rows);
 
@@ -109,6 +113,7 @@ typedef struct ssnap {
   char *snap;
   int fd;
   uint64_t prepared;
+  uint64_t synced; /* bytes of the .part known durable */
   int complete;
   sp_snapshot_desc desc;
   /* Until complete: the read connection and the writer over it. */
@@ -377,6 +382,12 @@ static int extend(ssnap *h, uint64_t target) {
       return rv;
     }
     h->prepared += n;
+    if (h->prepared - h->synced >= SYNC_EVERY) {
+      if (fsync(h->fd) != 0) {
+        return SP_ERR_IO;
+      }
+      h->synced = h->prepared;
+    }
   }
   if (h->prepared == h->desc.total_size) {
     if (fsync(h->fd) != 0 || rename(h->part, h->snap) != 0) {
@@ -647,7 +658,27 @@ static int installed(sp_sqlite_store *s, const uint8_t *id) {
   return rv;
 }
 
-static int side_clear(sqlite3 *db) {
+/* Delete the side database once it holds nothing: its pages would
+ * otherwise keep the largest snapshot's size on disk for ever (a missing
+ * side database means "nothing pending"; `side` creates it again). */
+static void side_drop(sp_sqlite_store *s) {
+  static const char *const tails[] = {"-snapin", "-snapin-wal",
+                                      "-snapin-shm"};
+
+  if (sqlite3_close(s->snapin) != SQLITE_OK) {
+    return; /* still busy: keep the handle, nothing is lost */
+  }
+  s->snapin = NULL;
+  for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); ++i) {
+    char *path = path_join(&s->mem, db_path(s), tails[i]);
+    if (path) {
+      unlink(path);
+      sp_free(&s->mem, path);
+    }
+  }
+}
+
+static int side_clear(sp_sqlite_store *s, sqlite3 *db) {
   int rv = exec(db, "BEGIN IMMEDIATE");
   if (rv == 0) {
     rv = exec(db, "DELETE FROM snap_chunk; DELETE FROM snap_info");
@@ -657,6 +688,8 @@ static int side_clear(sqlite3 *db) {
   }
   if (rv != 0) {
     side_rollback(db);
+  } else {
+    side_drop(s);
   }
   return rv;
 }
@@ -679,7 +712,7 @@ static int sink_pending(sp_snapshot_info *info, uint64_t *have,
   }
   if (rv == 1 && installed(s, i.id)) {
     /* Installed, then the process died before the cleanup. */
-    rv = side_clear(db);
+    rv = side_clear(s, db);
     return rv == 0 ? SP_ERR_NOT_FOUND : rv;
   }
   if (rv < 0) {
@@ -803,7 +836,7 @@ static int sink_abort(void *user_data) {
   sqlite3 *db;
   int rv = side(user_data, &db);
 
-  return rv == 0 ? side_clear(db) : rv;
+  return rv == 0 ? side_clear(user_data, db) : rv;
 }
 
 /* -- sink: install -- */
@@ -814,7 +847,22 @@ typedef struct install {
   sp_ls_header h;
   int cleared; /* the old rows went (after the outbox rules) */
   uint64_t rows;
+  int store_err; /* a failure of the store, not of the bytes */
 } install;
+
+/* A failed statement of the install: rows the file cannot hold (a
+ * constraint, a value out of range) are the snapshot's fault and can never
+ * install; anything else (busy, I/O, disk full) is the store's and is
+ * worth a retry. */
+static int inst_fail(install *in, int rv) {
+  int rc = sqlite3_errcode(in->s->db) & 0xff;
+
+  if (rv != 0 && rc != SQLITE_CONSTRAINT && rc != SQLITE_TOOBIG &&
+      rc != SQLITE_MISMATCH && rc != SQLITE_RANGE) {
+    in->store_err = 1;
+  }
+  return rv;
+}
 
 static int inst_header(const sp_ls_header *h, void *ctx) {
   install *in = ctx;
@@ -824,11 +872,12 @@ static int inst_header(const sp_ls_header *h, void *ctx) {
       h->epoch != in->info->epoch) {
     return SP_ERR_SNAPSHOT_CORRUPT;
   }
-  if (h->sequence > SEQ_MAX) {
-    return SP_ERR_STORE; /* well formed, but beyond what the file keeps */
+  if (h->sequence > SEQ_MAX || h->base > SEQ_MAX) {
+    /* Well formed, but beyond what the file keeps: never installs. */
+    return SP_ERR_SNAPSHOT_CORRUPT;
   }
   in->h = *h;
-  return exec(in->s->db, "DELETE FROM sync_origin_range");
+  return inst_fail(in, exec(in->s->db, "DELETE FROM sync_origin_range"));
 }
 
 static int inst_range(const sp_oidx_range *r, void *ctx) {
@@ -838,7 +887,7 @@ static int inst_range(const sp_oidx_range *r, void *ctx) {
   sqlite3_bind_blob(st, 1, r->device.bytes, 16, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, (sqlite3_int64)r->lo);
   sqlite3_bind_int64(st, 3, (sqlite3_int64)r->hi);
-  return run(st);
+  return inst_fail(in, run(st));
 }
 
 /* The new committed set is in place: outbox rules against the old rows,
@@ -847,7 +896,11 @@ static int inst_clear(install *in) {
   int rv = sp_sqlite_outbox_full_sync(in->s);
 
   in->cleared = 1;
-  return rv == 0 ? run(in->s->st[ST_DELETE_ALL]) : rv;
+  if (rv == 0) {
+    rv = run(in->s->st[ST_DELETE_ALL]);
+  }
+  in->store_err |= rv != 0;
+  return rv;
 }
 
 static int inst_row(const sp_entry *e, const uint8_t link[SP_HASH_LEN],
@@ -863,7 +916,7 @@ static int inst_row(const sp_entry *e, const uint8_t link[SP_HASH_LEN],
   sp_sqlite_bind_entry(st, e);
   sqlite3_bind_blob(st, 9, link, SP_HASH_LEN, SQLITE_STATIC);
   sqlite3_bind_int64(st, 10, (sqlite3_int64)e->origin_seq);
-  rv = run(st);
+  rv = inst_fail(in, run(st));
   if (rv == 0 && test_hook) {
     test_hook(++in->rows);
   }
@@ -877,7 +930,8 @@ static int inst_finish(install *in) {
   if (rv == 0 &&
       sqlite3_prepare_v2(in->s->db,
                          "UPDATE sync_log_meta SET applied = ?1,"
-                         " head_hash = ?2, epoch = ?3, pruned_through = ?4,"
+                         " head_hash = ?2, epoch = MAX(epoch, ?3),"
+                         " pruned_through = ?4,"
                          " pruned_hash = ?5 WHERE id = 1",
                          -1, &q, NULL) != SQLITE_OK) {
     rv = SP_ERR_STORE;
@@ -934,12 +988,14 @@ static int feed_chunks(sqlite3 *db, const sp_snapshot_info *info,
                                     " ORDER BY idx",
                                     -1, &q, NULL) != SQLITE_OK) {
     rv = SP_ERR_STORE;
+    in->store_err = 1;
   }
   while (rv == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
     size_t len = (size_t)sqlite3_column_bytes(q, 1);
     const uint8_t *d = sqlite3_column_blob(q, 1);
     if ((uint64_t)sqlite3_column_int64(q, 0) != n++) {
       rv = SP_ERR_STORE_CORRUPT;
+      in->store_err = 1;
       break;
     }
     bytes += len;
@@ -947,6 +1003,7 @@ static int feed_chunks(sqlite3 *db, const sp_snapshot_info *info,
   }
   if (rv == 0 && rc != SQLITE_DONE) {
     rv = SP_ERR_STORE;
+    in->store_err = 1;
   }
   if (rv == 0 && (n != info->chunk_count || bytes != info->total_size)) {
     rv = SP_ERR_SNAPSHOT_CORRUPT;
@@ -992,6 +1049,11 @@ static int sink_commit(void *user_data) {
   rv = begin_write(s);
   if (rv == 0) {
     rv = feed_chunks(db, &info, &in);
+    /* Bytes that do not parse, or rows the file cannot hold, never
+     * install: the engine restarts the snapshot on this code. */
+    if (rv != 0 && rv != SP_ERR_NOMEM && !in.store_err) {
+      rv = SP_ERR_SNAPSHOT_CORRUPT;
+    }
   }
   if (rv == 0) {
     rv = inst_finish(&in);
@@ -1011,7 +1073,7 @@ static int sink_commit(void *user_data) {
   }
   /* A failure here leaves the chunks pending; `pending` recognises the
    * installed id and clears them. */
-  side_clear(db);
+  side_clear(s, db);
   return 0;
 }
 

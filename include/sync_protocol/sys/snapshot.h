@@ -13,7 +13,8 @@
  * Callback contract (as for sys/store.h): return 0 on success or a
  * negative value on failure.  A failing callback is reported to the caller
  * as SP_ERR_STORE, except where a callback's doc names a code that is
- * passed through (SP_ERR_NOT_FOUND).  Every pointer the library passes is
+ * passed through (SP_ERR_NOT_FOUND from `reopen` and `pending`,
+ * SP_ERR_SNAPSHOT_CORRUPT from `commit`).  Every pointer the library passes is
  * valid during the call only, unless the doc says otherwise.
  */
 #ifndef SYNC_PROTOCOL_SYS_SNAPSHOT_H
@@ -153,12 +154,19 @@ typedef struct sp_snapshot_sink {
    * Every chunk is written and the snapshot's binding to the leader's
    * chain was checked: install it atomically and durably.  Afterwards the
    * host's state is the snapshot's and the follower's log stands at
-   * info.sequence with chain head info.hash_at and epoch info.epoch
-   * (store.state reports exactly that); the log's outbox is kept, and
-   * entries of the discarded log that carry this device's origin and are
-   * neither in the new log nor covered by it are put back into the
-   * outbox, as for a full sync (sys/store.h).  On failure nothing changed
-   * (the old state stays, and the chunks stay pending).
+   * info.sequence with chain head info.hash_at (store.state reports
+   * that), and its recorded epoch is the higher of the one it had and
+   * info.epoch, written in the same transaction: an epoch never goes
+   * back.  The log's outbox is kept, and entries of the discarded log
+   * that carry this device's origin and are neither in the new log nor
+   * covered by it are put back into the outbox, as for a full sync
+   * (sys/store.h).  On failure nothing changed (the old state stays, and
+   * the chunks stay pending).  Return SP_ERR_SNAPSHOT_CORRUPT (passed
+   * through) when the pending bytes can never install: they do not parse
+   * or verify, disagree with `info`, or hold what the host cannot store;
+   * the library then discards them and starts the snapshot over.  Any
+   * other failure is taken for a store error that may clear: the library
+   * keeps the chunks and tries the commit again later.
    */
   int (*commit)(void *user_data);
 
