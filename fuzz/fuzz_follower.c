@@ -24,7 +24,8 @@
  *   hdr[2] the store holds hdr[2] & 31 entries (past R's end: ahead);
  *          32 stall timeout 1 s; 64 reconnect 1..20 ms; 128 R and the
  *          store skip sequence 3
- *   hdr[3] parameters of the flags above
+ *   hdr[3] parameters of the flags above; snapshot window
+ *          1 + (hdr[3] >> 5)
  *   hdr[4] max frame parameter; payload class hdr[4] >> 4
  *   hdr[5] store epoch hdr[5] & 3; leader epoch E = that + ((hdr[5] >> 2)
  *          & 3)
@@ -66,6 +67,7 @@
  *             class b & 15; a & 16: sp_handler_wait_committed on the
  *             first origin (deadline b ms on); a & 32:
  *             sp_handler_outbox_status and sp_handler_submission
+ *   0x4p f b  with p & 8: the snapshot path (synth_snapshot below)
  *   0xdp      leader epoch E: p < 8: E += p + 1; else E -= p - 7
  *
  * Oracles (besides the common ones, which include the checked apply):
@@ -83,7 +85,14 @@
  * this device the store holds at to_sequence, or (to_sequence 0) one in
  * its committed set but pruned, or one a synthesized answer said was
  * appended at to_sequence, at or below the applied sequence;
- * SUBMISSION_REFUSED carries a negative code.
+ * SUBMISSION_REFUSED carries a negative code.  Snapshots (the handler
+ * has the in-memory store's sink, window 1 + (hdr[3] >> 5)): the store
+ * is never a mix: its head is always its own link at `applied`, it moves
+ * only by applied entries, a full sync or an install; an install of R's
+ * snapshot holds exactly R's entries; an install may lower the applied
+ * sequence, never the epoch; SnapshotRequest and SnapshotFetch are the
+ * only new messages, and a FetchEntries of limit 1 off the configured
+ * limit is the verify fetch at the transfer's S.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +132,27 @@ typedef struct follower_ctx {
   uint64_t answered[F_MAX_PROPOSED];
   sp_seq answered_seq[F_MAX_PROPOSED];
   size_t nanswered;
+  /* Snapshots: the sink into the store; the last manifest the harness
+   * fed (a snapshot of R by the in-memory store's source, its bytes
+   * kept); the follower's last SnapshotFetch and FetchEntries. */
+  sp_snapshot_sink sink;
+  uint8_t man_id[SP_SNAPSHOT_ID_LEN];
+  uint32_t man_chunk;
+  uint8_t *img;
+  size_t img_len;
+  int have_man;
+  /* Chunks asked for and not fed yet, as a leader tracks them:
+   * [want_next, want_end). */
+  uint64_t want_next;
+  uint64_t want_end;
+  sp_msg_fetch_entries last_fetch;
+  int have_fetch;
+  /* The store's state after the last op, and the applies then. */
+  sp_seq seen_applied;
+  uint8_t seen_head[SP_HASH_LEN];
+  long seen_applies;
+  int seen_gen;
+  int installed; /* SNAPSHOT_INSTALLED since the last check */
 } follower_ctx;
 
 static follower_ctx *ctx_of(fsu_world *w) { return (follower_ctx *)w; }
@@ -283,8 +313,27 @@ static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
                (unsigned long long)st.applied);
     }
     break;
+  case SP_MSG_SNAPSHOT_REQUEST:
+    break;
+  case SP_MSG_SNAPSHOT_FETCH:
+    if (msg->u.snapshot_fetch.first_chunk != c->want_end) {
+      c->want_next = msg->u.snapshot_fetch.first_chunk;
+    }
+    c->want_end =
+        msg->u.snapshot_fetch.first_chunk + msg->u.snapshot_fetch.count;
+    break;
   case SP_MSG_FETCH_ENTRIES: {
     const sp_msg_fetch_entries *f = &msg->u.fetch_entries;
+    sp_snapshot_progress sp;
+    c->last_fetch = *f;
+    c->have_fetch = 1;
+    if (f->limit == 1 && f->since_hash_len == SP_HASH_LEN &&
+        sp_handler_snapshot_status(w->h, &sp) == 0 &&
+        sp.state == SP_SNAPSHOT_TRANSFERRING &&
+        sp.sequence == f->since_sequence) {
+      /* The verify fetch: since S with the manifest's hash_at. */
+      break;
+    }
     if (f->limit != c->fetch_limit) {
       fsu_fail("FetchEntries limit %llu, configured %u",
                (unsigned long long)f->limit, c->fetch_limit);
@@ -303,6 +352,10 @@ static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
               sp_mem_store_get(then, f->since_sequence, &e, link) == 0) &&
              memcmp(link, f->since_hash, SP_HASH_LEN) == 0;
       }
+      /* After an install the store's head may be a base it holds no
+       * entry for. */
+      ok = ok || (f->since_sequence == st.applied &&
+                  memcmp(st.head_hash, f->since_hash, SP_HASH_LEN) == 0);
       if (!ok) {
         fsu_fail("resume fetch since %llu: since_hash is not the store's "
                  "link there (applied %llu)",
@@ -326,6 +379,35 @@ static void f_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
   default:
     fsu_fail("the follower sent a leader's message, type %d", (int)msg->type);
   }
+}
+
+/* The store is never a mix: its head is its own link at `applied`; it
+ * moves only by applied entries or an install; an install that took R's
+ * snapshot holds exactly R's entries. */
+static void check_store_consistent(follower_ctx *c, const sp_store_state *st) {
+  fsu_world *w = &c->w;
+  uint8_t link[SP_HASH_LEN];
+
+  if (st->applied > 0 &&
+      (w->inner.hash_at(st->applied, link, w->inner.user_data) != 0 ||
+       memcmp(link, st->head_hash, SP_HASH_LEN) != 0)) {
+    fsu_fail("the store's head at %llu is not its link there",
+             (unsigned long long)st->applied);
+  }
+  if ((st->applied != c->seen_applied ||
+       memcmp(st->head_hash, c->seen_head, SP_HASH_LEN) != 0) &&
+      w->applies == c->seen_applies && !c->installed &&
+      w->store_gen == c->seen_gen) {
+    fsu_fail("the store moved from %llu to %llu with nothing applied or "
+             "installed",
+             (unsigned long long)c->seen_applied,
+             (unsigned long long)st->applied);
+  }
+  c->seen_applied = st->applied;
+  memcpy(c->seen_head, st->head_hash, SP_HASH_LEN);
+  c->seen_applies = w->applies;
+  c->seen_gen = w->store_gen;
+  c->installed = 0;
 }
 
 static void f_check_state(fsu_world *w) {
@@ -358,6 +440,7 @@ static void f_check_state(fsu_world *w) {
              (unsigned long long)st.epoch,
              (unsigned long long)c->max_store_epoch);
   }
+  check_store_consistent(c, &st);
   c->max_applied = hs.sequence;
   c->max_store_applied = st.applied;
   c->max_epoch = hs.epoch;
@@ -445,13 +528,43 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
       fsu_fail("snapshot progress past its totals");
     }
     break;
-  case SP_EVENT_SNAPSHOT_INSTALLED:
+  case SP_EVENT_SNAPSHOT_INSTALLED: {
+    follower_ctx *c = ctx_of(w);
+    uint8_t link[SP_HASH_LEN] = {0};
+    sp_entry e, r;
+    sp_seq q;
     if (ev->to_sequence != st.applied) {
       fsu_fail("snapshot installed at %llu, the store holds %llu",
                (unsigned long long)ev->to_sequence,
                (unsigned long long)st.applied);
     }
+    if (st.applied > 0 &&
+        (w->inner.hash_at(st.applied, link, w->inner.user_data) != 0 ||
+         memcmp(link, st.head_hash, SP_HASH_LEN) != 0)) {
+      fsu_fail("installed at %llu, the head is not the store's link there",
+               (unsigned long long)st.applied);
+    }
+    /* R's snapshot: every entry the store holds is R's. */
+    if (st.applied <= c->rlatest &&
+        (st.applied == 0 ||
+         (sp_mem_store_get(c->rlog, st.applied, &r, link) == 0 &&
+          memcmp(link, st.head_hash, SP_HASH_LEN) == 0))) {
+      for (q = 1; q <= st.applied; ++q) {
+        int a = sp_mem_store_get(w->store, q, &e, NULL);
+        if (a == 0 && (sp_mem_store_get(c->rlog, q, &r, NULL) != 0 ||
+                       !fsu_entry_equal(&e, &r))) {
+          fsu_fail("installed snapshot of R holds at %llu an entry R does "
+                   "not", (unsigned long long)q);
+        }
+      }
+    }
+    /* An install may lower the applied sequence (a log ahead of the
+     * leader's is replaced), never the epoch. */
+    c->max_applied = st.applied;
+    c->max_store_applied = st.applied;
+    c->installed = 1;
     break;
+  }
   case SP_EVENT_SNAPSHOT_FAILED:
     if (ev->error_code != SP_ERR_SNAPSHOT_FAILED &&
         ev->error_code != SP_ERR_SNAPSHOT_TOO_LARGE) {
@@ -475,13 +588,20 @@ static sp_seq applied_now(fsu_world *w) {
   return st.applied;
 }
 
-static void op_request(follower_ctx *c, unsigned p) {
+static void synth_snapshot(follower_ctx *c, uint8_t f, uint8_t b);
+
+static void op_request(follower_ctx *c, unsigned p, fsu_in *in) {
   fsu_world *w = &c->w;
   sp_handler_status hs;
   sp_seq since;
   long owed;
   int rv;
 
+  if (p & 8) {
+    uint8_t f = fsu_u8(in), b = fsu_u8(in);
+    synth_snapshot(c, f, b);
+    return;
+  }
   fsu_status(w, &hs);
   if (p & 4) {
     since = hs.sequence + 1 + (p & 3);
@@ -960,6 +1080,189 @@ static void op_synth(follower_ctx *c, unsigned p, fsu_in *in) {
   fsu_feed_msg(w, &m);
 }
 
+/* ---- snapshots ---- */
+
+/* Take a snapshot of R (all of it, at rlatest) with the in-memory store's
+ * own source under `id`: the bytes a leader holding R would serve. */
+static void snapshot_of_r(follower_ctx *c, const uint8_t *id,
+                          sp_snapshot_desc *desc) {
+  sp_snapshot_source src;
+  void *handle = NULL;
+
+  sp_mem_store_snapshot_source(c->rlog, &src);
+  free(c->img);
+  c->img = NULL;
+  if (src.open(id, desc, &handle, src.user_data) != 0) {
+    fsu_fail("the in-memory source could not snapshot R");
+  }
+  c->img_len = (size_t)desc->total_size;
+  c->img = malloc(c->img_len + 1);
+  if (!c->img || (c->img_len && src.read(handle, 0, c->img, c->img_len,
+                                         src.user_data) != 0)) {
+    fsu_fail("the in-memory source could not read its snapshot of R");
+  }
+  src.close(handle, 1, src.user_data);
+}
+
+static void feed_chunk(follower_ctx *c, uint64_t index, int corrupt,
+                       uint64_t epoch) {
+  sp_msg m;
+  uint8_t one[1];
+  size_t off = (size_t)index * c->man_chunk, len;
+
+  if (!c->have_man || off >= c->img_len) {
+    return;
+  }
+  len = c->img_len - off < c->man_chunk ? c->img_len - off : c->man_chunk;
+  memset(&m, 0, sizeof(m));
+  m.type = SP_MSG_SNAPSHOT_CHUNK;
+  m.library_id = fsu_lib;
+  m.epoch = epoch;
+  memcpy(m.u.snapshot_chunk.id, c->man_id, SP_SNAPSHOT_ID_LEN);
+  m.u.snapshot_chunk.index = index;
+  m.u.snapshot_chunk.data = c->img + off;
+  m.u.snapshot_chunk.data_len = len;
+  if (corrupt) {
+    one[0] = (uint8_t)(c->img[off] ^ 1);
+    m.u.snapshot_chunk.data = one;
+    m.u.snapshot_chunk.data_len = 1;
+    if (len > 1) {
+      /* Same length, one bit off: hash refusal, not a size one. */
+      c->img[off] ^= 1;
+      m.u.snapshot_chunk.data = c->img + off;
+      m.u.snapshot_chunk.data_len = len;
+      fsu_feed_msg(&c->w, &m);
+      c->img[off] ^= 1;
+      return;
+    }
+  }
+  fsu_feed_msg(&c->w, &m);
+}
+
+/* The snapshot path's frames from the leader (op 0x48..0x4f), f & 3:
+ *   0 the leader's Heartbeat with features SNAPSHOT (f & 4: and WRITES);
+ *   1 a SnapshotManifest of R now (id from f >> 4 & 3 and R's length,
+ *     chunk size 64 << 2 * ((f >> 2) & 3); b & 1: chunk hash b >> 1 one
+ *     bit off, b & 2: hash_at one bit off);
+ *   2 chunks of the last manifest, of those the follower asked for and
+ *     was not fed yet: f & 4 all of them (and those it asks for
+ *     meanwhile), else the next one (b & 7 != 0: b & 7 further, out of
+ *     order); f & 8 the first one corrupted;
+ *   3 the answer a leader holding R gives the follower's last
+ *     FetchEntries: SyncRequired if its since_hash is not R's link
+ *     there, else R's page.
+ * f & 0x40: epoch E + 1; f & 0x80: epoch E - 1. */
+static void synth_snapshot(follower_ctx *c, uint8_t f, uint8_t b) {
+  fsu_world *w = &c->w;
+  uint64_t epoch = c->E;
+  sp_msg m;
+
+  if (f & 0x40) {
+    epoch = c->E + 1;
+  } else if ((f & 0x80) && c->E > 0) {
+    epoch = c->E - 1;
+  }
+  memset(&m, 0, sizeof(m));
+  m.library_id = fsu_lib;
+  m.epoch = epoch;
+  switch (f & 3) {
+  case 0:
+    m.type = SP_MSG_HEARTBEAT;
+    m.u.heartbeat.current_sequence = c->rlatest;
+    m.u.heartbeat.role = SP_ROLE_LEADER;
+    m.u.heartbeat.has_features = 1;
+    m.u.heartbeat.features =
+        SP_FEATURE_SNAPSHOT | (f & 4 ? SP_FEATURE_WRITES : 0);
+    fsu_feed_msg(w, &m);
+    return;
+  case 1: {
+    sp_snapshot_desc desc;
+    sp_msg_snapshot_manifest *mf = &m.u.snapshot_manifest;
+    uint8_t *hashes;
+    size_t n, i;
+    memset(c->man_id, 0, SP_SNAPSHOT_ID_LEN);
+    c->man_id[0] = 0x5a;
+    c->man_id[1] = (uint8_t)((f >> 4) & 3);
+    c->man_id[2] = (uint8_t)c->rlatest;
+    c->man_id[3] = (uint8_t)(c->rlatest >> 8);
+    snapshot_of_r(c, c->man_id, &desc);
+    c->man_chunk = 64u << (2 * ((f >> 2) & 3));
+    c->have_man = 1;
+    n = (c->img_len + c->man_chunk - 1) / c->man_chunk;
+    hashes = malloc(n * SP_HASH_LEN + 1);
+    if (!hashes) {
+      fsu_fail("out of memory in the harness");
+    }
+    for (i = 0; i < n; ++i) {
+      size_t off = i * c->man_chunk;
+      size_t len = c->img_len - off < c->man_chunk ? c->img_len - off
+                                                   : c->man_chunk;
+      sp_snapshot_chunk_hash(c->man_id, i, c->img + off, len,
+                             hashes + i * SP_HASH_LEN);
+    }
+    if ((b & 1) && n > 0) {
+      hashes[((b >> 1) % n) * SP_HASH_LEN] ^= 0x40;
+    }
+    m.type = SP_MSG_SNAPSHOT_MANIFEST;
+    memcpy(mf->id, c->man_id, SP_SNAPSHOT_ID_LEN);
+    mf->sequence = desc.sequence;
+    memcpy(mf->hash_at, desc.hash_at, SP_HASH_LEN);
+    if (b & 2) {
+      mf->hash_at[b & 31] ^= 0x02;
+    }
+    mf->snap_epoch = desc.epoch;
+    mf->total_size = desc.total_size;
+    mf->chunk_size = c->man_chunk;
+    mf->chunk_hashes = hashes;
+    mf->chunk_count = n;
+    fsu_feed_msg(w, &m);
+    free(hashes);
+    return;
+  }
+  case 2:
+    if (f & 4) {
+      /* Feeding a chunk may make the follower ask for more: those too. */
+      unsigned i;
+      for (i = 0; i < 256 && c->want_next < c->want_end && !w->fatal; ++i) {
+        feed_chunk(c, c->want_next++, i == 0 && (f & 8), epoch);
+      }
+    } else if ((b & 7) == 0 && c->want_next < c->want_end) {
+      feed_chunk(c, c->want_next++, (f & 8) != 0, epoch);
+    } else {
+      feed_chunk(c, c->want_next + (b & 7), (f & 8) != 0, epoch);
+    }
+    return;
+  default: {
+    const sp_msg_fetch_entries *q = &c->last_fetch;
+    uint8_t link[SP_HASH_LEN] = {0};
+    sp_entry ents[8], e;
+    if (!c->have_fetch) {
+      return;
+    }
+    if (q->since_sequence > 0 &&
+        sp_mem_store_get(c->rlog, q->since_sequence, &e, link) != 0) {
+      memset(link, 0xee, SP_HASH_LEN); /* R holds no link there */
+    }
+    if (q->since_sequence > c->rlatest ||
+        (q->since_hash_len == SP_HASH_LEN &&
+         memcmp(link, q->since_hash, SP_HASH_LEN) != 0)) {
+      m.type = SP_MSG_SYNC_REQUIRED;
+      m.u.sync_required.reason = SP_SYNC_DIVERGENCE;
+      m.u.sync_required.leader_latest = c->rlatest;
+      m.u.sync_required.leader_oldest = 1;
+      m.u.sync_required.follower_sequence = q->since_sequence;
+      fsu_feed_msg(w, &m);
+      return;
+    }
+    r_page(c, &m, ents, q->since_sequence,
+           q->limit < 8 ? (unsigned)q->limit : 8, 0);
+    m.epoch = epoch;
+    fsu_feed_msg(w, &m);
+    return;
+  }
+  }
+}
+
 /* ---- entry points ---- */
 
 fsu_world *fsu_follower_new(const uint8_t hdr[FSU_HDR_LEN],
@@ -1015,6 +1318,9 @@ fsu_world *fsu_follower_new(const uint8_t hdr[FSU_HDR_LEN],
   c->fetch_limit = cfg.fetch_limit;
   cfg.propose_window = F_PROPOSE_WINDOW;
   add_write_path(&c->w);
+  sp_mem_store_snapshot_sink(c->w.store, &c->sink);
+  cfg.snapshot_sink = &c->sink;
+  cfg.snapshot_window = 1 + (hdr[3] >> 5);
   if (hdr[0] & 8) {
     cfg.heartbeat_interval = 1 * SP_SECONDS;
     cfg.heartbeat_timeout_factor = 2;
@@ -1025,6 +1331,12 @@ fsu_world *fsu_follower_new(const uint8_t hdr[FSU_HDR_LEN],
   if (hdr[2] & 64) {
     cfg.reconnect_min = 1 * SP_MILLISECONDS;
     cfg.reconnect_max = 20 * SP_MILLISECONDS;
+  }
+  {
+    sp_store_state st;
+    fsu_store_state(&c->w, &st);
+    c->seen_applied = st.applied;
+    memcpy(c->seen_head, st.head_hash, SP_HASH_LEN);
   }
   if (fsu_world_open(&c->w, &cfg, hdr[6]) != 0) {
     fsu_follower_del(&c->w);
@@ -1049,7 +1361,7 @@ int fsu_follower_step(fsu_world *w, fsu_in *in) {
     unsigned p = op & 15;
     switch (op >> 4) {
     case FSU_OP_ROLE4:
-      op_request(c, p);
+      op_request(c, p, in);
       break;
     case FSU_OP_API:
       op_api(c, p, in);
@@ -1085,6 +1397,7 @@ void fsu_follower_del(fsu_world *w) {
   int i;
 
   fsu_world_free(w);
+  free(c->img);
   sp_mem_store_del(rlog);
   for (i = 0; i < FSU_MAX_FULL_SYNCS; ++i) {
     sp_mem_store_del(c->gens[i]);

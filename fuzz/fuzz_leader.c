@@ -21,7 +21,7 @@
  *   hdr[3], hdr[4] parameters of the flags above
  *   hdr[5] failure mask while the handler is created (one shot)
  *   hdr[6] node seed
- *   hdr[7] unused
+ *   hdr[7] snapshot chunk size 64 << (2 * (hdr[7] & 3))
  *
  * Role operations (op byte = kind << 4 | p):
  *   0x4p u8   append 1 + (p & 3) entries of class u8 & 15 (p & 4: skip
@@ -43,6 +43,14 @@
  *             7 1 + (f & 7) FetchEntries in a row.  v & 3 picks the epoch
  *             (ours, +1, -1, 0), v & 4 another library, v & 8 features
  *             v >> 4 on a FetchEntries (0).
+ *   0xbp f b v with p & 8: the snapshot path, f & 3: 0 Heartbeat with
+ *             features SNAPSHOT (f & 4: and WRITES); 1 SnapshotRequest
+ *             (f & 4: resume the newest offer, have_chunks b, or an id
+ *             never offered if none; f & 8: max_frame 256 + 16 b); 2
+ *             SnapshotFetch of the newest offer (f & 4: another id; f & 8:
+ *             past its end) from chunk b, count 1 + 4 (f >> 4);
+ *             3 the verify FetchEntries(since S of the newest offer,
+ *             limit 1, since_hash its hash_at; f & 4: one bit off)
  *   0xdp      nothing
  *
  * Oracles (besides the common ones): only leader messages are sent, with
@@ -50,11 +58,29 @@
  * entries of (since, through], byte-identical, with the log's chain hash;
  * NewEntries, Heartbeat and SyncRequired never claim more than the log
  * holds; events are leader events; return codes are documented ones.
+ * Snapshots (the handler has the in-memory store's source): a manifest's
+ * S is in the log, its hash_at the log's link at S, its sizes agree, and
+ * one id never names two contents; every SnapshotChunk is of an id the
+ * leader offered, at an index its manifest has, with the length and the
+ * chunk hash that manifest promised.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_session_util.h"
+
+#define L_MAX_OFFERS 16
+
+/* One SnapshotManifest the leader sent: what it promised. */
+typedef struct l_offer {
+  uint8_t id[SP_SNAPSHOT_ID_LEN];
+  sp_seq sequence;
+  uint8_t hash_at[SP_HASH_LEN];
+  uint64_t total_size;
+  uint32_t chunk_size;
+  size_t chunk_count;
+  uint8_t *hashes; /* chunk_count * SP_HASH_LEN */
+} l_offer;
 
 typedef struct leader_ctx {
   fsu_world w; /* first: the hooks cast */
@@ -63,6 +89,10 @@ typedef struct leader_ctx {
   uint8_t hash[FSU_MAX_SEQ + 1][SP_HASH_LEN];
   sp_seq latest;
   uint64_t epoch;
+  /* Snapshots the leader offered (manifests it sent), newest last. */
+  l_offer offers[L_MAX_OFFERS];
+  size_t noffers;
+  sp_snapshot_source src;
 } leader_ctx;
 
 static leader_ctx *ctx_of(fsu_world *w) { return (leader_ctx *)w; }
@@ -169,6 +199,98 @@ static void check_page(leader_ctx *c, fsu_stream *s,
   }
 }
 
+static l_offer *find_offer(leader_ctx *c, const uint8_t *id) {
+  size_t i = c->noffers;
+
+  while (i-- > 0) {
+    if (memcmp(c->offers[i].id, id, SP_SNAPSHOT_ID_LEN) == 0) {
+      return &c->offers[i];
+    }
+  }
+  return NULL;
+}
+
+/* A manifest is of the log as it stood: S within what was appended, its
+ * hash_at the log's link at S, its sizes consistent.  It is remembered
+ * (the same id again replaces it: the bytes must not change). */
+static void check_manifest(leader_ctx *c, const sp_msg_snapshot_manifest *m) {
+  uint8_t link[SP_HASH_LEN];
+  uint64_t want_count;
+  l_offer *o;
+
+  link_at(c, m->sequence, link);
+  want_count = m->chunk_size ? (m->total_size + m->chunk_size - 1) /
+                                   m->chunk_size
+                             : 0;
+  if (m->sequence > c->latest || m->chunk_size == 0 ||
+      m->chunk_count != want_count ||
+      (m->sequence > 0 && c->cls[m->sequence] != 0xff &&
+       memcmp(link, m->hash_at, SP_HASH_LEN) != 0) ||
+      m->snap_epoch > c->epoch) {
+    fsu_fail("SnapshotManifest{S %llu, size %llu, chunk %u x %zu, epoch "
+             "%llu} with the log at %llu, epoch %llu (or hash_at is not the "
+             "log's link at S)",
+             (unsigned long long)m->sequence,
+             (unsigned long long)m->total_size, m->chunk_size, m->chunk_count,
+             (unsigned long long)m->snap_epoch,
+             (unsigned long long)c->latest, (unsigned long long)c->epoch);
+  }
+  o = find_offer(c, m->id);
+  if (o && (o->total_size != m->total_size || o->chunk_size != m->chunk_size ||
+            o->chunk_count != m->chunk_count ||
+            memcmp(o->hashes, m->chunk_hashes,
+                   m->chunk_count * SP_HASH_LEN) != 0)) {
+    fsu_fail("snapshot offered twice under one id with different content");
+  }
+  if (o) {
+    return;
+  }
+  if (c->noffers == L_MAX_OFFERS) {
+    free(c->offers[0].hashes);
+    memmove(&c->offers[0], &c->offers[1],
+            (L_MAX_OFFERS - 1) * sizeof(c->offers[0]));
+    c->noffers--;
+  }
+  o = &c->offers[c->noffers++];
+  memcpy(o->id, m->id, SP_SNAPSHOT_ID_LEN);
+  o->sequence = m->sequence;
+  memcpy(o->hash_at, m->hash_at, SP_HASH_LEN);
+  o->total_size = m->total_size;
+  o->chunk_size = m->chunk_size;
+  o->chunk_count = m->chunk_count;
+  o->hashes = malloc(m->chunk_count * SP_HASH_LEN + 1);
+  if (!o->hashes) {
+    fsu_fail("out of memory in the harness");
+  }
+  memcpy(o->hashes, m->chunk_hashes, m->chunk_count * SP_HASH_LEN);
+}
+
+/* A chunk belongs to a snapshot offered before, at an index it has, with
+ * the length and the hash its manifest promised. */
+static void check_chunk(leader_ctx *c, fsu_stream *s,
+                        const sp_msg_snapshot_chunk *k) {
+  const l_offer *o = find_offer(c, k->id);
+  uint8_t hash[SP_HASH_LEN];
+  uint64_t want_len;
+
+  if (!o || k->index >= o->chunk_count) {
+    fsu_fail("stream %llu: SnapshotChunk %llu of a snapshot (or an index) "
+             "never offered",
+             (unsigned long long)s->id, (unsigned long long)k->index);
+  }
+  want_len = k->index + 1 < o->chunk_count
+                 ? o->chunk_size
+                 : o->total_size - k->index * o->chunk_size;
+  if (k->data_len != want_len ||
+      sp_snapshot_chunk_hash(k->id, k->index, k->data, k->data_len, hash) !=
+          0 ||
+      memcmp(hash, o->hashes + k->index * SP_HASH_LEN, SP_HASH_LEN) != 0) {
+    fsu_fail("SnapshotChunk %llu (%zu bytes) is not the one the manifest "
+             "promised",
+             (unsigned long long)k->index, k->data_len);
+  }
+}
+
 static void l_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
   leader_ctx *c = ctx_of(w);
   uint64_t epoch = sp_handler_epoch(w->h);
@@ -227,6 +349,12 @@ static void l_check_sent(fsu_world *w, fsu_stream *s, const sp_msg *msg) {
     }
     break;
   }
+  case SP_MSG_SNAPSHOT_MANIFEST:
+    check_manifest(c, &msg->u.snapshot_manifest);
+    break;
+  case SP_MSG_SNAPSHOT_CHUNK:
+    check_chunk(c, s, &msg->u.snapshot_chunk);
+    break;
   case SP_MSG_SYNC_REQUIRED:
     if (msg->u.sync_required.leader_latest > c->latest ||
         msg->u.sync_required.leader_oldest == 0) {
@@ -517,6 +645,63 @@ static void op_prune(leader_ctx *c, unsigned p, fsu_in *in) {
   }
 }
 
+/* The snapshot path's frames from a follower (op 0xb8-0xbf), about the
+ * newest snapshot offered. */
+static void synth_snapshot(leader_ctx *c, sp_msg *m, uint8_t f, uint8_t b) {
+  const l_offer *o = c->noffers ? &c->offers[c->noffers - 1] : NULL;
+
+  switch (f & 3) {
+  case 0:
+    m->type = SP_MSG_HEARTBEAT;
+    m->u.heartbeat.current_sequence = pick(c, b);
+    m->u.heartbeat.role = SP_ROLE_FOLLOWER;
+    m->u.heartbeat.has_features = 1;
+    m->u.heartbeat.features =
+        SP_FEATURE_SNAPSHOT | (f & 4 ? SP_FEATURE_WRITES : 0);
+    break;
+  case 1:
+    m->type = SP_MSG_SNAPSHOT_REQUEST;
+    if ((f & 4) && o) {
+      memcpy(m->u.snapshot_request.id, o->id, SP_SNAPSHOT_ID_LEN);
+      m->u.snapshot_request.id_len = SP_SNAPSHOT_ID_LEN;
+      m->u.snapshot_request.have_chunks = b;
+    } else if (f & 4) {
+      memset(m->u.snapshot_request.id, b, SP_SNAPSHOT_ID_LEN);
+      m->u.snapshot_request.id_len = SP_SNAPSHOT_ID_LEN;
+    }
+    m->u.snapshot_request.max_frame = f & 8 ? 256 + 16 * (uint64_t)b : 0;
+    break;
+  case 2:
+    m->type = SP_MSG_SNAPSHOT_FETCH;
+    if (o && !(f & 4)) {
+      memcpy(m->u.snapshot_fetch.id, o->id, SP_SNAPSHOT_ID_LEN);
+    } else {
+      memset(m->u.snapshot_fetch.id, b, SP_SNAPSHOT_ID_LEN);
+    }
+    m->u.snapshot_fetch.first_chunk =
+        f & 8 && o ? o->chunk_count + (b & 3) : b;
+    m->u.snapshot_fetch.count = 1 + 4 * (uint32_t)(f >> 4);
+    break;
+  default:
+    /* The follower's verify fetch: since S, limit 1, since_hash the
+     * manifest's hash_at (f & 4: one bit off). */
+    m->type = SP_MSG_FETCH_ENTRIES;
+    m->u.fetch_entries.since_sequence = o ? o->sequence : pick(c, b);
+    m->u.fetch_entries.limit = 1;
+    m->u.fetch_entries.since_hash_len = SP_HASH_LEN;
+    if (o) {
+      memcpy(m->u.fetch_entries.since_hash, o->hash_at, SP_HASH_LEN);
+    }
+    if (f & 4) {
+      m->u.fetch_entries.since_hash[b & 31] ^= 0x10;
+    }
+    m->u.fetch_entries.has_features = 1;
+    m->u.fetch_entries.features = SP_FEATURE_SNAPSHOT;
+    break;
+  }
+  fsu_feed_msg(&c->w, m);
+}
+
 static void op_synth(leader_ctx *c, unsigned p, fsu_in *in) {
   static const uint64_t limits[8] = {1, 2, 3, 16, 1024, 0, 65536, 65537};
   static const int32_t codes[8] = {SP_ERR_NOT_MEMBER, SP_ERR_CHAIN_MISMATCH,
@@ -543,6 +728,10 @@ static void op_synth(leader_ctx *c, unsigned p, fsu_in *in) {
   default:
     m.epoch = 0;
     break;
+  }
+  if (p & 8) {
+    synth_snapshot(c, &m, f, b);
+    return;
   }
   switch (p & 7) {
   case 0:
@@ -696,6 +885,11 @@ fsu_world *fsu_leader_new(const uint8_t hdr[FSU_HDR_LEN], const fsu_tap *tap) {
   }
   cfg.reconnect_min = 50 * SP_MILLISECONDS;
   cfg.reconnect_max = 2 * SP_SECONDS;
+  /* Snapshots of the real store (the source reads it directly, past the
+   * failing wrapper); small chunks, so that a few entries make several. */
+  sp_mem_store_snapshot_source(c->w.store, &c->src);
+  cfg.snapshot_source = &c->src;
+  cfg.snapshot_chunk_size = 64u << (2 * (hdr[7] & 3));
   if (fsu_world_open(&c->w, &cfg, hdr[5]) != 0) {
     fsu_leader_del(&c->w);
     return NULL;
@@ -739,8 +933,14 @@ int fsu_leader_step(fsu_world *w, fsu_in *in) {
 }
 
 void fsu_leader_del(fsu_world *w) {
+  leader_ctx *c = ctx_of(w);
+  size_t i;
+
   fsu_world_free(w);
-  free(ctx_of(w));
+  for (i = 0; i < c->noffers; ++i) {
+    free(c->offers[i].hashes);
+  }
+  free(c);
 }
 
 #ifndef FSU_NO_FUZZ_ENTRY

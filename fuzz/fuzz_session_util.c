@@ -130,11 +130,13 @@ static int tracing(void) {
 }
 
 static const char *msg_name(int type) {
-  static const char *const names[8] = {"?",         "NewEntries",
-                                       "Fetch",     "EntriesResponse",
-                                       "Ack",       "Heartbeat",
-                                       "SyncRequired", "Error"};
-  return type >= 1 && type <= 7 ? names[type] : "?";
+  static const char *const names[14] = {
+      "?",         "NewEntries",   "Fetch",
+      "EntriesResponse", "Ack",    "Heartbeat",
+      "SyncRequired", "Error",     "Propose",
+      "ProposeResult", "SnapshotRequest", "SnapshotManifest",
+      "SnapshotFetch", "SnapshotChunk"};
+  return type >= 1 && type <= 13 ? names[type] : "?";
 }
 
 /* ---- failure mask ---- */
@@ -360,6 +362,7 @@ static int s_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
   if (failing(w, FSU_FAIL_APPLY)) {
     return SP_ERR_STORE;
   }
+  w->applies++;
   rv = w->inner.apply(entries, hashes, n, epoch, w->inner.user_data);
   if (rv != 0) {
     fsu_fail("the in-memory store refused a checked apply: %s",

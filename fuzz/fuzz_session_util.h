@@ -235,6 +235,8 @@ struct fsu_world {
   /* A public call returned a fatal code: the input ends. */
   int fatal;
   long ops_done;
+  /* Calls of the store's apply that reached the real store. */
+  long applies;
 };
 
 /* Create the world's node (registry, transport, events, allocator) and

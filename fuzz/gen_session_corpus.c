@@ -289,6 +289,14 @@ static void op2(rec *r, uint8_t a, uint8_t b) {
   run_op(r, o, 2);
 }
 
+static void op3(rec *r, uint8_t a, uint8_t b, uint8_t c) {
+  uint8_t o[3];
+  o[0] = a;
+  o[1] = b;
+  o[2] = c;
+  run_op(r, o, 3);
+}
+
 static void op4(rec *r, uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
   uint8_t o[4];
   o[0] = a;
@@ -830,6 +838,73 @@ static void leader_scenarios(const char *dir) {
     run_for(r, 2 * SP_SECONDS);
     rec_finish(r, dir, "store-failures");
   }
+  /* A follower behind retention recovers by a snapshot from the node's
+   * source: its features Heartbeat, SnapshotRequest, SnapshotFetch
+   * windows, the verify fetch, then incremental sync from S. */
+  {
+    static const uint8_t hdr[8] = {0x00, 0x2c, 0x30, 0, 0, 0, 5, 0x01};
+    sp_snapshot_sink sink;
+    r = rec_new(&leader_role, hdr);
+    f1 = add_peer(r, FSU_F1, 0);
+    rec_start(r);
+    follower_cfg(&fc, 1024, 4);
+    sp_mem_store_snapshot_sink(f1->store, &sink);
+    fc.snapshot_sink = &sink;
+    open_peer(r, f1, &fc);
+    run_for(r, 2 * SP_SECONDS);
+    l_append(r, 3, 2);
+    run_for(r, 500 * SP_MILLISECONDS);
+    rec_finish(r, dir, "snapshot-serve");
+  }
+  /* Two followers behind retention, one with a sink (window 2, chunks of
+   * 64 bytes) and one without (SyncRequired only). */
+  {
+    static const uint8_t hdr[8] = {0x00, 0x5a, 0x21, 0, 0, 0, 6, 0x00};
+    sp_snapshot_sink sink;
+    r = rec_new(&leader_role, hdr);
+    f1 = add_peer(r, FSU_F1, 0);
+    f2 = add_peer(r, FSU_F2, 0);
+    rec_start(r);
+    follower_cfg(&fc, 1024, 4);
+    sp_mem_store_snapshot_sink(f1->store, &sink);
+    fc.snapshot_sink = &sink;
+    fc.snapshot_window = 2;
+    open_peer(r, f1, &fc);
+    follower_cfg(&fc, 1024, 4);
+    open_peer(r, f2, &fc);
+    run_for(r, 3 * SP_SECONDS);
+    l_append(r, 2, 1);
+    run_for(r, 500 * SP_MILLISECONDS);
+    rec_finish(r, dir, "snapshot-serve-two");
+  }
+  /* The same path from synthesized frames (op 0xb8..0xbf), no real peer,
+   * so that libFuzzer mutates their fields: features Heartbeat, a fetch
+   * behind retention, SnapshotRequest, preparation, one SnapshotFetch per
+   * chunk, the verify fetch, a resume request. */
+  {
+    static const uint8_t hdr[8] = {0x00, 0x2c, 0x30, 0, 0, 0, 5, 0x01};
+    uint8_t i;
+    r = rec_new(&leader_role, hdr);
+    rec_start(r);
+    op1(r, FSU_OP_OPEN << 4 | FSU_F1);
+    op4(r, FSU_OP_SYNTH << 4 | 8, 0x00, 0x00, 0x00);
+    op4(r, FSU_OP_SYNTH << 4 | 0, 0x00, 0x02, 0x00);
+    op4(r, FSU_OP_SYNTH << 4 | 8, 0x01, 0x00, 0x00);
+    op1(r, FSU_OP_TIME << 4 | 3);
+    op1(r, FSU_OP_TIME << 4 | 3);
+    for (i = 0; i < 4; ++i) {
+      op4(r, FSU_OP_SYNTH << 4 | 8, 0x02, i, 0x00);
+      op1(r, FSU_OP_WRITABLE << 4 | 1);
+      op1(r, FSU_OP_TIME << 4 | 2);
+    }
+    op4(r, FSU_OP_SYNTH << 4 | 8, 0x03, 0x00, 0x00);
+    op1(r, FSU_OP_WRITABLE << 4 | 1);
+    op1(r, FSU_OP_TIME << 4 | 3);
+    op4(r, FSU_OP_SYNTH << 4 | 8, 0x05, 0x03, 0x00);
+    op1(r, FSU_OP_WRITABLE << 4 | 1);
+    op1(r, FSU_OP_TIME << 4 | 3);
+    rec_finish(r, dir, "synth-snapshot-serve");
+  }
 }
 
 /* ---- follower scenarios (the node under test follows; a real leader) ---- */
@@ -852,6 +927,10 @@ static void f_grow(rec *r, g_peer *x, unsigned n, unsigned cls) {
   }
 }
 
+/* Set by a scenario: the next real leader serves snapshots from its
+ * store (the in-memory source, chunks of 256 bytes). */
+static int f_with_source;
+
 /* The real leader holds what R holds (the header's n entries, class, gap
  * and epoch). */
 static g_peer *f_leader(rec *r, const uint8_t hdr[8], int push_inline,
@@ -866,6 +945,19 @@ static g_peer *f_leader(rec *r, const uint8_t hdr[8], int push_inline,
   lc.push_inline = push_inline;
   lc.max_queued_fetches = max_queued;
   lc.response_max_bytes = budget;
+  if (f_with_source) {
+    /* The handler copies the vtable. */
+    sp_snapshot_source src;
+    sp_mem_store_snapshot_source(x->store, &src);
+    lc.snapshot_source = &src;
+    lc.snapshot_chunk_size = 256;
+    if (prune && sp_mem_store_prune(x->store, prune) != 0) {
+      die("peer prune");
+    }
+    open_peer(r, x, &lc);
+    rec_start(r);
+    return x;
+  }
   if (prune && sp_mem_store_prune(x->store, prune) != 0) {
     die("peer prune");
   }
@@ -983,6 +1075,54 @@ static void follower_scenarios(const char *dir) {
     run_for(r, 300 * SP_MILLISECONDS);
     rec_finish(r, dir, "leader-dials-store-fails");
   }
+  /* Snapshot recovery from a leader with a source, the follower behind
+   * its retention: features Heartbeat, SyncRequired, SnapshotRequest,
+   * manifest, windows of chunks, the verify fetch, install, then
+   * incremental sync from S. */
+  f_with_source = 1;
+  {
+    static const uint8_t hdr[8] = {0x00, 0x14, 0x02, 0x40, 0x20, 0x04, 0, 0};
+    r = rec_new(&follower_role, hdr);
+    x = f_leader(r, hdr, 1, 32, 256 * 1024, 10);
+    run_for(r, 2 * SP_SECONDS);
+    f_grow(r, x, 3, 2);
+    run_for(r, 500 * SP_MILLISECONDS);
+    rec_finish(r, dir, "snapshot-install");
+  }
+  /* The same with a window of one chunk, larger entries, a gap at 3 and a
+   * follower ahead of the pruned leader (its log replaced by the
+   * snapshot). */
+  {
+    static const uint8_t hdr[8] = {0x00, 0x0c, 0x8e, 0x00, 0x50, 0x05, 0, 0};
+    r = rec_new(&follower_role, hdr);
+    x = f_leader(r, hdr, 1, 32, 256 * 1024, 8);
+    run_for(r, 3 * SP_SECONDS);
+    f_grow(r, x, 2, 1);
+    run_for(r, 500 * SP_MILLISECONDS);
+    rec_finish(r, dir, "snapshot-ahead-window1");
+  }
+  /* A whole install from synthesized frames (op 0x48..0x4f), no real
+   * peer: features Heartbeat, SyncRequired, a manifest of R in chunks of
+   * 64 bytes, every chunk asked for, the verify fetch's answer, the fresh
+   * stream's first page. */
+  {
+    static const uint8_t hdr[8] = {0x00, 0x14, 0x02, 0x40, 0x20, 0x04, 0, 0};
+    r = rec_new(&follower_role, hdr);
+    rec_start(r);
+    op1(r, FSU_OP_WRITABLE << 4 | 1);
+    op3(r, FSU_OP_ROLE4 << 4 | 8, 0x00, 0);
+    op4(r, FSU_OP_SYNTH << 4 | 3, 0x00, 10, 0);
+    op1(r, FSU_OP_TIME << 4 | 3);
+    op3(r, FSU_OP_ROLE4 << 4 | 8, 0x01, 0);
+    op3(r, FSU_OP_ROLE4 << 4 | 8, 0x06, 0);
+    op1(r, FSU_OP_TIME << 4 | 2);
+    op3(r, FSU_OP_ROLE4 << 4 | 8, 0x03, 0);
+    op1(r, FSU_OP_TIME << 4 | 5);
+    op3(r, FSU_OP_ROLE4 << 4 | 8, 0x03, 0);
+    op1(r, FSU_OP_TIME << 4 | 5);
+    rec_finish(r, dir, "synth-snapshot-install");
+  }
+  f_with_source = 0;
 }
 
 int main(int argc, char **argv) {
