@@ -467,6 +467,9 @@ void sp_recover_session_expire(sp_session *s, sp_tstamp now);
 void sp_recover_detach(sp_session *s);
 /* Drop a recovery under way (the sink's pending snapshot stays). */
 void sp_recover_abandon(sp_handler *h);
+/* A recovery is under way (on a stream or between two): the log is not
+ * ours, so no epoch or outbox anchor is written. */
+int sp_recover_active(const sp_handler *h);
 sp_tstamp sp_recover_expiry(const sp_handler *h);
 void sp_recover_expire(sp_handler *h, sp_tstamp now);
 /* sp_follower.c: start over on a fresh stream from what the store holds

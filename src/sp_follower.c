@@ -416,13 +416,19 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
                       (unsigned long long)h->st.epoch);
     return -1;
   }
-  if (epoch > h->st.epoch &&
-      (h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING)) {
+  if (h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING ||
+      sp_recover_active(h)) {
     /* Written once the log is ours again (an installed snapshot). */
-    if (epoch > h->snap_epoch_seen) {
+    if (epoch > h->st.epoch && epoch > h->snap_epoch_seen) {
       h->snap_epoch_seen = epoch;
     }
-  } else if (epoch > h->st.epoch) {
+    return 0;
+  }
+  /* One an install could not write yet (installed() failed) goes too. */
+  if (h->snap_epoch_seen > epoch) {
+    epoch = h->snap_epoch_seen;
+  }
+  if (epoch > h->st.epoch) {
     int rv = h->store.apply(NULL, NULL, 0, epoch, h->store.user_data);
     if (rv != 0) {
       store_failed(h, &s->peer, rv, "epoch record");
@@ -432,6 +438,7 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
     h->st.epoch = epoch;
     store_ok(h, &s->peer, 1);
   }
+  h->snap_epoch_seen = 0;
   return 0;
 }
 
@@ -480,8 +487,19 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     break;
   case SP_MSG_ENTRIES_RESPONSE:
     if (h->fstate == SP_F_CONNECTED) {
-      /* This leader serves us incrementally: no snapshot needed. */
-      sp_recover_abandon(h);
+      /* This leader serves us incrementally: no snapshot needed.  The
+       * log is ours again: the epoch held back meanwhile is recorded
+       * before the page applies. */
+      if (sp_recover_active(h)) {
+        sp_recover_abandon(h);
+        if (check_epoch(s, msg->epoch) != 0) {
+          break;
+        }
+        sp_writer_recovery_over(s);
+        if (s->dead) {
+          break;
+        }
+      }
       on_page(s, &msg->u.entries_response);
     } else if (h->fstate == SP_F_RECOVERING) {
       sp_recover_on_msg(s, msg);
@@ -514,6 +532,11 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
       if (starts) {
         enter_sync_required(s, msg->u.sync_required.reason,
                             &msg->u.sync_required);
+      }
+      if (recover && !starts) {
+        /* Continued on a new stream: a request the host made between
+         * the streams ends here, as a new one would. */
+        request_done(h, SP_ERR_SYNC_REQUIRED);
       }
       if (recover) {
         sp_recover_begin(s);
@@ -632,6 +655,7 @@ int sp_follower_start(sp_handler *h) {
   }
   h->fstate = SP_F_DISCONNECTED;
   h->backoff = 0;
+  h->snap_wake_at = 0; /* a failure's wake of an earlier term */
   /* An episode of an earlier follower term (set_role follower -> leader
    * -> follower) stays open, to end as any other: the host that heard of
    * the failure hears of the recovery. */
@@ -723,7 +747,9 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
   if (h->store.state(&h->st, h->store.user_data) != 0) {
     return SP_ERR_STORE;
   }
-  /* The host recovered by its own means: a snapshot under way is moot. */
+  /* The host recovered by its own means: a snapshot under way is moot,
+   * and so is the wake after a failure (sp_recover_abandon clears it). */
+  h->snap_wake_at = 0;
   sp_recover_abandon(h);
   (void)sp_follower_resync(h);
   return sp_node_reap(h->node);

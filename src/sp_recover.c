@@ -139,24 +139,32 @@ static void failed(sp_session *s, int rv, const char *what) {
  * older), then sync starts over from S as after the host's full sync. */
 static void installed(sp_session *s) {
   sp_handler *h = s->handler;
+  /* h->st.epoch still holds every epoch recorded before the commit; a
+   * sink may have committed the snapshot's older one. */
+  uint64_t keep = h->snap_epoch_seen > h->st.epoch ? h->snap_epoch_seen
+                                                   : h->st.epoch;
   int rv = h->store.state(&h->st, h->store.user_data);
 
+  /* Kept until written: a failure leaves it for the next stream's epoch
+   * check (sp_follower.c), which writes it as the leader's. */
+  h->snap_epoch_seen = keep;
   if (rv != 0) {
     sp_follower_store_failed(h, &s->peer, rv, "state");
   } else {
     sp_follower_store_wrote(h, &s->peer); /* the commit wrote */
   }
-  if (rv == 0 && h->snap_epoch_seen > h->st.epoch) {
-    rv = h->store.apply(NULL, NULL, 0, h->snap_epoch_seen,
-                        h->store.user_data);
+  if (rv == 0 && keep > h->st.epoch) {
+    rv = h->store.apply(NULL, NULL, 0, keep, h->store.user_data);
     if (rv != 0) {
       sp_follower_store_failed(h, &s->peer, rv, "epoch record");
     } else {
-      h->st.epoch = h->snap_epoch_seen;
+      h->st.epoch = keep;
       sp_follower_store_wrote(h, &s->peer);
     }
   }
-  h->snap_epoch_seen = 0;
+  if (rv == 0) {
+    h->snap_epoch_seen = 0;
+  }
   h->snap_fail_backoff = 0;
   h->snap_fail_until = h->snap_wake_at = 0;
   sp_log(h->node, SP_LOG_INFO, "snapshot installed at %llu",
@@ -221,14 +229,6 @@ void sp_recover_begin(sp_session *s) {
     h->snap_used = 1;
     h->snap_retry_armed = 0;
     rv = sp_snap_fol_start(f);
-  } else if (f->state == SP_SNAP_F_COMMIT) {
-    /* Checked already, only the commit failed: try it again.  (Not a
-     * new verify fetch: on this stream no SnapshotRequest told the
-     * leader that a fetch since S checks a snapshot, and it would credit
-     * it as our position.  The resume check after the install checks
-     * the binding again, against this leader.) */
-    committed(s, sp_snap_fol_commit(f));
-    return;
   } else if (f->state != SP_SNAP_F_REQUEST && f->state != SP_SNAP_F_VERIFY) {
     rv = sp_snap_fol_reconnect(f);
   }
@@ -287,6 +287,8 @@ void sp_recover_on_msg(sp_session *s, const sp_msg *msg) {
     fs->last_progress = h->node->now;
     if (f->stats.chunks_done > before) {
       sp_follower_store_wrote(h, &s->peer);
+      /* A cut after progress is no failure to back off from. */
+      h->backoff = 0;
       emit(h, s, SP_EVENT_SNAPSHOT_PROGRESS, 0, NULL);
     }
     if (f->state == SP_SNAP_F_REQUEST) {
@@ -429,9 +431,17 @@ void sp_recover_detach(sp_session *s) {
     return;
   }
   s->u.f.snap_on = 0;
-  h->snap_retry_armed = 0;
   if (in_recovery(&h->snap)) {
-    rv = sp_snap_fol_reconnect(&h->snap);
+    sp_snap_fol *f = &h->snap;
+    uint32_t restarts = f->stats.restarts;
+    /* A restart's wait under way goes on across the cut. */
+    int keep = h->snap_retry_armed && f->state == SP_SNAP_F_REQUEST &&
+               f->need_request && f->retry_after != 0;
+
+    rv = sp_snap_fol_reconnect(f);
+    h->snap_retry_armed = keep && rv == 0 && f->stats.restarts == restarts;
+  } else {
+    h->snap_retry_armed = 0;
   }
   if (h->fstate == SP_F_RECOVERING) {
     /* Lost as any leader stream: sp_follower_detach reconnects; the new
@@ -444,14 +454,24 @@ void sp_recover_detach(sp_session *s) {
 }
 
 void sp_recover_abandon(sp_handler *h) {
+  /* A wake left by a failure must not reconnect a later SYNC_REQUIRED
+   * the host is to handle. */
+  h->snap_wake_at = 0;
   if (!h->has_snap_sink || !in_recovery(&h->snap)) {
     return;
   }
   /* The sink's pending snapshot stays: a later recovery may resume it
-   * if the leader still offers the same one. */
+   * if the leader still offers the same one.  Nothing is under way, so
+   * the status says so, without the old snapshot's numbers. */
   h->snap.state = SP_SNAP_F_IDLE;
   h->snap.need_request = 0;
+  memset(&h->snap.stats, 0, sizeof(h->snap.stats));
+  memset(&h->snap.info, 0, sizeof(h->snap.info));
   h->snap_retry_armed = 0;
+}
+
+int sp_recover_active(const sp_handler *h) {
+  return h->has_snap_sink && in_recovery(&h->snap);
 }
 
 sp_tstamp sp_recover_expiry(const sp_handler *h) {

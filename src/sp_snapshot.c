@@ -139,8 +139,17 @@ int sp_snap_fol_reconnect(sp_snap_fol *f) {
   /* A new stream: nothing of the old one will arrive. */
   f->outstanding = f->stale = 0;
   f->next_fetch = f->next_write;
+  /* Checked, only the commit failed: the check was against the old
+   * stream's leader, which may not be the next one's.  The request names
+   * the pending snapshot again (every chunk held), so the same manifest
+   * leads to VERIFY and a new check; commit_fails bounds the loop, so it
+   * is no stall. */
   if (f->state == SP_SNAP_F_COMMIT) {
-    return 0; /* all durable and checked: only the commit is left */
+    f->progress_mark = f->next_write;
+    f->state = SP_SNAP_F_REQUEST;
+    f->need_request = 1;
+    f->retry_after = 0;
+    return 0;
   }
   if (f->next_write == f->progress_mark && ++f->stalls > SP_SNAP_MAX_STALLS) {
     return restart(f, SP_ERR_STALLED);
@@ -149,9 +158,13 @@ int sp_snap_fol_reconnect(sp_snap_fol *f) {
     f->stalls = 0;
   }
   f->progress_mark = f->next_write;
+  /* A restart's wait not yet served survives the cut: a new stream must
+   * not ask for the new snapshot at once. */
+  if (!(f->state == SP_SNAP_F_REQUEST && f->need_request)) {
+    f->retry_after = 0;
+  }
   f->state = SP_SNAP_F_REQUEST;
   f->need_request = 1;
-  f->retry_after = 0;
   return 0;
 }
 
@@ -251,6 +264,7 @@ int sp_snap_fol_on_manifest(sp_snap_fol *f,
    * holds is discarded before begin. */
   if (!f->has_pending || !info_equal(&f->pending, &f->info)) {
     f->has_pending = 0;
+    f->commit_fails = 0; /* another snapshot: its own commits */
     if (f->sink->abort(f->sink->user_data) != 0) {
       f->state = SP_SNAP_F_CUT;
       return SP_ERR_STORE;

@@ -140,9 +140,11 @@ int sp_snap_fol_start(sp_snap_fol *f);
 /*
  * The stream carrying the transfer is gone (or the sink failed and the
  * session backed off): a new request is owed, resuming what the sink
- * holds; in state COMMIT nothing is owed but the commit, and the state
- * stays (no second verification: see docs/protocol.md 14.8).  A
- * reconnect that follows one without a new durable chunk is a stall;
+ * holds.  From COMMIT too (commit_fails kept): the same manifest with
+ * every chunk held goes to VERIFY, so the new stream's leader checks the
+ * binding again before the commit (docs/protocol.md 14.8).  A restart's
+ * wait not yet served (f->retry_after) is kept.  A reconnect that
+ * follows one without a new durable chunk is a stall (not from COMMIT);
  * more than SP_SNAP_MAX_STALLS in a row restart the snapshot.
  * Returns 0, SP_ERR_INVALID_STATE (no recovery under way) or
  * SP_ERR_SNAPSHOT_FAILED (restarts exhausted; state FAILED).
@@ -212,14 +214,15 @@ int sp_snap_fol_verify_fetch(const sp_snap_fol *f,
 int sp_snap_fol_on_chain_checked(sp_snap_fol *f, int ok);
 
 /*
- * In state COMMIT: the sink's commit (again: the state stays COMMIT
- * across reconnects).  A sink that says the verified bytes can never
+ * In state COMMIT: the sink's commit (a reconnect goes back to REQUEST,
+ * then VERIFY, before the next).  A sink that says the verified bytes can never
  * install (SP_ERR_SNAPSHOT_CORRUPT) restarts the snapshot at once; other
  * failures restart it once SP_SNAP_MAX_COMMIT_FAILS came in a row.  A
  * restart aborts the sink's pending snapshot and owes a request for a
  * new one after f->retry_after; f->last_error says why.
  * Returns 0 (state DONE: installed; or state REQUEST: restarted),
- * SP_ERR_STORE (failed; state COMMIT: try again on a later stream),
+ * SP_ERR_STORE (failed; state COMMIT: sp_snap_fol_reconnect, verified
+ * again on a later stream, then committed again),
  * SP_ERR_SNAPSHOT_FAILED (that restart was one too many: state FAILED),
  * SP_ERR_INVALID_STATE.
  */

@@ -50,6 +50,7 @@ void sp_writer_reset_stream(sp_handler *h) {
 
   w->negotiated = 0;
   w->ready = 0;
+  w->owed = 0;
   w->leader_max_frame = 0;
   w->sent_through = 0;
   w->drained = 0;
@@ -459,10 +460,29 @@ static int anchor(sp_handler *h, uint64_t origin_high) {
   return rv;
 }
 
+/* Anchor the outbox at the leader's origin_high; then writes are
+ * usable on `s`. */
+static void negotiate(sp_session *s, uint64_t features,
+                      uint64_t origin_high) {
+  sp_handler *h = s->handler;
+  int rv;
+
+  /* A successful anchor ends no store failure episode, though it wrote:
+   * every stream anchors, so it would reset the backoff at each reconnect
+   * of a follower whose applies keep failing. */
+  rv = anchor(h, origin_high);
+  if (rv != 0) {
+    sp_follower_store_failed(h, &s->peer, rv, "outbox anchor");
+    sp_session_close(s, SP_ERR_STORE);
+    return;
+  }
+  s->features = features & sp_handler_local_features(h);
+  h->w.negotiated = 1;
+}
+
 void sp_writer_on_features(sp_session *s, const sp_msg *msg) {
   sp_handler *h = s->handler;
   const sp_msg_heartbeat *hb = &msg->u.heartbeat;
-  int rv;
 
   if (h->leader == s && hb->max_frame != 0) {
     h->w.leader_max_frame = hb->max_frame;
@@ -476,17 +496,27 @@ void sp_writer_on_features(sp_session *s, const sp_msg *msg) {
       !(hb->features & SP_FEATURE_WRITES)) {
     return;
   }
-  /* A successful anchor ends no store failure episode, though it wrote:
-   * every stream anchors, so it would reset the backoff at each reconnect
-   * of a follower whose applies keep failing. */
-  rv = anchor(h, hb->origin_high);
-  if (rv != 0) {
-    sp_follower_store_failed(h, &s->peer, rv, "outbox anchor");
-    sp_session_close(s, SP_ERR_STORE);
+  /* Nor while a snapshot recovery is under way between its streams (the
+   * log is not ours): kept for when this stream's leader serves us
+   * after all, or for the stream after the install. */
+  if (sp_recover_active(h)) {
+    h->w.owed = 1;
+    h->w.owed_features = hb->features;
+    h->w.owed_origin_high = hb->origin_high;
     return;
   }
-  s->features = hb->features & sp_handler_local_features(h);
-  h->w.negotiated = 1;
+  negotiate(s, hb->features, hb->origin_high);
+}
+
+void sp_writer_recovery_over(sp_session *s) {
+  sp_handler *h = s->handler;
+
+  if (h->leader != s || !h->w.owed || h->w.negotiated ||
+      h->fstate != SP_F_CONNECTED) {
+    return;
+  }
+  h->w.owed = 0;
+  negotiate(s, h->w.owed_features, h->w.owed_origin_high);
 }
 
 void sp_writer_ready(sp_session *s) {

@@ -37,6 +37,12 @@ typedef struct sp_writer {
    * the resume check (ready). */
   int negotiated;
   int ready;
+  /* The leader's feature Heartbeat came while a snapshot recovery was
+   * under way (no anchor written then): what it said, to negotiate once
+   * this stream's leader serves the log (sp_writer_recovery_over). */
+  int owed;
+  uint64_t owed_features;
+  uint64_t owed_origin_high;
   /* The leader's frame maximum from its feature Heartbeat (0: not said):
    * our Propose frames are sized for the smaller of it and ours. */
   uint64_t leader_max_frame;
@@ -81,6 +87,9 @@ int sp_writer_propose_frame(struct sp_session *s);
 
 /* The leader's Heartbeat carried features. */
 void sp_writer_on_features(struct sp_session *s, const sp_msg *msg);
+/* A recovery ended on `s` because its leader serves the log: the
+ * negotiation its feature Heartbeat was owed happens now. */
+void sp_writer_recovery_over(struct sp_session *s);
 /* A ProposeResult arrived. */
 void sp_writer_on_result(struct sp_session *s, const sp_msg *msg);
 /* The host finished a full sync (sp_handler_resync_done, after the

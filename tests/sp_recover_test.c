@@ -374,6 +374,11 @@ typedef struct fx {
   int cut_now;
   /* Events by type, all devices (tc counts only the first 16). */
   long ev[32];
+  /* F1's requests and fetches sent when it installed; installs at any
+   * sequence but `install_want` (0: any). */
+  long requests_at_install, fetches_at_install;
+  sp_seq install_want;
+  long wrong_installs;
 } fx;
 
 static fx *g_fx;
@@ -404,6 +409,11 @@ static void on_event(tc *t, int dev, const sp_event *ev) {
     sp_store_state st;
     f->installed++;
     f->installed_at = ev->to_sequence;
+    f->requests_at_install = t->dev[F1].sent.msgs[SP_MSG_SNAPSHOT_REQUEST];
+    f->fetches_at_install = t->dev[F1].sent.msgs[SP_MSG_FETCH_ENTRIES];
+    if (f->install_want && ev->to_sequence != f->install_want) {
+      f->wrong_installs++;
+    }
     /* What the log says at once, before any frame of the next stream. */
     sp_mem_store_get_vtable(t->dev[F1].store[LIB], &vt);
     assert_int_equal(vt.state(&st, vt.user_data), 0);
@@ -938,6 +948,11 @@ static void test_commit_failure_retried(void **state) {
   assert_int_equal(f.t.dev[F1].counts.ev[SP_EVENT_STORE_FAILED], 1);
   assert_int_equal(f.t.dev[F1].counts.ev[SP_EVENT_STORE_RECOVERED], 1);
   assert_int_equal(f.installed, 1);
+  /* Each commit came after its own check, on its own stream: the first
+   * stream's request, then one naming the snapshot again per retry, and
+   * per stream its resume check and the verify fetch. */
+  assert_int_equal(f.requests_at_install, 3);
+  assert_int_equal(f.fetches_at_install, 2 * 3);
   assert_int_equal(f.sink.commits, 1);
   assert_int_equal(f.sink.writes, (int)chunk_count(&f));
   assert_int_equal(f.last.restarts, 0);
@@ -1005,7 +1020,10 @@ static void test_commit_never_succeeds(void **state) {
   assert_int_equal(f.sink.commit_calls,
                    snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
   assert_int_equal(f.src.opens, snapshots);
-  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), snapshots);
+  /* Every commit after the first of a snapshot comes on a new stream,
+   * whose request names the snapshot again (to check it once more). */
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST),
+                   snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
   assert_int_equal(f.sink.has_pending, 0);
   assert_int_equal(f.sink.breaches, 0);
   assert_true(f.t.dev[F1].counts.ev[SP_EVENT_STORE_FAILED] >= 1);
@@ -1018,7 +1036,8 @@ static void test_commit_never_succeeds(void **state) {
   tc_run_for(&f.t, 4 * MINUTES);
   assert_int_equal(f.sink.commit_calls,
                    snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
-  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), snapshots);
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST),
+                   snapshots * (int)SP_SNAP_MAX_COMMIT_FAILS);
   assert_int_equal(tc_applied(&f.t, F1, LIB), 0);
   assert_int_equal(f.t.fatal, 0);
   teardown(&f);
@@ -1196,11 +1215,230 @@ static void test_failover_ends_recovery(void **state) {
   assert_true(tc_is_prefix(t, F1, LIB));
   assert_int_equal(sp_handler_snapshot_status(t->dev[F1].h[LIB], &p), 0);
   assert_int_equal(p.state, SP_SNAPSHOT_IDLE);
+  /* Nothing under way: none of the abandoned snapshot's numbers. */
+  assert_int_equal(p.sequence, 0);
+  assert_int_equal(p.bytes_done, 0);
+  assert_int_equal(p.bytes_total, 0);
+  assert_int_equal(p.chunks_done, 0);
+  assert_int_equal(p.chunk_count, 0);
   /* The sink's pending snapshot is left for a later recovery. */
   assert_int_equal(f.sink.has_pending, 1);
   assert_int_equal(f.sink.commits, 0);
   assert_int_equal(follower_epoch(&f), 2);
+  /* The new leader's feature Heartbeat came while the recovery was still
+   * under way (not anchored then): writes work once it served the log. */
+  {
+    sp_outbox_status os;
+    assert_int_equal(sp_handler_outbox_status(t->dev[F1].h[LIB], &os), 0);
+    assert_int_equal(os.leader_accepts, 1);
+  }
   assert_int_equal(t->fatal, 0);
+  teardown(&f);
+}
+
+/* W1: a commit fails (SP_ERR_STORE), then a failover to a leader whose
+ * history does not run through (S, hash_at): the snapshot checked by the
+ * old leader is never installed; the new leader's replaces it. */
+static void test_commit_retry_checks_new_leader(void **state) {
+  fx f;
+  tc *t = &f.t;
+  sp_follower_progress fp;
+
+  (void)state;
+  memset(&f, 0, sizeof(f));
+  g_fx = &f;
+  assert_int_equal(tc_init(t, 3, 1, 1 * MS, NULL), 0);
+  t->on_event = on_event;
+  f.src.log = t->dev[LEADER].store[LIB];
+  f.sink.log = t->dev[F1].store[LIB];
+  f.sink.src = &f.src;
+  src_vtable(&f.src, &f.src_vt);
+  sink_vtable(&f.sink, &f.sink_vt);
+  t->dev[LEADER].cfg[LIB].snapshot_source = &f.src_vt;
+  t->dev[LEADER].cfg[LIB].snapshot_chunk_size = CHUNK;
+  t->dev[2].cfg[LIB].snapshot_source = &f.src_vt;
+  t->dev[2].cfg[LIB].snapshot_chunk_size = CHUNK;
+  t->dev[F1].cfg[LIB].snapshot_sink = &f.sink_vt;
+  t->dev[F1].cfg[LIB].snapshot_window = WINDOW;
+  assert_int_equal(tc_open(t, LEADER, LIB), 0);
+  tc_append(t, LIB, 40, 100);
+  /* Device 2 holds 1..40 (pruned through 30); 41..60 never reach it. */
+  assert_int_equal(
+      sp_mem_store_copy_from(t->dev[2].store[LIB], f.src.log), 0);
+  assert_int_equal(sp_mem_store_prune(t->dev[2].store[LIB], 30), 0);
+  tc_append(t, LIB, 20, 100);
+  assert_int_equal(sp_mem_store_prune(f.src.log, 50), 0);
+  f.sink.fail_commits = 1;
+  f.install_want = 40;
+  open_follower(&f);
+  while (f.sink.commit_calls == 0 && t->now < 10 * SP_SECONDS) {
+    tc_run_for(t, 1 * MS);
+  }
+  assert_int_equal(f.sink.commit_calls, 1);
+  assert_int_equal(f.installed, 0);
+  /* Failover: device 2 leads at epoch 2, its snapshots of its own log. */
+  tc_close(t, LEADER, LIB);
+  t->leader[LIB] = 2;
+  f.src.log = t->dev[2].store[LIB];
+  assert_int_equal(tc_open_as(t, 2, LIB, SP_ROLE_LEADER, 2), 0);
+  while (!f.installed && t->now < 60 * SP_SECONDS) {
+    tc_run_for(t, 1 * MS);
+    if (sp_handler_follower_progress(t->dev[2].h[LIB], &t->dev[F1].id,
+                                     t->now, &fp) == 0) {
+      assert_true(fp.acked_sequence <= tc_applied(t, F1, LIB));
+    }
+  }
+  tc_run_for(t, 10 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.wrong_installs, 0);
+  assert_int_equal(f.installed_at, 40);
+  assert_int_equal(f.sink.commit_calls, 2);
+  assert_int_equal(f.sink.commits, 1);
+  assert_int_equal(f.sink.breaches, 0);
+  assert_true(f.last.restarts >= 1);
+  assert_int_equal(tc_applied(t, F1, LIB), 40);
+  assert_int_equal(follower_epoch(&f), 2);
+  assert_int_equal(t->fatal, 0);
+  teardown(&f);
+}
+
+/* W2: a host request made between two streams of one recovery ends when
+ * the next stream continues it, not when (or if) it installs. */
+static int w2_calls, w2_status;
+static long w2_installed;
+
+static int w2_cb(sp_handler *h, int status, sp_seq applied, void *ud) {
+  fx *f = ud;
+
+  (void)h;
+  (void)applied;
+  w2_calls++;
+  w2_status = status;
+  w2_installed = f->installed;
+  return 0;
+}
+
+static void test_request_between_streams_ends(void **state) {
+  fx f;
+  int rv = SP_ERR_INVALID_STATE;
+
+  (void)state;
+  w2_calls = w2_status = 0;
+  setup(&f, 60, 50, 1);
+  f.cut_at_chunks = 3;
+  open_follower(&f);
+  while ((f.cut_at_chunks || f.cut_now) && f.t.now < 10 * SP_SECONDS) {
+    tc_run_for(&f.t, 1 * MS);
+  }
+  assert_int_equal(f.cut_at_chunks, 0);
+  /* Cut: until the next stream's SyncRequired the host may ask. */
+  while (rv != 0 && !f.installed && f.t.now < 20 * SP_SECONDS) {
+    rv = sp_handler_request_entries(f.t.dev[F1].h[LIB], 0, w2_cb, &f,
+                                    f.t.now);
+    if (rv != 0) {
+      tc_run_for(&f.t, 1 * MS);
+    }
+  }
+  assert_int_equal(rv, 0);
+  tc_run_for(&f.t, 30 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(w2_calls, 1);
+  assert_int_equal(w2_status, SP_ERR_SYNC_REQUIRED);
+  assert_int_equal(w2_installed, 0);
+  assert_int_equal(f.t.fatal, 0);
+  teardown(&f);
+}
+
+/* W3: an epoch that rises while a recovery runs (here between two of
+ * its streams) is not written until the snapshot is installed, and the
+ * install (whose snapshot records an older one) does not lower it. */
+static void test_epoch_held_while_recovering(void **state) {
+  fx f;
+  uint64_t before;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  f.cut_at_chunks = 3;
+  f.restart_leader = 1; /* pause */
+  open_follower(&f);
+  while (!f.cut_now && f.t.now < 10 * SP_SECONDS) {
+    tc_run_for(&f.t, 1 * MS);
+  }
+  assert_true(f.cut_now);
+  before = follower_epoch(&f);
+  assert_true(before < 7);
+  assert_int_equal(sp_handler_set_role(f.t.dev[LEADER].h[LIB],
+                                       SP_ROLE_LEADER, 7, f.t.now),
+                   0);
+  f.restart_leader = 0; /* cut the stream at the next frame */
+  while (!f.installed && f.t.now < 60 * SP_SECONDS) {
+    tc_run_for(&f.t, 1 * MS);
+    if (!f.installed) {
+      assert_int_equal(follower_epoch(&f), before);
+    }
+  }
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.epoch_at_install, 7);
+  follows_incrementally(&f, 60);
+  assert_int_equal(follower_epoch(&f), 7);
+  teardown(&f);
+}
+
+/* W4: a transfer cut again and again, with chunks written between the
+ * cuts, reconnects as fast as the first time: progress resets the
+ * reconnect backoff. */
+static void test_cuts_with_progress_keep_pace(void **state) {
+  fx f;
+  uint64_t at = 2;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  f.t.dev[F1].cfg[LIB].reconnect_min = 1 * SP_SECONDS;
+  f.t.dev[F1].cfg[LIB].reconnect_max = 60 * SP_SECONDS;
+  f.cut_at_chunks = at;
+  open_follower(&f);
+  while (!f.installed && f.t.now < 5 * MINUTES) {
+    tc_run_for(&f.t, 1 * MS);
+    if (!f.cut_at_chunks && !f.cut_now && f.last.chunks_done >= at &&
+        at + 2 < chunk_count(&f)) {
+      at += 2;
+      f.cut_at_chunks = at;
+    }
+  }
+  print_message("%llu chunks, cut every 2: installed after %llu ms\n",
+                (unsigned long long)chunk_count(&f),
+                (unsigned long long)(f.t.now / MS));
+  assert_int_equal(f.installed, 1);
+  assert_true(f.last.resumes >= 5);
+  /* Each reconnect waits about reconnect_min (1 s), not 1, 2, 4, ... */
+  assert_true(f.t.now < (sp_tstamp)(3 * f.last.resumes + 5) * SP_SECONDS);
+  teardown(&f);
+}
+
+/* W5: after a recovery gave up, the host's resync_done ends the failure's
+ * wake: a SyncRequired that follows is the host's to handle, and no
+ * stream opens by itself when the old backoff would have ended. */
+static void test_resync_done_clears_wake(void **state) {
+  fx f;
+  long syncs;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  f.t.dev[F1].cfg[LIB].snapshot_max_bytes = 100;
+  open_follower(&f);
+  tc_run_for(&f.t, 5 * SP_SECONDS);
+  assert_int_equal(f.failed, 1);
+  /* The host gives up on a full sync too (its store unchanged). */
+  assert_int_equal(sp_handler_resync_done(f.t.dev[F1].h[LIB], f.t.now), 0);
+  tc_run_for(&f.t, 5 * SP_SECONDS);
+  syncs = f.t.dev[F1].counts.ev[SP_EVENT_SYNC_REQUIRED_RECEIVED];
+  assert_int_equal(syncs, 2);
+  tc_run_for(&f.t, 12 * HOURS);
+  assert_int_equal(f.t.dev[F1].counts.ev[SP_EVENT_SYNC_REQUIRED_RECEIVED],
+                   syncs);
+  assert_int_equal(sent(&f, F1, SP_MSG_SNAPSHOT_REQUEST), 1);
+  assert_int_equal(f.failed, 1);
+  assert_int_equal(f.t.fatal, 0);
   teardown(&f);
 }
 
@@ -1297,6 +1535,11 @@ int main(void) {
       cmocka_unit_test(test_failover_ends_recovery),
       cmocka_unit_test(test_mem_store_vtables),
       cmocka_unit_test(test_without_write_path),
+      cmocka_unit_test(test_commit_retry_checks_new_leader),
+      cmocka_unit_test(test_request_between_streams_ends),
+      cmocka_unit_test(test_epoch_held_while_recovering),
+      cmocka_unit_test(test_cuts_with_progress_keep_pace),
+      cmocka_unit_test(test_resync_done_clears_wake),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1046,7 +1046,8 @@ static void test_commit_corrupt_restarts(void **state) {
   free(t.bytes);
 }
 
-/* Failed commits keep state COMMIT across reconnects and a success
+/* A failed commit is tried again only after a reconnect and a second
+ * check (the same snapshot named again, all held: VERIFY), and a success
  * before the bound installs; SP_SNAP_MAX_COMMIT_FAILS in a row restart
  * the snapshot, so a commit that never succeeds ends in FAILED after the
  * restarts instead of being retried for ever. */
@@ -1070,16 +1071,26 @@ static void test_commit_failures_bounded(void **state) {
   k.fail_commit = SP_SNAP_MAX_COMMIT_FAILS - 1;
   run(&f, &s, 100, &plain, &out);
   assert_int_equal(out.last_rv, SP_ERR_STORE);
-  for (i = 1; i < SP_SNAP_MAX_COMMIT_FAILS - 1; ++i) {
+  for (i = 1; i < SP_SNAP_MAX_COMMIT_FAILS; ++i) {
+    sp_msg_snapshot_request rq;
     assert_int_equal(sp_snap_fol_reconnect(&f), 0);
-    assert_int_equal(f.state, SP_SNAP_F_COMMIT);
-    assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_STORE);
+    assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+    assert_true(f.need_request);
+    assert_int_equal(f.commit_fails, i);
+    assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
+    /* The request names the pending snapshot, every chunk held. */
+    assert_int_equal(sp_snap_fol_next_request(&f, &rq), 1);
+    assert_memory_equal(rq.id, k.pending.id, SP_SNAPSHOT_ID_LEN);
+    assert_true(rq.have_chunks == f.info.chunk_count);
+    f.need_request = 1; /* run() sends it */
+    run(&f, &s, 100 + i, &plain, &out);
+    assert_int_equal(out.last_rv,
+                     i + 1 < SP_SNAP_MAX_COMMIT_FAILS ? SP_ERR_STORE : 0);
+    assert_int_equal(out.delivered, 0);
   }
-  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
-  assert_int_equal(f.state, SP_SNAP_F_COMMIT);
-  assert_int_equal(sp_snap_fol_commit(&f), 0);
   assert_int_equal(f.state, SP_SNAP_F_DONE);
   assert_int_equal(f.stats.restarts, 0);
+  assert_int_equal(k.commit_calls, SP_SNAP_MAX_COMMIT_FAILS);
   expect_installed(&k, &t);
   sp_snap_fol_free(&f);
   sp_snap_srv_free(&s, 0);
@@ -1097,7 +1108,8 @@ static void test_commit_failures_bounded(void **state) {
     assert_int_equal(f.state, SP_SNAP_F_COMMIT);
     for (i = 1; i < SP_SNAP_MAX_COMMIT_FAILS; ++i) {
       assert_int_equal(sp_snap_fol_reconnect(&f), 0);
-      rv = sp_snap_fol_commit(&f);
+      run(&f, &s, 1000 + round, &plain, &out);
+      rv = out.last_rv;
       if (i + 1 < SP_SNAP_MAX_COMMIT_FAILS) {
         assert_int_equal(rv, SP_ERR_STORE);
         assert_int_equal(f.state, SP_SNAP_F_COMMIT);
@@ -1118,6 +1130,91 @@ static void test_commit_failures_bounded(void **state) {
   assert_false(k.installed);
   assert_int_equal(sp_snap_fol_commit(&f), SP_ERR_INVALID_STATE);
   assert_int_equal(sp_snap_fol_reconnect(&f), SP_ERR_INVALID_STATE);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* A commit failed, then the next stream's leader no longer has that
+ * snapshot (expired, or another leader): its manifest is another one, so
+ * the pending one is aborted and the change counts as a restart, and the
+ * new snapshot's commits are its own. */
+static void test_commit_retry_other_manifest(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s, s2;
+  sp_snap_fol f;
+  run_out out;
+  uint8_t first[SP_SNAPSHOT_ID_LEN];
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  srv_init(&s2, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  k.fail_commit = 1;
+  run(&f, &s, 100, &plain, &out);
+  assert_int_equal(out.last_rv, SP_ERR_STORE);
+  assert_int_equal(f.commit_fails, 1);
+  memcpy(first, k.pending.id, SP_SNAPSHOT_ID_LEN);
+  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+  assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+  /* Served by s2, which never opened `first`: a new snapshot, nothing
+   * of the old one committed. */
+  k.fail_commit = 0;
+  run(&f, &s2, 200, &plain, &out);
+  assert_int_equal(out.last_rv, 0);
+  assert_int_equal(f.state, SP_SNAP_F_DONE);
+  assert_int_equal(k.aborts, 1);
+  assert_int_equal(f.stats.restarts, 1);
+  assert_int_equal(f.commit_fails, 0);
+  assert_int_equal(k.commit_calls, 2);
+  expect_installed(&k, &t);
+  assert_memory_not_equal(k.state.id, first, SP_SNAPSHOT_ID_LEN);
+  sp_snap_fol_free(&f);
+  sp_snap_srv_free(&s, 0);
+  sp_snap_srv_free(&s2, 0);
+  tsink_free(&k);
+  free(t.bytes);
+}
+
+/* A restart's wait not yet served survives a cut; after the request went
+ * out, a reconnect owes the next one at once. */
+static void test_restart_wait_kept_across_cut(void **state) {
+  tsource t;
+  tsink k;
+  sp_snapshot_source sv;
+  sp_snapshot_sink kv;
+  sp_snap_srv s;
+  sp_snap_fol f;
+  run_out out;
+  sp_msg_snapshot_request rq;
+
+  (void)state;
+  tsource_init(&t, &sv, TOTAL, 0);
+  tsink_init(&k, &kv, &t);
+  srv_init(&s, &sv, 0, 0);
+  sp_snap_fol_init(&f, &kv, 4, 0, 0, NULL);
+  assert_int_equal(sp_snap_fol_start(&f), 0);
+  k.fail_commit = 1;
+  k.commit_rv = SP_ERR_SNAPSHOT_CORRUPT;
+  run(&f, &s, 100, &plain, &out);
+  assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+  assert_true(f.retry_after == SP_SNAP_BACKOFF_BASE);
+  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+  assert_int_equal(f.state, SP_SNAP_F_REQUEST);
+  assert_true(f.need_request);
+  assert_true(f.retry_after == SP_SNAP_BACKOFF_BASE);
+  assert_int_equal(sp_snap_fol_next_request(&f, &rq), 1);
+  assert_true(f.retry_after == 0);
+  assert_int_equal(sp_snap_fol_reconnect(&f), 0);
+  assert_true(f.need_request);
+  assert_true(f.retry_after == 0);
   sp_snap_fol_free(&f);
   sp_snap_srv_free(&s, 0);
   tsink_free(&k);
@@ -2235,6 +2332,8 @@ int main(void) {
       cmocka_unit_test(test_sink_failures),
       cmocka_unit_test(test_commit_corrupt_restarts),
       cmocka_unit_test(test_commit_failures_bounded),
+      cmocka_unit_test(test_commit_retry_other_manifest),
+      cmocka_unit_test(test_restart_wait_kept_across_cut),
       cmocka_unit_test(test_stalls_restart),
       cmocka_unit_test(test_empty_snapshot),
       cmocka_unit_test(test_leader_idle_expiry_and_cap),

@@ -131,7 +131,7 @@ typedef enum sp_event_type {
 /* Where a snapshot recovery stands (SP_EVENT_SNAPSHOT_*,
  * sp_handler_snapshot_status). */
 typedef enum sp_snapshot_state {
-  SP_SNAPSHOT_IDLE = 0,        /* none since the handler was created */
+  SP_SNAPSHOT_IDLE = 0,        /* none under way (none yet, or abandoned) */
   SP_SNAPSHOT_TRANSFERRING = 1, /* asking, fetching or verifying */
   SP_SNAPSHOT_INSTALLED = 2,   /* the last one was installed */
   SP_SNAPSHOT_FAILED = 3       /* the last one gave up */
