@@ -76,8 +76,9 @@ static int f_event(const sp_event *ev, void *ud) {
     uint64_t now = bu_now();
     uint32_t *row = g_c->lat + (size_t)(f - 1) * (g_c->max_seq + 1);
     sp_seq s;
-    for (s = ev->from_sequence; s <= ev->to_sequence && s <= g_c->max_seq;
-         ++s) {
+    /* (from, to] */
+    for (s = ev->from_sequence + 1;
+         s <= ev->to_sequence && s <= g_c->max_seq; ++s) {
       uint64_t a = g_c->append_ts[s];
       /* Microseconds, rounded up so that 0 means "never applied". */
       uint64_t d = now > a ? (now - a + 999) / 1000 : 1;

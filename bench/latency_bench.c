@@ -65,7 +65,7 @@ static int f_event(const sp_event *ev, void *ud) {
   if (ev->type == SP_EVENT_ENTRIES_APPLIED) {
     uint64_t now = bu_now();
     sp_seq s;
-    for (s = ev->from_sequence; s <= ev->to_sequence; ++s) {
+    for (s = ev->from_sequence + 1; s <= ev->to_sequence; ++s) { /* (from, to] */
       if (s < WARMUP + MAX_SAMPLES + 2) {
         g_sh->applied_ts[s] = now;
       }

@@ -164,7 +164,7 @@ static int f_event(const sp_event *ev, void *ud) {
     bu_die("submission %llu refused: %d", (unsigned long long)ev->origin_seq,
            ev->error_code);
   } else if (ev->type == SP_EVENT_ENTRIES_APPLIED) {
-    g_applied_entries += ev->to_sequence - ev->from_sequence + 1;
+    g_applied_entries += ev->to_sequence - ev->from_sequence; /* (from, to] */
     g_sh->applied = ev->to_sequence;
   } else if (ev->type == SP_EVENT_CAUGHT_UP) {
     g_caught_up = 1;

@@ -52,7 +52,7 @@ static int on_event(const sp_event *ev, void *user_data) {
   const char *who = user_data;
 
   if (ev->type == SP_EVENT_ENTRIES_APPLIED) {
-    printf("%s: applied entries %llu..%llu\n", who,
+    printf("%s: applied entries (%llu, %llu]\n", who,
            (unsigned long long)ev->from_sequence,
            (unsigned long long)ev->to_sequence);
   } else if (ev->type == SP_EVENT_ACK_RECEIVED) {

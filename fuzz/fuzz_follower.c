@@ -459,7 +459,8 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
   case SP_EVENT_LOG_CORRUPT:
     fsu_fail("the follower reported leader event %d", (int)ev->type);
   case SP_EVENT_ENTRIES_APPLIED:
-    if (ev->from_sequence == 0 || ev->from_sequence > ev->to_sequence ||
+    /* (from, to]: from is where the store stood, to where it stands. */
+    if (ev->from_sequence >= ev->to_sequence ||
         ev->to_sequence != st.applied) {
       fsu_fail("ENTRIES_APPLIED (%llu..%llu), the store holds %llu",
                (unsigned long long)ev->from_sequence,

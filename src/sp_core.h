@@ -94,7 +94,7 @@ typedef struct sp_fsess {
   sp_seq acked_sent;
   /* When the pipeline last made progress (stall detection). */
   sp_tstamp last_progress;
-  /* CAUGHT_UP reported for the current `covered`. */
+  /* CAUGHT_UP reported, and nothing applied or announced since. */
   int caught_up_reported;
   /* When the stream became the follower's leader stream. */
   sp_tstamp attached_at;

@@ -277,6 +277,11 @@ static int verify_chain(sp_handler *h, const sp_msg_entries_response *r) {
                                                         : SP_ERR_CHAIN_MISMATCH;
 }
 
+/* A page said has_more = false: the leader said where it stands and the
+ * follower holds all of it.  CAUGHT_UP is news once per stream (at 0 too,
+ * when the leader's log is empty), then again only after something was
+ * applied or announced since (a push that brought everything included):
+ * the host hears each return to lag 0, not every empty page. */
 static void caught_up(sp_session *s) {
   sp_handler *h = hof(s);
   sp_fsess *f = &s->u.f;
@@ -377,8 +382,11 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
       return;
     }
     {
+      /* Half-open (from, to], as every range of the protocol: `from` is
+       * where the store stood, so that consecutive events tile the log
+       * (a gap the leader's log has falls inside the next one). */
       sp_event ev = {0};
-      ev.from_sequence = r->entries[0].sequence;
+      ev.from_sequence = h->st.applied;
       ev.to_sequence = r->entries[r->entry_count - 1].sequence;
       h->st.applied = ev.to_sequence;
       memcpy(h->st.head_hash,
@@ -386,6 +394,9 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
              SP_HASH_LEN);
       sp_emit_simple(h, SP_EVENT_ENTRIES_APPLIED, &s->peer, &ev);
     }
+    /* Applied something: reaching the leader's latest again is news,
+     * even when this very page (a push) brought all of it. */
+    f->caught_up_reported = 0;
     store_ok(h, &s->peer, 1);
     sp_writer_applied(h, &s->peer, r->entries, r->entry_count);
   }

@@ -88,13 +88,13 @@ static int r_members(const sp_uuid *lib, sp_uuid *out, size_t cap,
 static int on_event(const sp_event *ev, void *ud) {
   tc_dev *d = ud;
 
-  if (ev->type < 16) {
+  if ((size_t)ev->type < sizeof(d->counts.ev) / sizeof(d->counts.ev[0])) {
     d->counts.ev[ev->type]++;
   }
   switch (ev->type) {
   case SP_EVENT_ENTRIES_APPLIED:
     d->counts.applied_entries +=
-        (long)(ev->to_sequence - ev->from_sequence + 1);
+        (long)(ev->to_sequence - ev->from_sequence); /* (from, to] */
     break;
   case SP_EVENT_ERROR:
     d->counts.last_error = ev->error_code;
@@ -180,6 +180,8 @@ static void tap_detail(const sp_msg *m) {
             (unsigned long long)m->u.heartbeat.origin_high);
   } else if (m->type == SP_MSG_ENTRIES_RESPONSE) {
     const sp_msg_entries_response *r = &m->u.entries_response;
+    fprintf(stderr, " (%llu, %llu]", (unsigned long long)r->since_sequence,
+            (unsigned long long)r->through_sequence);
     for (i = 0; i < r->entry_count; ++i) {
       if (r->entries[i].origin_seq) {
         fprintf(stderr, " %llu:o%llu",
@@ -187,6 +189,31 @@ static void tap_detail(const sp_msg *m) {
                 (unsigned long long)r->entries[i].origin_seq);
       }
     }
+  } else if (m->type == SP_MSG_FETCH_ENTRIES) {
+    fprintf(stderr, " since %llu limit %u%s",
+            (unsigned long long)m->u.fetch_entries.since_sequence,
+            (unsigned)m->u.fetch_entries.limit,
+            m->u.fetch_entries.since_hash_len ? " hashed" : "");
+  } else if (m->type == SP_MSG_SNAPSHOT_MANIFEST) {
+    fprintf(stderr, " S %llu, %llu bytes in %zu chunks",
+            (unsigned long long)m->u.snapshot_manifest.sequence,
+            (unsigned long long)m->u.snapshot_manifest.total_size,
+            m->u.snapshot_manifest.chunk_count);
+  } else if (m->type == SP_MSG_SNAPSHOT_REQUEST) {
+    fprintf(stderr, " %s, have %llu",
+            m->u.snapshot_request.id_len ? "resume" : "new",
+            (unsigned long long)m->u.snapshot_request.have_chunks);
+  } else if (m->type == SP_MSG_SNAPSHOT_FETCH) {
+    fprintf(stderr, " chunks %llu+%u",
+            (unsigned long long)m->u.snapshot_fetch.first_chunk,
+            (unsigned)m->u.snapshot_fetch.count);
+  } else if (m->type == SP_MSG_SNAPSHOT_CHUNK) {
+    fprintf(stderr, " chunk %llu",
+            (unsigned long long)m->u.snapshot_chunk.index);
+  } else if (m->type == SP_MSG_SYNC_REQUIRED) {
+    fprintf(stderr, " reason %d follower %llu",
+            (int)m->u.sync_required.reason,
+            (unsigned long long)m->u.sync_required.follower_sequence);
   } else if (m->type == SP_MSG_PROPOSE) {
     for (i = 0; i < m->u.propose.entry_count; ++i) {
       fprintf(stderr, " o%llu",

@@ -15,7 +15,7 @@ typedef struct tc tc;
 
 /* What one device saw through its events. */
 typedef struct tc_counts {
-  long ev[16];           /* by sp_event_type */
+  long ev[32];           /* by sp_event_type */
   long applied_entries;  /* sequences covered by ENTRIES_APPLIED events */
   int last_error;        /* last SP_EVENT_ERROR code */
   int last_lost;         /* last PEER_LOST code */

@@ -40,7 +40,12 @@ typedef enum sp_event_type {
   SP_EVENT_PEER_CONNECTED = 1,
   /* That stream ended; `error_code` says why (0: clean close). */
   SP_EVENT_PEER_LOST = 2,
-  /* Follower: entries (from_sequence, to_sequence] are durably applied. */
+  /* Follower: entries (from_sequence, to_sequence] are durably applied,
+   * half-open as every range here: from_sequence is the sequence the
+   * store stood at before (0 on an empty log), to_sequence the last entry
+   * applied, so consecutive events tile the log ((0, 3] then (3, 7]) and
+   * to_sequence - from_sequence counts sequences, not entries (a gap in
+   * the leader's log is inside the range and holds none). */
   SP_EVENT_ENTRIES_APPLIED = 3,
   /* Leader: a follower acknowledged; see `progress`. */
   SP_EVENT_ACK_RECEIVED = 4,
@@ -55,7 +60,15 @@ typedef enum sp_event_type {
   SP_EVENT_ERROR = 8,
   /* Leader: met a higher epoch and stopped leading; `epoch` is it. */
   SP_EVENT_STEPPED_DOWN = 9,
-  /* Follower: applied everything the leader announced (lag 0). */
+  /* Follower: applied everything the leader announced (lag 0);
+   * to_sequence is the store's applied sequence.  Emitted when a page
+   * saying has_more = false leaves the follower at the leader's latest
+   * (docs/protocol.md "Events and the wire"): once per stream when that
+   * first happens -- at 0 only if the leader's log is empty, never
+   * before the leader said where it stands -- and again each time it
+   * happens after entries were applied or announced since (a pushed page
+   * that brought them all counts), never for an empty page that changed
+   * nothing. */
   SP_EVENT_CAUGHT_UP = 10,
   /* Leader: its own log is corrupt at rest: the stored row `to_sequence`
    * does not match its chain hash (`error_code` SP_ERR_STORE_CORRUPT).
