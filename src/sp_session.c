@@ -147,7 +147,12 @@ void sp_session_close(sp_session *s, int code) {
      * hears of it, or it could not tell "down" from "connecting". */
     sp_event ev = {0};
     ev.error_code = code;
-    ev.message = "could not reach the peer";
+    ev.message = code == SP_ERR_UNKNOWN_KEY
+                     ? "key refused in the handshake, by the peer or by us "
+                       "(the transport's log names address and keys)"
+                 : code == SP_ERR_HANDSHAKE || code == SP_ERR_ALPN
+                     ? "the handshake with the peer failed"
+                     : "could not reach the peer";
     sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
   }
 }

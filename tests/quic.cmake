@@ -15,7 +15,7 @@ if(SP_WITH_QUIC)
   sp_add_test(sp_quic_addr_test SOURCES sp_quic_addr_test.c LABELS quic
     LIBS sync_protocol_static PkgConfig::NGTCP2)
   foreach(t handshake stream loop retry lifetime window liveness
-      credit fairness peer_conns)
+      credit fairness peer_conns refusal)
     sp_add_test(sp_quic_${t}_test
       SOURCES sp_quic_${t}_test.c ${SP_QUIC_TEST_HELPERS}
       LABELS quic TIMEOUT 60
@@ -34,6 +34,10 @@ if(SP_WITH_QUIC)
   sp_add_test(sp_quic_peer_key_test
     SOURCES sp_quic_peer_key_test.c quic_node_util.c LABELS quic
     TIMEOUT 60 LIBS PkgConfig::NGTCP2)
+  # What a refused follower node hears: the Error frame, a refused key.
+  sp_add_test(sp_quic_refusal_node_test
+    SOURCES sp_quic_refusal_node_test.c quic_node_util.c LABELS quic
+    TIMEOUT 60)
   # A leader killed and restarted reaches its follower at once.
   sp_add_test(sp_quic_restart_test
     SOURCES sp_quic_restart_test.c quic_node_util.c LABELS quic

@@ -41,6 +41,7 @@
 #include "sync_protocol/types.h"
 #include "sync_protocol/mem.h"
 #include "sync_protocol/identity.h"
+#include "sync_protocol/events.h"
 #include "sync_protocol/sys/registry.h"
 #include "sync_protocol/sys/transport.h"
 
@@ -55,9 +56,27 @@ typedef struct sp_quic_endpoint sp_quic_endpoint;
  * SP_ERR_CALLBACK_FAILURE. */
 typedef int (*sp_quic_wake_cb)(sp_quic_endpoint *ep, void *user_data);
 
-/* 2 added keep_alive and ack_timeout; version 1 structs are still
- * accepted (the new fields then take their defaults). */
-#define SP_QUIC_CONFIG_VERSION 2
+/* 2 added keep_alive and ack_timeout, 3 on_log and log_user_data;
+ * older structs are still accepted (the new fields then take their
+ * defaults). */
+#define SP_QUIC_CONFIG_VERSION 3
+
+/* Application error codes of this transport on the wire (RESET_STREAM,
+ * STOP_SENDING, CONNECTION_CLOSE of type 0x1d): the absolute value of an
+ * sp_error (SP_ERR_NOT_MEMBER = -302 is sent as 302), 0 for no error.  A
+ * receiver maps 100..599 back to the sp_error and anything else to
+ * SP_ERR_CONNECTION_LOST.  A client whose device key the server refuses
+ * (unknown, or a second key for a known device) completes the TLS
+ * handshake and gets a CONNECTION_CLOSE with 404 (SP_ERR_UNKNOWN_KEY) and
+ * the reason phrase "device key refused" (docs/protocol.md 12.6). */
+
+/* A stream the node closes with an error code first delivers what was
+ * queued before the close (the Error frame of a refusal): STOP_SENDING
+ * with the code goes out at once, RESET_STREAM with the code once the
+ * peer acknowledged the last byte, or after this long (5 s) if it does
+ * not (a peer that does not read); then the stream is freed.  A close for
+ * SP_ERR_PEER_TIMEOUT or SP_ERR_STALLED resets at once. */
+#define SP_QUIC_LINGER ((sp_duration)5 * SP_SECONDS)
 
 /* The largest keep_alive and ack_timeout accepted (1 hour): the
  * endpoint adds them to timestamps, and a larger value (SP_TSTAMP_MAX
@@ -71,7 +90,9 @@ typedef struct sp_quic_config {
   /* "ipv4:port" or "[ipv6]:port" to bind; port 0 picks one
    * ("0.0.0.0:0").  Copied. */
   const char *bind_address;
-  /* QUIC idle timeout; keep it above the heartbeat timeout (180 s).  A
+  /* QUIC idle timeout (180 s), advertised as max_idle_timeout; keep it
+   * above the protocol's peer timeout, heartbeat_interval x
+   * heartbeat_timeout_factor (90 s by default; docs/protocol.md 12.4).  A
    * connection left with no stream stays open until it expires, so a
    * peer opening a new stream on it never races its closing. */
   sp_duration idle_timeout;
@@ -114,6 +135,15 @@ typedef struct sp_quic_config {
    * keep_alive + ack_timeout on the dialling side (9 s by default),
    * 1.25 x keep_alive + ack_timeout on the accepting side (10.25 s). */
   sp_duration ack_timeout;
+  /* Version 3.  Optional: the endpoint's log lines (SP_LOG_WARN: every
+   * handshake it refuses, either side, with the peer's address and, when
+   * a key was refused, its fingerprint and, dialling, the device and key
+   * expected; a connection the peer closed with an error code).  Called
+   * in the loop thread, inside sp_quic_endpoint_process; `msg` is valid
+   * during the call; it must not call into the endpoint.  Hosts usually
+   * pass the node's on_log.  NULL: none (to stderr when debug is 1). */
+  void (*on_log)(sp_log_level level, const char *msg, void *user_data);
+  void *log_user_data;
 } sp_quic_config;
 
 /* Fill `cfg` with the defaults above. */

@@ -52,6 +52,10 @@ static int handshake_completed_cb(ngtcp2_conn *qc, void *user_data) {
   char uuid[SP_UUID_STRING_LEN + 1];
 
   (void)qc;
+  /* A refused key: sp_quic_conn_read closes with its code after this. */
+  if (c->refuse_code) {
+    return 0;
+  }
   /* A handshake that completed without our certificate checks having
    * accepted the peer must never carry a byte. */
   if (!c->cert_ok) {

@@ -11,6 +11,8 @@
  *                                            no_application_protocol:
  *                                            SP_ERR_ALPN; others:
  *                                            SP_ERR_HANDSHAKE
+ *   the peer closed with an application     -> that code's sp_error
+ *   error code (our key refused: 404)          (SP_ERR_UNKNOWN_KEY...)
  *   no answer at all before the timeout     -> SP_ERR_UNREACHABLE
  *   other failures before authentication    -> SP_ERR_HANDSHAKE
  *   closed, reset or idle after it          -> SP_ERR_CONNECTION_LOST
@@ -478,6 +480,19 @@ static int reason_from_peer_close(sp_quic_conn *c) {
   ngtcp2_connection_close_error ce;
 
   ngtcp2_conn_get_connection_close_error(c->qc, &ce);
+  if (ce.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION &&
+      ce.error_code != 0) {
+    char addr[64] = "?";
+    int reason = sp_quic_reason_from_app_code(ce.error_code);
+
+    (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
+    sp_quic_log(c->ep, SP_LOG_WARN,
+                "%s closed the connection with code %llu (%s): %.*s", addr,
+                (unsigned long long)ce.error_code, sp_err_name(reason),
+                (int)(ce.reasonlen < 200 ? ce.reasonlen : 200),
+                ce.reason ? (const char *)ce.reason : "");
+    return reason;
+  }
   if (ce.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT &&
       (ce.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR) {
     return reason_from_alert((uint8_t)(ce.error_code & 0xff));
@@ -533,6 +548,19 @@ static void close_liberr(sp_quic_conn *c, int liberr, int reason,
   close_with(c, &ce, reason, now);
 }
 
+/* Close a connection whose peer proved a key we refuse, now that the
+ * handshake completed: CONNECTION_CLOSE (application) with the code's
+ * absolute value (404) and a reason phrase for people. */
+static void refuse_close(sp_quic_conn *c, sp_tstamp now) {
+  static const char why[] = "device key refused";
+  ngtcp2_connection_close_error ce;
+
+  ngtcp2_connection_close_error_default(&ce);
+  ngtcp2_connection_close_error_set_application_error(
+      &ce, (uint64_t)-c->refuse_code, (const uint8_t *)why, strlen(why));
+  close_with(c, &ce, c->verify_error, now);
+}
+
 static void drop(sp_quic_conn *c, int reason) {
   c->state = SP_QUIC_CONN_DEAD;
   conn_ended(c, reason);
@@ -557,6 +585,16 @@ static void on_error(sp_quic_conn *c, int liberr, sp_tstamp now) {
     return;
   case NGTCP2_ERR_CRYPTO:
     alert = ngtcp2_conn_get_tls_alert(c->qc);
+    if (!c->verify_error) {
+      /* Refused by TLS itself (no common ALPN, a bad signature...)
+       * before our checks saw a key: still a refused handshake. */
+      char addr[64] = "?";
+      (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
+      sp_quic_log(c->ep, SP_LOG_WARN,
+                  "refused handshake %s %s: TLS alert %u (%s)",
+                  c->server ? "from" : "with server", addr, (unsigned)alert,
+                  sp_err_name(reason_from_alert(alert)));
+    }
     ngtcp2_connection_close_error_set_transport_error_tls_alert(&ce, alert,
                                                                 NULL, 0);
     close_with(c, &ce,
@@ -608,6 +646,10 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
   if (sp_quic_decrypted() != decrypted) {
     c->last_rx = now;
   }
+  if (c->refuse_code && ngtcp2_conn_get_handshake_completed(c->qc)) {
+    refuse_close(c, now);
+    return;
+  }
   ack_clock(c, before, now);
   if (!was_authenticated && c->authenticated) {
     probe_older(c, now);
@@ -644,7 +686,9 @@ sp_tstamp sp_quic_conn_expiry(sp_quic_conn *c) {
     return SP_TSTAMP_MAX;
   default: {
     sp_tstamp t = ngtcp2_conn_get_expiry(c->qc), a = ack_deadline(c);
-    return a < t ? a : t;
+    sp_tstamp l = sp_quic_stream_linger(c, 0);
+    t = a < t ? a : t;
+    return l < t ? l : t;
   }
   }
 }
@@ -672,6 +716,7 @@ void sp_quic_conn_handle_expiry(sp_quic_conn *c, sp_tstamp now) {
     sp_quic_conn_shutdown(c, SP_ERR_CONNECTION_LOST, now);
     return;
   }
+  (void)sp_quic_stream_linger(c, now);
   if (ngtcp2_conn_get_expiry(c->qc) > now) {
     return;
   }
@@ -702,6 +747,46 @@ void sp_quic_conn_shutdown(sp_quic_conn *c, int reason, sp_tstamp now) {
   close_with(c, &ce, reason, now);
 }
 
+/* One line per key refused, on the refusing side: who answered or
+ * called, from where, with which key, and (dialling) which was expected. */
+static void log_refused_key(sp_quic_conn *c,
+                            const uint8_t key[SP_PUBLIC_KEY_LEN],
+                            const uint8_t *expected, int code) {
+  char addr[64] = "?", fp[SP_FINGERPRINT_LEN + 1] = "?";
+  char efp[SP_FINGERPRINT_LEN + 1] = "none registered";
+  char uuid[SP_UUID_STRING_LEN + 1];
+
+  (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
+  (void)sp_identity_fingerprint(key, fp, sizeof(fp));
+  if (c->server) {
+    sp_quic_log(c->ep, SP_LOG_WARN,
+                "refused handshake from %s: key %s (%s)", addr, fp,
+                sp_err_name(code));
+    return;
+  }
+  if (expected) {
+    (void)sp_identity_fingerprint(expected, efp, sizeof(efp));
+  }
+  sp_quic_log(c->ep, SP_LOG_WARN,
+              "refused server %s: it presented key %s, expected device %s "
+              "with key %s (%s)",
+              addr, fp, sp_uuid_format(&c->peer, uuid), efp,
+              sp_err_name(code));
+}
+
+int sp_quic_conn_refuse_later(sp_quic_conn *c,
+                              const uint8_t key[SP_PUBLIC_KEY_LEN]) {
+  if (!c->server || (c->verify_error != SP_ERR_UNKNOWN_KEY &&
+                     c->verify_error != SP_ERR_DUPLICATE_DEVICE)) {
+    return 0;
+  }
+  memcpy(c->peer_key, key, SP_PUBLIC_KEY_LEN);
+  /* A second key for a known device is, to the client, a key not known
+   * here (the precise reason is in our log and stays ours). */
+  c->refuse_code = SP_ERR_UNKNOWN_KEY;
+  return 1;
+}
+
 int sp_quic_conn_verify_peer(sp_quic_conn *c,
                              const uint8_t key[SP_PUBLIC_KEY_LEN]) {
   const sp_registry *reg = &c->ep->registry;
@@ -713,7 +798,16 @@ int sp_quic_conn_verify_peer(sp_quic_conn *c,
   if (rv != 0) {
     c->verify_error =
         rv == SP_ERR_NOT_FOUND ? SP_ERR_UNKNOWN_KEY : SP_ERR_REGISTRY;
-    sp_quic_debug(c->ep, "peer key refused: %s", sp_err_name(c->verify_error));
+    if (!c->server) {
+      /* Which key the dialled device should have had. */
+      log_refused_key(c, key,
+                      reg->device_key(&c->peer, expected, reg->user_data) == 0
+                          ? expected
+                          : NULL,
+                      c->verify_error);
+      return -1;
+    }
+    log_refused_key(c, key, NULL, c->verify_error);
     return -1;
   }
   if (c->server) {
@@ -731,8 +825,7 @@ int sp_quic_conn_verify_peer(sp_quic_conn *c,
     }
     if (rv != 0) {
       c->verify_error = rv;
-      sp_quic_debug(c->ep, "peer key refused: %s",
-                    sp_err_name(c->verify_error));
+      log_refused_key(c, key, NULL, rv);
       return -1;
     }
   } else {
@@ -745,7 +838,7 @@ int sp_quic_conn_verify_peer(sp_quic_conn *c,
     if (rv != 0 || sodium_memcmp(expected, key, SP_PUBLIC_KEY_LEN) != 0 ||
         !sp_uuid_equal(&dev, &c->peer)) {
       c->verify_error = SP_ERR_UNKNOWN_KEY;
-      sp_quic_debug(c->ep, "server key is not the dialled device's");
+      log_refused_key(c, key, rv == 0 ? expected : NULL, c->verify_error);
       return -1;
     }
   }
@@ -800,6 +893,13 @@ static void prepare_streams(sp_quic_conn *c, sp_tstamp now) {
         ngtcp2_conn_shutdown_stream(c->qc, s->qsid, s->shutdown_code);
       } else {
         ngtcp2_conn_shutdown_stream_write(c->qc, s->qsid, s->shutdown_code);
+      }
+    }
+    if (s->stop_pending && s->qsid >= 0) {
+      /* A refusal: the peer should stop sending, we read no more. */
+      s->stop_pending = 0;
+      if (!s->fin_received) {
+        ngtcp2_conn_shutdown_stream_read(c->qc, s->qsid, s->linger_code);
       }
     }
     if (s->qsid < 0 && c->authenticated && !c->streams_blocked) {

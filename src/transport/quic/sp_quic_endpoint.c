@@ -81,6 +81,25 @@ void sp_quic_debug(const sp_quic_endpoint *ep, const char *fmt, ...) {
   va_end(ap);
 }
 
+void sp_quic_log(const sp_quic_endpoint *ep, sp_log_level level,
+                 const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+
+  if (!ep->cfg.on_log && !ep->cfg.debug) {
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (ep->cfg.on_log) {
+    ep->cfg.on_log(level, line, ep->cfg.log_user_data);
+  } else {
+    fprintf(stderr, "sp_quic[%u]: %s\n", (unsigned)sp_quic_endpoint_port(ep),
+            line);
+  }
+}
+
 /* ---- tables ---- */
 
 static int grow(const sp_mem *mem, void **arr, size_t *cap, size_t elem) {
@@ -362,7 +381,8 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
   if (rv == 0 && cfg->version < SP_QUIC_CONFIG_VERSION) {
     /* An older caller's struct ends before the newer fields. */
     sp_quic_config_default(&full);
-    memcpy(&full, cfg, offsetof(sp_quic_config, keep_alive));
+    memcpy(&full, cfg, cfg->version == 1 ? offsetof(sp_quic_config, keep_alive)
+                                         : offsetof(sp_quic_config, on_log));
     full.version = SP_QUIC_CONFIG_VERSION;
     cfg = &full;
   }

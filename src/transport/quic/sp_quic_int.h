@@ -236,6 +236,10 @@ struct sp_quic_conn {
   int probe_pending;
   /* Why our own checks refused the peer (an SP_ERR_*), or 0. */
   int verify_error;
+  /* Server: the peer proved a key we refuse (SP_ERR_UNKNOWN_KEY,
+   * SP_ERR_DUPLICATE_DEVICE): the handshake goes on, unauthenticated, and
+   * the connection is closed with this code once it completed. */
+  int refuse_code;
   /* A datagram came from the peer (tells unreachable from refused). */
   int heard;
   /* open_bidi_stream was refused for the peer's stream limit. */
@@ -306,6 +310,15 @@ void sp_quic_conn_free(sp_quic_conn *c);
  * callback).  0, or -1 with c->verify_error set. */
 int sp_quic_conn_verify_peer(sp_quic_conn *c,
                              const uint8_t key[SP_PUBLIC_KEY_LEN]);
+/* After sp_quic_conn_verify_peer refused a server's peer for its key
+ * (unknown, or a second key of a device): the TLS handshake goes on and
+ * the connection is closed with an application code the client can read
+ * once it completed (sp_quic_conn_read), instead of a TLS alert that a
+ * client which already finished its side of the handshake hears as a
+ * bare handshake failure, or not at all.  Returns 1 if so (the verify
+ * callback then accepts), 0 for a refusal by alert. */
+int sp_quic_conn_refuse_later(sp_quic_conn *c,
+                              const uint8_t key[SP_PUBLIC_KEY_LEN]);
 int sp_quic_conn_usable(const sp_quic_conn *c);
 
 /* ---- sp_quic_stream.c ---- */
@@ -336,11 +349,18 @@ struct sp_quic_stream {
   unsigned write_shut : 1;
   unsigned shutdown_pending : 1;
   unsigned shutdown_both : 1;
+  unsigned stop_pending : 1;   /* STOP_SENDING with linger_code due */
   unsigned quic_done : 1;      /* ngtcp2 forgot the stream */
   unsigned blocked : 1;        /* flow-control blocked in this write pass */
   unsigned budget_wait : 1;    /* refused for the endpoint's send budget */
   int closed_reason;
   uint64_t shutdown_code;
+  /* Closed by the node with an error code while bytes were still to
+   * deliver (a refusal's Error frame): they go out, and the stream is
+   * reset with linger_code once they are acknowledged, or at
+   * linger_until (SP_QUIC_LINGER, sp_quic_stream.c).  0: not lingering. */
+  sp_tstamp linger_until;
+  uint64_t linger_code;
   /* Send buffer: bytes [acked, end) of the stream kept, [sent, end) not
    * yet handed to ngtcp2.  `head_base` is the stream offset of head's
    * first byte. */
@@ -386,6 +406,10 @@ void sp_quic_stream_quic_closed(sp_quic_stream *s, int has_code,
                                 uint64_t app_code);
 /* The connection ended under the stream. */
 void sp_quic_stream_conn_ended(sp_quic_stream *s, int reason);
+/* Reset the lingering streams of `c` whose time ran out (none when `now`
+ * is 0: only looks); returns the earliest linger deadline left
+ * (SP_TSTAMP_MAX: none). */
+sp_tstamp sp_quic_stream_linger(sp_quic_conn *c, sp_tstamp now);
 /* Map a peer's application error code to the reason a node sees. */
 int sp_quic_reason_from_app_code(uint64_t code);
 
@@ -496,6 +520,13 @@ void sp_quic_want_pollout(sp_quic_endpoint *ep, int on);
 __attribute__((format(printf, 2, 3)))
 #endif
 void sp_quic_debug(const sp_quic_endpoint *ep, const char *fmt, ...);
+/* A line for the host's on_log (sp_quic_config); to stderr when there is
+ * none and debug is on. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void sp_quic_log(const sp_quic_endpoint *ep, sp_log_level level,
+                 const char *fmt, ...);
 
 /* Test hooks (internal, not exported): present `cert_owner`'s
  * certificate while signing with the endpoint's own key, as someone who

@@ -26,8 +26,10 @@
  *
  * Order per stream: opened, data, writable, closed (after all data).
  * Once the node closed a stream, or was told it closed, it hears nothing
- * more about it; buffered output still goes out (then a FIN), and what
- * arrives is dropped with its window given back.
+ * more about it; buffered output still goes out (then a FIN, or, after
+ * a close with an error code, a reset with that code once the peer has
+ * it or SP_QUIC_LINGER ran out), and what arrives is dropped with its
+ * window given back.
  */
 #include <string.h>
 
@@ -291,6 +293,17 @@ static void budget_freed(sp_quic_endpoint *ep) {
   ep->budget_cursor = n ? (ep->budget_cursor + 1) % n : 0;
 }
 
+/* A lingering stream is done delivering (or out of time): reset both
+ * directions with its code. */
+static void linger_end(sp_quic_stream *s) {
+  s->linger_until = 0;
+  s->stop_pending = 0;
+  s->shutdown_pending = 1;
+  s->shutdown_both = 1;
+  s->shutdown_code = s->linger_code;
+  s->ep->output_pending = 1;
+}
+
 void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
   sp_quic_endpoint *ep = s->ep;
 
@@ -325,6 +338,9 @@ void sp_quic_stream_acked(sp_quic_stream *s, uint64_t offset, uint64_t len) {
   }
   if (ep->budget_waiters > 0 && ep->send_buffered < ep->send_budget) {
     budget_freed(ep);
+  }
+  if (s->linger_until && s->acked == s->end) {
+    linger_end(s);
   }
 }
 
@@ -363,6 +379,11 @@ int sp_quic_stream_received(sp_quic_stream *s, const uint8_t *data,
 
 void sp_quic_stream_peer_reset(sp_quic_stream *s, uint64_t app_code) {
   set_closed(s, sp_quic_reason_from_app_code(app_code));
+  /* A refusal still delivering its Error frame (the peer answered our
+   * STOP_SENDING): the frame still goes out, our reset after it. */
+  if (s->linger_until) {
+    return;
+  }
   /* Reset our side too, so the stream ends in both directions. */
   if (!s->write_shut && !s->fin_sent) {
     s->shutdown_pending = 1;
@@ -889,7 +910,20 @@ static int tr_close_stream(uint64_t stream_id, int error_code,
      * on it again.  It still ends by QUIC's own idle timeout. */
     s->conn->suspect_at = sp_quic_now();
   }
-  if (error_code != 0) {
+  if (error_code != 0 && s->conn && s->qsid >= 0 && s->end > s->acked &&
+      !s->write_shut && !s->shutdown_pending && !s->fin_requested &&
+      error_code != SP_ERR_PEER_TIMEOUT && error_code != SP_ERR_STALLED) {
+    /* Bytes queued before an error close are what tells the peer why
+     * (a refusal's Error frame): deliver them, stop the peer sending
+     * (STOP_SENDING with the code), and reset with the code once the
+     * peer acknowledged the last byte (its node has them then, and hears
+     * the code after them), or when SP_QUIC_LINGER ran out.  A peer
+     * found silent or stalled would not read them: reset at once. */
+    s->linger_code = (uint64_t)-error_code;
+    s->linger_until = sp_quic_now() + SP_QUIC_LINGER;
+    s->stop_pending = 1;
+    ep->output_pending = 1;
+  } else if (error_code != 0) {
     reset_stream(s, error_code);
   } else if (s->conn && s->qsid < 0 && s->end == 0) {
     /* Never opened and nothing to deliver: nothing to tell the peer. */
@@ -900,6 +934,29 @@ static int tr_close_stream(uint64_t stream_id, int error_code,
     ep->output_pending = 1;
   }
   return 0;
+}
+
+sp_tstamp sp_quic_stream_linger(sp_quic_conn *c, sp_tstamp now) {
+  sp_tstamp next = SP_TSTAMP_MAX;
+  sp_quic_stream *s;
+
+  for (s = c->streams; s; s = s->cnext) {
+    if (!s->linger_until || s->quic_done) {
+      continue;
+    }
+    /* Bytes not acknowledged in time: the peer does not read (or its
+     * window stays shut), and owes us nothing more. */
+    if (now != 0 && now >= s->linger_until) {
+      sp_quic_debug(c->ep, "stream closed with code %llu not delivered in "
+                    "time: reset", (unsigned long long)s->linger_code);
+      linger_end(s);
+      continue;
+    }
+    if (s->linger_until < next) {
+      next = s->linger_until;
+    }
+  }
+  return next;
 }
 
 /* Until the connection is authenticated there is no key to tell; a

@@ -264,6 +264,17 @@ out:
   return rv;
 }
 
+/* A refusal before there is a key to name (those of a key are logged by
+ * sp_quic_conn_verify_peer). */
+static void log_refused(const sp_quic_conn *c, const char *why) {
+  char addr[64] = "?";
+
+  (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
+  sp_quic_log(c->ep, SP_LOG_WARN, "refused handshake %s %s: %s (%s)",
+              c->server ? "from" : "with server", addr, why,
+              sp_err_name(c->verify_error));
+}
+
 /*
  * Runs inside the handshake, on both sides, once the peer's Certificate
  * (and, in TLS 1.3, its CertificateVerify) has been read.  A refusal
@@ -284,6 +295,7 @@ static int verify_cb(gnutls_session_t session) {
   if (gnutls_alpn_get_selected_protocol(session, &sel) != 0 ||
       sel.size != alpn->size || memcmp(sel.data, alpn->data, sel.size) != 0) {
     c->verify_error = SP_ERR_ALPN;
+    log_refused(c, "no sync ALPN");
     return GNUTLS_E_NO_APPLICATION_PROTOCOL;
   }
   certs = gnutls_certificate_get_peers(session, &n);
@@ -291,7 +303,11 @@ static int verify_cb(gnutls_session_t session) {
           GNUTLS_CRT_X509 ||
       !certs || n != 1 || cert_key(&certs[0], key) != 0) {
     c->verify_error = SP_ERR_HANDSHAKE;
+    log_refused(c, "not one self-signed Ed25519 certificate");
     return -1;
   }
-  return sp_quic_conn_verify_peer(c, key);
+  if (sp_quic_conn_verify_peer(c, key) == 0) {
+    return 0;
+  }
+  return sp_quic_conn_refuse_later(c, key) ? 0 : -1;
 }
