@@ -36,7 +36,11 @@
 #define SP_SNAP_BACKOFF_BASE SP_SECONDS
 #define SP_SNAP_BACKOFF_MAX (60u * SP_SECONDS)
 /* Leader defaults: chunk size, open snapshots, idle time kept. */
-#define SP_SNAP_CHUNK_DEFAULT (1024u * 1024u)
+/* 256 KiB: a chunk frame well under half of a QUIC stream's default
+ * receive window (1 MiB), so a chunk never waits on a window update the
+ * transport has not announced yet; 16 GiB before the manifest's 65,536
+ * hashes force larger chunks. */
+#define SP_SNAP_CHUNK_DEFAULT (256u * 1024u)
 #define SP_SNAP_MAX_OPEN_DEFAULT 4u
 #define SP_SNAP_IDLE_DEFAULT (10u * 60u * SP_SECONDS)
 /* With every slot taken, a request may evict the least recently used

@@ -39,10 +39,48 @@ static void usage(void) {
       "  --timeout SECONDS  give up (exit 4) after this long\n"
       "  --sync-full        SQLite synchronous=FULL\n"
       "  --verbose          log connections and refusals\n"
-      "\nExit status 3: the leader says a full sync is required.\n"
+      "  --no-snapshots     do not recover by snapshot: stop at SyncRequired "
+      "(exit 3)\n"
+      "  --snapshot-window N  snapshot chunks in flight (8; 1-64)\n"
+      "  --snapshot-max BYTES refuse a larger snapshot (default: no limit)\n"
+      "  --snapshot-delay MS  pause after each snapshot chunk written (a "
+      "knob for\n"
+      "                     demos and tests: a transfer slow enough to "
+      "watch)\n"
+      "\nWhen the leader says incremental sync cannot continue (SyncRequired: "
+      "this log\nis behind what the leader keeps, or diverged), the follower "
+      "recovers by\nitself: it copies a snapshot of the leader's log, chunk "
+      "by chunk, each one\nverified and written durably (a cut transfer "
+      "resumes where it stopped, after\na restart of either side too), "
+      "installs it in one transaction, prints\n"
+      "  snapshot: <bytes> bytes in <chunks> chunks, resumed <n> times\n"
+      "and follows incrementally from there.  A recovery that fails is "
+      "reported and\ntried again by the library after a backoff (minutes to "
+      "hours); the command\nkeeps running meanwhile.\n"
+      "\nExit status: 0 done (--exit-at, --exit-when-committed, SIGINT or "
+      "SIGTERM);\n1 error; 2 bad arguments; 3 SyncRequired and no snapshot "
+      "recovery\n(--no-snapshots, or a leader that serves none): copy the "
+      "leader's log by other\nmeans, then start again; 4 --timeout.\n"
       "With writes, the last lines say how many entries this process "
       "submitted, and\nhow many of its submissions were committed and "
       "refused while it ran.\n%s", WRITES_INPUT_HELP);
+}
+
+/* After SP_EVENT_SYNC_REQUIRED_RECEIVED: whether a snapshot recovery took
+ * it up (it reported, or is under way, or failed and waits for its
+ * backoff), or nothing will: no sink, or a leader that serves none. */
+static int recovering(const rt *r) {
+  sp_snapshot_progress sp;
+
+  if (!r->snapshots) {
+    return 0;
+  }
+  if (r->snap_events) {
+    return 1;
+  }
+  return sp_handler_snapshot_status(r->h, &sp) == 0 &&
+         (sp.state == SP_SNAPSHOT_TRANSFERRING ||
+          sp.state == SP_SNAPSHOT_FAILED);
 }
 
 int cmd_follower(int argc, char **argv) {
@@ -52,7 +90,9 @@ int cmd_follower(int argc, char **argv) {
       {"sync-full", 0, 0, 'f'}, {"verbose", 0, 0, 'v'},
       {"input", 1, 0, 'i'},   {"rate", 1, 0, 'r'},    {"count", 1, 0, 'c'},
       {"payload", 1, 0, 'P'}, {"exit-when-committed", 0, 0, 'C'},
-      {"outbox-max", 1, 0, 'O'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"outbox-max", 1, 0, 'O'}, {"no-snapshots", 0, 0, 'N'},
+      {"snapshot-window", 1, 0, 'W'}, {"snapshot-max", 1, 0, 'M'},
+      {"snapshot-delay", 1, 0, 'D'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   long long exit_at = -1, timeout = 0, rate = 0, count = -1, payload = 256;
   int exit_committed = 0;
   const char *input = NULL;
@@ -102,6 +142,25 @@ int cmd_follower(int argc, char **argv) {
       o.outbox_max_bytes = m > 0 ? (uint64_t)m : 0;
       break;
     }
+    case 'N': o.no_snapshots = 1; break;
+    case 'W': {
+      long long n = parse_count(optarg);
+      bad |= n < 1 || n > SP_MAX_SNAPSHOT_WINDOW;
+      o.snapshot_window = n > 0 ? (uint32_t)n : 0;
+      break;
+    }
+    case 'M': {
+      long long m = parse_count(optarg);
+      bad |= m <= 0;
+      o.snapshot_max = m > 0 ? (uint64_t)m : 0;
+      break;
+    }
+    case 'D': {
+      long long d = parse_count(optarg);
+      bad |= d < 0 || d > 10000;
+      o.snapshot_delay_ms = d > 0 ? (unsigned)d : 0;
+      break;
+    }
     case 'h': usage(); return 0;
     default: return EXIT_USAGE;
     }
@@ -109,7 +168,8 @@ int cmd_follower(int argc, char **argv) {
   if (bad || !o.key_path || !o.pairing_path || !o.log_path || optind != argc) {
     fprintf(stderr, "spsync follower: --key, --pairing and --log are "
                     "required; numbers must be non-negative, payload <= "
-                    "65536 (see --help)\n");
+                    "65536, snapshot window 1-64, delay <= 10000 (see "
+                    "--help)\n");
     return EXIT_USAGE;
   }
   memset(&w, 0, sizeof(w));
@@ -134,13 +194,28 @@ int cmd_follower(int argc, char **argv) {
 
     sp_handler_get_status(r.h, &hs);
     if (r.sync_required) {
-      progress_done(&pg);
-      fprintf(stderr,
-              "spsync follower: the leader requires a full sync (reason %d); "
-              "copy its log, then start again\n",
-              (int)r.sync_reason);
-      status = EXIT_SYNC_REQUIRED;
-      break;
+      r.sync_required = 0;
+      if (!recovering(&r)) {
+        progress_done(&pg);
+        fprintf(stderr,
+                "spsync follower: the leader requires a full sync (reason "
+                "%d)%s; copy its log, then start again\n",
+                (int)r.sync_reason,
+                r.snapshots ? " and serves no snapshot" : "");
+        status = EXIT_SYNC_REQUIRED;
+        break;
+      }
+      if (!r.snap_installed) {
+        progress_done(&pg);
+        fprintf(stderr, "spsync follower: the leader requires a full sync "
+                "(reason %d): recovering by snapshot\n", (int)r.sync_reason);
+      }
+    }
+    if (r.snap_installed) {
+      /* One line per install; then the log stands at S and grows again. */
+      r.snap_installed = 0;
+      progress_snapshot_done(&pg, &r.snap);
+      progress_init(&pg, stdout, hs.sequence, now);
     }
     if (!writes_done(&w)) {
       if (writes_pump(&w, r.h, UINT64_MAX, now) != 0) {
@@ -159,14 +234,32 @@ int cmd_follower(int argc, char **argv) {
       }
     }
     if (timeout && now - start > (sp_duration)timeout * SP_SECONDS) {
+      sp_snapshot_progress sp;
       progress_done(&pg);
-      fprintf(stderr, "spsync follower: timed out at %llu\n",
-              (unsigned long long)hs.sequence);
+      if (hs.sync_required && r.snapshots &&
+          sp_handler_snapshot_status(r.h, &sp) == 0 &&
+          sp.state != SP_SNAPSHOT_INSTALLED) {
+        fprintf(stderr, "spsync follower: timed out at %llu, recovering by "
+                "snapshot (%llu of %llu chunks)\n",
+                (unsigned long long)hs.sequence,
+                (unsigned long long)sp.chunks_done,
+                (unsigned long long)sp.chunk_count);
+      } else {
+        fprintf(stderr, "spsync follower: timed out at %llu\n",
+                (unsigned long long)hs.sequence);
+      }
       status = EXIT_TIMEOUT;
       break;
     }
     if (now - last_show >= (pg.tty ? SP_SECONDS / 5 : SP_SECONDS)) {
-      progress_show(&pg, hs.sequence, hs.leader_latest, now);
+      sp_snapshot_progress sp;
+      if (hs.sync_required && r.snapshots &&
+          sp_handler_snapshot_status(r.h, &sp) == 0 &&
+          sp.state == SP_SNAPSHOT_TRANSFERRING) {
+        progress_snapshot(&pg, &sp);
+      } else {
+        progress_show(&pg, hs.sequence, hs.leader_latest, now);
+      }
       last_show = now;
     }
     wait = writes_wait(&w, now);

@@ -57,6 +57,19 @@ static void usage(void) {
       "  --timeout SECONDS    give up (exit 4) after this long\n"
       "  --sync-full          SQLite synchronous=FULL\n"
       "  --verbose            log connections and refusals\n"
+      "  --no-snapshots       serve no snapshots: a follower the log cannot "
+      "serve\n"
+      "                       incrementally stops at SyncRequired\n"
+      "  --snapshot-chunk BYTES  snapshot chunk size (the library's, 256 KiB; "
+      "1-2097152;\n"
+      "                       raised if a snapshot would need over 65536 "
+      "chunks)\n"
+      "\nA follower behind what the log keeps (see spsync prune) or "
+      "diverged from it is\ntold SyncRequired and, unless either side "
+      "runs with --no-snapshots, recovers\nby copying a snapshot of this "
+      "log: a consistent copy at its latest sequence,\nprepared in "
+      "<log>-snapshots/ and kept there while followers may resume it\n"
+      "(across a restart of this command too).\n"
       "%s", WRITES_INPUT_HELP);
 }
 
@@ -70,6 +83,7 @@ int cmd_leader(int argc, char **argv) {
       {"exit-at", 1, 0, 'X'},
       {"exit-when-synced", 0, 0, 'x'}, {"timeout", 1, 0, 't'},
       {"sync-full", 0, 0, 'f'}, {"verbose", 0, 0, 'v'},
+      {"no-snapshots", 0, 0, 'N'}, {"snapshot-chunk", 1, 0, 'C'},
       {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
   rt_options o;
   rt r;
@@ -108,6 +122,13 @@ int cmd_leader(int argc, char **argv) {
     case 't': timeout = parse_count(optarg); break;
     case 'f': o.sync_full = 1; break;
     case 'v': o.verbose = 1; break;
+    case 'N': o.no_snapshots = 1; break;
+    case 'C': {
+      long long n = parse_count(optarg);
+      bad |= n < 1 || n > SP_SNAPSHOT_CHUNK_MAX;
+      o.snapshot_chunk = n > 0 ? (uint32_t)n : 0;
+      break;
+    }
     case 'h': usage(); return 0;
     default: return EXIT_USAGE;
     }
@@ -117,7 +138,7 @@ int cmd_leader(int argc, char **argv) {
       timeout < 0) {
     fprintf(stderr, "spsync leader: --key, --pairing and --log are "
                     "required; numbers must be non-negative, payload <= "
-                    "65536 (see --help)\n");
+                    "65536, snapshot chunk 1-2097152 (see --help)\n");
     return EXIT_USAGE;
   }
   o.epoch = (uint64_t)epoch;

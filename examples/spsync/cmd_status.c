@@ -14,11 +14,13 @@
 #include "cmds.h"
 #include "pairing.h"
 
-/* Entries of one origin device, and their origin ids (to find one held
- * twice). */
+/* Entries of one origin device: those written through the write path
+ * (origin ids in the committed set), retained ones without an origin id,
+ * and the retained origin ids (to find one held twice). */
 typedef struct origin_count {
   sp_uuid device;
-  uint64_t entries;
+  uint64_t committed;
+  uint64_t plain;
   uint64_t *origins;
   size_t norigins, cap;
 } origin_count;
@@ -62,8 +64,9 @@ static int tally_entry(const sp_entry *e, const uint8_t *hash, void *ctx) {
     t->nomem = 1;
     return SP_SINK_STOP;
   }
-  d->entries++;
-  if (e->origin_seq) {
+  if (!e->origin_seq) {
+    d->plain++;
+  } else {
     if (d->norigins == d->cap) {
       size_t cap = d->cap ? 2 * d->cap : 1024;
       uint64_t *o = realloc(d->origins, cap * sizeof(*o));
@@ -79,6 +82,45 @@ static int tally_entry(const sp_entry *e, const uint8_t *hash, void *ctx) {
   return 0;
 }
 
+/* Add the log's committed set (every origin id it ever held, kept
+ * through pruning and carried by a snapshot) to the tally, per device:
+ * what counts a device's writes in a log whatever was pruned.  Read from
+ * the store's table (sp_sqlite_store.c: sync_origin_range). */
+static int tally_committed(origin_tally *t, const char *log) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  int rc = SQLITE_DONE, rv = 0;
+
+  if (sqlite3_open_v2(log, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(db,
+                         "SELECT device, SUM(hi - lo + 1) FROM "
+                         "sync_origin_range GROUP BY device",
+                         -1, &q, NULL) != SQLITE_OK) {
+    rv = SP_ERR_STORE;
+  }
+  while (rv == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    origin_count *d;
+    sp_uuid id;
+    if (sqlite3_column_bytes(q, 0) != (int)sizeof(id.bytes)) {
+      rv = SP_ERR_STORE_CORRUPT;
+      break;
+    }
+    memcpy(id.bytes, sqlite3_column_blob(q, 0), sizeof(id.bytes));
+    d = tally_device(t, &id);
+    if (!d) {
+      rv = SP_ERR_NOMEM;
+      break;
+    }
+    d->committed = (uint64_t)sqlite3_column_int64(q, 1);
+  }
+  if (rv == 0 && rc != SQLITE_DONE) {
+    rv = SP_ERR_STORE;
+  }
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return rv;
+}
+
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -88,8 +130,8 @@ static int cmp_u64(const void *a, const void *b) {
  * devices in its order, then any other origin -- and, if an origin id is
  * held twice, a line saying how many.  Returns 0, 1 (duplicates) or an
  * sp_error. */
-static int by_origin(sp_sqlite_store *st, const sp_sqlite_status *s,
-                     const pairing *pair) {
+static int by_origin(sp_sqlite_store *st, const char *log,
+                     const sp_sqlite_status *s, const pairing *pair) {
   origin_tally t;
   sp_store vt;
   uint64_t dups = 0;
@@ -113,6 +155,9 @@ static int by_origin(sp_sqlite_store *st, const sp_sqlite_status *s,
     rv = SP_ERR_NOMEM;
   }
   if (rv == 0) {
+    rv = tally_committed(&t, log);
+  }
+  if (rv == 0) {
     printf("entries by origin:");
     /* Pairing order first, then the rest as met in the log. */
     for (k = 0; pair && k < (size_t)pair->ndev; ++k) {
@@ -121,7 +166,7 @@ static int by_origin(sp_sqlite_store *st, const sp_sqlite_status *s,
       printf("%s %s %llu", first ? "" : ",",
              pair->dev[k].name[0] ? pair->dev[k].name
                                   : sp_uuid_format(&pair->dev[k].id, id),
-             (unsigned long long)d->entries);
+             (unsigned long long)(d->committed + d->plain));
       first = 0;
     }
     for (i = 0; i < t.ndev; ++i) {
@@ -131,7 +176,7 @@ static int by_origin(sp_sqlite_store *st, const sp_sqlite_status *s,
       }
       printf("%s %s %llu", first ? "" : ",",
              sp_uuid_format(&t.dev[i].device, id),
-             (unsigned long long)t.dev[i].entries);
+             (unsigned long long)(t.dev[i].committed + t.dev[i].plain));
       first = 0;
     }
     printf("\n");
@@ -222,12 +267,18 @@ int cmd_status(int argc, char **argv) {
              "hash-chain\nhead, recomputed over every row) and its outbox "
              "(this device's submissions\nnot yet committed or refused).  "
              "--digest prints one line.\n"
-             "--by-origin prints one line, the retained entries counted by "
+             "--by-origin prints one line, the log's entries counted by "
              "the device that\nwrote them:\n"
              "  entries by origin: <name or device id> N, ...\n"
              "(names and order from the pairing file; --pairing implies "
-             "--by-origin), and\nexits 1 after a line \"duplicate origin "
-             "ids: N\" if a submission is held\nmore than once.\n");
+             "--by-origin).\nN counts the whole history, pruned entries "
+             "included: the writes of a device\n(spsync's all are) from "
+             "the log's committed set of origin ids, which pruning\nkeeps "
+             "and a snapshot carries, plus retained entries without an "
+             "origin id.\nSo a pruned log, or one installed from a "
+             "snapshot, counts as the log it\ncopies.  Exits 1 after a line "
+             "\"duplicate origin ids: N\" if the retained entries\nhold a "
+             "submission more than once.\n");
       return 0;
     default: return EXIT_USAGE;
     }
@@ -269,7 +320,7 @@ int cmd_status(int argc, char **argv) {
     rv = sp_sqlite_store_verify(st, digest);
   }
   if (rv == 0 && origins) {
-    rv = by_origin(st, &s, pair);
+    rv = by_origin(st, log, &s, pair);
     sp_sqlite_store_close(st);
     free(pair);
     if (rv < 0) {

@@ -10,6 +10,7 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_leader(int argc, char **argv);
 int cmd_follower(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 /* Exit statuses shared by the commands. */
 #define EXIT_USAGE 2

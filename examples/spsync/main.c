@@ -6,6 +6,7 @@
  *   spsync leader      serve a SQLite log over QUIC, optionally writing
  *   spsync follower    follow a leader over QUIC into a SQLite log
  *   spsync status      describe a log file
+ *   spsync prune       delete a log's oldest entries
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ static const struct {
     {"leader", cmd_leader, "serve a SQLite log over QUIC"},
     {"follower", cmd_follower, "follow a leader into a SQLite log"},
     {"status", cmd_status, "describe a log file"},
+    {"prune", cmd_prune, "delete a log's oldest entries"},
 };
 
 long long parse_count(const char *s) {

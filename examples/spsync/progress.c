@@ -56,3 +56,46 @@ void progress_done(progress *p) {
   }
   p->drawn = 0;
 }
+
+static void bar(FILE *out, uint64_t done, uint64_t total) {
+  int full = total ? (int)((double)done / (double)total * BAR) : BAR, i;
+
+  fputs("  [", out);
+  for (i = 0; i < BAR; ++i) {
+    fputc(i < full ? '#' : '.', out);
+  }
+  fprintf(out, "] %3d%%",
+          total ? (int)(100.0 * (double)done / (double)total) : 100);
+}
+
+void progress_snapshot(progress *p, const sp_snapshot_progress *s) {
+  if (!p->tty) {
+    fprintf(p->out, "follower: snapshot at %llu: %llu of %llu bytes, %llu of "
+            "%llu chunks, resumed %u, restarted %u\n",
+            (unsigned long long)s->sequence,
+            (unsigned long long)s->bytes_done,
+            (unsigned long long)s->bytes_total,
+            (unsigned long long)s->chunks_done,
+            (unsigned long long)s->chunk_count, s->resumes, s->restarts);
+    fflush(p->out);
+    p->drawn = 1;
+    return;
+  }
+  fprintf(p->out, "\r\033[K snapshot %.1f/%.1f MB  %llu/%llu chunks  "
+          "resumed %u", (double)s->bytes_done / 1e6,
+          (double)s->bytes_total / 1e6, (unsigned long long)s->chunks_done,
+          (unsigned long long)s->chunk_count, s->resumes);
+  if (s->bytes_total) {
+    bar(p->out, s->bytes_done, s->bytes_total);
+  }
+  fflush(p->out);
+  p->drawn = 1;
+}
+
+void progress_snapshot_done(progress *p, const sp_snapshot_progress *s) {
+  progress_done(p);
+  fprintf(p->out, "snapshot: %llu bytes in %llu chunks, resumed %u times\n",
+          (unsigned long long)s->bytes_total,
+          (unsigned long long)s->chunk_count, s->resumes);
+  fflush(p->out);
+}

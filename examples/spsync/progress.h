@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <sync_protocol/events.h>
+
 typedef struct progress {
   FILE *out;
   int tty;
@@ -23,5 +25,11 @@ void progress_show(progress *p, uint64_t applied, uint64_t leader_latest,
                    uint64_t now_ns);
 /* End the redrawn line before other output. */
 void progress_done(progress *p);
+/* Show a snapshot recovery under way (as progress_show: about once a
+ * second, more often on a terminal). */
+void progress_snapshot(progress *p, const sp_snapshot_progress *s);
+/* The one line a finished recovery prints:
+ *   snapshot: <bytes> bytes in <chunks> chunks, resumed <n> times */
+void progress_snapshot_done(progress *p, const sp_snapshot_progress *s);
 
 #endif

@@ -44,10 +44,30 @@ static int on_event(const sp_event *ev, void *ud) {
   case SP_EVENT_SYNC_REQUIRED_RECEIVED:
     r->sync_required = 1;
     r->sync_reason = ev->sync_reason;
+    r->snap_events = 0;
+    break;
+  case SP_EVENT_SNAPSHOT_PROGRESS:
+    r->snap = ev->snapshot;
+    r->snap_events++;
+    break;
+  case SP_EVENT_SNAPSHOT_INSTALLED:
+    r->snap = ev->snapshot;
+    r->snap_events++;
+    r->snap_installed++;
+    break;
+  case SP_EVENT_SNAPSHOT_FAILED:
+    /* The library stays stopped and tries again after its backoff. */
+    r->snap = ev->snapshot;
+    r->snap_events++;
+    fprintf(stderr, "spsync: %s (%s); the library tries again later\n",
+            ev->message && *ev->message ? ev->message
+                                        : sp_strerror(ev->error_code),
+            sp_err_name(ev->error_code));
     break;
   case SP_EVENT_SYNC_REQUIRED_SENT:
-    fprintf(stderr, "spsync: told %s a full sync is required (reason %d)\n",
-            peer, (int)ev->sync_reason);
+    fprintf(stderr, "spsync: told %s a full sync is required (reason "
+            "%d)%s\n", peer, (int)ev->sync_reason,
+            r->snapshots ? "; it may recover by snapshot" : "");
     break;
   case SP_EVENT_ERROR:
     if (r->verbose)
@@ -119,6 +139,37 @@ static uint64_t leader_epoch(rt *r, uint64_t wanted) {
   return sp_sqlite_store_set_epoch(r->store, wanted) == 0 ? wanted : 0;
 }
 
+/* The leader serves snapshots of its log; the follower installs them into
+ * its own (hc points into `r`, which outlives the handler). */
+static int snapshots(rt *r, const rt_options *o, sp_handler_config *hc) {
+  sp_snapshot_sink inner;
+  int rv;
+
+  if (o->role == SP_ROLE_LEADER) {
+    rv = sp_sqlite_store_snapshot_source(r->store, &r->source);
+    hc->snapshot_source = &r->source;
+    if (o->snapshot_chunk) {
+      hc->snapshot_chunk_size = o->snapshot_chunk;
+    }
+  } else {
+    rv = sp_sqlite_store_snapshot_sink(r->store, &inner);
+    if (rv == 0) {
+      snapsink_wrap(&r->sink, &inner, o->snapshot_delay_ms, &r->sink_vt);
+      hc->snapshot_sink = &r->sink_vt;
+    }
+    if (o->snapshot_window) {
+      hc->snapshot_window = o->snapshot_window;
+    }
+    hc->snapshot_max_bytes = o->snapshot_max;
+  }
+  if (rv != 0) {
+    rt_error("snapshots", rv);
+    return -1;
+  }
+  r->snapshots = 1;
+  return 0;
+}
+
 int rt_open(rt *r, const rt_options *o) {
   char err[256], addr[64];
   sp_quic_config qc;
@@ -165,6 +216,10 @@ int rt_open(rt *r, const rt_options *o) {
   pairing_registry(&r->pair, &reg);
   sp_quic_config_default(&qc);
   qc.bind_address = addr;
+  /* Refused handshakes (a key we do not know, a server presenting the
+   * wrong key) are logged at WARN by the transport: always shown. */
+  qc.on_log = on_log;
+  qc.log_user_data = r;
   rv = sp_quic_endpoint_new(&r->ep, &qc, r->id, &reg, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync: cannot listen on %s: %s\n", addr,
@@ -202,6 +257,9 @@ int rt_open(rt *r, const rt_options *o) {
               (unsigned long long)o->epoch);
       return -1;
     }
+  }
+  if (!o->no_snapshots && snapshots(r, o, &hc) != 0) {
+    return -1;
   }
   sp_sqlite_store_get_vtable(r->store, &vt);
   rv = sp_handler_new(&r->h, r->node, &hc, &vt, sp_quic_now());

@@ -11,6 +11,7 @@
 #include <sync_protocol/sqlite_store.h>
 
 #include "pairing.h"
+#include "snapsink.h"
 
 typedef struct rt_options {
   const char *key_path;
@@ -22,6 +23,14 @@ typedef struct rt_options {
   int sync_full;
   int verbose;
   uint64_t outbox_max_bytes; /* 0: the handler's default */
+  /* Snapshots (recovery from SyncRequired): the leader serves them from
+   * its log, the follower installs them into its log, unless this is set
+   * (the follower then stops at SyncRequired, exit status 3). */
+  int no_snapshots;
+  uint32_t snapshot_chunk;    /* leader: chunk size; 0: the library's */
+  uint32_t snapshot_window;   /* follower: chunks in flight; 0: default */
+  uint64_t snapshot_max;      /* follower: largest accepted; 0: no limit */
+  unsigned snapshot_delay_ms; /* follower: pause after each chunk written */
 } rt_options;
 
 typedef struct rt {
@@ -44,6 +53,18 @@ typedef struct rt {
   uint64_t refused;
   /* Polled with the network when >= 0 (a pipe spsync reads entries from). */
   int watch_fd;
+  /* Snapshots: what the handler was given (it copies the vtables; the
+   * sink wrapper is their user_data and lives here). */
+  int snapshots;
+  sp_snapshot_source source;
+  sp_snapshot_sink sink_vt;
+  snapsink sink;
+  /* From SP_EVENT_SNAPSHOT_*: the last progress; snapshot events since
+   * the last SP_EVENT_SYNC_REQUIRED_RECEIVED (a recovery answered it);
+   * installs the command has not reported yet. */
+  sp_snapshot_progress snap;
+  int snap_events;
+  int snap_installed;
 } rt;
 
 /* Set by SIGINT/SIGTERM: the loops end cleanly. */

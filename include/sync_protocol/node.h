@@ -215,7 +215,7 @@ typedef struct sp_handler_config {
   /* Follower: chunks requested and not yet received (8; 1 ..
    * SP_MAX_SNAPSHOT_WINDOW). */
   uint32_t snapshot_window;
-  /* Leader: preferred chunk size (1 MiB; 1 .. SP_SNAPSHOT_CHUNK_MAX),
+  /* Leader: preferred chunk size (256 KiB; 1 .. SP_SNAPSHOT_CHUNK_MAX),
    * raised when a snapshot would need more chunks than a manifest can
    * list. */
   uint32_t snapshot_chunk_size;
