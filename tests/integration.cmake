@@ -27,7 +27,7 @@ endif()
 
 # The deterministic fault simulation (label sim).  The sanitizer build runs
 # fewer seeds to keep ./scripts/test well inside its time budget.
-add_executable(sp_sim sp_sim.c sp_sim_writes.c)
+add_executable(sp_sim sp_sim.c sp_sim_writes.c sp_sim_snap.c)
 target_link_libraries(sp_sim PRIVATE sp_cluster)
 if(SP_SANITIZE)
   set(SP_SIM_SEEDS 2000)
@@ -35,7 +35,8 @@ else()
   set(SP_SIM_SEEDS 10000)
 endif()
 add_test(NAME sp_sim COMMAND sp_sim --seeds ${SP_SIM_SEEDS})
-# Both lines must be there: the writes: line with nothing lost or
-# duplicated, right before the final verdict.
+# The three lines must be there: the writes: line with nothing lost or
+# duplicated, the snapshots: line with some installed and nothing
+# half-installed nor looping, then the final verdict.
 set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800
-  PASS_REGULAR_EXPRESSION "refused, 0 lost, 0 duplicated\nsim: [0-9]+ seeds [^\n]*, 0 invariant violations")
+  PASS_REGULAR_EXPRESSION "refused, 0 lost, 0 duplicated\nsnapshots: [1-9][0-9]* installed, [0-9]+ resumed, 0 half-installed, 0 loops\nsim: [0-9]+ seeds [^\n]*, 0 invariant violations")

@@ -16,10 +16,21 @@
  * runs, the leader's host refuses or replaces some proposals, a follower
  * crashes between its outbox write and the send, the leader between its
  * append and its answer, the leader's store fails appends, failovers
- * strike with submissions in flight.
+ * strike with submissions in flight.  And snapshot recoveries
+ * (sp_sim_snap.c): about half the followers recover from SyncRequired by
+ * snapshot (a sink into their mem store; every leader has a source over
+ * its store), in small chunks and narrow windows, while all of that runs
+ * and more: the sink's calls fail, the follower crashes inside them
+ * (right after a write_chunk, right before or after the commit), the
+ * source's calls fail or a read comes back flipped, chunks and manifests
+ * arrive with a flipped byte, the host does its own full sync in the
+ * middle of a recovery, and the leader's host prunes past lagging
+ * followers often; a storm of flipped chunks in some seeds makes
+ * recoveries use up their restarts and fail.
  *
  * The hosts keep the contract a host must keep for exactly-once
- * (docs/integration.md 11.8): a leader's host prunes past a lagging
+ * (docs/integration.md 11.8; with two devices, snapshots extend it:
+ * sp_sim_snap.c, snap_step): a leader's host prunes past a lagging
  * follower (sometimes past every follower's acknowledgement, so that
  * SyncRequired is exercised) but never an entry no other device holds:
  * at most to the highest sequence some other device (up or down, one a
@@ -47,13 +58,27 @@
  *     duplicated or tore what it sent (both sides count alike);
  *   - the write path's (sp_sim_writes.c): no log holds an origin id twice,
  *     every append carries what was submitted (or the host's replacement)
- *     once and never after a refusal, events agree with the logs.
+ *     once and never after a refusal, events agree with the logs;
+ *   - the snapshots' (sp_sim_snap.c): a follower with a sink is at every
+ *     step either unchanged or on the history, never anything else (a
+ *     half-installed state), nor goes back along the history (after a
+ *     recovery that began on it); at
+ *     SNAPSHOT_INSTALLED it stands exactly at S with the history's hash
+ *     at S; progress never passes its totals; no recovery makes more
+ *     than SP_SNAP_MAX_RESTARTS restarts, and no device starts more than
+ *     3 recoveries without a new cause (the leader pruning past it, a
+ *     crash, a failover, ...): else a loop.
  * Then faults stop and every follower must converge within a bound derived
  * from the seed's timers (liveness_bound), its outbox drained, and every
  * submission is in the final history exactly once or was refused (the
  * summary's writes: line: submitted = committed exactly once + refused +
  * lost + duplicated, over the seeds that reached the verdict; any lost or
- * duplicated one fails its seed).
+ * duplicated one fails its seed).  The bound includes what recoveries
+ * need (snap_liveness): a failure's backoff still ahead, restarts'
+ * backoffs, and two transfers of the leader's log as a snapshot.  The
+ * snapshots: line counts SNAPSHOT_INSTALLED events, the resumes of the
+ * recoveries that ended, and the half-installed states and loops found
+ * (any of which fails its seed).
  *
  *   sp_sim [--seeds N] [--first S]     run seeds S .. S+N-1 (default 10000)
  *   sp_sim --seed S [--verbose]        replay one seed
@@ -156,6 +181,7 @@ static int corrupt_payload(sim *s, const sp_mem_delivery *d,
       v->action = SP_MEM_CORRUPT;
       v->keep = (size_t)(e->data - d->data) + below(s, (unsigned)e->data_len);
       s->corrupted[to] = 1;
+      snap_cause(s, to);
       return 1;
     }
   }
@@ -175,6 +201,12 @@ static int fault_hook(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
     }
   }
   if (!s->faults_on) {
+    return 0;
+  }
+  if (snap_wire_fault(s, d, v)) {
+    if (dev_of(s, &d->from) >= 0) {
+      s->tampered[dev_of(s, &d->from)] = 1;
+    }
     return 0;
   }
   if (s->p_corrupt && chance(s, s->p_corrupt) && corrupt_payload(s, d, v)) {
@@ -251,6 +283,7 @@ static void event_hook(tc *t, int dev, const sp_event *ev) {
 
   (void)t;
   writes_event(s, dev, ev);
+  snap_event(s, dev, ev);
   if (ev->type == SP_EVENT_SYNC_REQUIRED_RECEIVED) {
     tot.sync_required++;
     if (s->mode[dev] != M_STALE) {
@@ -351,6 +384,7 @@ void crash(sim *s, int d) {
     s->frozen[d] = state_of(s, d).applied;
   }
   tc_crash(&s->t, d);
+  snap_crashed(s, d);
   tot.crashes++;
   s->mode[d] = M_DOWN;
   s->crash_armed[d] = 0;
@@ -438,12 +472,13 @@ static void append_stale(sim *s, int d) {
  * of its full sync.  Pruning further would throw away the only copy of
  * entries, which no protocol can bring back.
  */
-static void note_prune(sim *s, sp_seq to) {
+void note_prune(sim *s, sp_seq to) {
+  snap_pruned(s, to);
   to = to < s->oracle_len ? to : s->oracle_len;
   s->pruned_hist = to > s->pruned_hist ? to : s->pruned_hist;
 }
 
-static sp_seq prune_cap(sim *s) {
+sp_seq prune_cap(sim *s) {
   int l = leader_of(s), d;
   sp_seq cap = 0;
 
@@ -523,6 +558,7 @@ static void store_hook(tc *t, int dev, int lib, sp_store *st) {
   g_inner_read = st->read;
   st->read = racing_read;
   writes_store_hook(st);
+  snap_store_hook(st);
 }
 
 static void registry_put_back(sim *s, int d);
@@ -626,6 +662,7 @@ static void failover(sim *s) {
             (unsigned long long)s->oracle_len);
   }
   tot.failovers++;
+  snap_cause(s, -1);
   crash(s, old);
   s->lead_epoch[old] = s->epoch; /* it will come back with this one */
   st = state_of(s, best);
@@ -708,10 +745,12 @@ static void host_reactions(sim *s) {
       s->mode[d] = M_FOLLOWER;
       s->diverged[d] = 1;
       s->frozen[d] = state_of(s, d).applied;
+      snap_cause(s, d);
       continue;
     }
     if (s->mode[d] == M_FOLLOWER && sp_handler_get_status(h, &hs) == 0 &&
-        hs.sync_required && !s->removed[d] && chance(s, 5000)) {
+        hs.sync_required && !s->removed[d] && !snap_host_waits(s, d) &&
+        chance(s, 5000)) {
       /* The full sync: a snapshot of the leader's log.  The epoch this
        * log already saw is kept: fencing must survive a full sync. */
       sp_store vt;
@@ -732,6 +771,7 @@ static void host_reactions(sim *s) {
       s->corrupted[d] = 0;
       tot.full_syncs++;
       writes_full_sync(s, d);
+      snap_full_sync(s, d);
     }
   }
 }
@@ -753,6 +793,7 @@ static void registry_change(sim *s, int d) {
   }
   s->removed[d] = !s->removed[d];
   s->t.dev[d].member[LIB] = !s->removed[d];
+  snap_cause(s, d);
   if (s->removed[d]) {
     tot_removals++;
   } else {
@@ -846,6 +887,7 @@ static void check(sim *s) {
   sp_follower_progress p[TC_MAX_DEVS];
   sp_ssize n, i;
 
+  check_snapshots(s);
   check_registry(s);
   for (d = 0; d < s->t.ndevs; ++d) {
     sp_store_state st;
@@ -950,6 +992,7 @@ static void configure(sim *s) {
     c->max_queued_fetches = 8 + below(s, 24);
   }
   configure_writes(s);
+  configure_snapshots(s);
   s->p_drop = chance(s, 5000) ? below(s, 200) : 0;
   s->p_dup = chance(s, 5000) ? below(s, 300) : 0;
   s->p_reorder = chance(s, 3000) ? below(s, 100) : 0;
@@ -1139,7 +1182,7 @@ static sp_duration liveness_bound(sim *s) {
     per = c->propose_window;
   }
   trips += pending / (per ? per : 1) + 1;
-  return round + trips * rtt;
+  return round + trips * rtt + snap_liveness(s);
 }
 
 static int run_seed(sim *s, uint64_t seed, int verbose) {
@@ -1188,6 +1231,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   for (s->step = 0; s->step < steps && !s->failure[0]; ++s->step) {
     random_step(s);
     writes_step(s);
+    snap_step(s);
     tc_run_for(&s->t, (sp_duration)(1 + below(s, 3000)) * MS);
     heal_due(s, 0);
     host_reactions(s);
@@ -1340,6 +1384,17 @@ int main(int argc, char **argv) {
          wtot.truncated, tot.unaware, unaware_at);
   printf("sim: registry: %ld followers removed, %ld put back\n",
          tot_removals, tot_readditions);
+  printf("sim: snapshots: installed in %ld seeds; %ld SyncRequired with "
+         "a sink, %ld recoveries failed (%ld too large), %ld restarts; "
+         "faults: %ld sink "
+         "failures, %ld crashes in the sink, %ld source failures, %ld "
+         "flipped source reads, %ld flipped snapshot frames, %ld host full "
+         "syncs mid-recovery, %ld prunes past lagging followers\n",
+         stot.seeds, stot.recoveries, stot.failed, stot.too_large,
+         stot.restarts,
+         stot.sink_failures, stot.sink_crashes, stot.source_failures,
+         stot.read_corruptions, stot.wire_corruptions, stot.host_syncs_mid,
+         stot.prunes);
   printf("sim: liveness: closest to its bound: seed %" PRIu64
          " converged %.1f s after the faults stopped (bound %.1f s)\n",
          slowest.seed, (double)slowest.took / SP_SECONDS,
@@ -1353,6 +1408,8 @@ int main(int argc, char **argv) {
            "verdict)", wtot.unjudged);
   }
   printf("\n");
+  printf("snapshots: %ld installed, %ld resumed, %ld half-installed, %ld "
+         "loops\n", stot.installed, stot.resumed, stot.half, stot.loops);
   if (failed) {
     printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
            "), %ld FAILED (listed above), %.1f s CPU\n",

@@ -156,4 +156,46 @@ void writes_verdict(sim *s);
 /* The seed failed before its verdict: count its submissions apart. */
 void writes_unjudged(sim *s);
 
+/* sp_sim.c, for the snapshot hosts: the most a leader's host may prune
+ * (the host contract), and the note of a prune. */
+sp_seq prune_cap(sim *s);
+void note_prune(sim *s, sp_seq to);
+
+/* sp_sim_snap.c */
+
+/* What snapshot recoveries and their faults added up to over all seeds. */
+typedef struct stotals {
+  long installed, resumed, half, loops;
+  long recoveries, failed, too_large, restarts;
+  /* Seeds with at least one snapshot installed. */
+  long seeds;
+  long sink_failures, sink_crashes, source_failures, read_corruptions,
+      wire_corruptions, host_syncs_mid, prunes;
+} stotals;
+extern stotals stot;
+
+/* Draw sinks, sources, chunk sizes, windows and fault rates (after the
+ * devices' configs). */
+void configure_snapshots(sim *s);
+/* One step's host action: a prune past lagging followers. */
+void snap_step(sim *s);
+/* Wrap a store's apply: a process that crashed inside a sink call
+ * writes nothing more. */
+void snap_store_hook(sp_store *st);
+/* A flipped byte in a snapshot frame (1 if the verdict was set). */
+int snap_wire_fault(sim *s, const sp_mem_delivery *d, sp_mem_verdict *v);
+void snap_event(sim *s, int d, const sp_event *ev);
+/* Device d crashed; a new cause for SyncRequired on d (-1: all); the
+ * leader's host pruned through `to`. */
+void snap_crashed(sim *s, int d);
+void snap_cause(sim *s, int d);
+void snap_pruned(sim *s, sp_seq to);
+/* 1 if device d's host leaves its SyncRequired to the library now. */
+int snap_host_waits(sim *s, int d);
+/* Device d's host did its own full sync. */
+void snap_full_sync(sim *s, int d);
+void check_snapshots(sim *s);
+/* What recoveries add to the liveness bound when the faults stop. */
+sp_duration snap_liveness(sim *s);
+
 #endif /* SP_SIM_H */
