@@ -15,7 +15,7 @@ if(SP_WITH_QUIC)
   sp_add_test(sp_quic_addr_test SOURCES sp_quic_addr_test.c LABELS quic
     LIBS sync_protocol_static PkgConfig::NGTCP2)
   foreach(t handshake stream loop retry lifetime window liveness
-      credit fairness peer_conns refusal)
+      credit fairness peer_conns refusal window_edge)
     sp_add_test(sp_quic_${t}_test
       SOURCES sp_quic_${t}_test.c ${SP_QUIC_TEST_HELPERS}
       LABELS quic TIMEOUT 60

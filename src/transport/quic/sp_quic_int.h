@@ -263,6 +263,10 @@ struct sp_quic_conn {
    * may take credit past the window so that it can complete. */
   uint64_t rx_consumed;
   uint64_t rx_limit;
+  /* Bytes its streams received into their buffers (not those of streams
+   * the node is done with, given back at once): where a peer blocked at
+   * the limit it knows has got to. */
+  uint64_t rx_received;
   sp_quic_stream *rx_big;
   /* rx_big's consumed offset once the frame it was granted for is whole:
    * the allowance is released there. */

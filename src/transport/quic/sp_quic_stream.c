@@ -19,10 +19,11 @@
  * whose unfinished frame cannot complete inside its stream window may be
  * granted credit for the whole of it (stream and connection, up to the
  * node's max_frame plus its prefix), until that frame completes or the
- * stream ends.  So a connection holds at most conn_recv_window +
- * max_frame + 4 received bytes, whatever its streams do.  When the node is
- * done with a stream, what it held of an unfinished frame is dropped and
- * counts as consumed.
+ * stream ends.  A limit ngtcp2 would not announce (unblock) may add half a
+ * window.  So a connection holds at most conn_recv_window * 1.5 +
+ * max_frame + 4 received bytes, whatever its streams do.  When the node
+ * is done with a stream, what it held of an unfinished frame is dropped
+ * and counts as consumed.
  *
  * Order per stream: opened, data, writable, closed (after all data).
  * Once the node closed a stream, or was told it closed, it hears nothing
@@ -369,6 +370,9 @@ int sp_quic_stream_received(sp_quic_stream *s, const uint8_t *data,
   if (len > 0 && sp_buf_append(&s->rbuf, data, len) != 0) {
     return SP_ERR_NOMEM;
   }
+  if (s->conn) {
+    s->conn->rx_received += len;
+  }
   if (fin) {
     s->fin_received = 1;
     set_closed(s, 0);
@@ -474,6 +478,45 @@ static void pick_big(sp_quic_conn *c) {
   }
 }
 
+/* The frame `s` has begun still needs bytes that are not here yet. */
+static int waits(const sp_quic_stream *s) {
+  return !s->node_done && s->qsid >= 0 &&
+         s->node_need > sp_buf_pending(&s->rbuf);
+}
+
+static int any_waits(const sp_quic_conn *c) {
+  const sp_quic_stream *t;
+
+  for (t = c->streams; t; t = t->cnext) {
+    if (waits(t)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* ngtcp2 0.12 announces a raised limit only once it is more than half the
+ * window past the one the peer knows (conn_should_send_max_stream_data,
+ * _max_data), and offers no way to force it.  A peer blocked at the limit
+ * it knows, with a frame the node waits for ending less than half a
+ * window past it, would never hear of the credit that frame needs.
+ * Blocked, it has sent everything up to that limit, so the limit is
+ * `recv` (where it got to): when no announcement is sure to come (the
+ * limit granted, `have`, at most half a window past `recv`), grant up to
+ * `recv` + half a window + 1, which ngtcp2 announces.  Only while `recv`
+ * is below `want`, the credit the rules grant anyway: so the limit stays
+ * below `want` + half a window. */
+static uint64_t unblock(uint64_t want, uint64_t have, uint64_t recv,
+                        uint64_t window) {
+  if (want > have) {
+    have = want;
+  }
+  if (recv < want && 2 * (have - recv) <= window) {
+    return recv + window / 2 + 1;
+  }
+  return want;
+}
+
 /* Stream offset = consumed + the window, or + the frame begun for the
  * allowance's stream.  Only that stream opens past its window: the others
  * then hold at most a window each, which leaves the allowance to its
@@ -490,6 +533,11 @@ static void credit_stream(sp_quic_stream *s) {
                               ? frame
                               : ep->cfg.stream_recv_window);
   lim = s->rx_limit ? s->rx_limit : ep->cfg.stream_recv_window;
+  /* A frame granted (it ends within `want`) must not wait for ever. */
+  if (waits(s) && s->rx_taken + s->node_need <= want) {
+    want = unblock(want, lim, s->rx_taken + sp_buf_pending(&s->rbuf),
+                   ep->cfg.stream_recv_window);
+  }
   if (want > lim) {
     ngtcp2_conn_extend_max_stream_offset(c->qc, s->qsid, want - lim);
     lim = want;
@@ -507,6 +555,9 @@ static void credit_conn(sp_quic_conn *c) {
   want = c->rx_consumed + ep->cfg.conn_recv_window +
          (c->rx_big ? frame_size(c->rx_big) : 0);
   lim = c->rx_limit ? c->rx_limit : ep->cfg.conn_recv_window;
+  if (any_waits(c)) {
+    want = unblock(want, lim, c->rx_received, ep->cfg.conn_recv_window);
+  }
   if (want > lim) {
     ngtcp2_conn_extend_max_offset(c->qc, want - lim);
     lim = want;
