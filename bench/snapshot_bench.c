@@ -40,8 +40,8 @@
  *   snapshot_bench [runs=1] [size_mb=1024] [payload=4000] [chunk_kib=256]
  *                  [window=8] [seconds=5] [dir=$TMPDIR or /tmp]
  *
- * chunk_kib is 256, not the library's 1 MiB: a chunk frame larger than
- * half the QUIC stream window (1 MiB) can stall the transfer (the
+ * chunk_kib is 256, the library's default (it was 1 MiB): a chunk frame
+ * larger than half the QUIC stream window (1 MiB) can stall the transfer (the
  * receiver's credit grows by less than ngtcp2 announces; see
  * docs/performance.md).  A transfer without progress for 60 s ends the
  * benchmark with a message.  SNAPSHOT_BENCH_LOG=1 in the environment

@@ -694,6 +694,22 @@ static int side_clear(sp_sqlite_store *s, sqlite3 *db) {
   return rv;
 }
 
+/* After an install: the log records the installed id (durably, in the
+ * install's transaction), so the chunks need not be deleted row by row
+ * (which reads every overflow page of every chunk to free it: as long as
+ * the install itself for a large snapshot).  The file goes as a whole once
+ * its WAL is checkpointed and empty, so that no half-removed pair can
+ * come back as a database missing pages; whatever survives a crash here
+ * is recognised by `pending` (installed id) and cleared then. */
+static void side_discard(sp_sqlite_store *s, sqlite3 *db) {
+  if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
+                                NULL) == SQLITE_OK) {
+    side_drop(s);
+  } else {
+    side_clear(s, db);
+  }
+}
+
 static int sink_pending(sp_snapshot_info *info, uint64_t *have,
                         void *user_data) {
   sp_sqlite_store *s = user_data;
@@ -1073,7 +1089,7 @@ static int sink_commit(void *user_data) {
   }
   /* A failure here leaves the chunks pending; `pending` recognises the
    * installed id and clears them. */
-  side_clear(s, db);
+  side_discard(s, db);
   return 0;
 }
 
