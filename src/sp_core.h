@@ -465,8 +465,12 @@ sp_tstamp sp_recover_session_expiry(const sp_session *s);
 void sp_recover_session_expire(sp_session *s, sp_tstamp now);
 /* The stream is closing: a recovery it carried waits for the next. */
 void sp_recover_detach(sp_session *s);
-/* Drop a recovery under way (the sink's pending snapshot stays). */
+/* Drop a recovery for good (the host's full sync, a role change, a
+ * leader serving the log again): the sink's pending snapshot is aborted. */
 void sp_recover_abandon(sp_handler *h);
+/* The handler stops (deleted): the sink's pending snapshot stays, to
+ * resume after the restart. */
+void sp_recover_stop(sp_handler *h);
 /* A recovery is under way (on a stream or between two): the log is not
  * ours, so no epoch or outbox anchor is written. */
 int sp_recover_active(const sp_handler *h);

@@ -320,7 +320,31 @@ static void end_requests(sp_session *s, int has_more) {
   }
 }
 
-static void on_page(sp_session *s, const sp_msg_entries_response *r) {
+static int check_epoch(sp_session *s, uint64_t epoch);
+
+/* A page about to apply (it follows our durable position, and its chain
+ * our head), or one from that position with nothing past it, proves this
+ * leader serves us incrementally: a recovery under way ends, and the log
+ * is ours again, so the epoch held back meanwhile is recorded first.  Any other page (one for a later fetch, after the
+ * SyncRequired that answered the first was lost) is refused as ever and
+ * leaves the recovery as it was, for the next stream to go on with.
+ * Returns -1 if the stream is gone. */
+static int recovery_over(sp_session *s, uint64_t epoch) {
+  sp_handler *h = hof(s);
+
+  if (!sp_recover_active(h)) {
+    return 0;
+  }
+  sp_recover_abandon(h);
+  if (check_epoch(s, epoch) != 0) {
+    return -1;
+  }
+  sp_writer_recovery_over(s);
+  return s->dead ? -1 : 0;
+}
+
+static void on_page(sp_session *s, const sp_msg_entries_response *r,
+                    uint64_t epoch) {
   sp_handler *h = hof(s);
   sp_fsess *f = &s->u.f;
   int rv;
@@ -351,7 +375,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
       tail.entry_count--;
     }
     tail.since_sequence = f->covered;
-    on_page(s, &tail);
+    on_page(s, &tail, epoch);
     return;
   }
   if (r->entry_count > 0) {
@@ -372,6 +396,9 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
       sp_session_refuse(s, SP_ERR_CHAIN_MISMATCH,
                         "hash chain does not verify after %llu",
                         (unsigned long long)h->st.applied);
+      return;
+    }
+    if (recovery_over(s, epoch) != 0) {
       return;
     }
     rv = h->store.apply(r->entries, h->hashes.data, r->entry_count,
@@ -399,6 +426,8 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r) {
     f->caught_up_reported = 0;
     store_ok(h, &s->peer, 1);
     sp_writer_applied(h, &s->peer, r->entries, r->entry_count);
+  } else if (recovery_over(s, epoch) != 0) {
+    return;
   }
   /* The resume check passed (or this page follows one that did): the
    * leader can judge our proposals against a log it knows we hold. */
@@ -498,20 +527,9 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     break;
   case SP_MSG_ENTRIES_RESPONSE:
     if (h->fstate == SP_F_CONNECTED) {
-      /* This leader serves us incrementally: no snapshot needed.  The
-       * log is ours again: the epoch held back meanwhile is recorded
-       * before the page applies. */
-      if (sp_recover_active(h)) {
-        sp_recover_abandon(h);
-        if (check_epoch(s, msg->epoch) != 0) {
-          break;
-        }
-        sp_writer_recovery_over(s);
-        if (s->dead) {
-          break;
-        }
-      }
-      on_page(s, &msg->u.entries_response);
+      /* A recovery under way ends only with a page that applies
+       * (recovery_over). */
+      on_page(s, &msg->u.entries_response, msg->epoch);
     } else if (h->fstate == SP_F_RECOVERING) {
       sp_recover_on_msg(s, msg);
     }
@@ -681,7 +699,7 @@ void sp_follower_stop(sp_handler *h) {
    * streams below neither reports a lost connection nor reconnects. */
   request_done(h, SP_ERR_CANCELED);
   h->fstate = SP_F_DISCONNECTED;
-  sp_recover_abandon(h);
+  sp_recover_stop(h);
   while (h->sessions) {
     sp_session_close(h->sessions, 0);
   }

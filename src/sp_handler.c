@@ -352,6 +352,12 @@ int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
     return SP_ERR_INVALID_ARGUMENT;
   }
   h->node->now = now;
+  /* Whatever the roles, the log may move past the sink's pending
+   * snapshot before this device follows again: no later recovery may
+   * resume it (sp_handler_del keeps it, for the next process). */
+  if (h->has_snap_sink) {
+    sp_recover_abandon(h);
+  }
   stop_role(h);
   /* A commit wait belongs to the follower term that forwarded it. */
   sp_writer_cancel_waits(h);

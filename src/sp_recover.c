@@ -453,21 +453,44 @@ void sp_recover_detach(sp_session *s) {
   }
 }
 
-void sp_recover_abandon(sp_handler *h) {
-  /* A wake left by a failure must not reconnect a later SYNC_REQUIRED
-   * the host is to handle. */
-  h->snap_wake_at = 0;
-  if (!h->has_snap_sink || !in_recovery(&h->snap)) {
-    return;
-  }
-  /* The sink's pending snapshot stays: a later recovery may resume it
-   * if the leader still offers the same one.  Nothing is under way, so
-   * the status says so, without the old snapshot's numbers. */
+/* Nothing under way any more: the status says so, without the old
+ * snapshot's numbers, and no wait of it is left. */
+static void idle(sp_handler *h) {
   h->snap.state = SP_SNAP_F_IDLE;
   h->snap.need_request = 0;
   memset(&h->snap.stats, 0, sizeof(h->snap.stats));
   memset(&h->snap.info, 0, sizeof(h->snap.info));
   h->snap_retry_armed = 0;
+}
+
+void sp_recover_abandon(sp_handler *h) {
+  /* A wake left by a failure must not reconnect a later SYNC_REQUIRED
+   * the host is to handle. */
+  h->snap_wake_at = 0;
+  if (!h->has_snap_sink) {
+    return;
+  }
+  h->snap_retry_armed = 0;
+  /* The log reaches past where the sink's pending snapshot stands by
+   * other means now: resumed by a later recovery, it would take the log
+   * back below what was applied and acknowledged.  An abort that fails
+   * is tried again when the next recovery starts, which resumes nothing
+   * meanwhile. */
+  if (sp_snap_fol_abandon(&h->snap) != 0) {
+    sp_log(h->node, SP_LOG_WARN,
+           "could not discard the abandoned snapshot: retried at the next "
+           "recovery");
+  }
+}
+
+void sp_recover_stop(sp_handler *h) {
+  h->snap_wake_at = 0;
+  if (!h->has_snap_sink || !in_recovery(&h->snap)) {
+    return;
+  }
+  /* The handler goes away mid-transfer: the sink's pending snapshot
+   * stays, for the next process to resume as after a crash. */
+  idle(h);
 }
 
 int sp_recover_active(const sp_handler *h) {

@@ -65,6 +65,17 @@ static int in_recovery(const sp_snap_fol *f) {
          f->state != SP_SNAP_F_FAILED;
 }
 
+/* Discard what the sink holds pending; once that worked nothing stale
+ * is left of an abandoned recovery. */
+static int abort_pending(sp_snap_fol *f) {
+  int rv = f->sink->abort(f->sink->user_data);
+
+  if (rv == 0) {
+    f->abandoned = 0;
+  }
+  return rv;
+}
+
 /* Whatever is in flight on the current stream will still arrive: drop it
  * when it does, and owe a request. */
 static void ask_again(sp_snap_fol *f, sp_snap_fstate state) {
@@ -94,6 +105,31 @@ int sp_snap_fol_start(sp_snap_fol *f) {
   memset(&f->pending, 0, sizeof(f->pending));
   f->state = SP_SNAP_F_REQUEST;
   f->need_request = 1;
+  /* What an abandoned recovery left: discarded now if the sink lets us;
+   * if not, the request names nothing (next_request) and the manifest's
+   * abort before begin tries once more. */
+  if (f->abandoned) {
+    (void)abort_pending(f);
+  }
+  return 0;
+}
+
+int sp_snap_fol_abandon(sp_snap_fol *f) {
+  if (in_recovery(f)) {
+    f->state = SP_SNAP_F_IDLE;
+    f->need_request = 0;
+    f->fresh = 0;
+    f->has_pending = 0;
+    f->outstanding = f->stale = 0;
+    sp_free(&f->mem, f->hashes);
+    f->hashes = NULL;
+    memset(&f->stats, 0, sizeof(f->stats));
+    memset(&f->info, 0, sizeof(f->info));
+  }
+  if (abort_pending(f) != 0) {
+    f->abandoned = 1;
+    return SP_ERR_STORE;
+  }
   return 0;
 }
 
@@ -106,7 +142,7 @@ static int restart(sp_snap_fol *f, int why) {
   ask_again(f, SP_SNAP_F_REQUEST);
   /* A failing abort leaves chunks behind; begin discards them anyway
    * (another id or digest), so it only costs disk until then. */
-  (void)f->sink->abort(f->sink->user_data);
+  (void)abort_pending(f);
   sp_free(&f->mem, f->hashes);
   f->hashes = NULL;
   f->next_write = f->next_fetch = 0;
@@ -177,8 +213,9 @@ int sp_snap_fol_next_request(sp_snap_fol *f, sp_msg_snapshot_request *out) {
   }
   memset(out, 0, sizeof(*out));
   memset(&f->pending, 0, sizeof(f->pending));
-  rv = f->fresh ? SP_ERR_NOT_FOUND
-                : f->sink->pending(&f->pending, &have, f->sink->user_data);
+  rv = f->fresh || f->abandoned
+           ? SP_ERR_NOT_FOUND
+           : f->sink->pending(&f->pending, &have, f->sink->user_data);
   if (rv == 0) {
     memcpy(out->id, f->pending.id, SP_SNAPSHOT_ID_LEN);
     out->id_len = SP_SNAPSHOT_ID_LEN;
@@ -265,7 +302,7 @@ int sp_snap_fol_on_manifest(sp_snap_fol *f,
   if (!f->has_pending || !info_equal(&f->pending, &f->info)) {
     f->has_pending = 0;
     f->commit_fails = 0; /* another snapshot: its own commits */
-    if (f->sink->abort(f->sink->user_data) != 0) {
+    if (abort_pending(f) != 0) {
       f->state = SP_SNAP_F_CUT;
       return SP_ERR_STORE;
     }

@@ -119,6 +119,10 @@ typedef struct sp_snap_fol {
   /* Why the last restart or failure happened (an SP_ERR_*). */
   int last_error;
   sp_snap_stats stats;
+  /* A recovery was abandoned and the sink's abort failed: what it holds
+   * pending is stale (the log may have moved past its S), never named
+   * in a request, and aborted again before the next one begins. */
+  int abandoned;
 } sp_snap_fol;
 
 /* Prepare `f` for `sink` (kept, not copied); window 0 means
@@ -136,10 +140,22 @@ void sp_snap_fol_free(sp_snap_fol *f);
  * A recovery begins (SyncRequired from a leader that advertised
  * SP_FEATURE_SNAPSHOT), from IDLE, DONE or FAILED: counters and stats
  * reset, a request is owed (resuming the sink's pending snapshot if it
- * has one).  Returns 0, or SP_ERR_INVALID_STATE (a recovery is under
- * way).
+ * has one, unless it is an abandoned one: sp_snap_fol_abandon).
+ * Returns 0, or SP_ERR_INVALID_STATE (a recovery is under way).
  */
 int sp_snap_fol_start(sp_snap_fol *f);
+
+/*
+ * The recovery is dropped for good (the host's full sync, a role change,
+ * a leader serving the log again): under way, it goes IDLE with nothing
+ * of it left in the stats (IDLE, DONE and FAILED stay), and the sink's
+ * pending snapshot, if any, is aborted in any state: what it holds
+ * may lie below the position the log reaches by other means, so no later
+ * recovery may resume it.  A failing abort is tried again when the next
+ * recovery starts; until one succeeds no request names the pending
+ * snapshot.  Returns 0 or SP_ERR_STORE (the abort failed).
+ */
+int sp_snap_fol_abandon(sp_snap_fol *f);
 
 /*
  * The stream carrying the transfer is gone (or the sink failed and the

@@ -237,8 +237,9 @@ typedef struct sink_ctx {
   int begins, resumed_begins, aborts, writes, commits;
   /* Contract breaches seen (begin over another pending, out of order). */
   int breaches;
-  /* Fail the next `fail_commits` commits, the next `fail_writes` writes. */
-  int fail_commits, fail_writes;
+  /* Fail the next `fail_commits` commits, the next `fail_writes` writes,
+   * the next `fail_aborts` aborts (nothing discarded). */
+  int fail_commits, fail_writes, fail_aborts;
   /* What a failing commit returns (0: SP_ERR_STORE); commits called; the
    * snapshot the last failing commit refused. */
   int commit_rv, commit_calls;
@@ -335,6 +336,10 @@ static int k_abort(void *ud) {
   sink_ctx *c = ud;
 
   c->aborts++;
+  if (c->fail_aborts > 0) {
+    c->fail_aborts--;
+    return SP_ERR_STORE;
+  }
   c->has_pending = 0;
   c->have = 0;
   return 0;
@@ -379,6 +384,13 @@ typedef struct fx {
   long requests_at_install, fetches_at_install;
   sp_seq install_want;
   long wrong_installs;
+  /* While set, every SyncRequired to F1 is lost (a lossy stream), until
+   * a page reaches it; how many were lost, pages that came meanwhile. */
+  int drop_sync;
+  long syncs_dropped, pages_after_drop;
+  /* While set, F1's connections are cut at their first byte. */
+  int hold_f1;
+  sp_decoder *dec;
 } fx;
 
 static fx *g_fx;
@@ -433,16 +445,49 @@ static void on_event(tc *t, int dev, const sp_event *ev) {
   }
 }
 
+/* The type of the frame a delivery carries (one a write), or -1. */
+static int frame_type(fx *f, const sp_mem_delivery *d) {
+  size_t body;
+  sp_msg msg;
+
+  if (!f->dec || d->len < SP_FRAME_HEADER_LEN) {
+    return -1;
+  }
+  body = (size_t)d->data[0] << 24 | (size_t)d->data[1] << 16 |
+         (size_t)d->data[2] << 8 | d->data[3];
+  if (body + SP_FRAME_HEADER_LEN != d->len ||
+      sp_decoder_decode(f->dec, d->data + SP_FRAME_HEADER_LEN, body, &msg) !=
+          0) {
+    return -1;
+  }
+  return (int)msg.type;
+}
+
 static int on_fault(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
   fx *f = g_fx;
 
-  (void)t;
   if (f->cut_now && !f->restart_leader) {
     f->cut_now = 0;
     v->action = SP_MEM_CUT;
     v->keep = 0;
+    return 0;
   }
-  (void)d;
+  if (f->hold_f1 && (sp_uuid_equal(&d->to, &t->dev[F1].id) ||
+                     sp_uuid_equal(&d->from, &t->dev[F1].id))) {
+    v->action = SP_MEM_CUT;
+    v->keep = 0;
+    return 0;
+  }
+  if (f->drop_sync && sp_uuid_equal(&d->to, &t->dev[F1].id)) {
+    int type = frame_type(f, d);
+    if (type == SP_MSG_SYNC_REQUIRED) {
+      f->syncs_dropped++;
+      v->action = SP_MEM_DROP;
+    } else if (type == SP_MSG_ENTRIES_RESPONSE) {
+      f->pages_after_drop++;
+      f->drop_sync = 0;
+    }
+  }
   return 0;
 }
 
@@ -485,6 +530,7 @@ static void open_follower(fx *f) {
 
 static void teardown(fx *f) {
   tc_free(&f->t);
+  sp_decoder_del(f->dec);
   src_free(&f->src);
   free(f->sink.buf);
   g_fx = NULL;
@@ -1221,8 +1267,8 @@ static void test_failover_ends_recovery(void **state) {
   assert_int_equal(p.bytes_total, 0);
   assert_int_equal(p.chunks_done, 0);
   assert_int_equal(p.chunk_count, 0);
-  /* The sink's pending snapshot is left for a later recovery. */
-  assert_int_equal(f.sink.has_pending, 1);
+  /* The log moved past the sink's pending snapshot: discarded. */
+  assert_int_equal(f.sink.has_pending, 0);
   assert_int_equal(f.sink.commits, 0);
   assert_int_equal(follower_epoch(&f), 2);
   /* The new leader's feature Heartbeat came while the recovery was still
@@ -1442,6 +1488,188 @@ static void test_resync_done_clears_wake(void **state) {
   teardown(&f);
 }
 
+/* Cut mid-transfer with some chunks in the sink, and pause there. */
+static void pause_mid_transfer(fx *f, uint64_t chunks) {
+  f->cut_at_chunks = chunks;
+  f->restart_leader = 1; /* only to stop the run, no cut */
+  open_follower(f);
+  while (!f->cut_now && f->t.now < 10 * SP_SECONDS) {
+    tc_run_for(&f->t, 1 * MS);
+  }
+  assert_true(f->cut_now);
+  f->cut_now = 0;
+  f->restart_leader = 0;
+  assert_int_equal(f->sink.has_pending, 1);
+  /* Chunks that came in the same run were written too. */
+  assert_true(f->sink.have >= chunks && f->sink.have < chunk_count(f));
+}
+
+/* The follower is down while the leader's log grows past `latest` and is
+ * pruned past where the follower stands: it comes back behind retention. */
+static void down_while_pruned(fx *f, int more, sp_seq pruned) {
+  tc_crash(&f->t, F1);
+  tc_append(&f->t, LIB, more, 100);
+  assert_int_equal(sp_mem_store_prune(f->src.log, pruned), 0);
+  tc_notify(&f->t, LIB);
+  assert_int_equal(tc_boot(&f->t, F1), 0);
+  open_follower(f);
+}
+
+/* A recovery resumed on a new stream whose SyncRequired is lost, while a
+ * page for one of its later (pipelined) fetches arrives: that page does
+ * not follow the follower's position and is refused, and the recovery
+ * goes on, on the next stream, as it was: not a new one from scratch,
+ * which a lossy link could repeat for ever. */
+static void test_page_refused_keeps_recovery(void **state) {
+  fx f;
+  tc *t = &f.t;
+  sp_snapshot_progress p;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  assert_int_equal(sp_decoder_new(&f.dec, NULL), 0);
+  /* Fetches since 0 and 25 are behind retention, since 50 is served. */
+  t->dev[F1].cfg[LIB].fetch_limit = 25;
+  f.cut_at_chunks = 3;
+  open_follower(&f);
+  while (f.t.dev[F1].counts.ev[SP_EVENT_PEER_LOST] == 0 &&
+         t->now < 10 * SP_SECONDS) {
+    tc_run_for(t, 1 * MS);
+  }
+  assert_true(f.sink.have >= 3 && f.sink.have < chunk_count(&f));
+  f.drop_sync = 1;
+  tc_run_for(t, 20 * SP_SECONDS);
+  /* What the test is about did happen. */
+  assert_true(f.syncs_dropped >= 1);
+  assert_int_equal(f.pages_after_drop, 1);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 60);
+  assert_int_equal(f.failed, 0);
+  /* One recovery, continued: reported once, nothing fetched twice. */
+  assert_int_equal(t->dev[F1].counts.ev[SP_EVENT_SYNC_REQUIRED_RECEIVED], 1);
+  assert_int_equal(sp_handler_snapshot_status(t->dev[F1].h[LIB], &p), 0);
+  assert_int_equal(p.restarts, 0);
+  assert_true(p.resumes >= 1);
+  assert_int_equal(f.sink.aborts, 1); /* the first begin only */
+  assert_int_equal(f.sink.writes, (int)chunk_count(&f));
+  assert_int_equal(f.sink.breaches, 0);
+  assert_int_equal(f.src.opens, 1);
+  follows_incrementally(&f, 60);
+  teardown(&f);
+}
+
+/* The host's full sync ends a recovery: the sink's pending snapshot goes
+ * with it, so that a much later recovery, with the leader still holding
+ * that snapshot open, does not resume it and take the log back below
+ * what the follower applied and acknowledged since. */
+static void test_full_sync_discards_pending(void **state) {
+  fx f;
+  tc *t = &f.t;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  pause_mid_transfer(&f, 3);
+  assert_int_equal(sp_mem_store_copy_from(t->dev[F1].store[LIB], f.src.log),
+                   0);
+  assert_int_equal(sp_handler_resync_done(t->dev[F1].h[LIB], t->now), 0);
+  assert_int_equal(f.sink.has_pending, 0);
+  assert_int_equal(f.sink.aborts, 2);
+  follows_incrementally(&f, 60);
+  down_while_pruned(&f, 30, 95);
+  f.install_want = 100;
+  tc_run_for(t, 20 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 100);
+  assert_int_equal(f.wrong_installs, 0);
+  assert_int_equal(f.sink.resumed_begins, 0);
+  assert_int_equal(f.sink.breaches, 0);
+  follows_incrementally(&f, 100);
+  teardown(&f);
+}
+
+/* The sink cannot discard the abandoned snapshot at once: the next
+ * recovery tries again, and until that works it names no snapshot in its
+ * request, so the stale one is never resumed. */
+static void test_abandoned_abort_retried(void **state) {
+  fx f;
+  tc *t = &f.t;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  pause_mid_transfer(&f, 3);
+  assert_int_equal(sp_mem_store_copy_from(t->dev[F1].store[LIB], f.src.log),
+                   0);
+  /* At the full sync, then at the next recovery's start. */
+  f.sink.fail_aborts = 2;
+  assert_int_equal(sp_handler_resync_done(t->dev[F1].h[LIB], t->now), 0);
+  assert_int_equal(f.sink.has_pending, 1);
+  follows_incrementally(&f, 60);
+  /* Within the handler's life (what it remembers is what counts), the
+   * follower falls behind retention. */
+  f.hold_f1 = 1;
+  tc_append(t, LIB, 30, 100);
+  assert_int_equal(sp_mem_store_prune(f.src.log, 95), 0);
+  tc_notify(t, LIB);
+  tc_run_for(t, 100 * MS);
+  assert_int_equal(tc_applied(t, F1, LIB), 70);
+  assert_int_equal(f.sink.fail_aborts, 1);
+  f.hold_f1 = 0;
+  f.install_want = 100;
+  tc_run_for(t, 60 * SP_SECONDS);
+  assert_int_equal(f.sink.fail_aborts, 0);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 100);
+  assert_int_equal(f.wrong_installs, 0);
+  assert_int_equal(f.sink.resumed_begins, 0);
+  assert_int_equal(f.sink.breaches, 0);
+  follows_incrementally(&f, 100);
+  teardown(&f);
+}
+
+/* A role change ends a recovery too, and discards what the sink holds. */
+static void test_role_change_discards_pending(void **state) {
+  fx f;
+  tc *t = &f.t;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  pause_mid_transfer(&f, 3);
+  assert_int_equal(sp_handler_set_role(t->dev[F1].h[LIB], SP_ROLE_FOLLOWER,
+                                       0, t->now),
+                   0);
+  assert_int_equal(f.sink.has_pending, 0);
+  tc_run_for(t, 20 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 60);
+  assert_int_equal(f.sink.resumed_begins, 0);
+  assert_int_equal(f.sink.breaches, 0);
+  teardown(&f);
+}
+
+/* A follower that goes down mid-transfer abandons nothing: after the
+ * restart the sink's pending snapshot resumes. */
+static void test_follower_restart_resumes(void **state) {
+  fx f;
+  tc *t = &f.t;
+
+  (void)state;
+  setup(&f, 60, 50, 1);
+  pause_mid_transfer(&f, 3);
+  assert_int_equal(tc_restart(t, F1), 0);
+  assert_int_equal(f.sink.has_pending, 1);
+  tc_run_for(t, 20 * SP_SECONDS);
+  assert_int_equal(f.installed, 1);
+  assert_int_equal(f.installed_at, 60);
+  assert_int_equal(f.last.restarts, 0);
+  assert_true(f.last.resumes >= 1);
+  assert_true(f.sink.resumed_begins >= 1);
+  assert_int_equal(f.sink.aborts, 1); /* the first begin only */
+  assert_int_equal(f.sink.writes, (int)chunk_count(&f));
+  assert_int_equal(f.sink.breaches, 0);
+  follows_incrementally(&f, 60);
+  teardown(&f);
+}
+
 /* Version 4 of the handler config: the vtables are checked as a
  * store's; a version-3 config knows nothing of snapshots. */
 static void test_config(void **state) {
@@ -1460,7 +1688,7 @@ static void test_config(void **state) {
   sp_handler_config_default(&d);
   assert_int_equal(d.version, 4);
   assert_int_equal(d.snapshot_window, 8);
-  assert_int_equal(d.snapshot_chunk_size, 1024 * 1024);
+  assert_int_equal(d.snapshot_chunk_size, 256 * 1024);
   assert_int_equal(d.snapshot_max_bytes, 0);
   assert_null(d.snapshot_source);
   assert_null(d.snapshot_sink);
@@ -1540,6 +1768,11 @@ int main(void) {
       cmocka_unit_test(test_epoch_held_while_recovering),
       cmocka_unit_test(test_cuts_with_progress_keep_pace),
       cmocka_unit_test(test_resync_done_clears_wake),
+      cmocka_unit_test(test_page_refused_keeps_recovery),
+      cmocka_unit_test(test_full_sync_discards_pending),
+      cmocka_unit_test(test_abandoned_abort_retried),
+      cmocka_unit_test(test_role_change_discards_pending),
+      cmocka_unit_test(test_follower_restart_resumes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
