@@ -7,8 +7,10 @@
  * database at S, the retained log and the base it was pruned to, ...):
  * the library cuts them into chunks, hashes, moves and verifies them, and
  * hands them to the follower's sink one chunk at a time, in order, each
- * verified before it is written.  Nothing in this version of the library
- * calls these vtables yet: they are the contract the sessions will use.
+ * verified before it is written.  A handler uses them when its config
+ * (version 4) names them: snapshot_source on a leader, snapshot_sink on a
+ * follower.  The stores provide reference ones (mem_store.h,
+ * sqlite_store.h; docs/integration.md 6.3).
  *
  * Callback contract (as for sys/store.h): return 0 on success or a
  * negative value on failure.  A failing callback is reported to the caller
