@@ -426,6 +426,8 @@ static int s_state(sp_store_state *out, void *ud) {
 
 /* The write path (store version 3), passed through when a test asks. */
 static int store_writes;
+/* fx_leader: the leader also serves snapshots (its store's source). */
+static int leader_snapshots;
 
 static int s_append(const sp_entry *e, size_t n, sp_seq *first, void *ud) {
   fx *f = ud;
@@ -651,6 +653,7 @@ static void fx_base(fx *f) {
 static void fx_leader(fx *f) {
   sp_handler_config hc;
   sp_store vt;
+  sp_snapshot_source src;
 
   fx_base(f);
   f->members[0] = f->self;
@@ -665,7 +668,12 @@ static void fx_leader(fx *f) {
   hc.role = SP_ROLE_LEADER;
   hc.epoch = LEADER_EPOCH;
   hc.max_queued_fetches = 2;
+  if (leader_snapshots) {
+    sp_mem_store_snapshot_source(f->store, &src);
+    hc.snapshot_source = &src;
+  }
   assert_int_equal(sp_handler_new(&f->h, f->node, &hc, &vt, f->now), 0);
+  hc.snapshot_source = NULL;
   /* lib2 is open too, on its own (empty) store. */
   {
     sp_store vt2;
@@ -1029,11 +1037,13 @@ static void test_leader_seed_only_follower(void **state) {
   int announced = 0, round;
 
   (void)state;
-  /* The leader has the write path, and its log holds entries forwarded
-   * from followers (origin ids set). */
+  /* The leader has the write path and serves snapshots, and its log
+   * holds entries forwarded from followers (origin ids set). */
   store_writes = 1;
+  leader_snapshots = 1;
   fx_leader(&f);
   store_writes = 0;
+  leader_snapshots = 0;
   append_forwarded(f.store, 2, &f.Q, 1);
   sp_mem_store_get_vtable(f.store, &vt);
   id = open_in(&f, &f.P);
@@ -1067,6 +1077,28 @@ static void test_leader_seed_only_follower(void **state) {
   seed_peer_read(&f, id, &applied, chain, &announced);
   assert_int_equal(count_ev(&f, SP_EVENT_ERROR, ANY_CODE), 0);
   assert_int_equal(cs(&f, id)->close_calls, 0);
+
+  /* Pruned past it, the seed peer is told SyncRequired in the seed's
+   * bytes, and nothing of a snapshot: its host does the full sync. */
+  assert_int_equal(sp_mem_store_prune(f.store, LOG_LEN + 3), 0);
+  m = mk_fetch(&f.lib, LEADER_EPOCH, 1, 100, NULL);
+  inject_msg(&f, id, &f.P, &m);
+  {
+    static uint8_t seed[NODE_MAX_FRAME + SP_FRAME_HEADER_LEN];
+    const uint8_t *body;
+    size_t blen, n;
+    int told = 0;
+
+    while (read_frame_body(&f, id, &m, &body, &blen)) {
+      assert_true(m.type == SP_MSG_SYNC_REQUIRED ||
+                  m.type == SP_MSG_HEARTBEAT);
+      assert_int_equal(sp_msg_encode(&m, seed, sizeof(seed), &n), 0);
+      assert_int_equal(n, blen + SP_FRAME_HEADER_LEN);
+      assert_memory_equal(seed + SP_FRAME_HEADER_LEN, body, blen);
+      told += m.type == SP_MSG_SYNC_REQUIRED;
+    }
+    assert_int_equal(told, 1);
+  }
   fx_free(&f);
 }
 
