@@ -94,6 +94,16 @@ static int snapshot_same(const sp_msg *a, const sp_msg *b) {
   }
 }
 
+/* Leadership claims: present in both or neither, and then equal. */
+static int claim_same(int has_a, const sp_leader_claim *a, int has_b,
+                      const sp_leader_claim *b) {
+  return has_a == has_b &&
+         (!has_a ||
+          (a->epoch == b->epoch &&
+           memcmp(&a->leader, &b->leader, sizeof(sp_uuid)) == 0 &&
+           memcmp(a->signature, b->signature, SP_CLAIM_SIG_LEN) == 0));
+}
+
 static int msg_same(const sp_msg *a, const sp_msg *b) {
   if (a->type != b->type || a->epoch != b->epoch ||
       memcmp(&a->library_id, &b->library_id, sizeof(sp_uuid)) != 0) {
@@ -133,7 +143,10 @@ static int msg_same(const sp_msg *a, const sp_msg *b) {
            a->u.heartbeat.role == b->u.heartbeat.role &&
            a->u.heartbeat.has_features == b->u.heartbeat.has_features &&
            a->u.heartbeat.features == b->u.heartbeat.features &&
-           a->u.heartbeat.origin_high == b->u.heartbeat.origin_high;
+           a->u.heartbeat.origin_high == b->u.heartbeat.origin_high &&
+           a->u.heartbeat.max_frame == b->u.heartbeat.max_frame &&
+           claim_same(a->u.heartbeat.has_claim, &a->u.heartbeat.claim,
+                      b->u.heartbeat.has_claim, &b->u.heartbeat.claim);
   case SP_MSG_SYNC_REQUIRED:
     return a->u.sync_required.reason == b->u.sync_required.reason &&
            a->u.sync_required.leader_latest ==
@@ -147,7 +160,9 @@ static int msg_same(const sp_msg *a, const sp_msg *b) {
            a->u.error.message_len == b->u.error.message_len &&
            (a->u.error.message_len == 0 ||
             memcmp(a->u.error.message, b->u.error.message,
-                   a->u.error.message_len) == 0);
+                   a->u.error.message_len) == 0) &&
+           claim_same(a->u.error.has_claim, &a->u.error.claim,
+                      b->u.error.has_claim, &b->u.error.claim);
   case SP_MSG_PROPOSE:
     return a->u.propose.entry_count == b->u.propose.entry_count &&
            entries_same(a->u.propose.entries, b->u.propose.entries,

@@ -53,7 +53,10 @@ static uint32_t required_fields(uint64_t type) {
  * a message type has. */
 static uint32_t known_fields(const sp_msg *msg, uint32_t n, uint32_t need) {
   if (msg->type == SP_MSG_HEARTBEAT) {
-    return n < 8 ? n : 8;
+    return n < 9 ? n : 9;
+  }
+  if (msg->type == SP_MSG_ERROR) {
+    return n < 6 ? n : 6;
   }
   if (msg->type == SP_MSG_FETCH_ENTRIES) {
     return n < 7 ? n : 7;
@@ -454,11 +457,42 @@ static int read_results(sp_decoder *dec, sp_mp *mp,
   return 0;
 }
 
-/* [.., current_sequence, role, features, origin_high, max_frame]:
+/* A leadership claim, [epoch, leader, signature, extensions...], or nil
+ * for none (docs/protocol.md section 15).  A signature that is not 64
+ * bytes is refused as a hash of the wrong size is: the codec's code for
+ * a fixed-size binary that is not. */
+static int read_claim(sp_mp *mp, int *has_claim, sp_leader_claim *c) {
+  const uint8_t *p;
+  uint32_t n, len;
+  int rv;
+
+  if (sp_mp_nil(mp)) {
+    return 0;
+  }
+  if ((rv = sp_mp_array(mp, &n)) != 0) {
+    return rv;
+  }
+  if (n < 3) {
+    return SP_ERR_MISSING_FIELD;
+  }
+  if ((rv = sp_mp_uint(mp, &c->epoch)) != 0 ||
+      (rv = read_uuid(mp, &c->leader)) != 0 ||
+      (rv = sp_mp_bin(mp, &p, &len)) != 0) {
+    return rv;
+  }
+  if (len != SP_CLAIM_SIG_LEN) {
+    return SP_ERR_HASH_LENGTH;
+  }
+  memcpy(c->signature, p, len);
+  *has_claim = 1;
+  return skip_rest(mp, n, 3);
+}
+
+/* [.., current_sequence, role, features, origin_high, max_frame, claim]:
  * elements 5 and 6 (the seed's extension space) are the negotiation's; a
  * sender writes both or neither, a receiver takes 5 alone with
  * origin_high 0.  Element 7 (a leader's frame maximum) is optional after
- * them: absent, max_frame is 0 (unknown). */
+ * them: absent, max_frame is 0 (unknown).  Element 8 is the claim. */
 static int read_heartbeat(sp_mp *mp, uint32_t n, sp_msg_heartbeat *hb) {
   uint64_t v;
   int rv;
@@ -479,6 +513,9 @@ static int read_heartbeat(sp_mp *mp, uint32_t n, sp_msg_heartbeat *hb) {
   }
   if (n > 7 && (rv = sp_mp_uint(mp, &hb->max_frame)) != 0) {
     return rv;
+  }
+  if (n > 8) {
+    return read_claim(mp, &hb->has_claim, &hb->claim);
   }
   return 0;
 }
@@ -647,11 +684,16 @@ static int read_fields(sp_decoder *dec, sp_mp *mp, uint32_t n, sp_msg *msg) {
     return sp_mp_uint(mp, &m->follower_sequence);
   }
   case SP_MSG_ERROR:
-    if ((rv = read_code(mp, &msg->u.error.code)) != 0) {
+    if ((rv = read_code(mp, &msg->u.error.code)) != 0 ||
+        (rv = read_message(mp, &msg->u.error.message,
+                           &msg->u.error.message_len)) != 0) {
       return rv;
     }
-    return read_message(mp, &msg->u.error.message,
-                        &msg->u.error.message_len);
+    /* Element 5: the sender's claim (the seed's extension space). */
+    if (n > 5) {
+      return read_claim(mp, &msg->u.error.has_claim, &msg->u.error.claim);
+    }
+    return 0;
   case SP_MSG_PROPOSE:
     return read_propose(dec, mp, &msg->u.propose);
   case SP_MSG_PROPOSE_RESULT:

@@ -92,6 +92,14 @@ static void pack_hash(msgpack_packer *pk, const uint8_t *h, size_t len) {
   msgpack_pack_bin_with_body(pk, h, len);
 }
 
+/* [epoch, leader, signature] (docs/protocol.md section 15). */
+static void pack_claim(msgpack_packer *pk, const sp_leader_claim *c) {
+  msgpack_pack_array(pk, 3);
+  msgpack_pack_uint64(pk, c->epoch);
+  pack_uuid(pk, &c->leader);
+  msgpack_pack_bin_with_body(pk, c->signature, SP_CLAIM_SIG_LEN);
+}
+
 int sp_enc_check_entry(const sp_entry *e) {
   if (!e || (unsigned)e->change_type > SP_CHANGE_BULK_INSERT ||
       e->model_type_len > SP_MAX_MODEL_TYPE_LEN ||
@@ -201,7 +209,10 @@ int sp_enc_check_msg(const sp_msg *msg) {
   case SP_MSG_ENTRIES_RESPONSE:
     return check_response(&msg->u.entries_response);
   case SP_MSG_HEARTBEAT:
-    return (unsigned)msg->u.heartbeat.role <= SP_ROLE_FOLLOWER
+    /* The claim is element 8: it needs elements 5-7 before it. */
+    return (unsigned)msg->u.heartbeat.role <= SP_ROLE_FOLLOWER &&
+                   (!msg->u.heartbeat.has_claim ||
+                    msg->u.heartbeat.has_features)
                ? 0
                : SP_ERR_INVALID_ARGUMENT;
   case SP_MSG_SYNC_REQUIRED:
@@ -500,10 +511,12 @@ int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
   case SP_MSG_HEARTBEAT: {
     const sp_msg_heartbeat *hb = &msg->u.heartbeat;
     /* Without features: exactly the seed's 5 elements.  The frame
-     * maximum only after them, and only when known (a leader's). */
-    int with_max = hb->has_features && hb->max_frame != 0;
-    pack_common(pk, with_max ? 8 : hb->has_features ? 7 : 5, msg->type,
-                &msg->library_id, msg->epoch);
+     * maximum only after them, and only when known (a leader's) or when
+     * the claim, element 8, needs a place after it (0 = unknown). */
+    int with_claim = hb->has_features && hb->has_claim;
+    int with_max = with_claim || (hb->has_features && hb->max_frame != 0);
+    pack_common(pk, with_claim ? 9 : with_max ? 8 : hb->has_features ? 7 : 5,
+                msg->type, &msg->library_id, msg->epoch);
     msgpack_pack_uint64(pk, hb->current_sequence);
     msgpack_pack_uint8(pk, (uint8_t)hb->role);
     if (hb->has_features) {
@@ -512,6 +525,9 @@ int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
     }
     if (with_max) {
       msgpack_pack_uint64(pk, hb->max_frame);
+    }
+    if (with_claim) {
+      pack_claim(pk, &hb->claim);
     }
     break;
   }
@@ -523,10 +539,14 @@ int sp_enc_body(msgpack_packer *pk, const sp_msg *msg) {
     msgpack_pack_uint64(pk, msg->u.sync_required.follower_sequence);
     break;
   case SP_MSG_ERROR:
-    pack_common(pk, 5, msg->type, &msg->library_id, msg->epoch);
+    pack_common(pk, msg->u.error.has_claim ? 6 : 5, msg->type,
+                &msg->library_id, msg->epoch);
     msgpack_pack_int32(pk, msg->u.error.code);
     msgpack_pack_str_with_body(pk, msg->u.error.message,
                                msg->u.error.message_len);
+    if (msg->u.error.has_claim) {
+      pack_claim(pk, &msg->u.error.claim);
+    }
     break;
   case SP_MSG_PROPOSE:
     return enc_propose(pk, msg);

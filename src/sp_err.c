@@ -93,6 +93,8 @@ static const err_info errs[] = {
      "snapshot recovery gave up after its restarts"},
     {SP_ERR_SNAPSHOT_TOO_LARGE, "SP_ERR_SNAPSHOT_TOO_LARGE",
      "snapshot larger than the follower accepts"},
+    {SP_ERR_UNPROVEN_EPOCH, "SP_ERR_UNPROVEN_EPOCH",
+     "epoch not proven by a leadership claim"},
     {SP_ERR_IO, "SP_ERR_IO", "I/O error"},
     {SP_ERR_TLS, "SP_ERR_TLS", "TLS error"},
     {SP_ERR_HANDSHAKE, "SP_ERR_HANDSHAKE", "handshake failed"},

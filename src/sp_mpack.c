@@ -162,6 +162,14 @@ int sp_mp_bool(sp_mp *mp, int *v) {
   return 0;
 }
 
+int sp_mp_nil(sp_mp *mp) {
+  if (mp->p < mp->end && *mp->p == 0xc0) {
+    ++mp->p;
+    return 1;
+  }
+  return 0;
+}
+
 /* Reads a length-prefixed body whose header starts at `first` (3 widths). */
 static int sized(sp_mp *mp, uint8_t b, uint8_t first, const uint8_t **data,
                  uint32_t *len) {

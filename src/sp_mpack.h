@@ -48,6 +48,9 @@ int sp_mp_bool(sp_mp *mp, int *v);
 int sp_mp_bin(sp_mp *mp, const uint8_t **data, uint32_t *len);
 /* fixstr/str8/16/32, checked to be UTF-8. */
 int sp_mp_str(sp_mp *mp, const char **data, uint32_t *len);
+/* 1 and the nil consumed if the next value is nil; else 0, cursor kept
+ * (the caller reads the value as its type, errors included). */
+int sp_mp_nil(sp_mp *mp);
 /* Skip one well-formed value of any type (nesting <= SP_MP_MAX_DEPTH). */
 int sp_mp_skip(sp_mp *mp);
 

@@ -51,6 +51,16 @@ static void expect_result_eq(const sp_propose_result *a,
   }
 }
 
+static void expect_claim_eq(int has_a, const sp_leader_claim *a, int has_b,
+                            const sp_leader_claim *b) {
+  assert_int_equal(has_a != 0, has_b != 0);
+  if (has_a) {
+    assert_true(a->epoch == b->epoch);
+    assert_memory_equal(&a->leader, &b->leader, sizeof(sp_uuid));
+    assert_memory_equal(a->signature, b->signature, SP_CLAIM_SIG_LEN);
+  }
+}
+
 static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
   assert_int_equal(a->type, b->type);
   assert_memory_equal(&a->library_id, &b->library_id, sizeof(sp_uuid));
@@ -104,6 +114,8 @@ static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
     assert_true(a->u.heartbeat.features == b->u.heartbeat.features);
     assert_true(a->u.heartbeat.origin_high == b->u.heartbeat.origin_high);
     assert_true(a->u.heartbeat.max_frame == b->u.heartbeat.max_frame);
+    expect_claim_eq(a->u.heartbeat.has_claim, &a->u.heartbeat.claim,
+                    b->u.heartbeat.has_claim, &b->u.heartbeat.claim);
     break;
   case SP_MSG_SYNC_REQUIRED:
     assert_int_equal(a->u.sync_required.reason, b->u.sync_required.reason);
@@ -121,6 +133,8 @@ static void expect_msg_eq(const sp_msg *a, const sp_msg *b) {
       assert_memory_equal(a->u.error.message, b->u.error.message,
                           a->u.error.message_len);
     }
+    expect_claim_eq(a->u.error.has_claim, &a->u.error.claim,
+                    b->u.error.has_claim, &b->u.error.claim);
     break;
   case SP_MSG_PROPOSE: {
     size_t i;
@@ -239,9 +253,9 @@ static sp_propose_result g_results[2];
 #define N_SAMPLES 16
 
 /* One small valid message of each type (the prefix/type tests use these).
- * The Heartbeat carries its optional elements, so that every element of
- * every message is known to the decoder (the seed's 5-element Heartbeat
- * has its own tests). */
+ * The Heartbeat and the Error carry their optional elements (the claim
+ * included), so that every element of every message is known to the
+ * decoder (the seed's 5-element forms have their own tests). */
 static size_t sample_messages(sp_msg *out) {
   size_t n = 0;
 
@@ -288,6 +302,10 @@ static size_t sample_messages(sp_msg *out) {
   out[n].u.heartbeat.features = SP_FEATURE_WRITES;
   out[n].u.heartbeat.origin_high = 1000;
   out[n].u.heartbeat.max_frame = 65536;
+  out[n].u.heartbeat.has_claim = 1;
+  out[n].u.heartbeat.claim.epoch = 1;
+  fill_uuid(&out[n].u.heartbeat.claim.leader, 0xa0);
+  fill_bytes(out[n].u.heartbeat.claim.signature, 0x40, SP_CLAIM_SIG_LEN);
   out[n++].u.heartbeat.role = SP_ROLE_FOLLOWER;
   msg_init(&out[n], SP_MSG_SYNC_REQUIRED);
   out[n].u.sync_required.reason = SP_SYNC_DIVERGENCE;
@@ -297,7 +315,11 @@ static size_t sample_messages(sp_msg *out) {
   msg_init(&out[n], SP_MSG_ERROR);
   out[n].u.error.code = -302;
   out[n].u.error.message = "not a member";
-  out[n++].u.error.message_len = 12;
+  out[n].u.error.message_len = 12;
+  out[n].u.error.has_claim = 1;
+  out[n].u.error.claim.epoch = 300;
+  fill_uuid(&out[n].u.error.claim.leader, 0xa0);
+  fill_bytes(out[n++].u.error.claim.signature, 0x80, SP_CLAIM_SIG_LEN);
   msg_init(&out[n], SP_MSG_PROPOSE);
   out[n].u.propose.entries = g_prop;
   out[n++].u.propose.entry_count = 2;
@@ -796,6 +818,12 @@ static void expect_entry_fields_wrong_type(const one_entry *o,
   }
 }
 
+/* Element `k` of `m` is its leadership claim. */
+static int is_claim_field(const sp_msg *m, uint32_t k) {
+  return (m->type == SP_MSG_HEARTBEAT && k == 8) ||
+         (m->type == SP_MSG_ERROR && k == 5);
+}
+
 static void test_wrong_type_every_field(void **state) {
   sp_msg msgs[N_SAMPLES];
   size_t n = sample_messages(msgs), i;
@@ -814,8 +842,9 @@ static void test_wrong_type_every_field(void **state) {
     for (k = 0; k < f.n; ++k) {
       uint8_t rep[8];
       size_t rl = wrong_type_for(body[f.off[k]], rep);
+      /* A nil claim is no claim (the claim's own fields: below). */
       expect_decode(replace_field(body, blen, k, "\xc0", 1),
-                    SP_ERR_WRONG_TYPE);
+                    is_claim_field(&msgs[i], k) ? 0 : SP_ERR_WRONG_TYPE);
       expect_decode(replace_field(body, blen, k, rep, rl), SP_ERR_WRONG_TYPE);
     }
     free(frame);
@@ -1164,10 +1193,12 @@ static void test_missing_fields(void **state) {
 
     split(frame + 4, len - 4, &f);
     for (k = 1; k < f.n; ++k) {
-      /* A Heartbeat without its optional elements 5 and 6, a
-       * FetchEntries without its element 6, is whole. */
+      /* A Heartbeat without its optional elements 5 to 8, a
+       * FetchEntries without its element 6, an Error without its claim
+       * (element 5), is whole. */
       int want = (msgs[i].type == SP_MSG_HEARTBEAT && k >= 5) ||
-                         (msgs[i].type == SP_MSG_FETCH_ENTRIES && k >= 6)
+                         (msgs[i].type == SP_MSG_FETCH_ENTRIES && k >= 6) ||
+                         (msgs[i].type == SP_MSG_ERROR && k >= 5)
                      ? 0
                      : SP_ERR_MISSING_FIELD;
       expect_decode(keep_fields(frame + 4, len - 4, k), want);
@@ -2441,6 +2472,14 @@ static const char v_link1[] =
     "4a00700360f94e1e99eb8c6a1975b01a2c7cdc664dc80f9e35f584b98aa88285";
 static const char v_link13[] =
     "88c8cf46d9e6ce66ca80593a3afed3139da9fb9b7415f644fc051f70e467a1a4";
+/* The claims of device a0..af for the vectors' library at epochs 7 and 2,
+ * signed with the test key of seed 00..1f (sp_claim_test signs them). */
+static const char v_claim_sig7[] =
+    "b2d841d2764af2542de2659f4d424c6768fe8fe216242d460d3860263eaecaed"
+    "263c183635a15bd603b7e147c05357deb4088e13d7d929fafe810ba8835d0d03";
+static const char v_claim_sig2[] =
+    "ce0d4ef65c60af6a9ee7c9cbf570fd9515ef3dc78534987b4620f81a43fc2dc7"
+    "0ea1625790478bff1b86b76d567b69485bd4eb7d7858862958c5096163f49301";
 
 static void hex_to(const char *hex, uint8_t *out) {
   size_t i, n = strlen(hex) / 2;
@@ -2572,6 +2611,29 @@ static int expected_vector(const char *name, sp_msg *m) {
     m->u.heartbeat.features = SP_FEATURE_WRITES;
     m->u.heartbeat.origin_high = leader ? 42 : 0;
     m->u.heartbeat.max_frame = leader ? SP_MAX_FRAME_DEFAULT : 0;
+  } else if (strcmp(name, "heartbeat_claim") == 0) {
+    m->type = SP_MSG_HEARTBEAT;
+    m->epoch = 7;
+    m->u.heartbeat.current_sequence = 300;
+    m->u.heartbeat.role = SP_ROLE_FOLLOWER;
+    m->u.heartbeat.has_features = 1;
+    m->u.heartbeat.features =
+        SP_FEATURE_WRITES | SP_FEATURE_SNAPSHOT | SP_FEATURE_CLAIMS;
+    m->u.heartbeat.has_claim = 1;
+    m->u.heartbeat.claim.epoch = 7;
+    fill_uuid(&m->u.heartbeat.claim.leader, 0xa0);
+    hex_to(v_claim_sig7, m->u.heartbeat.claim.signature);
+  } else if (strcmp(name, "error_claim") == 0) {
+    static const char text[] = "epoch 1 is fenced by 2";
+    m->type = SP_MSG_ERROR;
+    m->epoch = 2;
+    m->u.error.code = SP_ERR_STALE_EPOCH;
+    m->u.error.message = text;
+    m->u.error.message_len = sizeof(text) - 1;
+    m->u.error.has_claim = 1;
+    m->u.error.claim.epoch = 2;
+    fill_uuid(&m->u.error.claim.leader, 0xa0);
+    hex_to(v_claim_sig2, m->u.error.claim.signature);
   } else if (strcmp(name, "entries_response_origin") == 0) {
     /* Entry 1 as submitted by its device under origin_seq 5: the same
      * chain link as without it. */
@@ -2798,6 +2860,279 @@ static void test_doc_vectors_match_data_file(void **state) {
   }
   free_vectors(&file);
   free_vectors(&doc);
+}
+
+/* ---- leadership claims (Heartbeat element 8, Error element 5) ---- */
+
+static void claim_init(sp_leader_claim *c, uint64_t epoch) {
+  c->epoch = epoch;
+  fill_uuid(&c->leader, 0xa0);
+  fill_bytes(c->signature, 0x40, SP_CLAIM_SIG_LEN);
+}
+
+static void test_round_trip_claims(void **state) {
+  static const uint64_t epochs[] = {0, 1, 127, 128, 65536, UINT64_MAX};
+  sp_decoder *dec;
+  size_t i;
+
+  (void)state;
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  for (i = 0; i < sizeof(epochs) / sizeof(epochs[0]); ++i) {
+    sp_msg m;
+    size_t len;
+    uint8_t *frame;
+
+    /* A follower's Heartbeat (max_frame 0) and a leader's, with claim. */
+    msg_init(&m, SP_MSG_HEARTBEAT);
+    m.epoch = epochs[i];
+    m.u.heartbeat.role = i % 2 ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
+    m.u.heartbeat.has_features = 1;
+    m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+    m.u.heartbeat.max_frame = i % 2 ? SP_MAX_FRAME_DEFAULT : 0;
+    m.u.heartbeat.has_claim = 1;
+    claim_init(&m.u.heartbeat.claim, epochs[i]);
+    round_trip_with(dec, &m);
+    frame = encode(&m, &len);
+    assert_int_equal(frame[SP_FRAME_HEADER_LEN], 0x99); /* 9 elements */
+    free(frame);
+    /* An Error with and without. */
+    msg_init(&m, SP_MSG_ERROR);
+    m.epoch = epochs[i];
+    m.u.error.code = SP_ERR_STALE_EPOCH;
+    m.u.error.message = "fenced";
+    m.u.error.message_len = 6;
+    round_trip_with(dec, &m);
+    m.u.error.has_claim = 1;
+    claim_init(&m.u.error.claim, epochs[i]);
+    round_trip_with(dec, &m);
+    frame = encode(&m, &len);
+    assert_int_equal(frame[SP_FRAME_HEADER_LEN], 0x96); /* 6 elements */
+    free(frame);
+  }
+  sp_decoder_del(dec);
+}
+
+/* Without has_claim the claim's fields change nothing: the bytes are the
+ * vectors' (seed and negotiated forms alike). */
+static void test_no_claim_no_bytes(void **state) {
+  static const char *const names[] = {"heartbeat", "heartbeat_features",
+                                      "heartbeat_features_leader", "error",
+                                      "error_min"};
+  vectors vs;
+  size_t i, nw;
+  sp_msg m;
+  uint8_t out[512];
+
+  (void)state;
+  load_vectors("vectors.txt", 0, &vs);
+  for (i = 0; i < sizeof(names) / sizeof(names[0]); ++i) {
+    const vector *v = find_vector(&vs, names[i]);
+    assert_non_null(v);
+    assert_true(expected_vector(names[i], &m));
+    if (m.type == SP_MSG_HEARTBEAT) {
+      claim_init(&m.u.heartbeat.claim, 9);
+    } else {
+      claim_init(&m.u.error.claim, 9);
+    }
+    assert_int_equal(sp_msg_encoded_len(&m), v->len);
+    assert_int_equal(sp_msg_encode(&m, out, sizeof(out), &nw), 0);
+    assert_int_equal(nw, v->len);
+    assert_memory_equal(out, v->bytes, v->len);
+  }
+  free_vectors(&vs);
+}
+
+/* Element 8 needs elements 5 to 7 before it: a claim on a seed-form
+ * Heartbeat is not a message. */
+static void test_claim_needs_features(void **state) {
+  sp_msg m;
+  sp_buf buf;
+  uint8_t out[256];
+  size_t nw = 0;
+
+  (void)state;
+  msg_init(&m, SP_MSG_HEARTBEAT);
+  m.u.heartbeat.role = SP_ROLE_FOLLOWER;
+  m.u.heartbeat.has_claim = 1;
+  claim_init(&m.u.heartbeat.claim, 1);
+  assert_int_equal(sp_msg_encoded_len(&m), 0);
+  assert_int_equal(sp_msg_encode(&m, out, sizeof(out), &nw),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(nw, 0);
+  sp_buf_init(&buf, sp_mem_default());
+  assert_int_equal(sp_codec_append_frame(&buf, &m, SP_MAX_FRAME_DEFAULT),
+                   SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(buf.len - buf.off, 0);
+  m.u.heartbeat.has_features = 1;
+  assert_true(sp_msg_encoded_len(&m) > 0);
+  assert_int_equal(sp_codec_append_frame(&buf, &m, SP_MAX_FRAME_DEFAULT), 0);
+  sp_buf_free(&buf);
+}
+
+/* `claim` (msgpack bytes) in place of the claim of the sample Heartbeat
+ * and the sample Error decodes to `want`. */
+static void expect_claim_decode(const char *claim, size_t len, int want) {
+  static const sp_msg_type types[] = {SP_MSG_HEARTBEAT, SP_MSG_ERROR};
+  size_t i;
+
+  for (i = 0; i < 2; ++i) {
+    const uint8_t *body;
+    size_t blen;
+    uint8_t *frame = sample_frame(types[i], &body, &blen);
+    uint32_t k = types[i] == SP_MSG_HEARTBEAT ? 8 : 5;
+    bytes b = replace_field(body, blen, k, claim, len);
+    sp_msg got;
+    int rv = decode_body(b.p, b.len, &got);
+
+    if (rv != want) {
+      print_error("claim in type %d decoded to %s, want %s\n", types[i],
+                  sp_err_name(rv), sp_err_name(want));
+    }
+    assert_int_equal(rv, want);
+    free(b.p);
+    free(frame);
+  }
+}
+
+/* "\x93" epoch leader signature, with the parts given. */
+static size_t claim_bytes(char *out, const char *head, size_t hlen,
+                          const char *epoch, size_t elen, const char *leader,
+                          size_t llen, const char *sig, size_t slen) {
+  size_t n = 0;
+
+  memcpy(out + n, head, hlen);
+  n += hlen;
+  memcpy(out + n, epoch, elen);
+  n += elen;
+  memcpy(out + n, leader, llen);
+  n += llen;
+  memcpy(out + n, sig, slen);
+  return n + slen;
+}
+
+static void test_claim_decode(void **state) {
+  char leader[2 + 17], sig[3 + 65], c[256];
+  size_t n;
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  bytes b;
+  sp_msg got;
+
+  (void)state;
+  memcpy(leader, "\xc4\x10", 2);
+  fill_bytes((uint8_t *)leader + 2, 0xa0, 17);
+  memcpy(sig, "\xc4\x40", 2);
+  fill_bytes((uint8_t *)sig + 2, 0x40, 65);
+  /* The sample's own claim, as written by hand: fine. */
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, sig, 66);
+  expect_claim_decode(c, n, 0);
+  /* nil is no claim. */
+  expect_claim_decode("\xc0", 1, 0);
+  frame = sample_frame(SP_MSG_HEARTBEAT, &body, &blen);
+  b = replace_field(body, blen, 8, "\xc0", 1);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.heartbeat.has_claim, 0);
+  assert_true(got.u.heartbeat.max_frame == 65536);
+  free(b.p);
+  /* Further elements of the claim are skipped (extension rule), any
+   * width of the array header, any integer form of the epoch. */
+  n = claim_bytes(c, "\x95", 1, "\xcf\x00\x00\x00\x00\x00\x00\x00\x01", 9,
+                  leader, 18, sig, 66);
+  memcpy(c + n, "\xa1x\x81\x01\xc0", 5);
+  b = replace_field(body, blen, 8, c, n + 5);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.heartbeat.has_claim, 1);
+  assert_true(got.u.heartbeat.claim.epoch == 1);
+  assert_memory_equal(got.u.heartbeat.claim.signature, sig + 2,
+                      SP_CLAIM_SIG_LEN);
+  free(b.p);
+  n = claim_bytes(c, "\xdc\x00\x03", 3, "\x01", 1, leader, 18, sig, 66);
+  expect_claim_decode(c, n, 0);
+  free(frame);
+  /* Too few elements. */
+  expect_claim_decode("\x90", 1, SP_ERR_MISSING_FIELD);
+  n = claim_bytes(c, "\x91", 1, "\x01", 1, "", 0, "", 0);
+  expect_claim_decode(c, n, SP_ERR_MISSING_FIELD);
+  n = claim_bytes(c, "\x92", 1, "\x01", 1, leader, 18, "", 0);
+  expect_claim_decode(c, n, SP_ERR_MISSING_FIELD);
+  /* Not an array. */
+  expect_claim_decode("\x80", 1, SP_ERR_WRONG_TYPE);
+  expect_claim_decode("\x07", 1, SP_ERR_WRONG_TYPE);
+  expect_claim_decode("\xc3", 1, SP_ERR_WRONG_TYPE);
+  expect_claim_decode("\xa1x", 2, SP_ERR_WRONG_TYPE);
+  expect_claim_decode(sig, 66, SP_ERR_WRONG_TYPE);
+  /* Wrong types inside. */
+  n = claim_bytes(c, "\x93", 1, "\xc0", 1, leader, 18, sig, 66);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  n = claim_bytes(c, "\x93", 1, "\xca\x00\x00\x00\x00", 5, leader, 18, sig,
+                  66);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  n = claim_bytes(c, "\x93", 1, "\xff", 1, leader, 18, sig, 66);
+  expect_claim_decode(c, n, SP_ERR_INT_RANGE);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, "\xa0", 1, sig, 66);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, "\xc0", 1, sig, 66);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, "\xa0", 1);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, "\xc0", 1);
+  expect_claim_decode(c, n, SP_ERR_WRONG_TYPE);
+  /* Wrong lengths: a leader is a uuid, a signature 64 bytes. */
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, "\xc4\x0f", 2, "", 0);
+  memcpy(c + n, leader + 2, 15);
+  memcpy(c + n + 15, sig, 66);
+  expect_claim_decode(c, n + 15 + 66, SP_ERR_UUID_LENGTH);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, "\xc4\x11", 2, "", 0);
+  memcpy(c + n, leader + 2, 17);
+  memcpy(c + n + 17, sig, 66);
+  expect_claim_decode(c, n + 17 + 66, SP_ERR_UUID_LENGTH);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, "\xc4\x3f", 2);
+  memcpy(c + n, sig + 2, 63);
+  expect_claim_decode(c, n + 63, SP_ERR_HASH_LENGTH);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, "\xc4\x41", 2);
+  memcpy(c + n, sig + 2, 65);
+  expect_claim_decode(c, n + 65, SP_ERR_HASH_LENGTH);
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, "\xc4\x00", 2);
+  expect_claim_decode(c, n, SP_ERR_HASH_LENGTH);
+  /* Cut short: the claim is the last element of both samples. */
+  n = claim_bytes(c, "\x93", 1, "\x01", 1, leader, 18, sig, 40);
+  expect_claim_decode(c, n, SP_ERR_TRUNCATED);
+  n = claim_bytes(c, "\x94", 1, "\x01", 1, leader, 18, sig, 66);
+  expect_claim_decode(c, n, SP_ERR_TRUNCATED);
+  /* An extension inside the claim nested too deep. */
+  n = claim_bytes(c, "\x94", 1, "\x01", 1, leader, 18, sig, 66);
+  {
+    bytes deep = nested(SP_MP_MAX_DEPTH + 1, "\xc0", 1);
+    bytes x = {NULL, 0};
+    put(&x, c, n);
+    put(&x, deep.p, deep.len);
+    expect_claim_decode((const char *)x.p, x.len, SP_ERR_NESTING);
+    free(deep.p);
+    free(x.p);
+  }
+}
+
+/* An Error or Heartbeat from a peer that knows no claims, written with
+ * something else there, is refused: elements 5 (Error) and 8 (Heartbeat)
+ * are no longer extension space.  Elements after them still are. */
+static void test_claim_position_then_extensions(void **state) {
+  const uint8_t *body;
+  size_t blen;
+  uint8_t *frame;
+  bytes b;
+  sp_msg got;
+
+  (void)state;
+  frame = sample_frame(SP_MSG_ERROR, &body, &blen);
+  b = keep_fields(body, blen, 5);
+  assert_int_equal(decode_body(b.p, b.len, &got), 0);
+  assert_int_equal(got.u.error.has_claim, 0);
+  expect_decode(add_fields(b.p, b.len, 1, "\x2a", 1), SP_ERR_WRONG_TYPE);
+  expect_decode(add_fields(b.p, b.len, 2, "\xc0\x2a", 2), 0);
+  free(b.p);
+  expect_decode(add_fields(body, blen, 2, "\x2a\x80", 2), 0);
+  free(frame);
 }
 
 /* ---- allocation failures ---- */
@@ -3291,6 +3626,11 @@ int main(void) {
       cmocka_unit_test(test_snapshot_encoder_refusals),
       cmocka_unit_test(test_snapshot_decode_errors),
       cmocka_unit_test(test_snapshot_vector_hashes),
+      cmocka_unit_test(test_round_trip_claims),
+      cmocka_unit_test(test_no_claim_no_bytes),
+      cmocka_unit_test(test_claim_needs_features),
+      cmocka_unit_test(test_claim_decode),
+      cmocka_unit_test(test_claim_position_then_extensions),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

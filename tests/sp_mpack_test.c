@@ -176,6 +176,26 @@ static void test_bool(void **state) {
   assert_int_equal(sp_mp_bool(&mp, &v), SP_ERR_TRUNCATED);
 }
 
+/* nil is taken only when it is there; anything else stays to be read. */
+static void test_nil(void **state) {
+  MP(two, 0xc0, 0x91);
+  MP(empty, 0x00);
+  sp_mp mp;
+  uint32_t n;
+
+  (void)state;
+  sp_mp_init(&mp, two, 2);
+  assert_int_equal(sp_mp_nil(&mp), 1);
+  assert_int_equal(sp_mp_left(&mp), 1);
+  assert_int_equal(sp_mp_nil(&mp), 0);
+  assert_int_equal(sp_mp_left(&mp), 1);
+  assert_int_equal(sp_mp_array(&mp, &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(sp_mp_nil(&mp), 0);
+  sp_mp_init(&mp, empty, 0);
+  assert_int_equal(sp_mp_nil(&mp), 0);
+}
+
 static void test_bin_widths(void **state) {
   MP(b8, 0xc4, 0x02, 0xaa, 0xbb);
   MP(b16, 0xc5, 0x00, 0x02, 0xaa, 0xbb);
@@ -414,6 +434,7 @@ int main(void) {
       cmocka_unit_test(test_int_every_width),
       cmocka_unit_test(test_int_wrong_type_and_truncated),
       cmocka_unit_test(test_bool),
+      cmocka_unit_test(test_nil),
       cmocka_unit_test(test_bin_widths),
       cmocka_unit_test(test_str_widths_and_utf8),
       cmocka_unit_test(test_array_headers),

@@ -67,9 +67,32 @@ typedef enum sp_msg_type {
  * "Snapshots").  A handler advertises it only when it has a snapshot
  * sink (follower) or source (leader) configured. */
 #define SP_FEATURE_SNAPSHOT 0x2u
+/* The claim element of Heartbeat and Error (docs/protocol.md,
+ * "Leadership claims"): a leader writes it to a follower only when the
+ * follower advertised this bit.  Every handler of this build advertises
+ * it. */
+#define SP_FEATURE_CLAIMS 0x4u
 /* The features this build implements (a handler advertises those of
  * them its store and configuration make usable). */
-#define SP_FEATURES_SUPPORTED (SP_FEATURE_WRITES | SP_FEATURE_SNAPSHOT)
+#define SP_FEATURES_SUPPORTED \
+  (SP_FEATURE_WRITES | SP_FEATURE_SNAPSHOT | SP_FEATURE_CLAIMS)
+
+/* Bytes of a leadership claim's Ed25519 signature. */
+#define SP_CLAIM_SIG_LEN 64u
+
+/*
+ * A leadership claim: device `leader` leads the library at `epoch`,
+ * signed with that device's Ed25519 key over the bytes of
+ * docs/protocol.md section 15 (the library id is the frame's).  Carried
+ * by a Heartbeat (element 8) or an Error (element 5); a leader steps
+ * down only for a claim that verifies against the key its registry holds
+ * for `leader`, by a device the registry allows to lead.
+ */
+typedef struct sp_leader_claim {
+  uint64_t epoch;
+  sp_uuid leader;
+  uint8_t signature[SP_CLAIM_SIG_LEN];
+} sp_leader_claim;
 
 /* Bytes of a snapshot id (random, chosen by the leader). */
 #define SP_SNAPSHOT_ID_LEN 16u
@@ -148,6 +171,12 @@ typedef struct sp_msg_heartbeat {
   uint64_t features;
   uint64_t origin_high;
   uint64_t max_frame;
+  /* Element 8 (docs/protocol.md 3.6, 15): a leadership claim.  Encoding
+   * with has_claim set writes elements 5 to 8, so has_features must be
+   * set too.  Decoding sets has_claim only for a claim array (a nil
+   * element 8 is no claim). */
+  int has_claim;
+  sp_leader_claim claim;
 } sp_msg_heartbeat;
 
 /* Leader -> follower: incremental sync cannot continue. */
@@ -163,6 +192,10 @@ typedef struct sp_msg_error {
   int32_t code;
   const char *message;
   size_t message_len;
+  /* Element 5 (docs/protocol.md 3.8, 15): the sender's leadership claim,
+   * as in sp_msg_heartbeat. */
+  int has_claim;
+  sp_leader_claim claim;
 } sp_msg_error;
 
 /*

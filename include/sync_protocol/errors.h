@@ -106,6 +106,9 @@ typedef enum sp_error {
                                      bounded restarts */
   SP_ERR_SNAPSHOT_TOO_LARGE = -332, /* the leader's snapshot is larger than
                                      the follower's snapshot_max_bytes */
+  SP_ERR_UNPROVEN_EPOCH = -333,   /* an epoch above the receiver's without a
+                                     valid leadership claim by a device
+                                     allowed to lead */
 
   /* transport, identity and key-file band */
   SP_ERR_IO = -401,               /* socket or file system call failed */

@@ -10,6 +10,7 @@
 
 #include "sync_protocol/types.h"
 #include "sync_protocol/mem.h"
+#include "sync_protocol/codec.h"
 #include "sync_protocol/sys/registry.h"
 
 #ifdef __cplusplus
@@ -82,6 +83,25 @@ SP_API void sp_public_key_format(const uint8_t key[SP_PUBLIC_KEY_LEN],
  */
 SP_API int sp_public_key_parse(uint8_t key[SP_PUBLIC_KEY_LEN],
                                const char *text);
+
+/*
+ * Sign a leadership claim: this identity's device leads `library` at
+ * `epoch` (docs/protocol.md section 15).  Fills `*out` (epoch, leader =
+ * the identity's device id, the Ed25519 signature).  Returns 0 or
+ * SP_ERR_INVALID_ARGUMENT (a NULL pointer).
+ */
+SP_API int sp_leader_claim_sign(sp_leader_claim *out, const sp_identity *id,
+                                const sp_uuid *library, uint64_t epoch);
+
+/*
+ * Check the signature of `claim` for `library` against `public_key` (the
+ * key of claim->leader).  Only the signature: whether that device may
+ * lead is the registry's to say.  Returns 0, SP_ERR_UNPROVEN_EPOCH (it
+ * does not verify) or SP_ERR_INVALID_ARGUMENT.
+ */
+SP_API int sp_leader_claim_verify(const sp_leader_claim *claim,
+                                  const sp_uuid *library,
+                                  const uint8_t public_key[SP_PUBLIC_KEY_LEN]);
 
 #ifdef __cplusplus
 }
