@@ -138,6 +138,11 @@ struct sp_session {
    * later Heartbeat of the stream carries features too. */
   unsigned features_pending : 1;
   unsigned advertised : 1;
+  /* What the peer said on this stream that decides whether a leader
+   * writes its claim to it (sp_leadership.c): it advertised
+   * SP_FEATURE_CLAIMS, it sent a Heartbeat with role leader. */
+  unsigned peer_claims : 1;
+  unsigned peer_leader : 1;
   int close_code;
   /* Features negotiated on this stream (SP_FEATURE_*): what both sides
    * advertised.  0 until then: nothing new goes out, nothing new is
@@ -205,6 +210,10 @@ struct sp_handler {
   /* Stepped down: a leader that met a higher epoch serves nothing until
    * the host calls sp_handler_set_role. */
   int stepped_down;
+  /* The highest-epoch valid leadership claim known (sp_leadership.c): a
+   * leader's own, the one that deposed it, a follower's to relay. */
+  int has_claim;
+  sp_leader_claim claim;
   sp_session *sessions;
 
   /* leader */
@@ -433,9 +442,10 @@ int sp_leader_announce(sp_handler *h);
  * return when the next attempt is due: after a delay drawn in [b/2, b],
  * so peers cut off together do not all come back together. */
 sp_tstamp sp_handler_backoff(sp_handler *h, sp_duration *backoff);
-/* A higher epoch was seen by a leader: step down and tell the host. */
-void sp_handler_step_down(sp_handler *h, uint64_t epoch,
-                          const sp_uuid *peer);
+/* A leadership claim by `leader` proved a higher epoch to a leader (on a
+ * frame from `peer`): step down and tell the host. */
+void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer,
+                          const sp_uuid *leader);
 /* Route a new incoming stream's first message; returns 0 if accepted. */
 int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first);
 /* The handler's timers, whatever its role (the node's expiry). */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sp_core.h"
+#include "sp_leadership.h"
 #include "sp_mem_int.h"
 
 void sp_handler_config_default(sp_handler_config *cfg) {
@@ -175,6 +176,9 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
                                : offsetof(sp_store, save_follower_ack));
   h->role = cfg->role;
   h->epoch = cfg->role == SP_ROLE_LEADER ? cfg->epoch : 0;
+  if (h->role == SP_ROLE_LEADER) {
+    sp_leadership_term(h);
+  }
   sp_buf_init(&h->hashes, &node->mem);
   sp_writer_init(h);
   h->next = node->handlers;
@@ -223,6 +227,17 @@ uint64_t sp_handler_epoch(const sp_handler *h) {
   return h->role == SP_ROLE_LEADER ? h->epoch : h->st.epoch;
 }
 
+int sp_handler_leader_claim(const sp_handler *h, sp_leader_claim *out) {
+  if (!h || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (!h->has_claim) {
+    return SP_ERR_NOT_FOUND;
+  }
+  *out = h->claim;
+  return 0;
+}
+
 int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
   const sp_session *s;
 
@@ -256,6 +271,8 @@ uint64_t sp_handler_local_features(const sp_handler *h) {
   if (h->role == SP_ROLE_LEADER ? h->has_snap_source : h->has_snap_sink) {
     f |= SP_FEATURE_SNAPSHOT;
   }
+  /* Every handler reads claims (a follower relays them). */
+  f |= SP_FEATURE_CLAIMS;
   return f;
 }
 
@@ -270,14 +287,18 @@ sp_tstamp sp_handler_backoff(sp_handler *h, sp_duration *backoff) {
   return node->now + b / 2 + sp_rand_below(&node->rng, b / 2 + 1);
 }
 
-void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer) {
+void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer,
+                          const sp_uuid *leader) {
   sp_event ev = {0};
+  char who[SP_UUID_STRING_LEN + 1];
 
   if (h->role != SP_ROLE_LEADER || h->stepped_down) {
     return;
   }
-  sp_log(h->node, SP_LOG_WARN, "epoch %llu met epoch %llu: stepping down",
-         (unsigned long long)h->epoch, (unsigned long long)epoch);
+  sp_log(h->node, SP_LOG_WARN,
+         "epoch %llu met epoch %llu, proven by %s's claim: stepping down",
+         (unsigned long long)h->epoch, (unsigned long long)epoch,
+         sp_uuid_format(leader, who));
   h->stepped_down = 1;
   sp_snap_serve_stop(h, 1);
   while (h->sessions) {
@@ -285,6 +306,7 @@ void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer) {
   }
   sp_waits_cancel_all(h);
   ev.epoch = epoch;
+  ev.leader = *leader;
   sp_emit_simple(h, SP_EVENT_STEPPED_DOWN, peer, &ev);
 }
 
@@ -295,6 +317,15 @@ int sp_handler_accept(sp_handler *h, sp_session *s, const sp_msg *first) {
   if (h->role == SP_ROLE_LEADER) {
     if (h->stepped_down) {
       sp_session_refuse(s, SP_ERR_STALE_EPOCH, "this leader stepped down");
+      return -1;
+    }
+    /* Before it is attached: a stream refused for its epoch must not
+     * replace the device's stream that is still good (a crossed dial
+     * whose other half carries the proof, STALE_EPOCH with a claim). */
+    if (first->type != SP_MSG_ERROR && sp_leadership_judge(h, s, first)) {
+      if (!s->dead && !s->refused) {
+        sp_session_close(s, SP_ERR_STALE_EPOCH); /* stepped down */
+      }
       return -1;
     }
     if (sp_leader_key_refused(h, s)) {
@@ -365,6 +396,7 @@ int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
   h->role = role;
   if (role == SP_ROLE_LEADER) {
     h->epoch = epoch;
+    sp_leadership_term(h);
   }
   rv = start_role(h);
   fatal = sp_node_reap(h->node);

@@ -504,7 +504,8 @@ static void resend_from(sp_session *s, sp_seq since, sp_seq end) {
 /* The follower advertised features, in a Heartbeat or a FetchEntries
  * (whichever came first; later ones change nothing): the stream has
  * those it advertised and this leader has too (writes: a store that can
- * append them; snapshots: a source); then one Heartbeat with our features
+ * append them; snapshots: a source; claims: always, and our Heartbeats
+ * carry our claim from then on); then one Heartbeat with our features
  * (and its origin_high) answers, ahead of any page not yet built. */
 static void negotiate(sp_session *s, uint64_t peer) {
   uint64_t both = peer & sp_handler_local_features(hof(s));
@@ -634,15 +635,12 @@ static void on_ack(sp_session *s, sp_seq up_to) {
   sp_waits_check(h);
 }
 
-/* Another device claims to lead this library. */
+/* Another device claims to lead this library, at our epoch or below (a
+ * higher one was judged before: sp_leadership_judge). */
 static void on_other_leader(sp_session *s, const sp_msg *msg) {
   sp_handler *h = hof(s);
   sp_event ev = {0};
 
-  if (msg->epoch > h->epoch) {
-    sp_handler_step_down(h, msg->epoch, &s->peer);
-    return;
-  }
   if (msg->epoch == h->epoch) {
     ev.epoch = msg->epoch;
     sp_emit_simple(h, SP_EVENT_ROLE_CONFLICT, &s->peer, &ev);
@@ -658,12 +656,9 @@ static void on_other_leader(sp_session *s, const sp_msg *msg) {
 void sp_leader_on_msg(sp_session *s, const sp_msg *msg) {
   sp_handler *h = hof(s);
 
-  /* A stream we opened learns its key once connected. */
+  /* A stream we opened learns its key once connected.  (An epoch above
+   * ours never gets here: sp_leadership_judge deposed us or refused it.) */
   bind_key(s);
-  if (msg->epoch > h->epoch) {
-    sp_handler_step_down(h, msg->epoch, &s->peer);
-    return;
-  }
   switch (msg->type) {
   case SP_MSG_FETCH_ENTRIES:
     on_fetch(s, &msg->u.fetch_entries);

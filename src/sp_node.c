@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "sync_protocol/identity.h"
 #include "sp_codec_int.h"
 #include "sp_core.h"
 #include "sp_mem_int.h"
@@ -41,20 +42,30 @@ int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
       !transport->send || !transport->close_stream) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  /* Claims signed with another device's key would prove nothing. */
+  if (cfg->version >= 2 && cfg->identity &&
+      !sp_uuid_equal(sp_identity_device_id(cfg->identity), &cfg->device_id)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
   sp_mem_resolve(&m, mem);
   node = sp_calloc(&m, 1, sizeof(*node));
   if (!node) {
     return SP_ERR_NOMEM;
   }
   node->mem = m;
-  node->cfg = *cfg;
+  /* A version-1 config is a shorter struct (no identity). */
+  memcpy(&node->cfg, cfg,
+         cfg->version >= 2 ? sizeof(*cfg)
+                           : offsetof(sp_node_config, identity));
   if (node->cfg.max_frame == 0) {
     node->cfg.max_frame = SP_MAX_FRAME_DEFAULT;
   }
-  /* A version-1 registry is a shorter struct (no can_write). */
+  /* An older registry is a shorter struct (version 1: no can_write,
+   * 2: no may_lead); the calloc left the later callbacks NULL. */
   memcpy(&node->reg, registry,
-         registry->version >= 2 ? sizeof(*registry)
-                                : offsetof(sp_registry, can_write));
+         registry->version >= 3   ? sizeof(*registry)
+         : registry->version == 2 ? offsetof(sp_registry, may_lead)
+                                  : offsetof(sp_registry, can_write));
   if (events) {
     node->ev = *events;
   }

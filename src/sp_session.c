@@ -12,6 +12,7 @@
 
 #include "sp_codec_int.h"
 #include "sp_core.h"
+#include "sp_leadership.h"
 #include "sp_mem_int.h"
 
 /* An incoming stream must say which library it is for within this time. */
@@ -203,6 +204,12 @@ void sp_session_refuse(sp_session *s, int code, const char *fmt, ...) {
   msg.u.error.code = code;
   msg.u.error.message = text;
   msg.u.error.message_len = strlen(text);
+  /* A first frame may be refused before the stream is attached: the
+   * library's handler still answers with its claim. */
+  sp_leadership_stamp(s,
+                      s->handler ? s->handler
+                                 : sp_node_find_handler(s->node, &s->lib),
+                      &msg);
   s->refused = 1;
   s->close_after = 1;
   s->close_code = code;
@@ -274,6 +281,7 @@ static int next_frame(sp_session *s) {
     if (h->role == SP_ROLE_LEADER && s->u.l.announced < h->bounds.latest) {
       s->u.l.announced = h->bounds.latest;
     }
+    sp_leadership_stamp(s, h, &msg);
     return sp_session_queue(s, &msg) == 0;
   }
   return h->role == SP_ROLE_LEADER ? sp_leader_next_frame(s)
@@ -351,6 +359,9 @@ static int route(sp_session *s, const sp_msg *msg) {
                       "device is not a member of this library");
     return -1;
   }
+  /* Before it may be refused: a claim is worth relaying whoever sent it
+   * (a newer leader this follower does not follow yet). */
+  sp_leadership_take(h, &s->peer, msg);
   return sp_handler_accept(h, s, msg);
 }
 
@@ -401,8 +412,10 @@ static int feature_gate(sp_session *s, const sp_msg *msg) {
 
 static void dispatch(sp_session *s, const sp_msg *msg) {
   sp_handler *h;
+  int first = !s->handler;
 
-  if (!s->handler && route(s, msg) != 0) {
+  sp_leadership_note(s, msg);
+  if (first && route(s, msg) != 0) {
     return;
   }
   h = s->handler;
@@ -414,10 +427,18 @@ static void dispatch(sp_session *s, const sp_msg *msg) {
                       "frame for another library on this stream");
     return;
   }
+  if (!first) {
+    sp_leadership_take(h, &s->peer, msg); /* route took the first's */
+  }
   if (!s->connected_event && msg->type != SP_MSG_ERROR) {
     sp_event ev = {0};
     s->connected_event = 1;
     sp_emit_simple(h, SP_EVENT_PEER_CONNECTED, &s->peer, &ev);
+  }
+  /* Before anything else may act on an epoch the peer wrote (an
+   * incoming stream's first frame was judged before it was attached). */
+  if (msg->type != SP_MSG_ERROR && !first && sp_leadership_judge(h, s, msg)) {
+    return;
   }
   if (!feature_gate(s, msg)) {
     return;
@@ -433,8 +454,7 @@ static void dispatch(sp_session *s, const sp_msg *msg) {
     sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
     sp_log(s->node, SP_LOG_WARN, "peer refused: %s (%s)", text,
            sp_err_name(msg->u.error.code));
-    if (h->role == SP_ROLE_LEADER && msg->epoch > h->epoch) {
-      sp_handler_step_down(h, msg->epoch, &s->peer);
+    if (sp_leadership_judge(h, s, msg)) {
       return;
     }
     sp_session_close(s, SP_ERR_PEER_ERROR);

@@ -66,8 +66,8 @@ void sp_writer_attach(sp_session *s) {
 
   sp_writer_reset_stream(h);
   /* Our Heartbeat with features is the stream's first frame (sp_session.c
-   * sends it before anything else); a store without the outbox and a
-   * follower without a snapshot sink say nothing new. */
+   * sends it before anything else).  Every handler advertises claims, so
+   * every follower sends it, carrying the claim it holds. */
   if (sp_handler_local_features(h) != 0) {
     s->features_pending = 1;
   }

@@ -5,7 +5,7 @@ target_link_libraries(sp_cluster PUBLIC sp_testutil)
 
 set(SP_INTEGRATION_TESTS leader follower node failmalloc session handler waits
     mem_transport serve leader_keys node_bounds fetch_window takeover
-    leader_addr admit writer recover events)
+    leader_addr admit writer recover events claim_handler)
 foreach(t ${SP_INTEGRATION_TESTS})
   sp_add_test(sp_${t}_test SOURCES sp_${t}_test.c LABELS integration
     LIBS sp_cluster)

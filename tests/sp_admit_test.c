@@ -95,6 +95,8 @@ typedef struct fx {
                   * allocation fail */
   int nomem;
   int p_leads;   /* the registry names P the leader (self follows) */
+  /* P's key, when a test needs P's leadership claims to verify. */
+  sp_identity *id_p;
   /* admission */
   amode mode;
   int code;
@@ -191,6 +193,17 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
 
   (void)lib;
   *leader = f->p_leads ? f->P : f->self;
+  return 0;
+}
+
+static int r_device_key(const sp_uuid *device,
+                        uint8_t key[SP_PUBLIC_KEY_LEN], void *ud) {
+  fx *f = ud;
+
+  if (!f->id_p || !sp_uuid_equal(device, &f->P)) {
+    return SP_ERR_NOT_FOUND;
+  }
+  sp_identity_public_key(f->id_p, key);
   return 0;
 }
 
@@ -401,6 +414,7 @@ static void fx_node(fx *f) {
   reg.leader = r_leader;
   reg.members = r_members;
   reg.can_write = r_can_write;
+  reg.device_key = r_device_key;
   ev.user_data = f;
   ev.on_event = on_event;
   tr.user_data = f;
@@ -459,6 +473,7 @@ static void fx_free(fx *f) {
   }
   sp_mem_store_del(f->store);
   sp_decoder_del(f->dec);
+  sp_identity_del(f->id_p);
 }
 
 static int teardown(void **state) {
@@ -719,8 +734,9 @@ static void test_negotiation(void **state) {
   take(&f, id, &s);
   assert_int_equal(s.hb, 1);
   assert_int_equal(s.hb_features, 1);
-  /* Ours (no snapshot source) AND the follower's. */
-  assert_int_equal(s.features, SP_FEATURE_WRITES);
+  /* Ours (no snapshot source; claims, which every handler reads) AND
+   * the follower's. */
+  assert_int_equal(s.features, SP_FEATURE_WRITES | SP_FEATURE_CLAIMS);
   assert_int_equal(s.origin_high, 7);
   /* A second advertisement does not renegotiate. */
   hello(&f, id, &f.P, 1);
@@ -740,12 +756,14 @@ static void test_negotiation(void **state) {
   fx_free(&f);
 }
 
-/* A leader whose store lacks the write path never negotiates. */
+/* A leader whose store lacks the write path never negotiates writes
+ * (claims only). */
 static void test_no_writes_store(void **state) {
   static fx f;
   sp_entry e;
   seen s;
   uint64_t id;
+  int i;
 
   (void)state;
   fx_init(&f);
@@ -755,8 +773,12 @@ static void test_no_writes_store(void **state) {
   hello(&f, id, &f.P, 1);
   fetch(&f, id, &f.P);
   take(&f, id, &s);
-  assert_int_equal(s.hb_features, 0);
+  assert_int_equal(s.hb_features, 1);
+  assert_int_equal(s.features, SP_FEATURE_CLAIMS);
   assert_int_equal(s.nentries, LOG_LEN);
+  for (i = 0; i < s.nentries; ++i) {
+    assert_int_equal(s.eorigin[i], 0);
+  }
   fill(&e, &f.P, 1, 1);
   propose(&f, id, &f.P, &e, 1);
   take(&f, id, &s);
@@ -780,8 +802,9 @@ static void fetch_features(fx *f, uint64_t id, const sp_uuid *peer,
 /* A follower whose features Heartbeat was lost: its FetchEntries carries
  * them too, so the leader negotiates there -- one feature Heartbeat,
  * ahead of the page, whose entries carry their origins -- and a later
- * advertisement changes nothing.  Bits without WRITES negotiate nothing,
- * nor does a leader whose store lacks the write path. */
+ * advertisement changes nothing.  Bits this leader lacks negotiate
+ * nothing; a leader whose store lacks the write path negotiates claims
+ * only, and its entries carry no origins. */
 static void test_fetch_negotiates(void **state) {
   static fx f;
   sp_entry e;
@@ -801,7 +824,7 @@ static void test_fetch_negotiates(void **state) {
   fetch_features(&f, id, &f.P, SP_FEATURES_SUPPORTED);
   take(&f, id, &s);
   assert_int_equal(s.hb_features, 1);
-  assert_int_equal(s.features, SP_FEATURE_WRITES);
+  assert_int_equal(s.features, SP_FEATURE_WRITES | SP_FEATURE_CLAIMS);
   assert_int_equal(s.origin_high, 7);
   assert_true(s.pages >= 1);
   assert_true(s.page_after_features);
@@ -838,8 +861,12 @@ static void test_fetch_negotiates(void **state) {
   id = open_in(&f, &f.P);
   fetch_features(&f, id, &f.P, SP_FEATURES_SUPPORTED);
   take(&f, id, &s);
-  assert_int_equal(s.hb_features, 0);
+  assert_int_equal(s.hb_features, 1);
+  assert_int_equal(s.features, SP_FEATURE_CLAIMS);
   assert_int_equal(s.nentries, LOG_LEN);
+  for (i = 0; i < s.nentries; ++i) {
+    assert_int_equal(s.eorigin[i], 0);
+  }
   assert_int_equal(s.errors, 0);
   fx_free(&f);
 }
@@ -1593,10 +1620,18 @@ static void test_drain_stops_with_term(void **state) {
   assert_true(f.h->drain_backoff > f.h->cfg.reconnect_min);
   assert_int_equal(count_ev(&f, SP_EVENT_ERROR, SP_ERR_STORE), 1);
 
+  /* P leads at EPOCH + 5, and proves it with its claim. */
+  assert_int_equal(sp_identity_generate(&f.id_p, &f.P, NULL), 0);
   id = open_in(&f, &f.P);
   m = mk(SP_MSG_HEARTBEAT, &f);
   m.epoch = EPOCH + 5;
   m.u.heartbeat.role = SP_ROLE_LEADER;
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+  m.u.heartbeat.has_claim = 1;
+  assert_int_equal(
+      sp_leader_claim_sign(&m.u.heartbeat.claim, f.id_p, &f.lib, EPOCH + 5),
+      0);
   send_msg(&f, id, &f.P, &m);
   assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY), 1);
   assert_int_equal(sp_admit_drain_expiry(f.h), SP_TSTAMP_MAX);

@@ -766,6 +766,8 @@ static void test_failover_set_role(void **state) {
   tc_run_for(&t, 5 * SP_SECONDS);
   assert_int_equal(t.dev[0].counts.ev[SP_EVENT_STEPPED_DOWN], 1);
   assert_int_equal(t.dev[0].counts.last_epoch, 2);
+  /* Proven by the new leader's claim (its own, or relayed). */
+  assert_true(sp_uuid_equal(&t.dev[0].counts.last_leader, &t.dev[1].id));
   assert_int_equal(sp_handler_notify_new_entries(t.dev[0].h[LIB], 1, 1,
                                                  t.now),
                    SP_ERR_INVALID_STATE);

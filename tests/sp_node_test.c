@@ -133,6 +133,8 @@ static void test_older_leader_steps_down(void **state) {
   tc_run_for(&t, 2 * SP_SECONDS);
   assert_int_equal(t.dev[1].counts.ev[SP_EVENT_STEPPED_DOWN], 1);
   assert_int_equal(t.dev[1].counts.last_epoch, 4);
+  /* Proven by device 0's claim, in its refusal of device 1's dial. */
+  assert_true(sp_uuid_equal(&t.dev[1].counts.last_leader, &t.dev[0].id));
   assert_int_equal(t.dev[0].counts.ev[SP_EVENT_STEPPED_DOWN], 0);
   assert_int_equal(sp_handler_notify_new_entries(t.dev[1].h[0], 1, 1, t.now),
                    SP_ERR_INVALID_STATE);

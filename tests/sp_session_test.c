@@ -58,8 +58,13 @@
  *                                                            host also gets
  *                                                            ROLE_CONFLICT
  * L    Heartbeat role leader, lower epoch  STALE_EPOCH       Error+close
+ * L    any frame with a higher epoch and   UNPROVEN_EPOCH    Error+close;
+ *      no valid leadership claim proving                     the leader
+ *      it (docs/protocol.md section 15)                      leads on
+ * L    Error frame, same                   PEER_ERROR        stream closed,
+ *                                                            nothing sent
  * L    any frame (Error included) with a   (steps down)      every stream
- *      higher epoch                                          of the library
+ *      valid claim of a higher epoch                         of the library
  *                                                            closed with
  *                                                            STALE_EPOCH,
  *                                                            no Error frame;
@@ -115,6 +120,7 @@
 
 #include <cmocka.h>
 
+#include "sync_protocol/identity.h"
 #include "sync_protocol/sync_protocol.h"
 
 #define MS SP_MILLISECONDS
@@ -163,6 +169,7 @@ typedef struct rec_event {
   sp_seq from;
   sp_seq to;
   uint64_t epoch;
+  sp_uuid leader;
 } rec_event;
 
 typedef struct fx {
@@ -202,6 +209,11 @@ typedef struct fx {
   /* ack waits */
   int wait_calls;
   int wait_status;
+  /* P's identity: the registry knows its key, so P's leadership claims
+   * verify (every member may lead: no may_lead). */
+  sp_identity *id_p;
+  /* device_key fails (not NOT_FOUND): the registry cannot tell. */
+  int key_fail;
 } fx;
 
 static sp_uuid mkid(uint8_t tag, uint8_t n) {
@@ -338,6 +350,20 @@ static int r_members(const sp_uuid *lib, sp_uuid *out, size_t cap,
   return 0;
 }
 
+static int r_device_key(const sp_uuid *device,
+                        uint8_t key[SP_PUBLIC_KEY_LEN], void *ud) {
+  fx *f = ud;
+
+  if (f->key_fail) {
+    return SP_ERR_IO;
+  }
+  if (!sp_uuid_equal(device, &f->P)) {
+    return SP_ERR_NOT_FOUND;
+  }
+  sp_identity_public_key(f->id_p, key);
+  return 0;
+}
+
 /* ---- events ---- */
 
 static int on_event(const sp_event *ev, void *ud) {
@@ -362,6 +388,7 @@ static int on_event(const sp_event *ev, void *ud) {
   r->from = ev->from_sequence;
   r->to = ev->to_sequence;
   r->epoch = ev->epoch;
+  r->leader = ev->leader;
   return 0;
 }
 
@@ -630,6 +657,7 @@ static void fx_base(fx *f) {
   assert_int_equal(sp_decoder_new(&f->dec, NULL), 0);
   assert_int_equal(sp_mem_store_new(&f->store, NULL), 0);
   assert_int_equal(sp_mem_store_new(&f->ref, NULL), 0);
+  assert_int_equal(sp_identity_generate(&f->id_p, &f->P, NULL), 0);
 
   sp_node_config_default(&cfg);
   cfg.device_id = f->self;
@@ -639,6 +667,7 @@ static void fx_base(fx *f) {
   reg.is_member = r_is_member;
   reg.leader = r_leader;
   reg.members = r_members;
+  reg.device_key = r_device_key;
   ev.user_data = f;
   ev.on_event = on_event;
   tr.user_data = f;
@@ -718,6 +747,7 @@ static void fx_free(fx *f) {
   sp_mem_store_del(f->store);
   sp_mem_store_del(f->ref);
   sp_decoder_del(f->dec);
+  sp_identity_del(f->id_p);
 }
 
 /* ---- injecting ---- */
@@ -1648,8 +1678,9 @@ static int on_wait(sp_handler *h, sp_seq seq, int status, size_t acked,
   return 0;
 }
 
-/* A higher epoch fences this leader: it steps down, closes every stream
- * of the library with SP_ERR_STALE_EPOCH and serves nothing more. */
+/* A higher epoch proven by a valid claim (P's, relayed or its own)
+ * fences this leader: it steps down, closes every stream of the library
+ * with SP_ERR_STALE_EPOCH and serves nothing more. */
 static void test_leader_steps_down(void **state) {
   static fx f;
   uint64_t p_id, q_id, id;
@@ -1675,11 +1706,18 @@ static void test_leader_steps_down(void **state) {
   skip_all(&f, id);
 
   m = mk_hb(&f.lib, LEADER_EPOCH + 1, 0, SP_ROLE_FOLLOWER);
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+  m.u.heartbeat.has_claim = 1;
+  assert_int_equal(sp_leader_claim_sign(&m.u.heartbeat.claim, f.id_p, &f.lib,
+                                        LEADER_EPOCH + 1),
+                   0);
   inject_msg(&f, p_id, &f.P, &m);
   e = find_ev(&f, SP_EVENT_STEPPED_DOWN);
   assert_non_null(e);
   assert_int_equal(e->epoch, LEADER_EPOCH + 1);
   assert_true(sp_uuid_equal(&e->peer, &f.P));
+  assert_true(sp_uuid_equal(&e->leader, &f.P));
   assert_int_equal(cs(&f, p_id)->close_calls, 1);
   assert_int_equal(cs(&f, p_id)->close_code, SP_ERR_STALE_EPOCH);
   assert_int_equal(cs(&f, q_id)->close_calls, 1);
@@ -1719,7 +1757,8 @@ static void test_leader_steps_down(void **state) {
   fx_free(&f);
 }
 
-/* An Error frame with a higher epoch fences the leader too. */
+/* An Error frame with a higher epoch its claim proves fences the leader
+ * too (a newer leader refusing this one's dial). */
 static void test_leader_steps_down_on_error_frame(void **state) {
   static fx f;
   uint64_t id;
@@ -1732,13 +1771,74 @@ static void test_leader_steps_down_on_error_frame(void **state) {
   m.u.error.code = SP_ERR_STALE_EPOCH;
   m.u.error.message = "fenced";
   m.u.error.message_len = 6;
+  m.u.error.has_claim = 1;
+  assert_int_equal(sp_leader_claim_sign(&m.u.error.claim, f.id_p, &f.lib,
+                                        LEADER_EPOCH + 5),
+                   0);
   inject_msg(&f, id, &f.P, &m);
   assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 1);
   assert_int_equal(find_ev(&f, SP_EVENT_STEPPED_DOWN)->epoch,
                    LEADER_EPOCH + 5);
+  assert_true(sp_uuid_equal(&find_ev(&f, SP_EVENT_STEPPED_DOWN)->leader,
+                            &f.P));
   assert_int_equal(cs(&f, id)->close_code, SP_ERR_STALE_EPOCH);
   assert_int_equal(sp_handler_notify_new_entries(f.h, 1, 1, f.now),
                    SP_ERR_INVALID_STATE);
+  fx_free(&f);
+}
+
+/* An epoch above the leader's that no valid claim proves deposes nobody:
+ * a frame is refused SP_ERR_UNPROVEN_EPOCH (a bare epoch, a claim whose
+ * signature does not verify, a claim for a lower epoch, a good claim the
+ * registry cannot vouch for as its key lookup fails), an Error frame only
+ * closes its stream; the leader leads on. */
+static void test_leader_unproven_epoch(void **state) {
+  static fx f;
+  lsnap s;
+  uint64_t id;
+  sp_msg m;
+  frames fr;
+  int round;
+
+  (void)state;
+  fx_leader(&f);
+  lsnap_take(&f, &s);
+  for (round = 0; round < 4; ++round) {
+    f.nev = 0;
+    f.key_fail = round == 3;
+    id = open_in(&f, &f.P);
+    m = mk_hb(&f.lib, LEADER_EPOCH + 1, 0, SP_ROLE_FOLLOWER);
+    if (round > 0) {
+      m.u.heartbeat.has_features = 1;
+      m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+      m.u.heartbeat.has_claim = 1;
+      assert_int_equal(
+          sp_leader_claim_sign(&m.u.heartbeat.claim, f.id_p, &f.lib,
+                               round == 2 ? LEADER_EPOCH : LEADER_EPOCH + 1),
+          0);
+      if (round == 1) {
+        m.u.heartbeat.claim.signature[7] ^= 0x01;
+      }
+    }
+    inject_msg(&f, id, &f.P, &m);
+    expect_refusal(&f, id, &f.P, SP_ERR_UNPROVEN_EPOCH);
+    assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+    lsnap_same(&f, &s);
+  }
+  f.key_fail = 0;
+  f.nev = 0;
+  id = open_in(&f, &f.P);
+  m = mk(SP_MSG_ERROR, &f.lib, LEADER_EPOCH + 5);
+  m.u.error.code = SP_ERR_STALE_EPOCH;
+  m.u.error.message = "fenced";
+  m.u.error.message_len = 6;
+  inject_msg(&f, id, &f.P, &m);
+  assert_int_equal(cs(&f, id)->close_calls, 1);
+  assert_int_equal(cs(&f, id)->close_code, SP_ERR_PEER_ERROR);
+  read_all(&f, id, &fr);
+  assert_int_equal(fr.n, 0);
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+  lsnap_same(&f, &s);
   fx_free(&f);
 }
 
@@ -2099,6 +2199,20 @@ static uint64_t leader_stream(fx *f) {
   return f->opens[f->nopens - 1].id;
 }
 
+/* A follower's first frame on a stream to its leader: the Heartbeat with
+ * its features (every handler reads claims), without a claim while it
+ * holds none. */
+static void expect_features_hb(fx *f, uint64_t id) {
+  sp_msg r;
+
+  assert_true(read_frame(f, id, &r));
+  assert_int_equal(r.type, SP_MSG_HEARTBEAT);
+  assert_int_equal(r.u.heartbeat.role, SP_ROLE_FOLLOWER);
+  assert_true(r.u.heartbeat.has_features);
+  assert_true(r.u.heartbeat.features & SP_FEATURE_CLAIMS);
+  assert_false(r.u.heartbeat.has_claim);
+}
+
 typedef struct page {
   sp_entry e[LOG_LEN];
   sp_msg msg;
@@ -2149,6 +2263,7 @@ static void test_follower_opens_and_fetches(void **state) {
   assert_true(sp_uuid_equal(&f.opens[0].peer, &f.X));
   assert_true(sp_uuid_equal(&f.opens[0].lib, &f.lib));
   id = leader_stream(&f);
+  expect_features_hb(&f, id);
   assert_true(read_frame(&f, id, &r));
   assert_int_equal(r.type, SP_MSG_FETCH_ENTRIES);
   assert_true(sp_uuid_equal(&r.library_id, &f.lib));
@@ -2180,6 +2295,7 @@ static void test_follower_opens_and_fetches(void **state) {
     hc.fetch_limit = 77;
     assert_int_equal(sp_handler_new(&f.h, f.node, &hc, &vt, f.now), 0);
     id = leader_stream(&f);
+    expect_features_hb(&f, id);
     assert_true(read_frame(&f, id, &r));
     assert_int_equal(r.type, SP_MSG_FETCH_ENTRIES);
     assert_int_equal(r.u.fetch_entries.since_sequence, 3);
@@ -2216,6 +2332,7 @@ static void test_follower_gap(void **state) {
   assert_int_equal(sp_node_handle_expiry(f.node, f.now + SP_SECONDS), 0);
   assert_int_equal(f.nopens, 2);
   id = leader_stream(&f);
+  expect_features_hb(&f, id);
   assert_true(read_frame(&f, id, &r));
   assert_int_equal(r.type, SP_MSG_FETCH_ENTRIES);
   assert_int_equal(r.u.fetch_entries.since_sequence, 0);
@@ -2547,6 +2664,7 @@ static void test_follower_sync_required(void **state) {
   id2 = leader_stream(&f);
   assert_true(id2 != id);
   assert_true(sp_uuid_equal(&f.opens[1].peer, &f.X));
+  expect_features_hb(&f, id2);
   assert_true(read_frame(&f, id2, &r));
   assert_int_equal(r.type, SP_MSG_FETCH_ENTRIES);
   assert_int_equal(r.u.fetch_entries.since_sequence, LOG_LEN);
@@ -2832,6 +2950,7 @@ int main(void) {
       cmocka_unit_test(test_leader_two_leaders),
       cmocka_unit_test(test_leader_steps_down),
       cmocka_unit_test(test_leader_steps_down_on_error_frame),
+      cmocka_unit_test(test_leader_unproven_epoch),
       cmocka_unit_test(test_leader_divergence),
       cmocka_unit_test(test_leader_fetch_ahead),
       cmocka_unit_test(test_leader_heartbeat_ahead),

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "sync_protocol/identity.h"
 #include "sync_protocol/sync_protocol.h"
 
 #define MS SP_MILLISECONDS
@@ -46,9 +47,22 @@ typedef struct fx {
   int closes;
   int opens; /* the leader's dials */
   long members_calls; /* registry members() calls */
+  /* f[0]'s key, when a test needs its leadership claims to verify. */
+  sp_identity *id_f0;
 } fx;
 
 /* ---- host ---- */
+
+static int r_device_key(const sp_uuid *device,
+                        uint8_t key[SP_PUBLIC_KEY_LEN], void *ud) {
+  fx *x = ud;
+
+  if (!x->id_f0 || !sp_uuid_equal(device, &x->f[0])) {
+    return SP_ERR_NOT_FOUND;
+  }
+  sp_identity_public_key(x->id_f0, key);
+  return 0;
+}
 
 static int r_is_member(const sp_uuid *lib, const sp_uuid *device,
                        int *is_member, void *ud) {
@@ -192,6 +206,7 @@ static void fx_init(fx *x, size_t followers) {
   reg.is_member = r_is_member;
   reg.leader = r_leader;
   reg.members = r_members;
+  reg.device_key = r_device_key;
   ev.user_data = x;
   ev.on_event = on_event;
   tr.user_data = x;
@@ -224,6 +239,7 @@ static void fx_free(fx *x) {
   fx_track(x, 0);
   sp_node_del(x->node);
   sp_mem_store_del(x->store);
+  sp_identity_del(x->id_f0);
 }
 
 static int free_leftovers(void **state) {
@@ -574,12 +590,13 @@ static void test_invalid(void **state) {
 static void test_follower_and_stepped_down(void **state) {
   static fx x;
   sp_msg m;
-  uint8_t buf[128];
+  uint8_t buf[256];
   size_t n;
 
   (void)state;
   fx_init(&x, 1);
-  /* Stepped down: a frame at a higher epoch. */
+  /* Stepped down: a frame at a higher epoch, proven by f[0]'s claim. */
+  assert_int_equal(sp_identity_generate(&x.id_f0, &x.f[0], NULL), 0);
   assert_int_equal(sp_handler_wait_acks(x.h, 9, 1, x.now + SP_SECONDS,
                                         on_wait, &x, x.now), 0);
   memset(&m, 0, sizeof(m));
@@ -587,6 +604,11 @@ static void test_follower_and_stepped_down(void **state) {
   m.library_id = x.lib;
   m.epoch = 2;
   m.u.heartbeat.role = SP_ROLE_FOLLOWER;
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+  m.u.heartbeat.has_claim = 1;
+  assert_int_equal(
+      sp_leader_claim_sign(&m.u.heartbeat.claim, x.id_f0, &x.lib, 2), 0);
   assert_int_equal(sp_msg_encode(&m, buf, sizeof(buf), &n), 0);
   assert_int_equal(
       sp_node_stream_opened(x.node, 7, &x.f[0], x.now), 0);

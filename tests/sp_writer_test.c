@@ -1016,6 +1016,7 @@ typedef struct raw {
   int first_type;
   int first_has_features;
   long fetch_with_features;
+  long fetch_with_claims;
   uint64_t proposed[64];
   size_t nproposed;
   size_t max_propose; /* the largest Propose body sent */
@@ -1090,8 +1091,13 @@ static sp_ssize raw_send(uint64_t id, const uint8_t *data, size_t len,
     r->by_type[msg.type]++;
     if (msg.type == SP_MSG_FETCH_ENTRIES &&
         msg.u.fetch_entries.has_features &&
-        msg.u.fetch_entries.features == SP_FEATURE_WRITES) {
+        (msg.u.fetch_entries.features & SP_FEATURE_WRITES)) {
       r->fetch_with_features++;
+    }
+    if (msg.type == SP_MSG_FETCH_ENTRIES &&
+        msg.u.fetch_entries.has_features &&
+        (msg.u.fetch_entries.features & SP_FEATURE_CLAIMS)) {
+      r->fetch_with_claims++;
     }
     if (msg.type == SP_MSG_PROPOSE) {
       size_t i;
@@ -1388,8 +1394,8 @@ static void raw_page(raw *r, sp_seq since, int n, uint8_t *prev,
 
 /* Every FetchEntries carries the follower's features (element 6), on
  * every stream, whether or not the leader answered: the leader knows
- * them before it serves any page.  A store without the outbox says
- * nothing new. */
+ * them before it serves any page.  A store without the outbox advertises
+ * no writes (only claims, which every handler reads). */
 static void test_raw_fetch_features(void **state) {
   uint8_t head[SP_HASH_LEN] = {0};
   sp_handler_status hs;
@@ -1412,6 +1418,7 @@ static void test_raw_fetch_features(void **state) {
     assert_true(r.by_type[SP_MSG_FETCH_ENTRIES] >= 3);
     assert_int_equal(r.fetch_with_features,
                      pass ? 0 : r.by_type[SP_MSG_FETCH_ENTRIES]);
+    assert_int_equal(r.fetch_with_claims, r.by_type[SP_MSG_FETCH_ENTRIES]);
     raw_free(&r);
     memset(head, 0, sizeof(head));
   }

@@ -196,6 +196,10 @@ typedef struct sp_event {
   uint64_t origin_seq;
   /* SP_EVENT_SNAPSHOT_*: the recovery's progress. */
   sp_snapshot_progress snapshot;
+  /* SP_EVENT_STEPPED_DOWN: the device whose leadership claim proved
+   * `epoch` (docs/protocol.md section 15); it may differ from the peer,
+   * a follower that relayed the claim. */
+  sp_uuid leader;
 } sp_event;
 
 typedef enum sp_log_level {

@@ -32,7 +32,10 @@ typedef struct sp_handler sp_handler;
 
 /* ---- node ---- */
 
-#define SP_NODE_CONFIG_VERSION 1
+/* 2 added identity. */
+#define SP_NODE_CONFIG_VERSION 2
+
+struct sp_identity;
 
 typedef struct sp_node_config {
   /* SP_NODE_CONFIG_VERSION; set by sp_node_config_default. */
@@ -44,9 +47,23 @@ typedef struct sp_node_config {
   uint64_t seed;
   /* Largest frame body accepted on any stream; 0 = SP_MAX_FRAME_DEFAULT. */
   size_t max_frame;
+
+  /* -- version 2 -- */
+
+  /*
+   * This device's key (identity.h), borrowed: it must outlive the node,
+   * and its device id must be `device_id`.  A handler that leads signs
+   * its leadership claim with it (docs/protocol.md section 15), so that
+   * an older leader it meets steps down.  NULL: this node's leaderships
+   * carry no claim; its followers still follow it (they know their
+   * leader from the registry), but no leader of this build steps down
+   * for its epoch.
+   */
+  const struct sp_identity *identity;
 } sp_node_config;
 
-/* Fill `cfg` with defaults (zero device id, seed 0, default frame size). */
+/* Fill `cfg` with defaults (zero device id, seed 0, default frame size,
+ * no identity). */
 SP_API void sp_node_config_default(sp_node_config *cfg);
 
 /*
@@ -525,6 +542,17 @@ typedef struct sp_handler_status {
 /* Fill `*out`.  Returns 0 or SP_ERR_INVALID_ARGUMENT. */
 SP_API int sp_handler_get_status(const sp_handler *handler,
                                  sp_handler_status *out);
+
+/*
+ * Copy into `*out` the highest-epoch leadership claim the handler holds
+ * (docs/protocol.md section 15): a leader's own while it leads with an
+ * identity; after it stepped down, the claim that proved the newer
+ * leader (its `leader` is the device to follow); a follower's, the
+ * newest valid one its leader sent, which it relays.  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT, or SP_ERR_NOT_FOUND (it holds none).
+ */
+SP_API int sp_handler_leader_claim(const sp_handler *handler,
+                                   sp_leader_claim *out);
 
 /*
  * Follower with a snapshot sink: the progress of the snapshot recovery

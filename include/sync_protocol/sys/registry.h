@@ -16,10 +16,10 @@
 extern "C" {
 #endif
 
-/* 2 added can_write. */
-#define SP_REGISTRY_VERSION 2
+/* 2 added can_write; 3 may_lead. */
+#define SP_REGISTRY_VERSION 3
 #define SP_REGISTRY_INIT \
-  {SP_REGISTRY_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+  {SP_REGISTRY_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /* Length of a raw Ed25519 public key. */
 #define SP_PUBLIC_KEY_LEN 32
@@ -83,6 +83,19 @@ typedef struct sp_registry {
    */
   int (*can_write)(const sp_uuid *library, const sp_uuid *device,
                    int *can_write, void *user_data);
+
+  /* -- version 3 -- */
+
+  /*
+   * Optional (NULL, or an older registry: every member may lead).  Set
+   * `*may_lead` to 1 if member `device` may lead `library`, else 0.  A
+   * handler asks it for every leadership claim it checks (docs/protocol.md
+   * section 15): a leader steps down only for a valid claim by a member
+   * allowed here, and a claim by any other device is refused
+   * (SP_ERR_UNPROVEN_EPOCH) and logged.
+   */
+  int (*may_lead)(const sp_uuid *library, const sp_uuid *device,
+                  int *may_lead, void *user_data);
 } sp_registry;
 
 #ifdef __cplusplus
