@@ -68,6 +68,16 @@ if(SP_WITH_QUIC AND SP_WITH_SQLITE)
   set_tests_properties(quic_snapshot_processes PROPERTIES LABELS quic
     TIMEOUT 180)
 
+  # Stepping down (issue 16 item 2): a leader that meets a newer leader
+  # proven by its signed claim exits 5, or follows it with
+  # --follow-on-step-down (the logs end identical); one whose pairing file
+  # says the newer device may not lead refuses the claim and keeps leading.
+  add_test(NAME quic_stepdown_processes
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/spsync_stepdown_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(quic_stepdown_processes PROPERTIES LABELS quic
+    TIMEOUT 120)
+
   # Issue 17's goals, timed on real processes: a killed and restarted
   # leader has every follower applying again within 2 s (followers with an
   # address) or 10 s (without, the README's default; nat: behind a relay

@@ -7,9 +7,8 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "follow.h"
 #include "progress.h"
-#include "rt.h"
-#include "writes.h"
 
 static void usage(void) {
   printf(
@@ -83,6 +82,105 @@ static int recovering(const rt *r) {
           sp.state == SP_SNAPSHOT_FAILED);
 }
 
+int follow_loop(rt *r, writes *w, const follow_limits *fl) {
+  sp_tstamp last_show;
+  sp_handler_status hs;
+  progress pg;
+  int status = 0;
+
+  last_show = sp_quic_now();
+  sp_handler_get_status(r->h, &hs);
+  progress_init(&pg, stdout, hs.sequence, last_show);
+  while (!rt_stop) {
+    sp_tstamp now = sp_quic_now();
+    sp_duration wait;
+
+    sp_handler_get_status(r->h, &hs);
+    if (r->sync_required) {
+      r->sync_required = 0;
+      if (!recovering(r)) {
+        progress_done(&pg);
+        fprintf(stderr,
+                "spsync follower: the leader requires a full sync (reason "
+                "%d)%s; copy its log, then start again\n",
+                (int)r->sync_reason,
+                r->snapshots ? " and serves no snapshot" : "");
+        status = EXIT_SYNC_REQUIRED;
+        break;
+      }
+      if (!r->snap_installed) {
+        progress_done(&pg);
+        fprintf(stderr, "spsync follower: the leader requires a full sync "
+                "(reason %d): recovering by snapshot\n", (int)r->sync_reason);
+      }
+    }
+    if (r->snap_installed) {
+      /* One line per install; then the log stands at S and grows again. */
+      r->snap_installed = 0;
+      progress_snapshot_done(&pg, &r->snap);
+      progress_init(&pg, stdout, hs.sequence, now);
+    }
+    if (!writes_done(w) &&
+        (fl->until < 0 || hs.sequence < (sp_seq)fl->until)) {
+      uint64_t room =
+          fl->until < 0 ? UINT64_MAX : (sp_seq)fl->until - hs.sequence;
+      if (writes_pump(w, r->h, room, now) != 0) {
+        status = 1;
+        break;
+      }
+      r->watch_fd = writes_poll_fd(w);
+    }
+    if ((fl->exit_at >= 0 && hs.sequence >= (sp_seq)fl->exit_at) ||
+        fl->exit_committed) {
+      sp_outbox_status os;
+      /* Only once this process's writes have an answer. */
+      if (writes_done(w) &&
+          (!(writes_enabled(w) || fl->exit_committed) ||
+           (sp_handler_outbox_status(r->h, &os) == 0 && os.pending == 0))) {
+        break;
+      }
+    }
+    if (fl->timeout &&
+        now - fl->start > (sp_duration)fl->timeout * SP_SECONDS) {
+      sp_snapshot_progress sp;
+      progress_done(&pg);
+      if (hs.sync_required && r->snapshots &&
+          sp_handler_snapshot_status(r->h, &sp) == 0 &&
+          sp.state != SP_SNAPSHOT_INSTALLED) {
+        fprintf(stderr, "spsync follower: timed out at %llu, recovering by "
+                "snapshot (%llu of %llu chunks)\n",
+                (unsigned long long)hs.sequence,
+                (unsigned long long)sp.chunks_done,
+                (unsigned long long)sp.chunk_count);
+      } else {
+        fprintf(stderr, "spsync follower: timed out at %llu\n",
+                (unsigned long long)hs.sequence);
+      }
+      status = EXIT_TIMEOUT;
+      break;
+    }
+    if (now - last_show >= (pg.tty ? SP_SECONDS / 5 : SP_SECONDS)) {
+      sp_snapshot_progress sp;
+      if (hs.sync_required && r->snapshots &&
+          sp_handler_snapshot_status(r->h, &sp) == 0 &&
+          sp.state == SP_SNAPSHOT_TRANSFERRING) {
+        progress_snapshot(&pg, &sp);
+      } else {
+        progress_show(&pg, hs.sequence, hs.leader_latest, now);
+      }
+      last_show = now;
+    }
+    wait = writes_wait(w, now);
+    if (rt_step(r, wait < 50 * SP_MILLISECONDS ? wait : 50 * SP_MILLISECONDS) !=
+        0) {
+      status = 1;
+      break;
+    }
+  }
+  progress_done(&pg);
+  return status;
+}
+
 int cmd_follower(int argc, char **argv) {
   static const struct option opts[] = {
       {"key", 1, 0, 'k'},     {"pairing", 1, 0, 'p'}, {"log", 1, 0, 'l'},
@@ -97,10 +195,9 @@ int cmd_follower(int argc, char **argv) {
   int exit_committed = 0;
   const char *input = NULL;
   writes w;
-  sp_tstamp start, last_show;
+  follow_limits fl;
   sp_handler_status hs;
   rt_options o;
-  progress pg;
   rt r;
   int c, status = 0, bad = 0;
 
@@ -185,91 +282,13 @@ int cmd_follower(int argc, char **argv) {
   }
   w.device = &r.self->id;
   r.watch_fd = writes_poll_fd(&w);
-  start = last_show = sp_quic_now();
-  sp_handler_get_status(r.h, &hs);
-  progress_init(&pg, stdout, hs.sequence, start);
-  while (!rt_stop) {
-    sp_tstamp now = sp_quic_now();
-    sp_duration wait;
-
-    sp_handler_get_status(r.h, &hs);
-    if (r.sync_required) {
-      r.sync_required = 0;
-      if (!recovering(&r)) {
-        progress_done(&pg);
-        fprintf(stderr,
-                "spsync follower: the leader requires a full sync (reason "
-                "%d)%s; copy its log, then start again\n",
-                (int)r.sync_reason,
-                r.snapshots ? " and serves no snapshot" : "");
-        status = EXIT_SYNC_REQUIRED;
-        break;
-      }
-      if (!r.snap_installed) {
-        progress_done(&pg);
-        fprintf(stderr, "spsync follower: the leader requires a full sync "
-                "(reason %d): recovering by snapshot\n", (int)r.sync_reason);
-      }
-    }
-    if (r.snap_installed) {
-      /* One line per install; then the log stands at S and grows again. */
-      r.snap_installed = 0;
-      progress_snapshot_done(&pg, &r.snap);
-      progress_init(&pg, stdout, hs.sequence, now);
-    }
-    if (!writes_done(&w)) {
-      if (writes_pump(&w, r.h, UINT64_MAX, now) != 0) {
-        status = 1;
-        break;
-      }
-      r.watch_fd = writes_poll_fd(&w);
-    }
-    if ((exit_at >= 0 && hs.sequence >= (sp_seq)exit_at) || exit_committed) {
-      sp_outbox_status os;
-      /* Only once this process's writes have an answer. */
-      if (writes_done(&w) &&
-          (!(writes_enabled(&w) || exit_committed) ||
-           (sp_handler_outbox_status(r.h, &os) == 0 && os.pending == 0))) {
-        break;
-      }
-    }
-    if (timeout && now - start > (sp_duration)timeout * SP_SECONDS) {
-      sp_snapshot_progress sp;
-      progress_done(&pg);
-      if (hs.sync_required && r.snapshots &&
-          sp_handler_snapshot_status(r.h, &sp) == 0 &&
-          sp.state != SP_SNAPSHOT_INSTALLED) {
-        fprintf(stderr, "spsync follower: timed out at %llu, recovering by "
-                "snapshot (%llu of %llu chunks)\n",
-                (unsigned long long)hs.sequence,
-                (unsigned long long)sp.chunks_done,
-                (unsigned long long)sp.chunk_count);
-      } else {
-        fprintf(stderr, "spsync follower: timed out at %llu\n",
-                (unsigned long long)hs.sequence);
-      }
-      status = EXIT_TIMEOUT;
-      break;
-    }
-    if (now - last_show >= (pg.tty ? SP_SECONDS / 5 : SP_SECONDS)) {
-      sp_snapshot_progress sp;
-      if (hs.sync_required && r.snapshots &&
-          sp_handler_snapshot_status(r.h, &sp) == 0 &&
-          sp.state == SP_SNAPSHOT_TRANSFERRING) {
-        progress_snapshot(&pg, &sp);
-      } else {
-        progress_show(&pg, hs.sequence, hs.leader_latest, now);
-      }
-      last_show = now;
-    }
-    wait = writes_wait(&w, now);
-    if (rt_step(&r, wait < 50 * SP_MILLISECONDS ? wait : 50 * SP_MILLISECONDS) !=
-        0) {
-      status = 1;
-      break;
-    }
-  }
-  progress_done(&pg);
+  memset(&fl, 0, sizeof(fl));
+  fl.exit_at = exit_at;
+  fl.exit_committed = exit_committed;
+  fl.until = -1;
+  fl.timeout = timeout;
+  fl.start = sp_quic_now();
+  status = follow_loop(&r, &w, &fl);
   sp_handler_get_status(r.h, &hs);
   if (writes_enabled(&w)) {
     rt_print_writes(&r, "follower", w.submitted);

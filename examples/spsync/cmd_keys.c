@@ -95,22 +95,24 @@ int cmd_fingerprint(int argc, char **argv) {
     case 'n': name = optarg; break;
     case 'h':
       printf("usage: spsync fingerprint --key FILE "
-             "[--pairing-line leader|follower [--address IP:PORT]\n"
-             "                   [--name NAME]]\n\n"
+             "[--pairing-line leader|standby|follower\n"
+             "                   [--address IP:PORT] [--name NAME]]\n\n"
              "Show the device id, public key and fingerprint of a key "
              "file,\nor print its line for a pairing file (NAME: up to 31 "
              "characters, no spaces,\nshown by spsync status "
-             "--by-origin).\n");
+             "--by-origin; standby: a follower that may lead,\n"
+             "docs/pairing.md).\n");
       return 0;
     default: return EXIT_USAGE;
     }
   }
   if (!key || optind != argc ||
-      (role && strcmp(role, "leader") && strcmp(role, "follower")) ||
+      (role && strcmp(role, "leader") && strcmp(role, "standby") &&
+       strcmp(role, "follower")) ||
       (name && (!*name || strlen(name) > 31 || strpbrk(name, " \t\n#")))) {
     fprintf(stderr, "spsync fingerprint: --key FILE is required, role is "
-                    "leader or follower, a name has 1-31 characters and no "
-                    "spaces (see --help)\n");
+                    "leader, standby or follower, a name has 1-31 "
+                    "characters and no spaces (see --help)\n");
     return EXIT_USAGE;
   }
   rv = sp_identity_load(&id, key, NULL);

@@ -9,8 +9,7 @@
 #include <time.h>
 
 #include "cmds.h"
-#include "rt.h"
-#include "writes.h"
+#include "follow.h"
 
 static int all_acked;
 
@@ -22,6 +21,51 @@ static int on_acked(sp_handler *h, sp_seq seq, int status, size_t acked,
   (void)ud;
   all_acked = status == 0;
   return 0;
+}
+
+/* SP_EVENT_STEPPED_DOWN was seen (outside the node's callbacks): say who
+ * leads now; exit 5, or follow that device (the follower's statuses). */
+static int stepped_down(rt *r, writes *w, int follow, long long until,
+                        long long exit_at, long long timeout,
+                        sp_tstamp start) {
+  static const sp_uuid none;
+  char id[SP_UUID_STRING_LEN + 1];
+  const pairing_device *d = pairing_find(&r->pair, &r->step_leader);
+  follow_limits fl;
+
+  sp_uuid_format(&r->step_leader, id);
+  if (sp_uuid_equal(&r->step_leader, &none)) {
+    /* An event that names no device (a library without leadership
+     * claims): nobody to follow. */
+    fprintf(stderr, "spsync: stepped down: a leader at epoch %llu\n",
+            (unsigned long long)r->step_epoch);
+    return EXIT_STEPPED_DOWN;
+  }
+  fprintf(stderr, "spsync: stepped down: device %s%s%s%s leads at epoch "
+          "%llu\n", id, d && d->name[0] ? " (" : "", d ? d->name : "",
+          d && d->name[0] ? ")" : "", (unsigned long long)r->step_epoch);
+  if (!follow || rt_stop) {
+    return EXIT_STEPPED_DOWN;
+  }
+  if (sp_uuid_equal(&r->step_leader, &r->self->id)) {
+    /* Its own claim from an earlier term (a log started afresh below it):
+     * lead again with a higher --epoch. */
+    fprintf(stderr, "spsync: this device's own earlier term: nothing to "
+            "follow; start it with --epoch %llu or above\n",
+            (unsigned long long)r->step_epoch + 1);
+    return EXIT_STEPPED_DOWN;
+  }
+  if (rt_follow(r, &r->step_leader) != 0) {
+    return 1;
+  }
+  fprintf(stderr, "spsync: following %s at epoch %llu\n", id,
+          (unsigned long long)r->step_epoch);
+  memset(&fl, 0, sizeof(fl));
+  fl.exit_at = exit_at;
+  fl.until = until;
+  fl.timeout = timeout;
+  fl.start = start;
+  return follow_loop(r, w, &fl);
 }
 
 static void usage(void) {
@@ -64,12 +108,32 @@ static void usage(void) {
       "1-2097152;\n"
       "                       raised if a snapshot would need over 65536 "
       "chunks)\n"
+      "  --follow-on-step-down  after stepping down, go on as a follower of "
+      "the new\n"
+      "                       leader (below) instead of exiting 5\n"
       "\nA follower behind what the log keeps (see spsync prune) or "
       "diverged from it is\ntold SyncRequired and, unless either side "
       "runs with --no-snapshots, recovers\nby copying a snapshot of this "
       "log: a consistent copy at its latest sequence,\nprepared in "
       "<log>-snapshots/ and kept there while followers may resume it\n"
       "(across a restart of this command too).\n"
+      "\nA leader steps down when it meets a newer one that proves it: a "
+      "leadership\nclaim for a higher epoch, signed by a device its pairing "
+      "file lists as\nleader or standby (docs/pairing.md, failover).  It "
+      "prints\n"
+      "  spsync: stepped down: device <uuid> (<name>) leads at epoch <N>\n"
+      "and exits 5; with --follow-on-step-down it follows that device "
+      "instead, in\nthe same process, printing\n"
+      "  spsync: following <uuid> at epoch <N>\n"
+      "and syncs as spsync follower does (recovering by snapshot unless\n"
+      "--no-snapshots; its writes go on through the outbox; --exit-at SEQ "
+      "exits once\nthe log holds SEQ; --timeout counts from the start); the "
+      "follower's exit\nstatuses then apply.  A higher epoch without a valid "
+      "claim is refused and\nlogged (--verbose).\n"
+      "\nExit status: 0 done (--exit-when-synced, SIGINT or SIGTERM); 1 "
+      "error; 2 bad\narguments; 3 (after following) SyncRequired and no "
+      "snapshot recovery;\n4 --timeout; 5 stepped down: a newer leader "
+      "was proven.\n"
       "%s", WRITES_INPUT_HELP);
 }
 
@@ -84,12 +148,13 @@ int cmd_leader(int argc, char **argv) {
       {"exit-when-synced", 0, 0, 'x'}, {"timeout", 1, 0, 't'},
       {"sync-full", 0, 0, 'f'}, {"verbose", 0, 0, 'v'},
       {"no-snapshots", 0, 0, 'N'}, {"snapshot-chunk", 1, 0, 'C'},
+      {"follow-on-step-down", 0, 0, 'F'},
       {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
   rt_options o;
   rt r;
   long long rate = 0, count = -1, until = -1, payload = 256, epoch = 0,
             timeout = 0, exit_at = -1;
-  int exit_synced = 0, c, status = 0, waiting = 0, bad = 0;
+  int exit_synced = 0, c, status = 0, waiting = 0, bad = 0, follow;
   const char *input = NULL;
   sp_tstamp start, last_print;
   writes w;
@@ -123,6 +188,7 @@ int cmd_leader(int argc, char **argv) {
     case 'f': o.sync_full = 1; break;
     case 'v': o.verbose = 1; break;
     case 'N': o.no_snapshots = 1; break;
+    case 'F': o.follow_on_step_down = 1; break;
     case 'C': {
       long long n = parse_count(optarg);
       bad |= n < 1 || n > SP_SNAPSHOT_CHUNK_MAX;
@@ -142,6 +208,7 @@ int cmd_leader(int argc, char **argv) {
     return EXIT_USAGE;
   }
   o.epoch = (uint64_t)epoch;
+  follow = o.follow_on_step_down;
   memset(&w, 0, sizeof(w));
   w.rate = rate;
   w.count = count;
@@ -155,7 +222,7 @@ int cmd_leader(int argc, char **argv) {
   w.device = &r.self->id;
   r.watch_fd = writes_poll_fd(&w);
   start = last_print = sp_quic_now();
-  while (!rt_stop) {
+  while (!rt_stop && !r.stepped_down) {
     sp_tstamp now = sp_quic_now();
     sp_duration wait = 100 * SP_MILLISECONDS;
     sp_handler_status hs;
@@ -200,10 +267,13 @@ int cmd_leader(int argc, char **argv) {
       fflush(stdout);
       last_print = now;
     }
-    if (rt_step(&r, wait) != 0) {
+    if (rt_step(&r, wait) != 0 && !r.stepped_down) {
       status = 1;
       break;
     }
+  }
+  if (r.stepped_down) {
+    status = stepped_down(&r, &w, follow, until, exit_at, timeout, start);
   }
   if (writes_enabled(&w)) {
     rt_print_writes(&r, "leader", w.submitted);
@@ -212,8 +282,13 @@ int cmd_leader(int argc, char **argv) {
   if (status == 0) {
     sp_handler_status hs;
     sp_handler_get_status(r.h, &hs);
-    printf("leader: done, latest %llu%s\n", (unsigned long long)hs.sequence,
-           all_acked ? ", every follower acknowledged it" : "");
+    if (r.stepped_down) {
+      printf("follower: applied %llu\n", (unsigned long long)hs.sequence);
+    } else {
+      printf("leader: done, latest %llu%s\n",
+             (unsigned long long)hs.sequence,
+             all_acked ? ", every follower acknowledged it" : "");
+    }
   }
   rt_close(&r);
   return status;

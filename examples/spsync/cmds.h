@@ -16,6 +16,8 @@ int cmd_prune(int argc, char **argv);
 #define EXIT_USAGE 2
 #define EXIT_SYNC_REQUIRED 3
 #define EXIT_TIMEOUT 4
+/* spsync leader: a newer leader proved its epoch (docs/pairing.md). */
+#define EXIT_STEPPED_DOWN 5
 
 /* Parse a non-negative integer option value; -1 if it is not one. */
 long long parse_count(const char *s);

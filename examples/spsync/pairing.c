@@ -56,8 +56,12 @@ static int parse_device(pairing *p, char *rest, char *err, size_t errlen,
   d->line = line;
   if (strcmp(role, "leader") == 0) {
     d->leader = 1;
+    d->may_lead = 1;
+  } else if (strcmp(role, "standby") == 0) {
+    d->may_lead = 1;
   } else if (strcmp(role, "follower") != 0) {
-    snprintf(err, errlen, "line %d: role must be leader or follower", line);
+    snprintf(err, errlen, "line %d: role must be leader, standby or follower",
+             line);
     return -1;
   }
   if (strcmp(addr, "-") != 0) {
@@ -146,6 +150,18 @@ const pairing_device *pairing_leader(const pairing *p) {
   return NULL;
 }
 
+int pairing_set_leader(pairing *p, const sp_uuid *id) {
+  int i;
+
+  if (!pairing_find(p, id)) {
+    return -1;
+  }
+  for (i = 0; i < p->ndev; ++i) {
+    p->dev[i].leader = sp_uuid_equal(&p->dev[i].id, id);
+  }
+  return 0;
+}
+
 static int r_is_member(const sp_uuid *lib, const sp_uuid *device, int *member,
                        void *ud) {
   pairing *p = ud;
@@ -161,6 +177,15 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
     return SP_ERR_NOT_FOUND;
   }
   *leader = pairing_leader(p)->id;
+  return 0;
+}
+
+static int r_may_lead(const sp_uuid *lib, const sp_uuid *device,
+                      int *may_lead, void *ud) {
+  pairing *p = ud;
+  const pairing_device *d = pairing_find(p, device);
+
+  *may_lead = sp_uuid_equal(lib, &p->library) && d && d->may_lead;
   return 0;
 }
 
@@ -231,5 +256,6 @@ void pairing_registry(pairing *p, sp_registry *out) {
   r.device_key = r_device_key;
   r.device_by_key = r_device_by_key;
   r.address_hints = r_address_hints;
+  r.may_lead = r_may_lead;
   *out = r;
 }

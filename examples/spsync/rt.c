@@ -75,8 +75,11 @@ static int on_event(const sp_event *ev, void *ud) {
               ev->message ? ev->message : sp_err_name(ev->error_code));
     break;
   case SP_EVENT_STEPPED_DOWN:
-    fprintf(stderr, "spsync: met epoch %llu: this leader stepped down\n",
-            (unsigned long long)ev->epoch);
+    /* The command says so and decides what follows, outside the node's
+     * callbacks. */
+    r->stepped_down = 1;
+    r->step_epoch = ev->epoch;
+    r->step_leader = ev->leader;
     break;
   case SP_EVENT_STORE_FAILED:
     /* Once per episode: the library retries with backoff meanwhile. */
@@ -143,7 +146,7 @@ static uint64_t leader_epoch(rt *r, uint64_t wanted) {
  * its own (hc points into `r`, which outlives the handler). */
 static int snapshots(rt *r, const rt_options *o, sp_handler_config *hc) {
   sp_snapshot_sink inner;
-  int rv;
+  int rv = 0;
 
   if (o->role == SP_ROLE_LEADER) {
     rv = sp_sqlite_store_snapshot_source(r->store, &r->source);
@@ -151,7 +154,10 @@ static int snapshots(rt *r, const rt_options *o, sp_handler_config *hc) {
     if (o->snapshot_chunk) {
       hc->snapshot_chunk_size = o->snapshot_chunk;
     }
-  } else {
+  }
+  /* A leader that may follow after stepping down recovers like any
+   * follower: its log may hold entries the new leader never had. */
+  if (rv == 0 && (o->role == SP_ROLE_FOLLOWER || o->follow_on_step_down)) {
     rv = sp_sqlite_store_snapshot_sink(r->store, &inner);
     if (rv == 0) {
       snapsink_wrap(&r->sink, &inner, o->snapshot_delay_ms, &r->sink_vt);
@@ -204,7 +210,10 @@ int rt_open(rt *r, const rt_options *o) {
   }
   if ((o->role == SP_ROLE_LEADER) != r->self->leader) {
     fprintf(stderr, "spsync: %s names this device %s\n", o->pairing_path,
-            r->self->leader ? "the leader" : "a follower");
+            r->self->leader    ? "the leader"
+            : r->self->may_lead ? "a standby (it follows until its copy "
+                                  "names it the leader: docs/pairing.md)"
+                                : "a follower");
     return -1;
   }
   if (open_log(r, o) != 0) {
@@ -235,6 +244,8 @@ int rt_open(rt *r, const rt_options *o) {
   sp_node_config_default(&nc);
   nc.device_id = *sp_identity_device_id(r->id);
   nc.seed = (uint64_t)sp_quic_now();
+  /* Its leaderships are signed, so an older leader it meets steps down. */
+  nc.identity = r->id;
   sp_quic_endpoint_get_transport(r->ep, &tr);
   rv = sp_node_new(&r->node, &nc, &reg, &ev, &tr, NULL);
   if (rv == 0) {
@@ -265,6 +276,24 @@ int rt_open(rt *r, const rt_options *o) {
   rv = sp_handler_new(&r->h, r->node, &hc, &vt, sp_quic_now());
   if (rv != 0) {
     rt_error("open library", rv);
+    return -1;
+  }
+  return 0;
+}
+
+int rt_follow(rt *r, const sp_uuid *leader) {
+  char id[SP_UUID_STRING_LEN + 1];
+  int rv;
+
+  if (pairing_set_leader(&r->pair, leader) != 0) {
+    fprintf(stderr, "spsync: cannot follow %s: not in the pairing file\n",
+            sp_uuid_format(leader, id));
+    return -1;
+  }
+  rv = sp_handler_set_role(r->h, SP_ROLE_FOLLOWER, r->step_epoch,
+                           sp_quic_now());
+  if (rv != 0) {
+    rt_error("follow", rv);
     return -1;
   }
   return 0;

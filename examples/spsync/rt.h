@@ -31,6 +31,9 @@ typedef struct rt_options {
   uint32_t snapshot_window;   /* follower: chunks in flight; 0: default */
   uint64_t snapshot_max;      /* follower: largest accepted; 0: no limit */
   unsigned snapshot_delay_ms; /* follower: pause after each chunk written */
+  /* Leader: may go on as a follower after stepping down (rt_follow), so
+   * the handler gets a snapshot sink too. */
+  int follow_on_step_down;
 } rt_options;
 
 typedef struct rt {
@@ -65,6 +68,11 @@ typedef struct rt {
   sp_snapshot_progress snap;
   int snap_events;
   int snap_installed;
+  /* From SP_EVENT_STEPPED_DOWN: the epoch and the device whose claim
+   * proved it (zero if the event named none). */
+  int stepped_down;
+  uint64_t step_epoch;
+  sp_uuid step_leader;
 } rt;
 
 /* Set by SIGINT/SIGTERM: the loops end cleanly. */
@@ -77,6 +85,12 @@ void rt_close(rt *r);
 /* Wait for the network or a timer, at most `max_wait`, then process.
  * Returns 0, or -1 after printing a fatal error. */
 int rt_step(rt *r, sp_duration max_wait);
+
+/* After SP_EVENT_STEPPED_DOWN: follow `leader` (the registry names it
+ * the leader from now on).  Not from inside a callback.  Returns 0, or -1
+ * after printing why (`leader` is not in the pairing file, or the role
+ * change failed). */
+int rt_follow(rt *r, const sp_uuid *leader);
 
 /* Print "<who>: submitted N, committed N, refused N". */
 void rt_print_writes(const rt *r, const char *who, uint64_t submitted);
