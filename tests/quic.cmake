@@ -43,3 +43,22 @@ if(SP_WITH_QUIC)
     SOURCES sp_quic_restart_test.c quic_node_util.c LABELS quic
     TIMEOUT 60 LIBS PkgConfig::NGTCP2)
 endif()
+
+# A paired follower (tests/forge_epoch.c, a raw QUIC client) sends its
+# spsync leader one Heartbeat with the leader's epoch + 1: no claim, a
+# claim signed by itself, a standby's claim with a corrupted signature.
+# Each is refused with SP_ERR_UNPROVEN_EPOCH; the leader stays up at its
+# epoch and its honest follower keeps syncing (issue 16 item 1).  The
+# standby's claim unharmed, the control, deposes it (exit 5).
+if(SP_WITH_QUIC AND SP_WITH_SQLITE AND SP_BUILD_EXAMPLES)
+  add_executable(forge_epoch forge_epoch.c
+    ${PROJECT_SOURCE_DIR}/examples/spsync/pairing.c)
+  target_include_directories(forge_epoch PRIVATE
+    ${PROJECT_SOURCE_DIR}/examples/spsync ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(forge_epoch PRIVATE sync_protocol_static
+    PkgConfig::MSGPACK PkgConfig::SODIUM PkgConfig::NGTCP2)
+  add_test(NAME quic_forge_epoch
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/quic_forge_epoch_test.sh
+            $<TARGET_FILE:spsync> $<TARGET_FILE:forge_epoch>)
+  set_tests_properties(quic_forge_epoch PROPERTIES LABELS quic TIMEOUT 120)
+endif()
