@@ -35,8 +35,9 @@ else()
   set(SP_SIM_SEEDS 10000)
 endif()
 add_test(NAME sp_sim COMMAND sp_sim --seeds ${SP_SIM_SEEDS})
-# The three lines must be there: the writes: line with nothing lost or
-# duplicated, the snapshots: line with some installed and nothing
-# half-installed nor looping, then the final verdict.
+# The four lines must be there: the claims: line with some step-downs
+# proven, some forgeries refused and none deposing, the writes: line with
+# nothing lost or duplicated, the snapshots: line with some installed and
+# nothing half-installed nor looping, then the final verdict.
 set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800
-  PASS_REGULAR_EXPRESSION "refused, 0 lost, 0 duplicated\nsnapshots: [1-9][0-9]* installed, [0-9]+ resumed, 0 half-installed, 0 loops\nsim: [0-9]+ seeds [^\n]*, 0 invariant violations")
+  PASS_REGULAR_EXPRESSION "claims: [1-9][0-9]* step-downs proven, [1-9][0-9]* forged epochs refused, 0 deposed by forgery\nwrites: [0-9]+ submitted, [^\n]*refused, 0 lost, 0 duplicated\nsnapshots: [1-9][0-9]* installed, [0-9]+ resumed, 0 half-installed, 0 loops\nsim: [0-9]+ seeds [^\n]*, 0 invariant violations")

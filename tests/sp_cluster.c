@@ -61,6 +61,44 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
   return 0;
 }
 
+/* Every device of the cluster has its key here, member or not (a device
+ * taken out of a library keeps its key). */
+static int r_device_key(const sp_uuid *device,
+                        uint8_t public_key[SP_PUBLIC_KEY_LEN], void *ud) {
+  tc *t = ud;
+  int d = dev_index(t, device);
+
+  if (d < 0 || !t->dev[d].identity) {
+    return SP_ERR_NOT_FOUND;
+  }
+  memcpy(public_key, t->dev[d].key, SP_PUBLIC_KEY_LEN);
+  return 0;
+}
+
+static int r_device_by_key(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
+                           sp_uuid *device, void *ud) {
+  tc *t = ud;
+  int i;
+
+  for (i = 0; i < t->ndevs; ++i) {
+    if (t->dev[i].identity &&
+        memcmp(t->dev[i].key, public_key, SP_PUBLIC_KEY_LEN) == 0) {
+      *device = t->dev[i].id;
+      return 0;
+    }
+  }
+  return SP_ERR_NOT_FOUND;
+}
+
+static int r_may_lead(const sp_uuid *lib, const sp_uuid *device,
+                      int *may_lead, void *ud) {
+  tc *t = ud;
+  int l = lib_index(t, lib), d = dev_index(t, device);
+
+  *may_lead = l >= 0 && d >= 0 && t->dev[d].may_lead[l];
+  return 0;
+}
+
 static int r_members(const sp_uuid *lib, sp_uuid *out, size_t cap,
                      size_t *count, void *ud) {
   tc *t = ud;
@@ -107,6 +145,9 @@ static int on_event(const sp_event *ev, void *ud) {
     d->counts.last_sync_reason = ev->sync_reason;
     break;
   case SP_EVENT_STEPPED_DOWN:
+    d->counts.last_epoch = ev->epoch;
+    d->counts.last_leader = ev->leader;
+    break;
   case SP_EVENT_ROLE_CONFLICT:
     d->counts.last_epoch = ev->epoch;
     break;
@@ -171,9 +212,24 @@ static tc_tap *tap_for(tc *t, uint64_t stream, int from) {
 }
 
 /* Verbose traces: what the write path's frames carry. */
-static void tap_detail(const sp_msg *m) {
+static void tap_detail(tc *t, const sp_msg *m) {
+  const sp_leader_claim *c = NULL;
   size_t i;
 
+  fprintf(stderr, " epoch %llu", (unsigned long long)m->epoch);
+  if (m->type == SP_MSG_HEARTBEAT && m->u.heartbeat.has_claim) {
+    c = &m->u.heartbeat.claim;
+  } else if (m->type == SP_MSG_ERROR && m->u.error.has_claim) {
+    c = &m->u.error.claim;
+  }
+  if (c) {
+    /* The leaderships in play: who proves which epoch to whom. */
+    fprintf(stderr, " claim %llu by dev%d", (unsigned long long)c->epoch,
+            dev_index(t, &c->leader));
+  }
+  if (m->type == SP_MSG_ERROR) {
+    fprintf(stderr, " %s", sp_err_name(m->u.error.code));
+  }
   if (m->type == SP_MSG_HEARTBEAT && m->u.heartbeat.has_features) {
     fprintf(stderr, " features %llu origin_high %llu",
             (unsigned long long)m->u.heartbeat.features,
@@ -265,11 +321,14 @@ static void tap(tc *t, const sp_mem_delivery *d) {
           msg.u.fetch_entries.since_hash_len) {
         dv->sent.fetch_since_first = (long)msg.u.fetch_entries.since_sequence;
       }
+      if (t->on_msg) {
+        t->on_msg(t, from, dev_index(t, &d->to), d->stream_id, &msg);
+      }
       if (t->verbose) {
         fprintf(stderr, "[%llu ms] dev%d -> msg %d (stream %llu)",
                 (unsigned long long)(t->now / SP_MILLISECONDS), from,
                 (int)msg.type, (unsigned long long)d->stream_id);
-        tap_detail(&msg);
+        tap_detail(t, &msg);
       }
     }
   }
@@ -295,11 +354,15 @@ static int make_node(tc *t, int i) {
   sp_node_config_default(&cfg);
   cfg.device_id = d->id;
   cfg.seed = t->seed * 1000003u + (uint64_t)i;
+  cfg.identity = d->anonymous ? NULL : d->identity;
   reg.user_data = t;
   reg.is_member = r_is_member;
   reg.leader = r_leader;
   reg.members = r_members;
   reg.can_write = r_can_write;
+  reg.device_key = r_device_key;
+  reg.device_by_key = r_device_by_key;
+  reg.may_lead = r_may_lead;
   ev.user_data = d;
   ev.on_event = on_event;
   if (getenv("SP_TEST_LOG")) {
@@ -345,8 +408,18 @@ int tc_init(tc *t, int ndevs, int nlibs, sp_duration latency,
     d->index = i;
     d->id.bytes[0] = 0xd0;
     d->id.bytes[15] = (uint8_t)(i + 1);
+    /* The default allocator: a failing `mem` (failmalloc) tests the
+     * library's allocations, not the test's.  Signatures are
+     * deterministic (RFC 8032) and their length fixed: a random key
+     * changes no byte count, so no seed's run. */
+    rv = sp_identity_generate(&d->identity, &d->id, NULL);
+    if (rv != 0) {
+      return rv;
+    }
+    sp_identity_public_key(d->identity, d->key);
     for (l = 0; l < nlibs; ++l) {
       d->member[l] = 1;
+      d->may_lead[l] = 1;
       rv = sp_mem_store_new(&d->store[l], mem);
       if (rv != 0) {
         return rv;
@@ -380,6 +453,8 @@ void tc_free(tc *t) {
       sp_mem_store_del(d->store[l]);
       d->store[l] = NULL;
     }
+    sp_identity_del(d->identity);
+    d->identity = NULL;
   }
   sp_mem_net_del(t->net);
   for (k = 0; k < t->ntaps; ++k) {
@@ -532,6 +607,23 @@ void tc_append_at(tc *t, int lib, sp_seq seq, size_t payload) {
     abort();
   }
   free(buf);
+}
+
+int tc_inject(tc *t, int dev, uint64_t stream, const sp_msg *m) {
+  const sp_transport *tr = &t->dev[dev].tr;
+  uint8_t buf[512];
+  size_t len;
+  sp_ssize n;
+  int rv = sp_msg_encode(m, buf, sizeof(buf), &len);
+
+  if (rv != 0) {
+    return rv;
+  }
+  n = tr->send(stream, buf, len, tr->user_data);
+  if (n < 0) {
+    return (int)n;
+  }
+  return (size_t)n < len ? 1 : 0;
 }
 
 /* ---- running ---- */

@@ -1,12 +1,15 @@
 /*
  * sp_cluster.h: a simulated cluster for tests: devices with nodes and
- * in-memory stores on one sp_mem_net, a registry, a clock, an event
- * recorder, and a wire tap that decodes every frame on every stream.
+ * in-memory stores on one sp_mem_net, each with its Ed25519 identity, a
+ * registry (members, leader, keys, who may write and lead), a clock, an
+ * event recorder, and a wire tap that decodes every frame on every
+ * stream.
  */
 #ifndef SP_CLUSTER_H
 #define SP_CLUSTER_H
 
 #include "sync_protocol/sync_protocol.h"
+#include "sync_protocol/identity.h"
 
 #define TC_MAX_DEVS 8
 #define TC_MAX_LIBS 3
@@ -21,6 +24,7 @@ typedef struct tc_counts {
   int last_lost;         /* last PEER_LOST code */
   sp_sync_reason last_sync_reason;
   uint64_t last_epoch;   /* STEPPED_DOWN / ROLE_CONFLICT */
+  sp_uuid last_leader;   /* STEPPED_DOWN: whose claim proved the epoch */
   sp_seq last_corrupt_seq; /* LOG_CORRUPT */
 } tc_counts;
 
@@ -45,6 +49,18 @@ typedef struct tc_dev {
   int member[TC_MAX_LIBS];
   /* Listed read-only for the library (registry can_write says 0). */
   int read_only[TC_MAX_LIBS];
+  /* What the registry's may_lead says (tc_init: 1, every member may
+   * lead). */
+  int may_lead[TC_MAX_LIBS];
+  /* The device's key (tc_init; kept across restarts): its node signs its
+   * leaderships with it, and the registry's device_key gives `key`, so
+   * every step-down in a cluster is proven by a real claim. */
+  sp_identity *identity;
+  uint8_t key[SP_PUBLIC_KEY_LEN];
+  /* Set by a test, then tc_restart / tc_boot: the node runs without its
+   * identity (its leaderships carry no claim; the registry still knows
+   * its key). */
+  int anonymous;
   tc_counts counts;
   tc_wire sent;
   /* Fetches sent minus pages ending a request (pipeline depth). */
@@ -64,6 +80,9 @@ struct tc {
   /* Optional extra fault hook run after the tap. */
   int (*fault)(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v);
   void *fault_ud;
+  /* Optional: sees every frame the tap decodes (`to` is -1 for a device
+   * the cluster does not know), before the fault hook's verdict. */
+  void (*on_msg)(tc *t, int from, int to, uint64_t stream, const sp_msg *m);
   /* Optional: sees every event after it is counted. */
   void (*on_event)(tc *t, int dev, const sp_event *ev);
   /* Optional: may wrap a store's vtable before tc_open / tc_open_as hand
@@ -111,6 +130,12 @@ sp_seq tc_append(tc *t, int lib, int n, size_t payload);
 void tc_append_at(tc *t, int lib, sp_seq seq, size_t payload);
 /* Only notify the leader of entries already in its store. */
 void tc_notify(tc *t, int lib);
+
+/* Write `m` as one frame into stream `stream` of device `dev`, as if its
+ * node had sent it (through the fault hook like any bytes).  Returns 0,
+ * 1 if the transport took only part of the frame (the stream is torn),
+ * or a negative code (nothing sent). */
+int tc_inject(tc *t, int dev, uint64_t stream, const sp_msg *m);
 
 /* Run the network and timers until `until` (absolute). */
 void tc_run_until(tc *t, sp_tstamp until);

@@ -26,7 +26,14 @@
  * arrive with a flipped byte, the host does its own full sync in the
  * middle of a recovery, and the leader's host prunes past lagging
  * followers often; a storm of flipped chunks in some seeds makes
- * recoveries use up their restarts and fail.
+ * recoveries use up their restarts and fail.  And leadership claims
+ * (docs/protocol.md section 15): every node signs its leaderships with
+ * its own key and the registry knows every key (sp_cluster.c), so every
+ * stale leader steps down only for a real claim; and a follower forges
+ * a higher epoch to its leader (forge()): a Heartbeat with no claim, a
+ * claim of its own while the registry says it may not lead, one with a
+ * flipped signature bit, one by a device no registry knows, one in
+ * another member's name under its own signature.
  *
  * The hosts keep the contract a host must keep for exactly-once
  * (docs/integration.md 11.8; with two devices, snapshots extend it:
@@ -59,6 +66,8 @@
  *   - the write path's (sp_sim_writes.c): no log holds an origin id twice,
  *     every append carries what was submitted (or the host's replacement)
  *     once and never after a refusal, events agree with the logs;
+ *   - a leader steps down only for an epoch the sim gave some device,
+ *     and its event names that device (claim_event): no forgery deposes;
  *   - the snapshots' (sp_sim_snap.c): a follower with a sink is at every
  *     step either unchanged or on the history, never anything else (a
  *     half-installed state), nor goes back along the history (after a
@@ -86,6 +95,8 @@
  *   sp_sim --seeds N --keep-going      run all, list every failing seed
  *   ... --reliable-streams             drops, duplicates and reorders
  *                                      within a stream become cuts
+ *   ... --valid-forgeries              forge() sends some valid claims:
+ *                                      the seeds they reach must fail
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -99,6 +110,10 @@
 sim *g_sim;
 /* --reliable-streams (diagnosis only: not what ./scripts/test runs). */
 static int g_reliable;
+/* --valid-forgeries (diagnosis only): form 1 of forge() signs with
+ * may_lead left at 1, a valid claim, so claim_event must fail the seed:
+ * the check that no forgery deposes is shown to bite. */
+static int g_valid_forgeries;
 
 /* What the faults and host actions added up to over all seeds. */
 static struct totals {
@@ -107,6 +122,14 @@ static struct totals {
       crash_before_ack, drops, dups, reorders, delays, cuts, corruptions,
       sync_required, read_prunes, unaware, failovers_withheld;
   uint64_t unaware_seed;
+  /* Forged epochs sent, by form (forge()); refusals seen; step-downs
+   * proven by a claim the sim made, and any that were not. */
+  long forged[5], forged_refused, proven, deposed;
+  /* Proven step-downs whose claim a follower relayed (the others came
+   * from the claim's leader itself). */
+  long relayed;
+  /* Forgeries sent as an Error frame. */
+  long forged_errors;
 } tot;
 
 unsigned below(sim *s, unsigned n) {
@@ -278,6 +301,49 @@ static void check_sync_required(sim *s, int dev, const sp_event *ev) {
   }
 }
 
+/* Only a claim the sim really made deposes: the epoch was given (open_dev,
+ * failover) to the device the event names, and no later than now. */
+static void claim_event(sim *s, int dev, const sp_event *ev) {
+  int who = dev_of(s, &ev->leader);
+
+  if (ev->epoch <= s->epoch && ev->epoch < SIM_MAX_EPOCH && who >= 0 &&
+      s->given[ev->epoch] == who && s->mode[dev] != M_LEADER) {
+    tot.proven++;
+    tot.relayed += ev->has_peer && !sp_uuid_equal(&ev->peer_id, &ev->leader);
+    if (s->t.verbose) {
+      fprintf(stderr, "sim: dev%d stepped down: epoch %llu proven by dev%d's "
+              "claim\n", dev, (unsigned long long)ev->epoch, who);
+    }
+    return;
+  }
+  tot.deposed++;
+  fail(s, "dev%d (mode %d) stepped down for epoch %llu by dev%d, but the "
+       "sim gave it to dev%d (current epoch %llu): deposed by a forgery",
+       dev, (int)s->mode[dev], (unsigned long long)ev->epoch, who,
+       ev->epoch < SIM_MAX_EPOCH ? s->given[ev->epoch] : -1,
+       (unsigned long long)s->epoch);
+}
+
+/* A leader's refusal of a forged epoch, on the stream it came in by. */
+static void msg_hook(tc *t, int from, int to, uint64_t stream,
+                     const sp_msg *m) {
+  sim *s = g_sim;
+  size_t i;
+
+  (void)t;
+  (void)from;
+  if (m->type != SP_MSG_ERROR || m->u.error.code != SP_ERR_UNPROVEN_EPOCH) {
+    return;
+  }
+  for (i = 0; i < s->nforgeries; ++i) {
+    if (s->forgeries[i].stream == stream && s->forgeries[i].forger == to) {
+      tot.forged_refused++;
+      s->forgeries[i] = s->forgeries[--s->nforgeries];
+      return;
+    }
+  }
+}
+
 static void event_hook(tc *t, int dev, const sp_event *ev) {
   sim *s = g_sim;
 
@@ -291,6 +357,7 @@ static void event_hook(tc *t, int dev, const sp_event *ev) {
     }
   }
   if (ev->type == SP_EVENT_STEPPED_DOWN) {
+    claim_event(s, dev, ev);
     s->stepped[dev] = 1;
   }
   /* Window and queue agree: a follower that sent no more requests than
@@ -367,6 +434,9 @@ static void open_dev(sim *s, int d) {
   if (d == leader_of(s)) {
     /* Set first: opening may append (its outbox goes into the log). */
     s->mode[d] = M_LEADER;
+    if (s->epoch < SIM_MAX_EPOCH) {
+      s->given[s->epoch] = d;
+    }
     rv = tc_open_as(&s->t, d, LIB, SP_ROLE_LEADER, s->epoch);
   } else {
     rv = tc_open_as(&s->t, d, LIB, SP_ROLE_FOLLOWER, 0);
@@ -654,8 +724,9 @@ static void failover(sim *s) {
     }
     return;
   }
-  /* A host elects a member of the library. */
+  /* A host elects a member of the library, one it lets lead. */
   registry_put_back(s, best);
+  s->t.dev[best].may_lead[LIB] = 1;
   if (s->t.verbose) {
     fprintf(stderr, "sim: failover dev%d -> dev%d (applied %llu, history %llu)\n",
             old, best, (unsigned long long)best_applied,
@@ -690,6 +761,9 @@ static void failover(sim *s) {
     s->epoch++;
     note_cut(s, st.applied);
     s->mode[best] = M_LEADER;
+    if (s->epoch < SIM_MAX_EPOCH) {
+      s->given[s->epoch] = best;
+    }
     rv = sp_handler_set_role(s->t.dev[best].h[LIB], SP_ROLE_LEADER, s->epoch,
                              s->t.now);
     if (rv != 0) {
@@ -718,6 +792,124 @@ static void return_stale(sim *s, int d) {
   }
   tot.stale_returns++;
   s->mode[d] = M_STALE;
+}
+
+/*
+ * A member forges a higher epoch to its leader: a follower writes, into
+ * its stream to the current leader and between two of its own frames, a
+ * Heartbeat at the leader's epoch + k (or, one in four, an Error
+ * SP_ERR_STALE_EPOCH, as a newer leader's refusal reads) with
+ *   0: no claim (half of the Heartbeats with the features elements),
+ *   1: a claim it signed itself while the registry says it may not lead,
+ *   2: a claim it signed itself with one signature bit flipped,
+ *   3: a claim by a device no registry knows (its own key, its own id),
+ *   4: a claim in another member's name (one that may lead), under its
+ *      own signature.
+ * The leader must refuse it (SP_ERR_UNPROVEN_EPOCH, counted when it shows
+ * on that stream; an Error it closes the stream on) and never step down
+ * for it (claim_event).  The same
+ * claim without the fault (form 2) or with may_lead 1 (form 1) would be
+ * valid: a member allowed to lead may take over, which is what failover
+ * does.
+ */
+static void forge(sim *s) {
+  int l = leader_of(s), cand[TC_MAX_DEVS], n = 0, f, d, form, rv;
+  sp_session *x;
+  sp_msg m;
+  sp_leader_claim claim, *c = &claim;
+  uint64_t k;
+  int error;
+
+  if (s->mode[l] != M_LEADER) {
+    return;
+  }
+  for (d = 0; d < s->t.ndevs; ++d) {
+    sp_handler *h = s->t.dev[d].h[LIB];
+    x = h ? h->leader : NULL;
+    /* Between two whole frames of an established stream: nothing of the
+     * node's is pending, its opening frames went out. */
+    if (d != l && s->mode[d] == M_FOLLOWER && x && !x->dead && !x->blocked &&
+        !x->close_after && !x->refused && x->heard && !x->hello_pending &&
+        !x->features_pending && sp_buf_pending(&x->out) == 0 &&
+        sp_uuid_equal(&x->peer, &s->t.dev[l].id)) {
+      cand[n++] = d;
+    }
+  }
+  if (n == 0) {
+    return;
+  }
+  f = cand[below(s, (unsigned)n)];
+  x = s->t.dev[f].h[LIB]->leader;
+  form = (int)below(s, 5);
+  k = chance(s, 1000) ? (uint64_t)1 << (32 + below(s, 31))
+                      : 1 + below(s, 3);
+  memset(&m, 0, sizeof(m));
+  m.type = SP_MSG_HEARTBEAT;
+  m.library_id = s->t.lib[LIB];
+  m.epoch = s->epoch + k;
+  m.u.heartbeat.current_sequence = state_of(s, f).applied;
+  m.u.heartbeat.role = chance(s, 5000) ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
+  m.u.heartbeat.has_features = form != 0 || chance(s, 5000);
+  m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  error = chance(s, 2500);
+  if (form == 3) {
+    rv = sp_leader_claim_sign(c, s->stranger, &m.library_id, m.epoch);
+  } else {
+    rv = sp_leader_claim_sign(c, s->t.dev[f].identity, &m.library_id,
+                              m.epoch);
+  }
+  if (rv != 0) {
+    fail(s, "signing a claim: %s", sp_err_name(rv));
+    return;
+  }
+  if (form == 1) {
+    s->t.dev[f].may_lead[LIB] = g_valid_forgeries;
+  } else if (form == 2) {
+    c->signature[below(s, SP_CLAIM_SIG_LEN)] ^= (uint8_t)(1u << below(s, 8));
+  } else if (form == 4) {
+    d = (int)below(s, (unsigned)s->t.ndevs);
+    d = d == f ? l : d;
+    s->t.dev[d].may_lead[LIB] = 1;
+    c->leader = s->t.dev[d].id;
+  }
+  if (error) {
+    static const char why[] = "this leader is fenced";
+    memset(&m.u, 0, sizeof(m.u));
+    m.type = SP_MSG_ERROR;
+    m.u.error.code = SP_ERR_STALE_EPOCH;
+    m.u.error.message = why;
+    m.u.error.message_len = sizeof(why) - 1;
+    m.u.error.has_claim = form != 0;
+    m.u.error.claim = *c;
+  } else {
+    m.u.heartbeat.has_claim = form != 0;
+    m.u.heartbeat.claim = *c;
+  }
+  if (s->t.verbose) {
+    fprintf(stderr, "sim: dev%d forges epoch %llu to dev%d (form %d%s)\n",
+            f, (unsigned long long)m.epoch, l, form,
+            error ? ", an Error" : "");
+  }
+  rv = tc_inject(&s->t, f, x->stream_id, &m);
+  if (rv < 0) {
+    return;
+  }
+  if (rv > 0) {
+    s->tampered[f] = 1; /* torn: the rest of the frame never left */
+  }
+  tot.forged[form]++;
+  if (error) {
+    tot.forged_errors++;
+    return; /* closed, not answered: no Error answers an Error */
+  }
+  if (s->nforgeries == sizeof(s->forgeries) / sizeof(s->forgeries[0])) {
+    memmove(&s->forgeries[0], &s->forgeries[1],
+            (s->nforgeries - 1) * sizeof(s->forgeries[0]));
+    s->nforgeries--;
+  }
+  s->forgeries[s->nforgeries].stream = x->stream_id;
+  s->forgeries[s->nforgeries].forger = f;
+  s->nforgeries++;
 }
 
 /* What a host does on events: follow after stepping down, full sync when
@@ -1070,6 +1262,8 @@ static void random_step(sim *s) {
     /* A burst past the network's stream window: pushing it outlasts a
      * trip, so requests and pushed pages cross. */
     append(s, 2000 + (int)below(s, 1000));
+  } else if (r < 782) {
+    forge(s);
   }
 }
 
@@ -1204,7 +1398,9 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   memset(s->unaware, 0, sizeof(s->unaware));
   for (d = 0; d < SIM_MAX_EPOCH; ++d) {
     s->epoch_cut[d] = UINT64_MAX;
+    s->given[d] = -1;
   }
+  s->nforgeries = 0;
   writes_reset(s);
   s->failure[0] = '\0';
   s->seed = seed;
@@ -1221,6 +1417,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   s->t.verbose = verbose;
   s->t.fault = fault_hook;
   s->t.on_event = event_hook;
+  s->t.on_msg = msg_hook;
   s->t.store_hook = store_hook;
   configure(s);
   s->faults_on = 1;
@@ -1310,16 +1507,26 @@ int main(int argc, char **argv) {
       keep_going = 1;
     } else if (!strcmp(argv[k], "--reliable-streams")) {
       g_reliable = 1;
+    } else if (!strcmp(argv[k], "--valid-forgeries")) {
+      g_valid_forgeries = 1;
     } else {
       fprintf(stderr,
               "usage: %s [--seeds N] [--first S] | --seed S [--verbose] | "
-              "--soak | --seeds N --keep-going [--reliable-streams]\n",
+              "--soak | --seeds N --keep-going [--reliable-streams] "
+              "[--valid-forgeries]\n",
               argv[0]);
       return 2;
     }
   }
   if (getenv("SP_SIM_SEEDS") && !have_one) {
     count = strtoull(getenv("SP_SIM_SEEDS"), NULL, 10);
+  }
+  {
+    sp_uuid stranger;
+    memset(&stranger, 0xee, sizeof(stranger));
+    if (sp_identity_generate(&s.stranger, &stranger, NULL) != 0) {
+      return 1;
+    }
   }
   s.oracle = calloc(MAX_SEQ, SP_HASH_LEN);
   s.hist_tag = calloc(MAX_SEQ, sizeof(*s.hist_tag));
@@ -1348,6 +1555,7 @@ int main(int argc, char **argv) {
       }
       free(s.oracle);
       writes_free(&s);
+      sp_identity_del(s.stranger);
       sp_decoder_del(s.dec);
       return 1;
     }
@@ -1399,6 +1607,20 @@ int main(int argc, char **argv) {
          " converged %.1f s after the faults stopped (bound %.1f s)\n",
          slowest.seed, (double)slowest.took / SP_SECONDS,
          (double)slowest.bound / SP_SECONDS);
+  printf("sim: leadership: %ld step-downs for the claim's leader itself, "
+         "%ld for a claim relayed by a follower\n", tot.proven - tot.relayed,
+         tot.relayed);
+  printf("sim: forgeries: %ld forged epochs sent to leaders: %ld without "
+         "a claim, %ld by members that may not lead, %ld with a flipped "
+         "signature, %ld by a device no registry knows, %ld in another "
+         "member's name; %ld of them as Error frames\n",
+         tot.forged[0] + tot.forged[1] + tot.forged[2] + tot.forged[3] +
+             tot.forged[4],
+         tot.forged[0], tot.forged[1], tot.forged[2], tot.forged[3],
+         tot.forged[4], tot.forged_errors);
+  printf("claims: %ld step-downs proven, %ld forged epochs refused, %ld "
+         "deposed by forgery\n", tot.proven, tot.forged_refused,
+         tot.deposed);
   printf("writes: %ld submitted, %ld committed exactly once, %ld refused, "
          "%ld lost, %ld duplicated",
          wtot.submitted, wtot.committed_once, wtot.refused, wtot.lost,
@@ -1424,5 +1646,6 @@ int main(int argc, char **argv) {
   free(s.oracle);
   writes_free(&s);
   sp_decoder_del(s.dec);
+  sp_identity_del(s.stranger);
   return failed ? 1 : 0;
 }

@@ -101,6 +101,20 @@ typedef struct sim {
    * refused SP_ERR_READ_ONLY. */
   int ro_dev;
   uint8_t rep_buf[96];
+  /* ---- leadership claims (sp_sim.c) ---- */
+  /* The device the sim made leader at each epoch (open_dev, failover;
+   * -1: none), below SIM_MAX_EPOCH: the only claims that may depose. */
+  int given[SIM_MAX_EPOCH];
+  /* A device no registry knows (process-wide): it signs strangers'
+   * claims. */
+  sp_identity *stranger;
+  /* Streams a forged frame went into, until the leader's refusal shows
+   * on them. */
+  struct forgery {
+    uint64_t stream;
+    int forger;
+  } forgeries[16];
+  size_t nforgeries;
 } sim;
 
 /* The one simulation: fault, event and store hooks reach it here. */
