@@ -276,12 +276,12 @@ static int f_event(const sp_event *ev, void *ud) {
   case SP_EVENT_SNAPSHOT_PROGRESS:
     if (!sh->t_manifest) {
       sh->t_manifest = now;
-      sh->total_size = ev->snapshot.bytes_total;
-      sh->chunk_count = ev->snapshot.chunk_count;
+      sh->total_size = ev->snapshot->bytes_total;
+      sh->chunk_count = ev->snapshot->chunk_count;
       sh->mark = 1;
     }
-    sh->chunks_done = ev->snapshot.chunks_done;
-    if (ev->snapshot.chunks_done == ev->snapshot.chunk_count &&
+    sh->chunks_done = ev->snapshot->chunks_done;
+    if (ev->snapshot->chunks_done == ev->snapshot->chunk_count &&
         !sh->t_chunks) {
       sh->t_chunks = now;
       sh->mark = 2;
@@ -289,8 +289,8 @@ static int f_event(const sp_event *ev, void *ud) {
     break;
   case SP_EVENT_SNAPSHOT_INSTALLED:
     sh->t_installed = now;
-    sh->resumes = ev->snapshot.resumes;
-    sh->restarts = ev->snapshot.restarts;
+    sh->resumes = ev->snapshot->resumes;
+    sh->restarts = ev->snapshot->restarts;
     sh->done = 1;
     break;
   case SP_EVENT_SNAPSHOT_FAILED:

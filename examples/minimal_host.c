@@ -55,9 +55,9 @@ static int on_event(const sp_event *ev, void *user_data) {
     printf("%s: applied entries (%llu, %llu]\n", who,
            (unsigned long long)ev->from_sequence,
            (unsigned long long)ev->to_sequence);
-  } else if (ev->type == SP_EVENT_ACK_RECEIVED) {
+  } else if (ev->type == SP_EVENT_ACK_RECEIVED && ev->progress) {
     printf("%s: follower acknowledged %llu\n", who,
-           (unsigned long long)ev->progress.acked_sequence);
+           (unsigned long long)ev->progress->acked_sequence);
   }
   return 0;
 }
@@ -74,6 +74,10 @@ static sp_node *make_node(sp_mem_net *net, const sp_uuid *id,
   reg.is_member = is_member;
   reg.leader = leader_of;
   reg.members = members;
+  /* No may_lead and no node identity here: only the device leader_of
+   * names may lead, and no frame can depose it.  A host with failover
+   * gives each node its key (cfg.identity, identity.h) and the registry
+   * device_key and may_lead (docs/integration.md, leadership claims). */
   ev.on_event = on_event;
   ev.user_data = (void *)name;
   sp_node_config_default(&cfg);

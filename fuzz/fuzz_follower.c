@@ -524,8 +524,8 @@ static void f_check_event(fsu_world *w, const sp_event *ev) {
     }
     break;
   case SP_EVENT_SNAPSHOT_PROGRESS:
-    if (ev->snapshot.chunks_done > ev->snapshot.chunk_count ||
-        ev->snapshot.bytes_done > ev->snapshot.bytes_total) {
+    if (ev->snapshot->chunks_done > ev->snapshot->chunk_count ||
+        ev->snapshot->bytes_done > ev->snapshot->bytes_total) {
       fsu_fail("snapshot progress past its totals");
     }
     break;

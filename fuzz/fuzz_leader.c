@@ -428,10 +428,12 @@ static void l_check_event(fsu_world *w, const sp_event *ev) {
     }
     break;
   case SP_EVENT_ACK_RECEIVED:
-    if (!ev->has_peer || ev->progress.acked_sequence > c->latest ||
-        !sp_uuid_equal(&ev->progress.device_id, &ev->peer_id)) {
+    if (!ev->has_peer || !ev->progress ||
+        ev->progress->acked_sequence > c->latest ||
+        !sp_uuid_equal(&ev->progress->device_id, &ev->peer_id)) {
       fsu_fail("ack event for %llu, the log ends at %llu",
-               (unsigned long long)ev->progress.acked_sequence,
+               ev->progress ? (unsigned long long)ev->progress->acked_sequence
+                            : 0ull,
                (unsigned long long)c->latest);
     }
     break;

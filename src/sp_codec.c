@@ -148,6 +148,7 @@ int sp_decoder_new(sp_decoder **pdec, const sp_mem *mem) {
   if (!pdec) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  *pdec = NULL;
   sp_mem_resolve(&m, mem);
   dec = sp_calloc(&m, 1, sizeof(*dec));
   if (!dec) {

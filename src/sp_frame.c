@@ -39,6 +39,9 @@ int sp_frame_reader_new(sp_frame_reader **preader, size_t max_frame,
   sp_mem m;
   sp_frame_reader *r;
 
+  if (preader) {
+    *preader = NULL;
+  }
   if (!preader || max_frame > SP_MAX_FRAME_LIMIT) {
     return SP_ERR_INVALID_ARGUMENT;
   }

@@ -27,6 +27,9 @@ int sp_node_new(sp_node **pnode, const sp_node_config *cfg,
   sp_node *node;
   int rv;
 
+  if (pnode) {
+    *pnode = NULL;
+  }
   if (!pnode || !cfg || !registry || !transport) {
     return SP_ERR_INVALID_ARGUMENT;
   }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sp_abi.h"
 #include "sp_core.h"
 
 /* After a recovery gave up: the first wait before the next, and the
@@ -67,8 +68,10 @@ static void progress_of(const sp_handler *h, sp_snapshot_progress *p) {
 static void emit(sp_handler *h, const sp_session *s, sp_event_type type,
                  int code, const char *message) {
   sp_event ev = {0};
+  sp_snapshot_progress snap;
 
-  progress_of(h, &ev.snapshot);
+  progress_of(h, &snap);
+  ev.snapshot = &snap;
   ev.error_code = code;
   ev.message = message;
   if (type == SP_EVENT_SNAPSHOT_INSTALLED) {
@@ -102,8 +105,8 @@ static void fail(sp_handler *h, sp_session *s, int why) {
            sp_strerror(why == SP_ERR_SNAPSHOT_FAILED && h->snap.last_error
                            ? h->snap.last_error
                            : why));
-  sp_log(node, SP_LOG_WARN, "%s; next try in %llu s", text,
-         (unsigned long long)((h->snap_fail_until - node->now) / SP_SECONDS));
+  sp_hlog(h, NULL, SP_LOG_WARN, "%s; next try in %llu s", text,
+          (unsigned long long)((h->snap_fail_until - node->now) / SP_SECONDS));
   emit(h, s, SP_EVENT_SNAPSHOT_FAILED, why, text);
 }
 
@@ -167,8 +170,8 @@ static void installed(sp_session *s) {
   }
   h->snap_fail_backoff = 0;
   h->snap_fail_until = h->snap_wake_at = 0;
-  sp_log(h->node, SP_LOG_INFO, "snapshot installed at %llu",
-         (unsigned long long)h->snap.info.sequence);
+  sp_hlog(h, NULL, SP_LOG_INFO, "snapshot installed at %llu",
+          (unsigned long long)h->snap.info.sequence);
   emit(h, s, SP_EVENT_SNAPSHOT_INSTALLED, 0, NULL);
   (void)sp_follower_resync(h);
 }
@@ -191,9 +194,9 @@ static void committed(sp_session *s, int rv) {
     return;
   }
   h->snap_retry_armed = 0;
-  sp_log(h->node, SP_LOG_WARN,
-         "snapshot at %llu could not be installed (%s): restarting",
-         (unsigned long long)f->info.sequence, sp_err_name(f->last_error));
+  sp_hlog(h, NULL, SP_LOG_WARN,
+          "snapshot at %llu could not be installed (%s): restarting",
+          (unsigned long long)f->info.sequence, sp_err_name(f->last_error));
   emit(h, s, SP_EVENT_SNAPSHOT_PROGRESS, 0, NULL);
 }
 
@@ -250,9 +253,9 @@ static void checked(sp_session *s, int ok) {
   } else if (rv != 0) {
     failed(s, rv, "check");
   } else {
-    sp_log(h->node, SP_LOG_WARN,
-           "snapshot at %llu is not on the leader's chain: restarting",
-           (unsigned long long)h->snap.info.sequence);
+    sp_hlog(h, NULL, SP_LOG_WARN,
+            "snapshot at %llu is not on the leader's chain: restarting",
+            (unsigned long long)h->snap.info.sequence);
   }
 }
 
@@ -416,7 +419,7 @@ sp_tstamp sp_recover_session_expiry(const sp_session *s) {
 
 void sp_recover_session_expire(sp_session *s, sp_tstamp now) {
   if (now >= stall_at(s)) {
-    sp_log(s->node, SP_LOG_WARN, "snapshot answer did not arrive");
+    sp_slog(s, SP_LOG_WARN, "snapshot answer did not arrive");
     sp_session_close(s, SP_ERR_STALLED);
   }
   /* A request held back by its backoff goes out with the pump that
@@ -477,9 +480,9 @@ void sp_recover_abandon(sp_handler *h) {
    * is tried again when the next recovery starts, which resumes nothing
    * meanwhile. */
   if (sp_snap_fol_abandon(&h->snap) != 0) {
-    sp_log(h->node, SP_LOG_WARN,
-           "could not discard the abandoned snapshot: retried at the next "
-           "recovery");
+    sp_hlog(h, NULL, SP_LOG_WARN,
+            "could not discard the abandoned snapshot: retried at the next "
+            "recovery");
   }
 }
 
@@ -511,18 +514,27 @@ void sp_recover_expire(sp_handler *h, sp_tstamp now) {
   /* The backoff after a failure is over: a fresh stream, whose
    * SyncRequired starts a new recovery. */
   h->snap_wake_at = 0;
-  sp_log(h->node, SP_LOG_INFO, "trying snapshot recovery again");
+  sp_hlog(h, NULL, SP_LOG_INFO, "trying snapshot recovery again");
   (void)sp_follower_resync(h);
 }
 
-int sp_handler_snapshot_status(const sp_handler *h,
-                               sp_snapshot_progress *out) {
+/* Version 2 of the struct must add its size here. */
+_Static_assert(SP_SNAPSHOT_PROGRESS_VERSION == 1, "sp_snapshot_progress sizes");
+
+int sp_handler_snapshot_status_versioned(const sp_handler *h, int version,
+                                         sp_snapshot_progress *out) {
+  sp_snapshot_progress full;
+
   if (!h || !out) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (version != 1) {
+    return SP_ERR_VERSION;
   }
   if (!h->has_snap_sink || !h->snap_used) {
     return SP_ERR_NOT_FOUND;
   }
-  progress_of(h, out);
+  progress_of(h, &full);
+  sp_abi_copy(out, &full, SP_ABI_END(sp_snapshot_progress, restarts));
   return 0;
 }

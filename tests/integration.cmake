@@ -5,7 +5,7 @@ target_link_libraries(sp_cluster PUBLIC sp_testutil)
 
 set(SP_INTEGRATION_TESTS leader follower node failmalloc session handler waits
     mem_transport serve leader_keys node_bounds fetch_window takeover
-    leader_addr admit writer recover events claim_handler)
+    leader_addr admit writer recover events claim_handler abi log)
 foreach(t ${SP_INTEGRATION_TESTS})
   sp_add_test(sp_${t}_test SOURCES sp_${t}_test.c LABELS integration
     LIBS sp_cluster)
@@ -41,3 +41,10 @@ add_test(NAME sp_sim COMMAND sp_sim --seeds ${SP_SIM_SEEDS})
 # nothing half-installed nor looping, then the final verdict.
 set_tests_properties(sp_sim PROPERTIES LABELS sim TIMEOUT 1800
   PASS_REGULAR_EXPRESSION "claims: [1-9][0-9]* step-downs proven, [1-9][0-9]* forged epochs refused, 0 deposed by forgery\nwrites: [0-9]+ submitted, [^\n]*refused, 0 lost, 0 duplicated\nsnapshots: [1-9][0-9]* installed, [0-9]+ resumed, 0 half-installed, 0 loops\nsim: [0-9]+ seeds [^\n]*, 0 invariant violations")
+# The ABI test also calls the optional modules' versioned getters.
+if(SP_WITH_SQLITE)
+  target_link_libraries(sp_abi_test PRIVATE PkgConfig::SQLITE)
+endif()
+if(SP_WITH_QUIC)
+  target_link_libraries(sp_abi_test PRIVATE PkgConfig::NGTCP2)
+endif()

@@ -407,11 +407,11 @@ static void on_event(tc *t, int dev, const sp_event *ev) {
   switch (ev->type) {
   case SP_EVENT_SNAPSHOT_PROGRESS:
     f->progress++;
-    f->last = ev->snapshot;
-    if (ev->snapshot.chunks_done == 0) {
+    f->last = *ev->snapshot;
+    if (ev->snapshot->chunks_done == 0) {
       f->src.corrupt_armed = 1; /* the manifest is out */
     }
-    if (f->cut_at_chunks && ev->snapshot.chunks_done == f->cut_at_chunks) {
+    if (f->cut_at_chunks && ev->snapshot->chunks_done == f->cut_at_chunks) {
       f->cut_at_chunks = 0;
       f->cut_now = 1;
     }
@@ -431,14 +431,14 @@ static void on_event(tc *t, int dev, const sp_event *ev) {
     assert_int_equal(vt.state(&st, vt.user_data), 0);
     assert_int_equal(st.applied, ev->to_sequence);
     f->epoch_at_install = st.epoch;
-    f->last = ev->snapshot;
+    f->last = *ev->snapshot;
     break;
   }
   case SP_EVENT_SNAPSHOT_FAILED:
     f->failed++;
     f->last_failed_code = ev->error_code;
     assert_non_null(ev->message);
-    f->last = ev->snapshot;
+    f->last = *ev->snapshot;
     break;
   default:
     break;

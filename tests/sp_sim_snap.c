@@ -697,7 +697,7 @@ static void loop_found(sim *s, int d, const char *why) {
 }
 
 static void check_progress(sim *s, int d, const sp_event *ev) {
-  const sp_snapshot_progress *p = &ev->snapshot;
+  const sp_snapshot_progress *p = ev->snapshot;
 
   if (p->bytes_done > p->bytes_total || p->chunks_done > p->chunk_count) {
     fail(s, "dev%d: snapshot progress %llu of %llu bytes, %llu of %llu "
@@ -722,8 +722,8 @@ static void on_installed(sim *s, int d, const sp_event *ev) {
   stot.installed++;
   stot.seeds += !g_seed_installed;
   g_seed_installed = 1;
-  stot.resumed += ev->snapshot.resumes;
-  stot.restarts += ev->snapshot.restarts;
+  stot.resumed += ev->snapshot->resumes;
+  stot.restarts += ev->snapshot->restarts;
   if ((st.applied != at || at > s->oracle_len ||
        memcmp(st.head_hash, s->oracle[at], SP_HASH_LEN) != 0) &&
       !unaware_divergence(s, d, &st)) {
@@ -737,8 +737,8 @@ static void on_installed(sim *s, int d, const sp_event *ev) {
   if (s->t.verbose) {
     fprintf(stderr, "sim: dev%d installed a snapshot at %llu (%llu bytes, "
             "%u resumes, %u restarts)\n", d, (unsigned long long)at,
-            (unsigned long long)ev->snapshot.bytes_total,
-            ev->snapshot.resumes, ev->snapshot.restarts);
+            (unsigned long long)ev->snapshot->bytes_total,
+            ev->snapshot->resumes, ev->snapshot->restarts);
   }
   sd->failed = 0;
   sd->too_large = 0;
@@ -784,8 +784,8 @@ void snap_event(sim *s, int d, const sp_event *ev) {
   case SP_EVENT_SNAPSHOT_FAILED:
     check_progress(s, d, ev);
     stot.failed++;
-    stot.resumed += ev->snapshot.resumes;
-    stot.restarts += ev->snapshot.restarts;
+    stot.resumed += ev->snapshot->resumes;
+    stot.restarts += ev->snapshot->restarts;
     sd->failed = 1;
     sd->too_large = ev->error_code == SP_ERR_SNAPSHOT_TOO_LARGE;
     stot.too_large += sd->too_large;

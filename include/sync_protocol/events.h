@@ -18,7 +18,20 @@ extern "C" {
 #endif
 
 #define SP_EVENTS_VERSION 1
-#define SP_EVENTS_INIT {SP_EVENTS_VERSION, NULL, NULL, NULL, 0}
+#define SP_EVENTS_INIT {SP_EVENTS_VERSION, NULL, NULL, NULL, SP_LOG_ERROR}
+
+/*
+ * Output structs grow.  Each caller-allocated output struct has a version
+ * (SP_<NAME>_VERSION, raised when fields are added at its end); its getter
+ * is exported as `<getter>_versioned(..., version, out)` and the header's
+ * short name is a macro passing the version the caller compiled against.
+ * The library writes only the bytes that version has, so a program built
+ * against an older header keeps working with a newer library.
+ */
+
+/* sp_follower_progress's version (sp_handler_follower_progress,
+ * sp_handler_list_followers). */
+#define SP_FOLLOWER_PROGRESS_VERSION 1
 
 /* A leader's view of one follower. */
 typedef struct sp_follower_progress {
@@ -82,7 +95,9 @@ typedef enum sp_event_type {
    * event per failure episode, not one per retry.  `error_code` is the
    * store's own code when it returned an sp_error (SP_ERR_IO,
    * SP_ERR_STORE_CORRUPT...), else SP_ERR_STORE; `message` says which
-   * call failed.  Until the episode ends the follower retries with its
+   * call failed and why, in the store's words when its vtable has
+   * `errmsg` (sys/store.h): "store apply failed: database or disk is
+   * full".  Until the episode ends the follower retries with its
    * backoff (reconnect_min doubling to reconnect_max) and refuses the
    * leader's streams in between (SP_ERR_BACKING_OFF).  The episode ends
    * with SP_EVENT_STORE_RECOVERED. */
@@ -150,6 +165,9 @@ typedef enum sp_snapshot_state {
   SP_SNAPSHOT_FAILED = 3       /* the last one gave up */
 } sp_snapshot_state;
 
+/* sp_snapshot_progress's version (sp_handler_snapshot_status). */
+#define SP_SNAPSHOT_PROGRESS_VERSION 1
+
 typedef struct sp_snapshot_progress {
   sp_snapshot_state state;
   /* S of the snapshot being (or last) transferred; 0 before a manifest. */
@@ -166,6 +184,11 @@ typedef struct sp_snapshot_progress {
   uint32_t restarts;
 } sp_snapshot_progress;
 
+/*
+ * Built by the library and valid during on_event only.  It grows only at
+ * its end (a host never allocates one); the structs it points to grow the
+ * same way, which is why it holds pointers to them and not copies.
+ */
 typedef struct sp_event {
   sp_event_type type;
   sp_uuid library_id;
@@ -183,8 +206,9 @@ typedef struct sp_event {
    * LOG_CORRUPT: to_sequence is the first corrupt row. */
   sp_seq from_sequence;
   sp_seq to_sequence;
-  /* SP_EVENT_ACK_RECEIVED. */
-  sp_follower_progress progress;
+  /* SP_EVENT_ACK_RECEIVED: the follower's progress (NULL when the
+   * event has none). */
+  const sp_follower_progress *progress;
   /* SP_EVENT_SYNC_REQUIRED_*: reason and sequences. */
   sp_sync_reason sync_reason;
   sp_seq leader_latest;
@@ -194,12 +218,20 @@ typedef struct sp_event {
   uint64_t epoch;
   /* SP_EVENT_SUBMISSION_*: the submission's origin_seq. */
   uint64_t origin_seq;
-  /* SP_EVENT_SNAPSHOT_*: the recovery's progress. */
-  sp_snapshot_progress snapshot;
+  /* SP_EVENT_SNAPSHOT_*: the recovery's progress (NULL for other
+   * events). */
+  const sp_snapshot_progress *snapshot;
   /* SP_EVENT_STEPPED_DOWN: the device whose leadership claim proved
    * `epoch` (docs/protocol.md section 15); it may differ from the peer,
    * a follower that relayed the claim. */
   sp_uuid leader;
+  /* SP_EVENT_STORE_FAILED: the parts of `message` apart, for a host
+   * that words its own: the store call that failed ("apply", "state",
+   * "epoch record", "snapshot commit"...) and the cause (the store's
+   * errmsg, else sp_strerror(error_code)).  NULL for other events; valid
+   * during the callback. */
+  const char *store_call;
+  const char *store_cause;
 } sp_event;
 
 typedef enum sp_log_level {

@@ -28,10 +28,17 @@ SP_API int sp_mem_store_new(sp_mem_store **pstore, const sp_mem *mem);
 SP_API void sp_mem_store_del(sp_mem_store *store);
 
 /*
- * Fill `*out` with the store's vtable (user_data is `store`).  The store
- * must outlive every handler given the vtable.
+ * Fill `*out` with the store's vtable (user_data is `store`) as struct
+ * version `version` (SP_STORE_VERSION: the macro
+ * sp_mem_store_get_vtable(store, out) passes it; out->version is set to
+ * it and only that version's bytes are written).  The store must outlive
+ * every handler given the vtable.  Returns 0, SP_ERR_INVALID_ARGUMENT or
+ * SP_ERR_VERSION (a version this build does not know).
  */
-SP_API void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out);
+SP_API int sp_mem_store_get_vtable_versioned(sp_mem_store *store, int version,
+                                             sp_store *out);
+#define sp_mem_store_get_vtable(store, out)                                \
+  sp_mem_store_get_vtable_versioned((store), SP_STORE_VERSION, (out))
 
 /*
  * Leader: append a copy of `entry` as the next entry.  If
@@ -82,14 +89,15 @@ SP_API int sp_mem_store_copy_from(sp_mem_store *store,
                                   const sp_mem_store *src);
 
 /*
- * Make the next `count` calls to the vtable's `apply` fail with
- * SP_ERR_STORE before changing anything: fault injection for tests.
+ * TESTING ONLY (fault injection): make the next `count` calls to the
+ * vtable's `apply` fail with SP_ERR_STORE before changing anything.
  */
 SP_API void sp_mem_store_fail_applies(sp_mem_store *store, unsigned count);
 
 /*
- * Make the next `count` calls to the vtable's `append` (version 3) fail
- * with SP_ERR_STORE before changing anything: fault injection for tests.
+ * TESTING ONLY (fault injection): make the next `count` calls to the
+ * vtable's `append` (version 3) fail with SP_ERR_STORE before changing
+ * anything.
  */
 SP_API void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count);
 
@@ -106,10 +114,19 @@ SP_API void sp_mem_store_fail_appends(sp_mem_store *store, unsigned count);
  * images, the least recently used dropped first.  `open` with an id
  * already kept makes a new image; one still open stays readable through
  * its handle until closed.  The store must outlive
- * every handler given the source.
+ * every handler given the source.  Written as struct version `version`
+ * (SP_SNAPSHOT_SOURCE_VERSION: the macro
+ * sp_mem_store_snapshot_source(store, out) passes it; out->version is set
+ * to it and only that version's bytes are written).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a version this build does
+ * not know).
  */
-SP_API void sp_mem_store_snapshot_source(sp_mem_store *store,
-                                         sp_snapshot_source *out);
+SP_API int sp_mem_store_snapshot_source_versioned(sp_mem_store *store,
+                                                  int version,
+                                                  sp_snapshot_source *out);
+#define sp_mem_store_snapshot_source(store, out)                           \
+  sp_mem_store_snapshot_source_versioned((store),                          \
+                                         SP_SNAPSHOT_SOURCE_VERSION, (out))
 
 /*
  * Fill `*out` with a snapshot sink into this store (sys/snapshot.h;
@@ -122,10 +139,18 @@ SP_API void sp_mem_store_snapshot_source(sp_mem_store *store,
  * outbox rules of a full sync); then the store's state is S, link(S) and
  * the higher of its old epoch and the snapshot's, and nothing is
  * pending.  The store must outlive
- * every handler given the sink.
+ * every handler given the sink.  Written as struct version `version`
+ * (SP_SNAPSHOT_SINK_VERSION: the macro sp_mem_store_snapshot_sink(store,
+ * out) passes it; out->version is set to it and only that version's bytes
+ * are written).  Returns 0, SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a
+ * version this build does not know).
  */
-SP_API void sp_mem_store_snapshot_sink(sp_mem_store *store,
-                                       sp_snapshot_sink *out);
+SP_API int sp_mem_store_snapshot_sink_versioned(sp_mem_store *store,
+                                                int version,
+                                                sp_snapshot_sink *out);
+#define sp_mem_store_snapshot_sink(store, out)                             \
+  sp_mem_store_snapshot_sink_versioned((store), SP_SNAPSHOT_SINK_VERSION,  \
+                                       (out))
 
 #ifdef __cplusplus
 }

@@ -65,7 +65,9 @@ typedef struct sp_mem_net_config {
   /* Bytes a stream direction holds undelivered before `send` would block
    * (256 KiB). */
   size_t stream_window;
-  /* Optional fault hook; returns 0 or non-zero (treated as DELIVER). */
+  /* TESTING ONLY (fault injection, like the rest of this transport):
+   * optional hook that may drop, delay or cut deliveries; returns 0 or
+   * non-zero (treated as DELIVER). */
   int (*fault)(const sp_mem_delivery *d, sp_mem_verdict *verdict,
                void *user_data);
   void *fault_user_data;
@@ -87,12 +89,19 @@ SP_API void sp_mem_net_del(sp_mem_net *net);
 
 /*
  * sp_mem_net_add_device registers `device` and fills `*transport` with the
- * vtable its node must be created with.  The device is unreachable until
- * sp_mem_net_attach.  Returns 0, SP_ERR_EXISTS, SP_ERR_INVALID_ARGUMENT or
- * SP_ERR_NOMEM.
+ * vtable its node must be created with, as struct version `version`
+ * (SP_TRANSPORT_VERSION: the macro sp_mem_net_add_device(net, device,
+ * transport) passes it; only that version's bytes are written).  The
+ * device is unreachable until sp_mem_net_attach.  Returns 0,
+ * SP_ERR_EXISTS, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION (a version this
+ * build does not know) or SP_ERR_NOMEM.
  */
-SP_API int sp_mem_net_add_device(sp_mem_net *net, const sp_uuid *device,
-                                 sp_transport *transport);
+SP_API int sp_mem_net_add_device_versioned(sp_mem_net *net,
+                                           const sp_uuid *device, int version,
+                                           sp_transport *transport);
+#define sp_mem_net_add_device(net, device, transport)                      \
+  sp_mem_net_add_device_versioned((net), (device), SP_TRANSPORT_VERSION,   \
+                                  (transport))
 
 /*
  * sp_mem_net_attach binds the node created with that vtable (the node is
@@ -151,6 +160,9 @@ SP_API sp_tstamp sp_mem_net_get_expiry(const sp_mem_net *net);
  */
 SP_API int sp_mem_net_run(sp_mem_net *net, sp_tstamp now);
 
+/* sp_mem_net_stats's version (sp_mem_net_get_stats). */
+#define SP_MEM_NET_STATS_VERSION 1
+
 /* Counters since creation. */
 typedef struct sp_mem_net_stats {
   uint64_t bytes_sent;
@@ -161,8 +173,15 @@ typedef struct sp_mem_net_stats {
   uint64_t connections_opened;
 } sp_mem_net_stats;
 
-/* Fill `*out` with the counters. */
-SP_API void sp_mem_net_get_stats(const sp_mem_net *net, sp_mem_net_stats *out);
+/* Fill `*out` with the counters, as struct version `version`
+ * (SP_MEM_NET_STATS_VERSION: the macro sp_mem_net_get_stats(net, out)
+ * passes it; only the bytes of that version are written).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a version this build does not
+ * know). */
+SP_API int sp_mem_net_get_stats_versioned(const sp_mem_net *net, int version,
+                                          sp_mem_net_stats *out);
+#define sp_mem_net_get_stats(net, out)                                     \
+  sp_mem_net_get_stats_versioned((net), SP_MEM_NET_STATS_VERSION, (out))
 
 #ifdef __cplusplus
 }

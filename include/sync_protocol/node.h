@@ -328,22 +328,42 @@ SP_API int sp_handler_wait_acks(sp_handler *handler, sp_seq sequence,
                                 sp_tstamp now);
 
 /*
- * Leader: the progress of follower `device` (registered or connected).
- * Returns 0, SP_ERR_NOT_FOUND, SP_ERR_INVALID_STATE (not leader).
+ * Leader: the progress of follower `device` (registered or connected),
+ * written as struct version `version` (SP_FOLLOWER_PROGRESS_VERSION: the
+ * macro sp_handler_follower_progress(handler, device, now, out) passes
+ * it; only the bytes of that version are written).
+ * Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION (a version this
+ * build does not know), SP_ERR_NOT_FOUND, SP_ERR_INVALID_STATE (not
+ * leader).
  */
-SP_API int sp_handler_follower_progress(sp_handler *handler,
-                                        const sp_uuid *device, sp_tstamp now,
-                                        sp_follower_progress *out);
+SP_API int sp_handler_follower_progress_versioned(sp_handler *handler,
+                                                  const sp_uuid *device,
+                                                  sp_tstamp now, int version,
+                                                  sp_follower_progress *out);
+#define sp_handler_follower_progress(handler, device, now, out)            \
+  sp_handler_follower_progress_versioned((handler), (device), (now),       \
+                                         SP_FOLLOWER_PROGRESS_VERSION, (out))
 
 /*
- * Leader: copy the progress of up to `cap` known followers into `out` and
- * return how many are known (may exceed `cap`), or a negative error.
- * Known: the members found at the last re-read of the registry (see
- * sp_handler_registry_changed) and members that connected since.
+ * Leader: copy the progress of up to `cap` known followers into the array
+ * `out` and return how many are known (may exceed `cap`), or a negative
+ * error.  The array's elements are sp_follower_progress of struct version
+ * `version`: the stride is that version's size (the macro
+ * sp_handler_list_followers(handler, out, cap, now) passes
+ * SP_FOLLOWER_PROGRESS_VERSION).  Known: the members found at the last
+ * re-read of the registry (see sp_handler_registry_changed) and members
+ * that connected since.  Returns the count, SP_ERR_INVALID_ARGUMENT,
+ * SP_ERR_VERSION (a version this build does not know) or
+ * SP_ERR_INVALID_STATE (not leader).
  */
-SP_API sp_ssize sp_handler_list_followers(sp_handler *handler,
-                                          sp_follower_progress *out,
-                                          size_t cap, sp_tstamp now);
+SP_API sp_ssize sp_handler_list_followers_versioned(sp_handler *handler,
+                                                    int version,
+                                                    sp_follower_progress *out,
+                                                    size_t cap,
+                                                    sp_tstamp now);
+#define sp_handler_list_followers(handler, out, cap, now)                  \
+  sp_handler_list_followers_versioned((handler), SP_FOLLOWER_PROGRESS_VERSION, \
+                                      (out), (cap), (now))
 
 /*
  * Leader: store in `*floor` the highest sequence every registered follower
@@ -366,7 +386,9 @@ SP_API int sp_handler_retention_floor(sp_handler *handler, sp_seq *floor);
  * added starts from its position kept with the log, if any.  Waits for "every follower" are re-checked.  Without
  * this call the leader sees the change at its next scheduled re-read
  * (cfg.registry_refresh_interval).  A follower reads the registry on every
- * connect and has nothing to do.  Call it outside the node's callbacks.
+ * connect.  Every role: a leadership claim of another device the handler
+ * holds (sp_handler_leader_claim) is checked again against the registry
+ * and dropped if it no longer holds.  Call it outside the node's callbacks.
  * Returns 0, SP_ERR_INVALID_ARGUMENT (NULL), SP_ERR_REGISTRY (the member
  * list could not be read: nothing changed), or a fatal code.
  */
@@ -428,8 +450,9 @@ SP_API int sp_handler_resync_done(sp_handler *handler, sp_tstamp now);
  * event and retried on the handler's timers (reconnect_min doubling to
  * reconnect_max) until a drain succeeds or the term ends (a role change,
  * stepping down); it is not returned.  Returns 0,
- * SP_ERR_INVALID_ARGUMENT (epoch not higher for a leader), SP_ERR_STORE,
- * or a fatal code.
+ * SP_ERR_INVALID_ARGUMENT (epoch not higher for a leader, or not above
+ * the epoch of another device's leadership claim the handler holds, see
+ * sp_handler_leader_claim), SP_ERR_STORE, or a fatal code.
  */
 SP_API int sp_handler_set_role(sp_handler *handler, sp_role role,
                                uint64_t epoch, sp_tstamp now);
@@ -507,6 +530,9 @@ SP_API int sp_handler_wait_committed(sp_handler *handler, uint64_t origin_seq,
                                      sp_tstamp deadline, sp_commit_wait_cb cb,
                                      void *user_data, sp_tstamp now);
 
+/* sp_outbox_status's version (sp_handler_outbox_status). */
+#define SP_OUTBOX_STATUS_VERSION 1
+
 /* The write path's state, for status displays. */
 typedef struct sp_outbox_status {
   /* Submissions not yet committed or refused, and their payload bytes. */
@@ -518,10 +544,18 @@ typedef struct sp_outbox_status {
   int leader_accepts;
 } sp_outbox_status;
 
-/* Fill `*out`.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_NOT_SUPPORTED,
- * SP_ERR_STORE. */
-SP_API int sp_handler_outbox_status(sp_handler *handler,
-                                    sp_outbox_status *out);
+/* Fill `*out` as struct version `version` (SP_OUTBOX_STATUS_VERSION: the
+ * macro sp_handler_outbox_status(handler, out) passes it).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION (a version this build does not
+ * know), SP_ERR_NOT_SUPPORTED, SP_ERR_STORE. */
+SP_API int sp_handler_outbox_status_versioned(sp_handler *handler,
+                                              int version,
+                                              sp_outbox_status *out);
+#define sp_handler_outbox_status(handler, out)                             \
+  sp_handler_outbox_status_versioned((handler), SP_OUTBOX_STATUS_VERSION, (out))
+
+/* sp_handler_status's version (sp_handler_get_status). */
+#define SP_HANDLER_STATUS_VERSION 2
 
 /* A handler's state, for status displays. */
 typedef struct sp_handler_status {
@@ -537,11 +571,23 @@ typedef struct sp_handler_status {
   int sync_required;
   /* Leader: 1 once it met a higher epoch and stopped serving. */
   int stepped_down;
+  /* Version 2. */
+  /* Follower without a stream to the leader: when it dials next (the
+   * clock the host passes in, e.g. to sp_node_handle_expiry; at or
+   * before "now" means at the next call).  0 while a stream exists, for
+   * a leader, and while stopped by SyncRequired. */
+  sp_tstamp next_attempt;
 } sp_handler_status;
 
-/* Fill `*out`.  Returns 0 or SP_ERR_INVALID_ARGUMENT. */
-SP_API int sp_handler_get_status(const sp_handler *handler,
-                                 sp_handler_status *out);
+/* Fill `*out` as struct version `version` (SP_HANDLER_STATUS_VERSION: the
+ * macro sp_handler_get_status(handler, out) passes it; only the bytes of
+ * that version are written).  Returns 0, SP_ERR_INVALID_ARGUMENT or
+ * SP_ERR_VERSION (a version this build does not know). */
+SP_API int sp_handler_get_status_versioned(const sp_handler *handler,
+                                           int version,
+                                           sp_handler_status *out);
+#define sp_handler_get_status(handler, out)                                \
+  sp_handler_get_status_versioned((handler), SP_HANDLER_STATUS_VERSION, (out))
 
 /*
  * Copy into `*out` the highest-epoch leadership claim the handler holds
@@ -556,12 +602,18 @@ SP_API int sp_handler_leader_claim(const sp_handler *handler,
 
 /*
  * Follower with a snapshot sink: the progress of the snapshot recovery
- * under way, or of the last one (`out->state` says which).  Returns 0,
- * SP_ERR_INVALID_ARGUMENT, or SP_ERR_NOT_FOUND (no recovery since the
- * handler was created).
+ * under way, or of the last one (`out->state` says which), written as
+ * struct version `version` (SP_SNAPSHOT_PROGRESS_VERSION: the macro
+ * sp_handler_snapshot_status(handler, out) passes it).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION (a version this build does not
+ * know), or SP_ERR_NOT_FOUND (no recovery since the handler was created).
  */
-SP_API int sp_handler_snapshot_status(const sp_handler *handler,
-                                      sp_snapshot_progress *out);
+SP_API int sp_handler_snapshot_status_versioned(const sp_handler *handler,
+                                                int version,
+                                                sp_snapshot_progress *out);
+#define sp_handler_snapshot_status(handler, out)                           \
+  sp_handler_snapshot_status_versioned((handler),                          \
+                                       SP_SNAPSHOT_PROGRESS_VERSION, (out))
 
 #ifdef __cplusplus
 }

@@ -106,13 +106,17 @@ typedef struct sp_quic_config {
   /* 1: send with UDP GSO where the kernel allows, falling back to
    * sendmmsg; 0: sendmmsg only (1). */
   int gso;
-  /* The ALPN offered and required.  Leave SP_ALPN: another value exists
-   * only to test that peers refuse it.  Copied. */
+  /* TESTING ONLY: the ALPN offered and required (SP_ALPN).  A host
+   * leaves the default; another value exists only so tests can check
+   * that peers refuse it, and such an endpoint talks to no real peer.
+   * Copied. */
   const char *alpn;
   /* Optional doorbell callback, see sp_quic_wake_cb. */
   sp_quic_wake_cb on_wake;
   void *wake_user_data;
-  /* Optional: ngtcp2's and this module's debug lines go to stderr when 1. */
+  /* Optional: 1 adds this module's debug lines and ngtcp2's (one per
+   * packet: for debugging only) to on_log, at SP_LOG_DEBUG.  Nothing is
+   * ever written to stderr. */
   int debug;
   /* Version 2.  A connection carrying streams that has sent and received
    * nothing for this long sends a QUIC PING (5 s; 0: never; at most
@@ -141,7 +145,11 @@ typedef struct sp_quic_config {
    * expected; a connection the peer closed with an error code).  Called
    * in the loop thread, inside sp_quic_endpoint_process; `msg` is valid
    * during the call; it must not call into the endpoint.  Hosts usually
-   * pass the node's on_log.  NULL: none (to stderr when debug is 1). */
+   * pass the node's on_log.  Lines start with "quic[PORT]: " (the bound
+   * port) and, for a connection, name its peer: "peer DEVICE at ADDRESS: "
+   * (the device once known).  SP_LOG_INFO: a connection lost or failed
+   * (with ngtcp2's error text).  SP_LOG_DEBUG only with `debug`.  NULL:
+   * nothing is logged. */
   void (*on_log)(sp_log_level level, const char *msg, void *user_data);
   void *log_user_data;
 } sp_quic_config;
@@ -150,13 +158,30 @@ typedef struct sp_quic_config {
 SP_API void sp_quic_config_default(sp_quic_config *cfg);
 
 /*
+ * Returns the text of the endpoint's most recent failed call, in the
+ * manner of sqlite3_errmsg: the errno text of a system call (a bind:
+ * "Address already in use"), or the library's message ("GnuTLS: ...");
+ * "" if nothing failed yet.  A failure of one connection fails no call
+ * (it closes that connection only): on_log has it, with ngtcp2's text.  With `ep` NULL: the text of the
+ * calling thread's last sp_quic_endpoint_new that failed (its endpoint
+ * does not exist), e.g. "Address already in use" for SP_ERR_IO from its
+ * bind, which also leaves errno set.  The string is owned by the endpoint
+ * (the thread, for NULL) and valid until the next call on it (the next
+ * sp_quic_endpoint_new of the thread); not for sp_quic_endpoint_wake
+ * and sp_quic_endpoint_stop from another thread, which record nothing.
+ * Never NULL.
+ */
+SP_API const char *sp_quic_errmsg(const sp_quic_endpoint *ep);
+
+/*
  * sp_quic_endpoint_new binds the UDP socket and prepares the TLS
  * credentials from `identity`.  `cfg` and `registry` are copied;
  * `identity` and registry->user_data must outlive the endpoint.  Create
  * the node with the vtable from sp_quic_endpoint_get_transport, then
- * sp_quic_endpoint_attach it.  Returns 0, SP_ERR_INVALID_ARGUMENT,
- * SP_ERR_VERSION, SP_ERR_ADDRESS, SP_ERR_IO (socket, bind), SP_ERR_TLS,
- * SP_ERR_NOMEM.
+ * sp_quic_endpoint_attach it.  On failure `*pep` is NULL and
+ * sp_quic_errmsg(NULL) says why (SP_ERR_IO also leaves errno set).
+ * Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION, SP_ERR_ADDRESS,
+ * SP_ERR_IO (socket, bind), SP_ERR_TLS, SP_ERR_NOMEM.
  */
 SP_API int sp_quic_endpoint_new(sp_quic_endpoint **pep,
                                 const sp_quic_config *cfg,
@@ -171,9 +196,17 @@ SP_API int sp_quic_endpoint_new(sp_quic_endpoint **pep,
  */
 SP_API void sp_quic_endpoint_del(sp_quic_endpoint *ep);
 
-/* Fill `*out` with the transport vtable (user_data is `ep`). */
-SP_API void sp_quic_endpoint_get_transport(sp_quic_endpoint *ep,
-                                           sp_transport *out);
+/* Fill `*out` with the transport vtable (user_data is `ep`) as struct
+ * version `version` (SP_TRANSPORT_VERSION: the macro
+ * sp_quic_endpoint_get_transport(ep, out) passes it; out->version is set
+ * to it and only that version's bytes are written).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a version this build does not
+ * know). */
+SP_API int sp_quic_endpoint_get_transport_versioned(sp_quic_endpoint *ep,
+                                                    int version,
+                                                    sp_transport *out);
+#define sp_quic_endpoint_get_transport(ep, out)                            \
+  sp_quic_endpoint_get_transport_versioned((ep), SP_TRANSPORT_VERSION, (out))
 
 /*
  * Bind the node (not owned); NULL unbinds it.  Unbind (or delete the
@@ -227,6 +260,9 @@ SP_API void sp_quic_endpoint_stop(sp_quic_endpoint *ep);
  * to the endpoint (and its node) must come from. */
 SP_API sp_tstamp sp_quic_now(void);
 
+/* sp_quic_stats's version (sp_quic_endpoint_get_stats). */
+#define SP_QUIC_STATS_VERSION 1
+
 typedef struct sp_quic_stats {
   uint64_t datagrams_sent;
   uint64_t datagrams_received;
@@ -243,9 +279,16 @@ typedef struct sp_quic_stats {
   uint64_t send_calls;
 } sp_quic_stats;
 
-/* Fill `*out` with the counters since creation. */
-SP_API void sp_quic_endpoint_get_stats(const sp_quic_endpoint *ep,
-                                       sp_quic_stats *out);
+/* Fill `*out` with the counters since creation, as struct version
+ * `version` (SP_QUIC_STATS_VERSION: the macro
+ * sp_quic_endpoint_get_stats(ep, out) passes it; only the bytes of that
+ * version are written).  Returns 0, SP_ERR_INVALID_ARGUMENT or
+ * SP_ERR_VERSION (a version this build does not know). */
+SP_API int sp_quic_endpoint_get_stats_versioned(const sp_quic_endpoint *ep,
+                                                int version,
+                                                sp_quic_stats *out);
+#define sp_quic_endpoint_get_stats(ep, out)                                \
+  sp_quic_endpoint_get_stats_versioned((ep), SP_QUIC_STATS_VERSION, (out))
 
 #ifdef __cplusplus
 }

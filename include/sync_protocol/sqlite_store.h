@@ -72,8 +72,36 @@ SP_API int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
 /* Finalize statements, close the database, free.  NULL is allowed. */
 SP_API void sp_sqlite_store_close(sp_sqlite_store *store);
 
-/* Fill `*out` with the store vtable (user_data is `store`). */
-SP_API void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out);
+/*
+ * Returns why the store's most recent failed call failed, in the manner
+ * of sqlite3_errmsg (which it is, most of the time): "database or disk is
+ * full", "database is locked", with the OS's errno text when SQLite had
+ * one ("disk I/O error (File too large)"); "" if the call had no
+ * such detail.  With `store` NULL: the text of the calling thread's most
+ * recent sp_sqlite_store_open if it failed ("unable to open database file
+ * (No such file or directory)"; SP_ERR_IO also leaves errno set), else
+ * "".  Ask right after the failure, as with errno: a later call may
+ * replace or clear the text (a successful one need not).  The string is
+ * owned by the store (the thread, for NULL) and valid until the next
+ * call on it (the thread's next open).  Never NULL.
+ *
+ * The store has no log of its own: the vtable's `errmsg` (sys/store.h) is
+ * this call, so the library puts the text into SP_EVENT_STORE_FAILED's
+ * message and its WARN log line ("store apply failed: database or disk
+ * is full"), the one channel the host already reads.
+ */
+SP_API const char *sp_sqlite_store_errmsg(const sp_sqlite_store *store);
+
+/* Fill `*out` with the store vtable (user_data is `store`) as struct
+ * version `version` (SP_STORE_VERSION: the macro
+ * sp_sqlite_store_get_vtable(store, out) passes it; out->version is set to
+ * it and only that version's bytes are written).  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a version this build does not
+ * know). */
+SP_API int sp_sqlite_store_get_vtable_versioned(sp_sqlite_store *store,
+                                                int version, sp_store *out);
+#define sp_sqlite_store_get_vtable(store, out)                             \
+  sp_sqlite_store_get_vtable_versioned((store), SP_STORE_VERSION, (out))
 
 /*
  * Leader: append `n` entries in one transaction.  Each entry's sequence
@@ -129,6 +157,9 @@ SP_API int sp_sqlite_store_set_epoch(sp_sqlite_store *store, uint64_t epoch);
 SP_API int sp_sqlite_store_reset(sp_sqlite_store *store, sp_seq applied,
                                  const uint8_t head_hash[SP_HASH_LEN]);
 
+/* sp_sqlite_status's version (sp_sqlite_store_status). */
+#define SP_SQLITE_STATUS_VERSION 1
+
 typedef struct sp_sqlite_status {
   uint64_t entry_count;
   /* Lowest and highest sequence held (0 if empty). */
@@ -140,9 +171,17 @@ typedef struct sp_sqlite_status {
   uint64_t epoch;
 } sp_sqlite_status;
 
-/* Fill `*out`.  Returns 0 or SP_ERR_STORE. */
-SP_API int sp_sqlite_store_status(sp_sqlite_store *store,
-                                  sp_sqlite_status *out);
+/* Fill `*out` as struct version `version` (SP_SQLITE_STATUS_VERSION: the
+ * macro sp_sqlite_store_status(store, out) passes it; only the bytes of
+ * that version are written).  Returns 0, SP_ERR_INVALID_ARGUMENT,
+ * SP_ERR_VERSION (a version this build does not know),
+ * SP_ERR_INVALID_STATE (inside a read the store has open) or
+ * SP_ERR_STORE. */
+SP_API int sp_sqlite_store_status_versioned(sp_sqlite_store *store,
+                                            int version,
+                                            sp_sqlite_status *out);
+#define sp_sqlite_store_status(store, out)                                 \
+  sp_sqlite_store_status_versioned((store), SP_SQLITE_STATUS_VERSION, (out))
 
 /*
  * Recompute the hash chain over every row and compare it with the stored
@@ -169,11 +208,19 @@ SP_API int sp_sqlite_store_verify(sp_sqlite_store *store,
  * 1 (with forget 0 it stays for a restarted leader).  Kept files expire:
  * this call deletes every `.part` file and every `.snap` file older than
  * 24 hours in that directory, so use one source per database file.  The
- * store must outlive every handler given the source.  Returns 0,
- * SP_ERR_INVALID_ARGUMENT (NULL, or a database without a file name).
+ * store must outlive every handler given the source.  Written as struct
+ * version `version` (SP_SNAPSHOT_SOURCE_VERSION: the macro
+ * sp_sqlite_store_snapshot_source(store, out) passes it; only that
+ * version's bytes are written).  Returns 0, SP_ERR_INVALID_ARGUMENT (NULL,
+ * or a database without a file name), SP_ERR_VERSION (a version this
+ * build does not know).
  */
-SP_API int sp_sqlite_store_snapshot_source(sp_sqlite_store *store,
-                                           sp_snapshot_source *out);
+SP_API int sp_sqlite_store_snapshot_source_versioned(sp_sqlite_store *store,
+                                                     int version,
+                                                     sp_snapshot_source *out);
+#define sp_sqlite_store_snapshot_source(store, out)                        \
+  sp_sqlite_store_snapshot_source_versioned((store),                       \
+                                            SP_SNAPSHOT_SOURCE_VERSION, (out))
 
 /*
  * Fill `*out` with a snapshot sink into this store (sys/snapshot.h;
@@ -190,11 +237,19 @@ SP_API int sp_sqlite_store_snapshot_source(sp_sqlite_store *store,
  * on any failure nothing changed and the chunks stay pending; after it
  * nothing is pending.  Once a commit or abort has emptied the side
  * database, its files are deleted (the next begin creates it again).  The
- * store must outlive every handler given the sink.  Returns 0,
- * SP_ERR_INVALID_ARGUMENT (NULL, or a database without a file name).
+ * store must outlive every handler given the sink.  Written as struct
+ * version `version` (SP_SNAPSHOT_SINK_VERSION: the macro
+ * sp_sqlite_store_snapshot_sink(store, out) passes it; only that
+ * version's bytes are written).  Returns 0, SP_ERR_INVALID_ARGUMENT (NULL,
+ * or a database without a file name), SP_ERR_VERSION (a version this
+ * build does not know).
  */
-SP_API int sp_sqlite_store_snapshot_sink(sp_sqlite_store *store,
-                                         sp_snapshot_sink *out);
+SP_API int sp_sqlite_store_snapshot_sink_versioned(sp_sqlite_store *store,
+                                                   int version,
+                                                   sp_snapshot_sink *out);
+#define sp_sqlite_store_snapshot_sink(store, out)                          \
+  sp_sqlite_store_snapshot_sink_versioned((store), SP_SNAPSHOT_SINK_VERSION, \
+                                          (out))
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 
 #include "sync_protocol/errors.h"
 #include "sync_protocol/mem_store.h"
+#include "sp_abi.h"
 #include "sp_logsnap.h"
 #include "sp_mem_int.h"
 #include "sp_mem_store_int.h"
@@ -313,18 +314,26 @@ static void src_close(void *handle, int forget, void *user_data) {
   }
 }
 
-void sp_mem_store_snapshot_source(sp_mem_store *store,
-                                  sp_snapshot_source *out) {
-  if (!out) {
-    return;
+int sp_mem_store_snapshot_source_versioned(sp_mem_store *store, int version,
+                                           sp_snapshot_source *dst) {
+  sp_snapshot_source full, *out = &full;
+  size_t n = sp_abi_snapshot_source_size(version);
+
+  if (!dst) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   memset(out, 0, sizeof(*out));
-  out->version = SP_SNAPSHOT_SOURCE_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->open = src_open;
   out->reopen = src_reopen;
   out->read = src_read;
   out->close = src_close;
+  sp_abi_copy(dst, &full, n);
+  return 0;
 }
 
 /* -- sink -- */
@@ -542,16 +551,25 @@ static int sink_abort(void *user_data) {
   return 0;
 }
 
-void sp_mem_store_snapshot_sink(sp_mem_store *store, sp_snapshot_sink *out) {
-  if (!out) {
-    return;
+int sp_mem_store_snapshot_sink_versioned(sp_mem_store *store, int version,
+                                         sp_snapshot_sink *dst) {
+  sp_snapshot_sink full, *out = &full;
+  size_t n = sp_abi_snapshot_sink_size(version);
+
+  if (!dst) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   memset(out, 0, sizeof(*out));
-  out->version = SP_SNAPSHOT_SINK_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->pending = sink_pending;
   out->begin = sink_begin;
   out->write_chunk = sink_write_chunk;
   out->commit = sink_commit;
   out->abort = sink_abort;
+  sp_abi_copy(dst, &full, n);
+  return 0;
 }

@@ -30,6 +30,7 @@
 #include <sodium.h>
 
 #include "sync_protocol/errors.h"
+#include "sp_abi.h"
 #include "sp_logsnap.h"
 #include "sp_mem_int.h"
 #include "sp_sqlite_int.h"
@@ -521,19 +522,27 @@ static void sweep(sp_sqlite_store *s) {
   sp_free(&s->mem, dirpath);
 }
 
-int sp_sqlite_store_snapshot_source(sp_sqlite_store *store,
-                                    sp_snapshot_source *out) {
-  if (!store || !out || !db_path(store)) {
+int sp_sqlite_store_snapshot_source_versioned(sp_sqlite_store *store,
+                                              int version,
+                                              sp_snapshot_source *dst) {
+  sp_snapshot_source full, *out = &full;
+  size_t n = sp_abi_snapshot_source_size(version);
+
+  if (!store || !dst || !db_path(store)) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   sweep(store);
   memset(out, 0, sizeof(*out));
-  out->version = SP_SNAPSHOT_SOURCE_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->open = src_open;
   out->reopen = src_reopen;
   out->read = src_read;
   out->close = src_close;
+  sp_abi_copy(dst, &full, n);
   return 0;
 }
 
@@ -1093,18 +1102,26 @@ static int sink_commit(void *user_data) {
   return 0;
 }
 
-int sp_sqlite_store_snapshot_sink(sp_sqlite_store *store,
-                                  sp_snapshot_sink *out) {
-  if (!store || !out || !db_path(store)) {
+int sp_sqlite_store_snapshot_sink_versioned(sp_sqlite_store *store,
+                                            int version,
+                                            sp_snapshot_sink *dst) {
+  sp_snapshot_sink full, *out = &full;
+  size_t n = sp_abi_snapshot_sink_size(version);
+
+  if (!store || !dst || !db_path(store)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  if (n == 0) {
+    return SP_ERR_VERSION;
+  }
   memset(out, 0, sizeof(*out));
-  out->version = SP_SNAPSHOT_SINK_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->pending = sink_pending;
   out->begin = sink_begin;
   out->write_chunk = sink_write_chunk;
   out->commit = sink_commit;
   out->abort = sink_abort;
+  sp_abi_copy(dst, &full, n);
   return 0;
 }

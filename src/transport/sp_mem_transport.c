@@ -13,6 +13,7 @@
 #include "sync_protocol/errors.h"
 #include "sync_protocol/mem_transport.h"
 #include "sync_protocol/uuid.h"
+#include "../sp_abi.h"
 #include "../sp_mem_int.h"
 
 typedef struct mt_dev mt_dev;
@@ -480,6 +481,7 @@ int sp_mem_net_new(sp_mem_net **pnet, const sp_mem_net_config *cfg,
   if (!pnet) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  *pnet = NULL;
   if (cfg && (cfg->version == 0 || cfg->version > SP_MEM_NET_CONFIG_VERSION)) {
     return SP_ERR_VERSION;
   }
@@ -530,12 +532,17 @@ void sp_mem_net_del(sp_mem_net *net) {
   sp_free(&net->mem, net);
 }
 
-int sp_mem_net_add_device(sp_mem_net *net, const sp_uuid *device,
-                          sp_transport *transport) {
+int sp_mem_net_add_device_versioned(sp_mem_net *net, const sp_uuid *device,
+                                    int version, sp_transport *dst) {
+  sp_transport full, *transport = &full;
+  size_t n = sp_abi_transport_size(version);
   mt_dev *d, **p;
 
-  if (!net || !device || !transport) {
+  if (!net || !device || !dst) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   if (find_dev(net, device)) {
     return SP_ERR_EXISTS;
@@ -554,13 +561,14 @@ int sp_mem_net_add_device(sp_mem_net *net, const sp_uuid *device,
   d->id = *device;
   net->devs[net->ndevs++] = d;
   memset(transport, 0, sizeof(*transport));
-  transport->version = SP_TRANSPORT_VERSION;
+  transport->version = (unsigned int)version;
   transport->user_data = d;
   transport->open_stream = t_open;
   transport->send = t_send;
   transport->close_stream = t_close;
   transport->peer_address = t_peer_address;
   transport->add_address_hint = t_add_address_hint;
+  sp_abi_copy(dst, &full, n);
   return 0;
 }
 
@@ -813,6 +821,18 @@ int sp_mem_net_run(sp_mem_net *net, sp_tstamp now) {
   return 0;
 }
 
-void sp_mem_net_get_stats(const sp_mem_net *net, sp_mem_net_stats *out) {
-  *out = net->stats;
+/* Version 2 of the struct must add its size here. */
+_Static_assert(SP_MEM_NET_STATS_VERSION == 1, "sp_mem_net_stats sizes");
+
+int sp_mem_net_get_stats_versioned(const sp_mem_net *net, int version,
+                                   sp_mem_net_stats *out) {
+  if (!net || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (version != 1) {
+    return SP_ERR_VERSION;
+  }
+  sp_abi_copy(out, &net->stats,
+              SP_ABI_END(sp_mem_net_stats, connections_opened));
+  return 0;
 }

@@ -67,8 +67,12 @@ typedef struct sp_registry {
 
   /*
    * Write the device's address hints into `buf` (`buflen` bytes) as a
-   * NUL-terminated, comma-separated list of "ipv4:port" or "[ipv6]:port".
-   * SP_ERR_NOT_FOUND if none are known, SP_ERR_NOBUF if `buf` is short.
+   * NUL-terminated, comma-separated list of "ipv4:port" or "[ipv6]:port"
+   * (a link-local one with its interface: "[fe80::1%eth0]:port").  The
+   * QUIC transport dials the first of its socket's family, so give every
+   * address a name has.  Called when the device is dialed: a host may
+   * resolve names here.  SP_ERR_NOT_FOUND if none are known,
+   * SP_ERR_NOBUF if `buf` is short.
    */
   int (*address_hints)(const sp_uuid *device, char *buf, size_t buflen,
                        void *user_data);
@@ -87,7 +91,8 @@ typedef struct sp_registry {
   /* -- version 3 -- */
 
   /*
-   * Optional (NULL, or an older registry: every member may lead).  Set
+   * Optional (NULL, or an older registry: only the device `leader` names
+   * may lead, so failover is the host updating the registry).  Set
    * `*may_lead` to 1 if member `device` may lead `library`, else 0.  A
    * handler asks it for every leadership claim it checks (docs/protocol.md
    * section 15): a leader steps down only for a valid claim by a member

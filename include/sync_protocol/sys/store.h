@@ -27,11 +27,11 @@
 extern "C" {
 #endif
 
-/* 3 added the write path: append, find_origin and the outbox. */
-#define SP_STORE_VERSION 3
+/* 3 added the write path: append, find_origin and the outbox; 4 errmsg. */
+#define SP_STORE_VERSION 4
 #define SP_STORE_INIT \
   {SP_STORE_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
 
 /* The highest origin_seq (sp_entry.origin_seq): stores may refuse a larger
  * one (SQLite keeps it in a signed 64-bit column); the library never
@@ -308,6 +308,19 @@ typedef struct sp_store {
    */
   int (*outbox_anchor)(const sp_uuid *device, uint64_t device_high,
                        void *user_data);
+
+  /* -- version 4: why a call failed -- */
+
+  /*
+   * Optional (NULL, or a store of an older version: the host learns only
+   * the error code).  Return a short text of why the store's most recent
+   * failed call failed, as sqlite3_errmsg does ("database or disk is
+   * full"), or NULL or "" if it has none.  The library asks right after a
+   * call failed, and copies the text into the SP_EVENT_STORE_FAILED
+   * message and its log line; it need only stay valid until the next call
+   * on the store.  Must not call into the library.
+   */
+  const char *(*errmsg)(void *user_data);
 } sp_store;
 
 #ifdef __cplusplus
