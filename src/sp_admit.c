@@ -78,8 +78,8 @@ typedef struct admit_batch {
 static void batch_failed(admit_batch *b, int code, const char *what) {
   sp_event ev = {0};
 
-  sp_log(b->s->node, SP_LOG_WARN, "admission: %s (%s)", what,
-         sp_err_name(code));
+  sp_slog(b->s, SP_LOG_WARN, "admission: %s (%s)", what,
+          sp_err_name(code));
   ev.error_code = code;
   ev.message = what;
   sp_emit_simple(b->h, SP_EVENT_ERROR, &b->s->peer, &ev);
@@ -292,10 +292,10 @@ static int ask_host(admit_batch *b, size_t i) {
     r.origin_seq = e->origin_seq;
     if (!same_record(&r, e) || sp_enc_check_entry(&r) != 0 ||
         sp_enc_entry_len(&r, 1) > sp_entry_max_len(b->s->node)) {
-      sp_log(h->node, SP_LOG_WARN,
-             "admission: replacement for %s/%llu changed the record",
-             sp_uuid_format(&b->s->peer, id),
-             (unsigned long long)e->origin_seq);
+      sp_hlog(h, &b->s->peer, SP_LOG_WARN,
+              "admission: replacement for %s/%llu changed the record",
+              sp_uuid_format(&b->s->peer, id),
+              (unsigned long long)e->origin_seq);
       return refuse(b, it, SP_ERR_REFUSED, "replacement changed the record");
     }
     if (copy_replacement(b, it, &r) != 0) {
@@ -304,8 +304,8 @@ static int ask_host(admit_batch *b, size_t i) {
     b->out[b->nout] = r;
     break;
   default:
-    sp_log(h->node, SP_LOG_WARN, "admission: unknown decision %d",
-           (int)a.decision);
+    sp_hlog(h, &b->s->peer, SP_LOG_WARN,
+            "admission: unknown decision %d", (int)a.decision);
     return refuse(b, it, SP_ERR_REFUSED, "unknown admission decision");
   }
   it->append = 1;
@@ -465,7 +465,7 @@ static void run_batch(admit_batch *b) {
    * other follower (and the proposer's next stream) must hear of them. */
   if (b->nout > 0 && sp_leader_announce(b->h) != 0) {
     /* The entries are in; followers learn of them on the next notify. */
-    sp_log(b->s->node, SP_LOG_WARN, "admission: store bounds failed");
+    sp_slog(b->s, SP_LOG_WARN, "admission: store bounds failed");
   }
   if (rv != 0) {
     batch_failed(b, rv, "answering a proposal failed");
@@ -702,7 +702,7 @@ int sp_admit_drain_outbox(sp_handler *h) {
  * one backs off from reconnect_min again. */
 static void drain_ok(sp_handler *h) {
   if (h->drain_failing) {
-    sp_log(h->node, SP_LOG_INFO, "outbox drained after a store failure");
+    sp_hlog(h, NULL, SP_LOG_INFO, "outbox drained after a store failure");
   }
   sp_admit_drain_stop(h);
 }
@@ -717,7 +717,7 @@ static void drain_failed(sp_handler *h, int rv, int report) {
 
   if (!h->drain_failing) {
     h->drain_failing = 1;
-    sp_log(h->node, SP_LOG_WARN, "draining the outbox: %s", sp_err_name(rv));
+    sp_hlog(h, NULL, SP_LOG_WARN, "draining the outbox: %s", sp_err_name(rv));
     if (report) {
       ev.error_code = rv;
       ev.message = "draining the outbox failed";

@@ -140,9 +140,12 @@ struct sp_session {
   unsigned advertised : 1;
   /* What the peer said on this stream that decides whether a leader
    * writes its claim to it (sp_leadership.c): it advertised
-   * SP_FEATURE_CLAIMS, it sent a Heartbeat with role leader. */
+   * SP_FEATURE_CLAIMS (or sent a claim, or refused UNPROVEN_EPOCH), it
+   * sent a Heartbeat with role leader; it advertised features without
+   * claims (an older build: its record forgets that it read claims). */
   unsigned peer_claims : 1;
   unsigned peer_leader : 1;
+  unsigned peer_no_claims : 1;
   int close_code;
   /* Features negotiated on this stream (SP_FEATURE_*): what both sides
    * advertised.  0 until then: nothing new goes out, nothing new is
@@ -184,6 +187,10 @@ struct sp_frec {
   /* Position last handed to the store's save_follower_ack, and when. */
   sp_seq saved;
   sp_tstamp saved_at;
+  /* The device showed on some stream that it reads leadership claims
+   * (sp_leadership_remember): our dials to it open with our claim, so a
+   * leader we deposed learns it on the first frame (protocol.md 15.7). */
+  int reads_claims;
 };
 
 /* ---- handler ---- */
@@ -319,6 +326,23 @@ void sp_emit(sp_node *node, const sp_event *ev);
 void sp_emit_simple(sp_handler *h, sp_event_type type, const sp_uuid *peer,
                     sp_event *ev);
 void sp_log(sp_node *node, sp_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* A line about library `h` and, when `peer` is not NULL, about that device:
+ * prefixed "library <8 hex>: " and "peer <8 hex>: " (the ids' first 4 bytes,
+ * as git shortens hashes) so a host with several libraries and peers can
+ * tell whom it is about.  Node-level lines keep sp_log. */
+void sp_hlog(const sp_handler *h, const sp_uuid *peer, sp_log_level level,
+             const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* sp_hlog for a line about stream `s`: its library (once known) and its
+ * peer. */
+void sp_slog(const sp_session *s, sp_log_level level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

@@ -53,11 +53,21 @@ static void schedule_reconnect(sp_handler *h) {
  * once per episode, not once per retry.  A pending request ends with it. */
 static void store_failed(sp_handler *h, const sp_uuid *peer, int rv,
                          const char *what) {
-  char text[128];
+  char text[256];
+  const char *why = NULL;
   sp_event ev = {0};
 
-  sp_log(h->node, SP_LOG_WARN, "store %s failed (%s); backing off", what,
-         sp_err_name(rv));
+  /* Asked at once: the text is the store's only until its next call.  A
+   * snapshot call went to the sink, which may be another object. */
+  if (h->store.version >= 4 && h->store.errmsg &&
+      strncmp(what, "snapshot ", 9) != 0) {
+    why = h->store.errmsg(h->store.user_data);
+  }
+  if (why && !why[0]) {
+    why = NULL;
+  }
+  sp_hlog(h, NULL, SP_LOG_WARN, "store %s failed (%s%s%.160s); backing off",
+          what, sp_err_name(rv), why ? ": " : "", why ? why : "");
   request_done(h, SP_ERR_STORE);
   if (h->store_failing) {
     if (strcmp(what, "state") != 0) {
@@ -71,9 +81,11 @@ static void store_failed(sp_handler *h, const sp_uuid *peer, int rv,
   ev.error_code =
       rv < 0 && strcmp(sp_err_name(rv), "SP_ERR_UNKNOWN") != 0 ? rv
                                                                : SP_ERR_STORE;
-  snprintf(text, sizeof(text), "store %s failed: %s", what,
-           sp_strerror(ev.error_code));
+  snprintf(text, sizeof(text), "store %s failed: %.160s", what,
+           why ? why : sp_strerror(ev.error_code));
   ev.message = text;
+  ev.store_call = what;
+  ev.store_cause = why ? why : sp_strerror(ev.error_code);
   sp_emit_simple(h, SP_EVENT_STORE_FAILED, peer, &ev);
 }
 
@@ -130,7 +142,8 @@ int sp_follower_yield_leader(sp_handler *h) {
   if (h->node->now < old->u.f.attached_at + CROSSED_DIAL_WINDOW) {
     return 0;
   }
-  sp_log(h->node, SP_LOG_INFO, "a newer stream from the leader replaces ours");
+  sp_hlog(h, &old->peer, SP_LOG_INFO,
+          "a newer stream from the leader replaces ours");
   /* Unlinked first so the close schedules no reconnect and ends no
    * request: the new stream takes over, a pending request with it.  The
    * host still sees PEER_LOST for the old stream, then PEER_CONNECTED for
@@ -170,8 +183,8 @@ static int connect_leader(sp_handler *h) {
   store_ok(h, NULL, 0);
   rv = node->reg.leader(&h->cfg.library_id, &leader, node->reg.user_data);
   if (rv != 0 || sp_uuid_equal(&leader, &node->cfg.device_id)) {
-    sp_log(node, SP_LOG_WARN, "no leader to follow (%s)",
-           rv ? sp_err_name(rv) : "registry names this device");
+    sp_hlog(h, NULL, SP_LOG_WARN, "no leader to follow (%s)",
+            rv ? sp_err_name(rv) : "registry names this device");
     return connect_failed(h, rv == 0 || rv == SP_ERR_NOT_FOUND
                                  ? SP_ERR_NOT_FOUND
                                  : SP_ERR_REGISTRY);
@@ -179,7 +192,8 @@ static int connect_leader(sp_handler *h) {
   rv = node->tr.open_stream(&leader, &h->cfg.library_id, &id,
                             node->tr.user_data);
   if (rv != 0) {
-    sp_log(node, SP_LOG_INFO, "cannot reach leader: %s", sp_err_name(rv));
+    sp_hlog(h, &leader, SP_LOG_INFO, "cannot reach leader: %s",
+            sp_err_name(rv));
     return connect_failed(h, rv < 0 ? rv : SP_ERR_UNREACHABLE);
   }
   rv = sp_session_new_local(&s, h, id, &leader);
@@ -352,10 +366,10 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r,
   if (r->since_sequence > f->covered) {
     /* Entries would not follow what is applied: never apply past a gap;
      * reconnect and resume from the durable state instead. */
-    sp_log(s->node, SP_LOG_WARN, "page (%llu, %llu] does not follow %llu",
-           (unsigned long long)r->since_sequence,
-           (unsigned long long)r->through_sequence,
-           (unsigned long long)f->covered);
+    sp_slog(s, SP_LOG_WARN, "page (%llu, %llu] does not follow %llu",
+            (unsigned long long)r->since_sequence,
+            (unsigned long long)r->through_sequence,
+            (unsigned long long)f->covered);
     sp_session_close(s, SP_ERR_GAP);
     return;
   }
@@ -551,8 +565,8 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
       /* About a position we already left (a late request): what we need
        * next is retained.  A full sync would be waste; a fresh stream's
        * resume check judges where we really stand. */
-      sp_log(s->node, SP_LOG_WARN, "stale SyncRequired for %llu ignored",
-             (unsigned long long)msg->u.sync_required.follower_sequence);
+      sp_slog(s, SP_LOG_WARN, "stale SyncRequired for %llu ignored",
+              (unsigned long long)msg->u.sync_required.follower_sequence);
       sp_session_close(s, SP_ERR_UNEXPECTED);
       break;
     }
@@ -663,12 +677,12 @@ sp_tstamp sp_follower_session_expiry(const sp_session *s) {
 
 void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
   if (now >= fetch_stall_at(s)) {
-    sp_log(s->node, SP_LOG_WARN, "requested entries did not arrive");
+    sp_slog(s, SP_LOG_WARN, "requested entries did not arrive");
     sp_session_close(s, SP_ERR_STALLED);
   } else if (now >= sp_writer_stall_at(s)) {
     /* A Propose or its answer was lost on a stream that lives on: only
      * a new stream proposes it again. */
-    sp_log(s->node, SP_LOG_WARN, "proposals were not answered");
+    sp_slog(s, SP_LOG_WARN, "proposals were not answered");
     sp_session_close(s, SP_ERR_STALLED);
   } else {
     sp_recover_session_expire(s, now);

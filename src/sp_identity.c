@@ -48,51 +48,33 @@ static const char secret_tag[] = "secret ";
 /* Anything longer than this is not a key file; reading stops there. */
 #define KEYFILE_READ_MAX 1024
 
-static const char hexdig[] = "0123456789abcdef";
-
-static void hex_encode(char *out, const uint8_t *in, size_t n) {
-  size_t i;
-
-  for (i = 0; i < n; ++i) {
-    out[2 * i] = hexdig[in[i] >> 4];
-    out[2 * i + 1] = hexdig[in[i] & 0xf];
-  }
-}
-
-static int hex_value(char c, int allow_upper) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (allow_upper && c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-/* Decode exactly 2n hex digits; 0 or -1.  `out` is untouched on error. */
+/* Decode exactly 2n hex digits, either case with allow_upper, else only
+ * lowercase; 0 or -1.  `out` is untouched on error. */
 static int hex_decode(uint8_t *out, const char *in, size_t n,
                       int allow_upper) {
   uint8_t tmp[64];
-  size_t i;
+  char canon[2 * sizeof(tmp) + 1];
+  const char *end = NULL;
+  size_t len = 0;
+  int rv = -1;
 
   if (n > sizeof(tmp)) {
     return -1;
   }
-  for (i = 0; i < n; ++i) {
-    int hi = hex_value(in[2 * i], allow_upper);
-    int lo = hex_value(in[2 * i + 1], allow_upper);
-    if (hi < 0 || lo < 0) {
-      sodium_memzero(tmp, sizeof(tmp));
-      return -1;
+  if (sodium_hex2bin(tmp, n, in, 2 * n, NULL, &len, &end) == 0 && len == n &&
+      end == in + 2 * n) {
+    /* libsodium takes either case; a key file has one spelling, so it
+     * must read back as exactly what it encodes to (in constant time: it
+     * is the secret seed). */
+    sodium_bin2hex(canon, sizeof(canon), tmp, n);
+    if (allow_upper || sodium_memcmp(canon, in, 2 * n) == 0) {
+      memcpy(out, tmp, n);
+      rv = 0;
     }
-    tmp[i] = (uint8_t)(hi << 4 | lo);
   }
-  memcpy(out, tmp, n);
   sodium_memzero(tmp, sizeof(tmp));
-  return 0;
+  sodium_memzero(canon, sizeof(canon));
+  return rv;
 }
 
 /* Derive the public key from the seed; 0 or -1. */
@@ -121,6 +103,9 @@ int sp_identity_generate(sp_identity **pid, const sp_uuid *device_id,
                          const sp_mem *mem) {
   sp_identity *id;
 
+  if (pid) {
+    *pid = NULL;
+  }
   if (!pid || (device_id && sp_uuid_is_nil(device_id))) {
     return SP_ERR_INVALID_ARGUMENT;
   }
@@ -184,16 +169,16 @@ static size_t put_line(char *p, const char *tag, const char *value,
 
 static void format_keyfile(const sp_identity *id, char out[KEYFILE_LEN]) {
   char uuid[SP_UUID_STRING_LEN + 1];
-  char hex[2 * SP_SECRET_SEED_LEN];
+  char hex[2 * SP_SECRET_SEED_LEN + 1];
   char *p = out;
 
   memcpy(p, magic_line, sizeof(magic_line) - 1);
   p += sizeof(magic_line) - 1;
   sp_uuid_format(&id->device_id, uuid);
   p += put_line(p, device_tag, uuid, SP_UUID_STRING_LEN);
-  hex_encode(hex, id->public_key, SP_PUBLIC_KEY_LEN);
+  sodium_bin2hex(hex, sizeof(hex), id->public_key, SP_PUBLIC_KEY_LEN);
   p += put_line(p, public_tag, hex, 2 * SP_PUBLIC_KEY_LEN);
-  hex_encode(hex, id->seed, SP_SECRET_SEED_LEN);
+  sodium_bin2hex(hex, sizeof(hex), id->seed, SP_SECRET_SEED_LEN);
   put_line(p, secret_tag, hex, 2 * SP_SECRET_SEED_LEN);
   sodium_memzero(hex, sizeof(hex));
 }
@@ -367,6 +352,9 @@ int sp_identity_load(sp_identity **pid, const char *path, const sp_mem *mem) {
   ssize_t len;
   int fd, rv, saved;
 
+  if (pid) {
+    *pid = NULL;
+  }
   if (!pid || !path || !*path) {
     return SP_ERR_INVALID_ARGUMENT;
   }
@@ -436,7 +424,8 @@ int sp_identity_fingerprint(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
     if (i > 0) {
       *p++ = ':';
     }
-    hex_encode(p, h + i, 2);
+    /* Its NUL lands where the next ':' (or the final NUL) goes. */
+    sodium_bin2hex(p, 5, h + i, 2);
     p += 4;
   }
   *p = '\0';
@@ -445,8 +434,7 @@ int sp_identity_fingerprint(const uint8_t public_key[SP_PUBLIC_KEY_LEN],
 
 void sp_public_key_format(const uint8_t key[SP_PUBLIC_KEY_LEN],
                           char out[2 * SP_PUBLIC_KEY_LEN + 1]) {
-  hex_encode(out, key, SP_PUBLIC_KEY_LEN);
-  out[2 * SP_PUBLIC_KEY_LEN] = '\0';
+  sodium_bin2hex(out, 2 * SP_PUBLIC_KEY_LEN + 1, key, SP_PUBLIC_KEY_LEN);
 }
 
 int sp_public_key_parse(uint8_t key[SP_PUBLIC_KEY_LEN], const char *text) {

@@ -34,8 +34,8 @@ void sp_leader_remember_address(sp_session *s) {
   }
   rv = h->store.save_follower_address(&s->peer, addr, h->store.user_data);
   if (rv != 0) {
-    sp_log(s->node, SP_LOG_WARN, "keeping a follower address failed: %s",
-           sp_err_name(rv));
+    sp_slog(s, SP_LOG_WARN, "keeping a follower address failed: %s",
+            sp_err_name(rv));
   }
 }
 
@@ -49,8 +49,8 @@ void sp_leader_forget_address(sp_handler *h, const sp_uuid *device) {
    * was, should it come back elsewhere. */
   rv = h->store.save_follower_address(device, "", h->store.user_data);
   if (rv != 0) {
-    sp_log(h->node, SP_LOG_WARN, "forgetting a follower address failed: %s",
-           sp_err_name(rv));
+    sp_hlog(h, device, SP_LOG_WARN,
+            "forgetting a follower address failed: %s", sp_err_name(rv));
   }
 }
 
@@ -67,8 +67,8 @@ static int hint_sink(const sp_uuid *device, const char *address, void *arg) {
   }
   rv = tr->add_address_hint(device, address, tr->user_data);
   if (rv != 0) {
-    sp_log(h->node, SP_LOG_INFO, "address hint %s not taken: %s", address,
-           sp_err_name(rv));
+    sp_hlog(h, NULL, SP_LOG_INFO, "address hint %s not taken: %s", address,
+            sp_err_name(rv));
   }
   return 0;
 }
@@ -81,7 +81,7 @@ void sp_leader_hint_addresses(sp_handler *h) {
   }
   rv = h->store.load_follower_addresses(hint_sink, h, h->store.user_data);
   if (rv != 0) {
-    sp_log(h->node, SP_LOG_WARN, "loading kept follower addresses: %s",
-           sp_err_name(rv));
+    sp_hlog(h, NULL, SP_LOG_WARN, "loading kept follower addresses: %s",
+            sp_err_name(rv));
   }
 }

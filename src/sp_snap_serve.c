@@ -82,7 +82,7 @@ static void unavailable(sp_session *s, int why, const char *what) {
     sp_session_close(s, why);
     return;
   }
-  sp_log(s->node, SP_LOG_WARN, "snapshot %s: %s", what, sp_err_name(why));
+  sp_slog(s, SP_LOG_WARN, "snapshot %s: %s", what, sp_err_name(why));
   sp_session_refuse(s, SP_ERR_SNAPSHOT_UNAVAILABLE, "no snapshot to serve (%s)",
                     sp_err_name(why));
 }

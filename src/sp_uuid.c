@@ -8,59 +8,49 @@
 #include "sync_protocol/errors.h"
 #include "sync_protocol/uuid.h"
 
-static const char hexdig[] = "0123456789abcdef";
-
-/* Byte indexes after which the text form has a dash. */
-static int dash_after(size_t i) { return i == 3 || i == 5 || i == 7 || i == 9; }
+/* The text form's groups (8-4-4-4-12 digits): their bytes, each group
+ * followed by a dash but the last. */
+static const size_t group_bytes[] = {4, 2, 2, 2, 6};
+#define NGROUPS (sizeof(group_bytes) / sizeof(group_bytes[0]))
 
 char *sp_uuid_format(const sp_uuid *uuid, char out[SP_UUID_STRING_LEN + 1]) {
-  size_t i;
+  const uint8_t *b = uuid->bytes;
   char *p = out;
+  size_t g;
 
-  for (i = 0; i < 16; ++i) {
-    *p++ = hexdig[uuid->bytes[i] >> 4];
-    *p++ = hexdig[uuid->bytes[i] & 0xf];
-    if (dash_after(i)) {
+  for (g = 0; g < NGROUPS; ++g) {
+    /* Lowercase; writes a NUL after the group, which the dash replaces. */
+    sodium_bin2hex(p, 2 * group_bytes[g] + 1, b, group_bytes[g]);
+    p += 2 * group_bytes[g];
+    b += group_bytes[g];
+    if (g + 1 < NGROUPS) {
       *p++ = '-';
     }
   }
-  *p = '\0';
   return out;
-}
-
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
 }
 
 int sp_uuid_parse(sp_uuid *out, const char *text) {
   sp_uuid u;
-  size_t i;
-  const char *p = text;
+  uint8_t *b = u.bytes;
+  const char *p = text, *end;
+  size_t g, len;
 
   if (!out || !text || strlen(text) != SP_UUID_STRING_LEN) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  for (i = 0; i < 16; ++i) {
-    int hi = hexval(p[0]), lo = hexval(p[1]);
-    if (hi < 0 || lo < 0) {
+  for (g = 0; g < NGROUPS; ++g) {
+    size_t n = group_bytes[g];
+    /* Each group on its own: dashes exactly where they belong, not
+     * skipped anywhere as libsodium's `ignore` would. */
+    if (sodium_hex2bin(b, n, p, 2 * n, NULL, &len, &end) != 0 || len != n ||
+        end != p + 2 * n) {
       return SP_ERR_INVALID_ARGUMENT;
     }
-    u.bytes[i] = (uint8_t)(hi << 4 | lo);
-    p += 2;
-    if (dash_after(i)) {
-      if (*p != '-') {
-        return SP_ERR_INVALID_ARGUMENT;
-      }
-      ++p;
+    p += 2 * n;
+    b += n;
+    if (g + 1 < NGROUPS && *p++ != '-') {
+      return SP_ERR_INVALID_ARGUMENT;
     }
   }
   *out = u;

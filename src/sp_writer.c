@@ -309,8 +309,8 @@ static int refuse_item(sp_session *s, uint64_t origin, uint64_t bytes,
     memcpy(text, msg, msg_len);
   }
   text[msg_len] = '\0';
-  sp_log(h->node, SP_LOG_INFO, "submission %llu refused: %s (%s)",
-         (unsigned long long)origin, text, sp_err_name(code));
+  sp_hlog(h, NULL, SP_LOG_INFO, "submission %llu refused: %s (%s)",
+          (unsigned long long)origin, text, sp_err_name(code));
   track_del(h, origin);
   ev.origin_seq = origin;
   ev.error_code = code;
@@ -375,11 +375,11 @@ void sp_writer_on_result(sp_session *s, const sp_msg *msg) {
         rv = retire_if_in_log(s, head.origin, &done);
       }
       if (rv == 0 && !done) {
-        sp_log(h->node, SP_LOG_INFO,
-               "submission %llu: appended at %llu by the leader, not in "
-               "our log: kept",
-               (unsigned long long)head.origin,
-               (unsigned long long)r->sequence);
+        sp_hlog(h, NULL, SP_LOG_INFO,
+                "submission %llu: appended at %llu by the leader, not in "
+                "our log: kept",
+                (unsigned long long)head.origin,
+                (unsigned long long)r->sequence);
       }
     } else {
       rv = refuse_item(s, head.origin, head.bytes, r->code, r->message,
@@ -429,8 +429,8 @@ static void remap_waits(sp_handler *h, uint64_t before, uint64_t after) {
   for (i = 0; i < h->w.ntracked; ++i) {
     h->w.tracked[i] += delta;
   }
-  sp_log(h->node, SP_LOG_INFO, "outbox anchored: items renumbered by %llu",
-         (unsigned long long)delta);
+  sp_hlog(h, NULL, SP_LOG_INFO, "outbox anchored: items renumbered by %llu",
+          (unsigned long long)delta);
 }
 
 /* Anchor the outbox at the leader's origin_high for us, keeping the waits
@@ -928,10 +928,10 @@ static int settle_after_resync(sp_handler *h, uint64_t origin) {
   }
   /* Neither pending nor committed: the store broke its full-sync rules
    * (sys/store.h).  Nothing will ever settle it. */
-  sp_log(h->node, SP_LOG_WARN,
-         "submission %llu left the outbox in a full sync without being "
-         "committed",
-         (unsigned long long)origin);
+  sp_hlog(h, NULL, SP_LOG_WARN,
+          "submission %llu left the outbox in a full sync without being "
+          "committed",
+          (unsigned long long)origin);
   track_del(h, origin);
   end_waits(h, origin, SP_ERR_CANCELED, 0);
   return 1;

@@ -23,6 +23,15 @@ if(SP_WITH_QUIC)
   endforeach()
 endif()
 
+# Why an endpoint failed (sp_quic_errmsg) and its lines through on_log
+# only, ngtcp2's too, never stderr (issue 14).
+if(SP_WITH_QUIC)
+  sp_add_test(sp_quic_errdetail_test
+    SOURCES sp_quic_errdetail_test.c ${SP_QUIC_TEST_HELPERS}
+    LABELS quic TIMEOUT 60
+    LIBS sync_protocol_static PkgConfig::NGTCP2 Threads::Threads)
+endif()
+
 # Real nodes over QUIC, leader and follower in one process.
 if(SP_WITH_QUIC)
   sp_add_test(sp_quic_node_test

@@ -116,6 +116,12 @@ qt_entry *qt_registry_find(qt_registry *r, const sp_uuid *id) {
 
 /* ---- devices ---- */
 
+/* SP_QUIC_DEBUG: the endpoint's lines, which go to on_log only. */
+static void print_log(sp_log_level level, const char *msg, void *user_data) {
+  (void)user_data;
+  fprintf(stderr, "[%d] %s\n", (int)level, msg);
+}
+
 sp_quic_config qt_config(void) {
   sp_quic_config cfg;
 
@@ -123,6 +129,9 @@ sp_quic_config qt_config(void) {
   cfg.bind_address = "127.0.0.1:0";
   cfg.idle_timeout = 10 * SP_SECONDS;
   cfg.debug = getenv("SP_QUIC_DEBUG") != NULL;
+  if (cfg.debug) {
+    cfg.on_log = print_log;
+  }
   return cfg;
 }
 

@@ -173,9 +173,14 @@ static int on_event(const sp_event *ev, void *ud) {
 static void on_log(sp_log_level level, const char *msg, void *ud) {
   tc_dev *d = ud;
 
-  fprintf(stderr, "[%llu ms] dev%d log%d %s\n",
-          (unsigned long long)(d->tc->now / SP_MILLISECONDS), d->index,
-          (int)level, msg);
+  if (d->tc->on_log) {
+    d->tc->on_log(d->tc, d->index, level, msg);
+  }
+  if (getenv("SP_TEST_LOG")) {
+    fprintf(stderr, "[%llu ms] dev%d log%d %s\n",
+            (unsigned long long)(d->tc->now / SP_MILLISECONDS), d->index,
+            (int)level, msg);
+  }
 }
 
 /* ---- wire tap ---- */
@@ -365,7 +370,7 @@ static int make_node(tc *t, int i) {
   reg.may_lead = r_may_lead;
   ev.user_data = d;
   ev.on_event = on_event;
-  if (getenv("SP_TEST_LOG")) {
+  if (getenv("SP_TEST_LOG") || t->on_log) {
     ev.on_log = on_log;
     ev.log_level = SP_LOG_DEBUG;
   }

@@ -85,6 +85,9 @@ struct tc {
   void (*on_msg)(tc *t, int from, int to, uint64_t stream, const sp_msg *m);
   /* Optional: sees every event after it is counted. */
   void (*on_event)(tc *t, int dev, const sp_event *ev);
+  /* Optional: sees every log line (DEBUG and up) of the nodes booted
+   * while it is set (set it, then tc_restart). */
+  void (*on_log)(tc *t, int dev, sp_log_level level, const char *line);
   /* Optional: may wrap a store's vtable before tc_open / tc_open_as hand
    * it to the handler (faults inside store calls). */
   void (*store_hook)(tc *t, int dev, int lib, sp_store *st);

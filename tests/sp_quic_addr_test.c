@@ -37,6 +37,10 @@ static void test_parse_good(void **state) {
   round_trip("[::1]:4433");
   round_trip("[fe80::1:2]:1");
   round_trip("[::ffff:10.0.0.1]:9");
+  /* A link-local scope is kept (by name: every Linux has lo). */
+  round_trip("[fe80::1%lo]:7");
+  assert_int_equal(parse(&a, "[fe80::1%1]:7"), 0);
+  assert_int_equal(a.u.in6.sin6_scope_id, 1);
   assert_int_equal(parse(&a, "10.1.2.3:80"), 0);
   assert_int_equal(a.u.sa.sa_family, AF_INET);
   assert_int_equal(ntohs(a.u.in.sin_port), 80);
@@ -53,7 +57,8 @@ static void test_parse_bad(void **state) {
       "1.2.3.4:-1", "1.2.3.4:+80", "1.2.3.4:8 0", "1.2.3.4:80x",
       "1.2.3:80", "1.2.3.4.5:80", "localhost:80", "::1:80", "[::1]",
       "[::1]80", "[::1]:", "[]:80", "[1.2.3.4]:80", "[::g]:80",
-      "[::1:80", " 1.2.3.4:80", "1.2.3.4:123456",
+      "[::1:80", " 1.2.3.4:80", "1.2.3.4:123456", "[fe80::1%]:80",
+      "[fe80::1%no-such-if0]:80", "[fe80::1%0]:80", "1.2.3.4%lo:80",
   };
   sp_quic_addr a, keep;
   size_t i;

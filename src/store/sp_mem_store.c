@@ -25,6 +25,7 @@
 #include "sync_protocol/mem_store.h"
 #include "sync_protocol/sys/transport.h"
 #include "sync_protocol/uuid.h"
+#include "sp_abi.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 #include "sp_mem_outbox.h"
@@ -108,6 +109,8 @@ struct sp_mem_store {
   sp_mobox box;
   unsigned fail_applies;
   unsigned fail_appends;
+  /* vt_errmsg: why the last injected failure failed (static text). */
+  const char *errmsg;
   /* Depth of `read` calls feeding a sink: records must not move or be
    * freed under it, so mutations are refused meanwhile. */
   unsigned reading;
@@ -364,6 +367,7 @@ int sp_mem_store_new(sp_mem_store **pstore, const sp_mem *mem) {
   if (!pstore) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  *pstore = NULL;
   sp_mem_resolve(&m, mem);
   s = sp_calloc(&m, 1, sizeof(*s));
   if (!s) {
@@ -769,8 +773,10 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
   size_t i, norigin = 0;
   int rv;
 
+  store->errmsg = NULL;
   if (store->fail_applies) {
     --store->fail_applies;
+    store->errmsg = "injected failure (sp_mem_store_fail_applies)";
     return SP_ERR_STORE;
   }
   if (n && (!entries || !hashes)) {
@@ -947,8 +953,10 @@ static int vt_append(const sp_entry *entries, size_t n, sp_seq *first,
   sp_seq latest;
   int rv;
 
+  store->errmsg = NULL;
   if (store->fail_appends) {
     --store->fail_appends;
+    store->errmsg = "injected failure (sp_mem_store_fail_appends)";
     return SP_ERR_STORE;
   }
   if (!entries || n == 0) {
@@ -1093,12 +1101,26 @@ static int vt_outbox_anchor(const sp_uuid *device, uint64_t device_high,
   return sp_mobox_anchor(&store->box, device, device_high);
 }
 
-void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
-  if (!out) {
-    return;
+/* Only the injected failures have a cause worth more than their code
+ * (the others are SP_ERR_NOMEM or a caller's mistake). */
+static const char *vt_errmsg(void *user_data) {
+  const sp_mem_store *store = user_data;
+  return store->errmsg;
+}
+
+int sp_mem_store_get_vtable_versioned(sp_mem_store *store, int version,
+                                      sp_store *dst) {
+  sp_store full, *out = &full;
+  size_t n = sp_abi_store_size(version);
+
+  if (!dst) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   memset(out, 0, sizeof(*out));
-  out->version = SP_STORE_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->read = vt_read;
   out->bounds = vt_bounds;
@@ -1116,6 +1138,9 @@ void sp_mem_store_get_vtable(sp_mem_store *store, sp_store *out) {
   out->outbox_remove = vt_outbox_remove;
   out->outbox_stats = vt_outbox_stats;
   out->outbox_anchor = vt_outbox_anchor;
+  out->errmsg = vt_errmsg;
+  sp_abi_copy(dst, &full, n);
+  return 0;
 }
 
 /* -- for the snapshot source and sink (sp_mem_store_int.h) -- */

@@ -65,6 +65,9 @@ struct sp_sqlite_store {
   /* The snapshot sink's side database (<path>-snapin), opened on first
    * use, closed and deleted once emptied (sp_sqlite_snap.c). */
   sqlite3 *snapin;
+  /* sp_sqlite_store_errmsg: why the last failed call failed, kept before
+   * a rollback (which succeeds, and so clears SQLite's own). */
+  char errmsg[256];
 };
 
 /* -- transactions -- */
@@ -76,17 +79,35 @@ static inline int run(sqlite3_stmt *st) {
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : SP_ERR_STORE;
 }
 
+/* Keep SQLite's text of the failure the connection just had, if it had
+ * one (sp_sqlite_store_errmsg).  With its errno when the OS refused. */
+void sp_sqlite_keep_error(sp_sqlite_store *s);
+
+/* Every call starts at most one transaction: a new one starts without
+ * the previous call's failure. */
 static inline int begin_write(sp_sqlite_store *s) {
-  return run(s->st[ST_BEGIN_WRITE]);
+  s->errmsg[0] = '\0';
+  if (run(s->st[ST_BEGIN_WRITE]) != 0) {
+    sp_sqlite_keep_error(s);
+    return SP_ERR_STORE;
+  }
+  return 0;
 }
 
 static inline int begin_read(sp_sqlite_store *s) {
-  return run(s->st[ST_BEGIN_READ]);
+  s->errmsg[0] = '\0';
+  if (run(s->st[ST_BEGIN_READ]) != 0) {
+    sp_sqlite_keep_error(s);
+    return SP_ERR_STORE;
+  }
+  return 0;
 }
 
 /* Roll back if a transaction is still open (SQLite may already have rolled
- * it back on its own after an I/O or full-disk error). */
+ * it back on its own after an I/O or full-disk error).  Every failure
+ * inside a transaction ends here: the failure's text is kept first. */
 static inline void rollback(sp_sqlite_store *s) {
+  sp_sqlite_keep_error(s);
   if (!sqlite3_get_autocommit(s->db)) {
     run(s->st[ST_ROLLBACK]);
   }

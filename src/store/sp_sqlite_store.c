@@ -42,7 +42,9 @@
  * complement int64; sequences are limited to INT64_MAX so that the
  * INTEGER PRIMARY KEY keeps their order.
  */
+#include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <sqlite3.h>
@@ -51,6 +53,7 @@
 #include "sync_protocol/errors.h"
 #include "sync_protocol/sqlite_store.h"
 #include "sync_protocol/sys/transport.h"
+#include "sp_abi.h"
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 #include "sp_sqlite_int.h"
@@ -246,6 +249,57 @@ void sp_sqlite_config_default(sp_sqlite_config *cfg) {
   cfg->create = 1;
   cfg->read_only = 0;
   cfg->busy_timeout_ms = 5000;
+}
+
+/* -- why a call failed -- */
+
+void sp_sqlite_keep_error(sp_sqlite_store *s) {
+  int saved = errno, rc = sqlite3_errcode(s->db), err;
+
+  if (rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE) {
+    return;
+  }
+  err = sqlite3_system_errno(s->db);
+  /* SQLite keeps the errno of an open, not always of a failed write
+   * (EFBIG, EIO in the WAL): then it is still errno, as this runs in the
+   * same call, right after the failed system call, before any rollback.
+   * Not for SQLITE_FULL, which max_page_count raises without one. */
+  if (!err && (rc & 0xff) == SQLITE_IOERR) {
+    err = saved;
+  }
+  if (err && (rc & 0xff) != SQLITE_CONSTRAINT) {
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s (%s)", sqlite3_errmsg(s->db),
+             strerror(err));
+  } else {
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s", sqlite3_errmsg(s->db));
+  }
+}
+
+/* The text of the calling thread's last failed sp_sqlite_store_open (its
+ * store is gone by the time the host asks). */
+static _Thread_local char open_errmsg[256];
+
+const char *sp_sqlite_store_errmsg(const sp_sqlite_store *store) {
+  if (!store) {
+    return open_errmsg;
+  }
+  if (store->errmsg[0]) {
+    return store->errmsg;
+  }
+  /* A failure outside a transaction (one statement) left no copy, and
+   * nothing ran since: SQLite's own text is still the one. */
+  switch (sqlite3_errcode(store->db)) {
+  case SQLITE_OK:
+  case SQLITE_ROW:
+  case SQLITE_DONE:
+    return "";
+  default:
+    return sqlite3_errmsg(store->db);
+  }
+}
+
+static const char *vt_errmsg(void *user_data) {
+  return sp_sqlite_store_errmsg(user_data);
 }
 
 /* -- small helpers -- */
@@ -605,6 +659,11 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
   sp_mem m;
   int flags, rc, rv;
 
+  if (pstore) {
+    *pstore = NULL;
+  }
+  snprintf(open_errmsg, sizeof(open_errmsg), "%s",
+           sp_strerror(SP_ERR_INVALID_ARGUMENT));
   if (!pstore || !path) {
     return SP_ERR_INVALID_ARGUMENT;
   }
@@ -612,7 +671,10 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
     sp_sqlite_config_default(&defaults);
     cfg = &defaults;
   }
-  if (cfg->version != SP_SQLITE_CONFIG_VERSION) {
+  /* Version 1 is the only one yet: a later one must copy by version. */
+  if (cfg->version == 0 || cfg->version > SP_SQLITE_CONFIG_VERSION) {
+    snprintf(open_errmsg, sizeof(open_errmsg), "%s",
+             sp_strerror(SP_ERR_VERSION));
     return SP_ERR_VERSION;
   }
   if ((cfg->synchronous != SP_SQLITE_SYNC_NORMAL &&
@@ -623,6 +685,8 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
   sp_mem_resolve(&m, mem);
   s = sp_calloc(&m, 1, sizeof(*s));
   if (!s) {
+    snprintf(open_errmsg, sizeof(open_errmsg), "%s",
+             sp_strerror(SP_ERR_NOMEM));
     return SP_ERR_NOMEM;
   }
   s->mem = m;
@@ -686,10 +750,23 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
     goto fail;
   }
   *pstore = s;
+  open_errmsg[0] = '\0';
   return 0;
 
 fail:
-  store_free(s);
+  {
+    int err = errno;
+    if (s->db) {
+      sp_sqlite_keep_error(s);
+    }
+    snprintf(open_errmsg, sizeof(open_errmsg), "%s",
+             s->errmsg[0] ? s->errmsg : sp_strerror(rv));
+    if (s->db && sqlite3_system_errno(s->db)) {
+      err = sqlite3_system_errno(s->db);
+    }
+    store_free(s);
+    errno = err;
+  }
   return rv;
 }
 
@@ -909,7 +986,7 @@ int sp_sqlite_store_reset(sp_sqlite_store *store, sp_seq applied,
   return commit(store);
 }
 
-int sp_sqlite_store_status(sp_sqlite_store *store, sp_sqlite_status *out) {
+static int status_full(sp_sqlite_store *store, sp_sqlite_status *out) {
   sqlite3_stmt *st;
   meta m;
   int rv;
@@ -950,6 +1027,27 @@ int sp_sqlite_store_status(sp_sqlite_store *store, sp_sqlite_status *out) {
 out:
   end_read(store);
   return rv == 0 ? 0 : SP_ERR_STORE;
+}
+
+/* Version 2 of the struct must add its size here. */
+_Static_assert(SP_SQLITE_STATUS_VERSION == 1, "sp_sqlite_status sizes");
+
+int sp_sqlite_store_status_versioned(sp_sqlite_store *store, int version,
+                                     sp_sqlite_status *out) {
+  sp_sqlite_status full;
+  int rv;
+
+  if (!store || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (version != 1) {
+    return SP_ERR_VERSION;
+  }
+  rv = status_full(store, &full);
+  if (rv == 0) {
+    sp_abi_copy(out, &full, SP_ABI_END(sp_sqlite_status, epoch));
+  }
+  return rv;
 }
 
 int sp_sqlite_store_verify(sp_sqlite_store *store,
@@ -1376,12 +1474,19 @@ static int vt_load_follower_addresses(sp_follower_address_sink sink,
   return rv;
 }
 
-void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out) {
-  if (!out) {
-    return;
+int sp_sqlite_store_get_vtable_versioned(sp_sqlite_store *store, int version,
+                                         sp_store *dst) {
+  sp_store full, *out = &full;
+  size_t n = sp_abi_store_size(version);
+
+  if (!dst) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
   }
   memset(out, 0, sizeof(*out));
-  out->version = SP_STORE_VERSION;
+  out->version = (unsigned int)version;
   out->user_data = store;
   out->read = vt_read;
   out->bounds = vt_bounds;
@@ -1393,4 +1498,7 @@ void sp_sqlite_store_get_vtable(sp_sqlite_store *store, sp_store *out) {
   out->save_follower_address = vt_save_follower_address;
   out->load_follower_addresses = vt_load_follower_addresses;
   sp_sqlite_outbox_vtable(out);
+  out->errmsg = vt_errmsg;
+  sp_abi_copy(dst, &full, n);
+  return 0;
 }

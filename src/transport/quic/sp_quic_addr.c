@@ -7,7 +7,10 @@
  * blocking resolver in an event loop does.)
  */
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sync_protocol/errors.h"
@@ -33,8 +36,34 @@ static int parse_port(const char *p, size_t len, uint16_t *port) {
   return 0;
 }
 
+/* "[fe80::1%eth0]:p": a link-local address is dialable only with its
+ * interface (by name or index).  Returns 0 or SP_ERR_ADDRESS. */
+static int parse_scope(char *host, uint32_t *scope) {
+  char *pct = strchr(host, '%'), *end;
+  unsigned long v;
+
+  *scope = 0;
+  if (!pct) {
+    return 0;
+  }
+  *pct++ = '\0';
+  if (!*pct) {
+    return SP_ERR_ADDRESS;
+  }
+  v = strtoul(pct, &end, 10);
+  if (*end) {
+    v = if_nametoindex(pct);
+  }
+  if (v == 0 || v > UINT32_MAX) {
+    return SP_ERR_ADDRESS;
+  }
+  *scope = (uint32_t)v;
+  return 0;
+}
+
 int sp_quic_addr_parse(sp_quic_addr *out, const char *text, size_t len) {
-  char host[INET6_ADDRSTRLEN + 1];
+  char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 1];
+  uint32_t scope;
   const char *colon, *port_text;
   size_t hostlen;
   uint16_t port;
@@ -54,9 +83,11 @@ int sp_quic_addr_parse(sp_quic_addr *out, const char *text, size_t len) {
     host[hostlen] = '\0';
     port_text = close + 2;
     if (parse_port(port_text, (size_t)(text + len - port_text), &port) != 0 ||
+        parse_scope(host, &scope) != 0 ||
         inet_pton(AF_INET6, host, &a.u.in6.sin6_addr) != 1) {
       return SP_ERR_ADDRESS;
     }
+    a.u.in6.sin6_scope_id = scope;
     a.u.in6.sin6_family = AF_INET6;
     a.u.in6.sin6_port = htons(port);
     a.len = sizeof(a.u.in6);
@@ -135,7 +166,7 @@ int sp_quic_addr_pick(sp_quic_addr *out, const char *list, int family) {
 }
 
 int sp_quic_addr_format(const sp_quic_addr *a, char *buf, size_t buflen) {
-  char host[INET6_ADDRSTRLEN];
+  char host[INET6_ADDRSTRLEN], scope[IF_NAMESIZE + 2] = "";
   int n;
 
   if (a->u.sa.sa_family == AF_INET) {
@@ -147,7 +178,16 @@ int sp_quic_addr_format(const sp_quic_addr *a, char *buf, size_t buflen) {
     if (!inet_ntop(AF_INET6, &a->u.in6.sin6_addr, host, sizeof(host))) {
       return SP_ERR_ADDRESS;
     }
-    n = snprintf(buf, buflen, "[%s]:%u", host, (unsigned)port_of(a));
+    if (a->u.in6.sin6_scope_id) {
+      char name[IF_NAMESIZE];
+      if (if_indextoname(a->u.in6.sin6_scope_id, name)) {
+        snprintf(scope, sizeof(scope), "%%%s", name);
+      } else {
+        snprintf(scope, sizeof(scope), "%%%u",
+                 (unsigned)a->u.in6.sin6_scope_id);
+      }
+    }
+    n = snprintf(buf, buflen, "[%s%s]:%u", host, scope, (unsigned)port_of(a));
   } else {
     return SP_ERR_ADDRESS;
   }

@@ -49,7 +49,6 @@ static int remove_cid_cb(ngtcp2_conn *qc, const ngtcp2_cid *cid,
 
 static int handshake_completed_cb(ngtcp2_conn *qc, void *user_data) {
   sp_quic_conn *c = user_data;
-  char uuid[SP_UUID_STRING_LEN + 1];
 
   (void)qc;
   /* A refused key: sp_quic_conn_read closes with its code after this. */
@@ -69,9 +68,8 @@ static int handshake_completed_cb(ngtcp2_conn *qc, void *user_data) {
   }
   c->ep->output_pending = 1;
   c->ep->events_pending = 1;
-  sp_quic_debug(c->ep, "%s connection authenticated: peer %s",
-                c->server ? "server" : "client",
-                sp_uuid_format(&c->peer, uuid));
+  sp_quic_conn_log(c, SP_LOG_DEBUG, "%s connection authenticated",
+                   c->server ? "server" : "client");
   return 0;
 }
 
@@ -212,14 +210,14 @@ static int extend_stream_data_cb(ngtcp2_conn *qc, int64_t qsid,
 __attribute__((format(printf, 2, 3)))
 #endif
 static void log_cb(void *user_data, const char *fmt, ...) {
+  sp_quic_conn *c = user_data;
+  char line[400];
   va_list ap;
 
-  (void)user_data;
   va_start(ap, fmt);
-  fputs("sp_quic ngtcp2: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
+  sp_quic_conn_log(c, SP_LOG_DEBUG, "ngtcp2: %s", line);
 }
 
 /* Packets that passed AEAD on this thread.  ngtcp2 0.12 drops a packet
@@ -289,7 +287,8 @@ static void fill_settings(const sp_quic_endpoint *ep, ngtcp2_settings *st,
    * which is what makes a slow reader throttle its sender. */
   st->max_window = 0;
   st->max_stream_window = 0;
-  if (ep->cfg.debug) {
+  /* ngtcp2 logs a line per packet: only for a host that asked. */
+  if (ep->cfg.debug && ep->cfg.on_log) {
     st->log_printf = log_cb;
   }
 }

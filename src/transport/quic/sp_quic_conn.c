@@ -193,7 +193,12 @@ static void refuse_token(sp_quic_endpoint *ep, const ngtcp2_pkt_hd *hd,
   ngtcp2_ssize n;
 
   ++ep->tokens_refused;
-  sp_quic_debug(ep, "Retry token refused (forged, expired or other address)");
+  {
+    char addr[64] = "?";
+    (void)sp_quic_addr_format(remote, addr, sizeof(addr));
+    sp_quic_debug(ep, "peer at %s: Retry token refused (forged, expired or "
+                  "other address)", addr);
+  }
   n = ngtcp2_crypto_write_connection_close(buf, sizeof(buf), hd->version,
                                            &hd->scid, &hd->dcid,
                                            NGTCP2_INVALID_TOKEN, NULL, 0);
@@ -298,7 +303,7 @@ int sp_quic_conn_accept(sp_quic_endpoint *ep, const sp_quic_addr *remote,
     return rv == SP_ERR_NOMEM ? rv : 0;
   }
   ++ep->stats.connections_accepted;
-  sp_quic_debug(ep, "accepted a connection");
+  sp_quic_conn_log(c, SP_LOG_DEBUG, "accepted a connection");
   sp_quic_conn_read(c, remote, pkt, len, now);
   return 0;
 }
@@ -409,8 +414,9 @@ static void probe_older(sp_quic_conn *c, sp_tstamp now) {
     if (excess > 0) {
       /* The table keeps creation order: this is the oldest left. */
       --excess;
-      sp_quic_debug(ep, "peer holds more than %d connections: oldest closed",
-                    SP_QUIC_MAX_PEER_CONNS);
+      sp_quic_conn_log(o, SP_LOG_INFO,
+                       "peer holds more than %d connections: oldest closed",
+                       SP_QUIC_MAX_PEER_CONNS);
       sp_quic_conn_shutdown(o, SP_ERR_CONNECTION_LOST, now);
       continue;
     }
@@ -435,16 +441,13 @@ int sp_quic_conn_usable(const sp_quic_conn *c) {
 /* The connection is over: streams learn `reason`, the failure is
  * counted if it never got through its handshake. */
 static void conn_ended(sp_quic_conn *c, int reason) {
-  char uuid[SP_UUID_STRING_LEN + 1];
-
   c->end_reason = reason;
   if (!(c->authenticated && c->confirmed) && !c->counted_failure) {
     c->counted_failure = 1;
     ++c->ep->stats.handshakes_failed;
   }
-  sp_quic_debug(c->ep, "%s connection to %s ended: %s",
-                c->server ? "server" : "client",
-                sp_uuid_format(&c->peer, uuid), sp_err_name(reason));
+  sp_quic_conn_log(c, SP_LOG_DEBUG, "%s connection ended: %s",
+                   c->server ? "server" : "client", sp_err_name(reason));
   while (c->streams) {
     sp_quic_stream_conn_ended(c->streams, reason);
   }
@@ -482,12 +485,10 @@ static int reason_from_peer_close(sp_quic_conn *c) {
   ngtcp2_conn_get_connection_close_error(c->qc, &ce);
   if (ce.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION &&
       ce.error_code != 0) {
-    char addr[64] = "?";
     int reason = sp_quic_reason_from_app_code(ce.error_code);
 
-    (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
-    sp_quic_log(c->ep, SP_LOG_WARN,
-                "%s closed the connection with code %llu (%s): %.*s", addr,
+    sp_quic_conn_log(c, SP_LOG_WARN,
+                "closed the connection with code %llu (%s): %.*s",
                 (unsigned long long)ce.error_code, sp_err_name(reason),
                 (int)(ce.reasonlen < 200 ? ce.reasonlen : 200),
                 ce.reason ? (const char *)ce.reason : "");
@@ -602,7 +603,8 @@ static void on_error(sp_quic_conn *c, int liberr, sp_tstamp now) {
                now);
     return;
   default:
-    sp_quic_debug(c->ep, "connection error: %s", ngtcp2_strerror(liberr));
+    sp_quic_conn_log(c, SP_LOG_INFO, "connection error: ngtcp2: %s",
+                     ngtcp2_strerror(liberr));
     close_liberr(c, liberr,
                  c->verify_error ? c->verify_error : local_reason(c), now);
     return;
@@ -711,8 +713,9 @@ void sp_quic_conn_handle_expiry(sp_quic_conn *c, sp_tstamp now) {
   }
   if (ack_deadline(c) <= now) {
     /* The close may still reach a peer that is only slow to answer. */
-    sp_quic_debug(c->ep, "nothing acknowledged in time (%s)",
-                  c->probe_by && c->probe_by <= now ? "probe" : "ack timeout");
+    sp_quic_conn_log(c, SP_LOG_INFO, "nothing acknowledged in time (%s)",
+                     c->probe_by && c->probe_by <= now ? "probe"
+                                                       : "ack timeout");
     sp_quic_conn_shutdown(c, SP_ERR_CONNECTION_LOST, now);
     return;
   }

@@ -30,7 +30,9 @@
 
 #include "sync_protocol/errors.h"
 #include "sync_protocol/node.h"
+#include "sync_protocol/uuid.h"
 #include "sync_protocol/version.h"
+#include "sp_abi.h"
 #include "sp_identity_int.h"
 #include "sp_mem_int.h"
 #include "sp_quic_int.h"
@@ -68,36 +70,94 @@ sp_tstamp sp_quic_now(void) {
   return (sp_tstamp)ts.tv_sec * SP_SECONDS + (sp_tstamp)ts.tv_nsec;
 }
 
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 0)))
+#endif
+static void vlog(const sp_quic_endpoint *ep, sp_log_level level,
+                 const char *prefix, const char *fmt, va_list ap) {
+  char line[512];
+  int n;
+
+  n = snprintf(line, sizeof(line), "quic[%u]: %s",
+               (unsigned)sp_quic_endpoint_port(ep), prefix);
+  if (n < 0 || (size_t)n >= sizeof(line)) {
+    n = 0;
+  }
+  vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+  ep->cfg.on_log(level, line, ep->cfg.log_user_data);
+}
+
 void sp_quic_debug(const sp_quic_endpoint *ep, const char *fmt, ...) {
   va_list ap;
 
-  if (!ep->cfg.debug) {
+  if (!ep->cfg.debug || !ep->cfg.on_log) {
     return;
   }
   va_start(ap, fmt);
-  fprintf(stderr, "sp_quic[%u]: ", (unsigned)sp_quic_endpoint_port(ep));
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vlog(ep, SP_LOG_DEBUG, "", fmt, ap);
   va_end(ap);
 }
 
 void sp_quic_log(const sp_quic_endpoint *ep, sp_log_level level,
                  const char *fmt, ...) {
-  char line[512];
   va_list ap;
 
-  if (!ep->cfg.on_log && !ep->cfg.debug) {
+  if (!ep->cfg.on_log || (level == SP_LOG_DEBUG && !ep->cfg.debug)) {
     return;
   }
   va_start(ap, fmt);
-  vsnprintf(line, sizeof(line), fmt, ap);
+  vlog(ep, level, "", fmt, ap);
   va_end(ap);
-  if (ep->cfg.on_log) {
-    ep->cfg.on_log(level, line, ep->cfg.log_user_data);
-  } else {
-    fprintf(stderr, "sp_quic[%u]: %s\n", (unsigned)sp_quic_endpoint_port(ep),
-            line);
+}
+
+void sp_quic_conn_log(const sp_quic_conn *c, sp_log_level level,
+                      const char *fmt, ...) {
+  static const sp_uuid nil;
+  const sp_quic_endpoint *ep = c->ep;
+  char addr[64] = "?", uuid[SP_UUID_STRING_LEN + 1], prefix[160];
+  va_list ap;
+
+  if (!ep->cfg.on_log || (level == SP_LOG_DEBUG && !ep->cfg.debug)) {
+    return;
   }
+  (void)sp_quic_addr_format(&c->remote, addr, sizeof(addr));
+  /* An accepted connection learns its device only from the handshake. */
+  if (memcmp(&c->peer, &nil, sizeof(nil)) != 0) {
+    snprintf(prefix, sizeof(prefix), "peer %s at %s: ",
+             sp_uuid_format(&c->peer, uuid), addr);
+  } else {
+    snprintf(prefix, sizeof(prefix), "peer at %s: ", addr);
+  }
+  va_start(ap, fmt);
+  vlog(ep, level, prefix, fmt, ap);
+  va_end(ap);
+}
+
+int sp_quic_set_error(sp_quic_endpoint *ep, int rv, int err, const char *fmt,
+                      ...) {
+  va_list ap;
+  int n;
+
+  va_start(ap, fmt);
+  n = vsnprintf(ep->errmsg, sizeof(ep->errmsg), fmt, ap);
+  va_end(ap);
+  if (err) {
+    if (n < 0 || (size_t)n >= sizeof(ep->errmsg)) {
+      n = 0;
+    }
+    snprintf(ep->errmsg + n, sizeof(ep->errmsg) - (size_t)n, "%s%s",
+             n ? ": " : "", strerror(err));
+    errno = err;
+  }
+  return rv;
+}
+
+/* The text of the calling thread's last failed sp_quic_endpoint_new: its
+ * endpoint is gone by the time the host asks (sp_quic_errmsg(NULL)). */
+static _Thread_local char new_errmsg[SP_QUIC_ERRMSG_MAX];
+
+const char *sp_quic_errmsg(const sp_quic_endpoint *ep) {
+  return ep ? ep->errmsg : new_errmsg;
 }
 
 /* ---- tables ---- */
@@ -331,7 +391,8 @@ static int check_config(const sp_quic_config *cfg) {
 }
 
 static int check_registry(const sp_registry *reg) {
-  if (reg->version != SP_REGISTRY_VERSION) {
+  /* Only version 1's callbacks are used here, so every version is fine. */
+  if (reg->version == 0 || reg->version > SP_REGISTRY_VERSION) {
     return SP_ERR_VERSION;
   }
   if (!reg->device_key || !reg->device_by_key || !reg->address_hints) {
@@ -344,21 +405,39 @@ static int setup_poll(sp_quic_endpoint *ep) {
   struct epoll_event ev;
 
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (ep->epfd < 0) {
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "epoll_create1");
+  }
   ep->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (ep->epfd < 0 || ep->evfd < 0) {
-    return SP_ERR_IO;
+  if (ep->evfd < 0) {
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "eventfd");
   }
   memset(&ev, 0, sizeof(ev));
   ev.events = EPOLLIN;
   ev.data.u32 = TAG_UDP;
   if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->udp.fd, &ev) != 0) {
-    return SP_ERR_IO;
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "epoll_ctl");
   }
   ev.data.u32 = TAG_BELL;
   if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->evfd, &ev) != 0) {
-    return SP_ERR_IO;
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "epoll_ctl");
   }
   return 0;
+}
+
+/* A failed sp_quic_endpoint_new: keep its text for sp_quic_errmsg(NULL)
+ * and its errno for the caller across the cleanup. */
+static int new_failed(sp_quic_endpoint *ep, int rv) {
+  int err = errno;
+
+  if (ep && ep->errmsg[0]) {
+    memcpy(new_errmsg, ep->errmsg, sizeof(new_errmsg));
+  } else {
+    snprintf(new_errmsg, sizeof(new_errmsg), "%s", sp_strerror(rv));
+  }
+  sp_quic_endpoint_del(ep);
+  errno = err;
+  return rv;
 }
 
 int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
@@ -371,8 +450,12 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
   size_t alpnlen;
   int rv;
 
+  if (pep) {
+    *pep = NULL;
+  }
+  new_errmsg[0] = '\0';
   if (!pep || !cfg || !identity || !registry) {
-    return SP_ERR_INVALID_ARGUMENT;
+    return new_failed(NULL, SP_ERR_INVALID_ARGUMENT);
   }
   rv = check_config(cfg);
   if (rv == 0) {
@@ -387,19 +470,21 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
     cfg = &full;
   }
   if (rv != 0) {
-    return rv;
+    return new_failed(NULL, rv);
   }
   if (sp_quic_addr_parse(&bind_addr, cfg->bind_address,
                          strlen(cfg->bind_address)) != 0) {
+    snprintf(new_errmsg, sizeof(new_errmsg), "bad address \"%.200s\"",
+             cfg->bind_address);
     return SP_ERR_ADDRESS;
   }
   if (sodium_init() < 0) {
-    return SP_ERR_INTERNAL;
+    return new_failed(NULL, SP_ERR_INTERNAL);
   }
   sp_mem_resolve(&m, mem);
   ep = sp_calloc(&m, 1, sizeof(*ep));
   if (!ep) {
-    return SP_ERR_NOMEM;
+    return new_failed(NULL, SP_ERR_NOMEM);
   }
   ep->mem = m;
   /* ngtcp2 allocates through the same hooks (identical signatures). */
@@ -416,15 +501,18 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
                         ? SIZE_MAX
                         : 4 * cfg->stream_send_buffer;
   ep->identity = identity;
-  ep->registry = *registry;
+  /* An older registry is a shorter struct: read only its own bytes. */
+  memcpy(&ep->registry, registry,
+         registry->version >= 3   ? sizeof(*registry)
+         : registry->version == 2 ? offsetof(sp_registry, may_lead)
+                                  : offsetof(sp_registry, can_write));
   ep->next_stream_id = 1;
   atomic_init(&ep->stop, 0);
   atomic_init(&ep->woken, 0);
   alpnlen = strlen(cfg->alpn);
   ep->alpn = sp_malloc(&m, alpnlen + 1);
   if (!ep->alpn) {
-    sp_quic_endpoint_del(ep);
-    return SP_ERR_NOMEM;
+    return new_failed(ep, SP_ERR_NOMEM);
   }
   memcpy(ep->alpn, cfg->alpn, alpnlen + 1);
   ep->cfg.alpn = ep->alpn;
@@ -440,13 +528,17 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
   rv = sp_quic_udp_open(ep, &bind_addr);
   if (rv == 0) {
     rv = sp_quic_tls_init(&ep->tls, identity, identity, ep->alpn);
+    if (rv == SP_ERR_TLS) {
+      (void)sp_quic_set_error(ep, rv, 0,
+                              "GnuTLS: cannot make the certificate of the "
+                              "device key (Ed25519 in TLS 1.3 needed)");
+    }
   }
   if (rv == 0) {
     rv = setup_poll(ep);
   }
   if (rv != 0) {
-    sp_quic_endpoint_del(ep);
-    return rv;
+    return new_failed(ep, rv);
   }
   *pep = ep;
   return 0;
@@ -513,8 +605,21 @@ void sp_quic_endpoint_del(sp_quic_endpoint *ep) {
   sp_free(&ep->mem, ep);
 }
 
-void sp_quic_endpoint_get_transport(sp_quic_endpoint *ep, sp_transport *out) {
-  sp_quic_transport_fill(ep, out);
+int sp_quic_endpoint_get_transport_versioned(sp_quic_endpoint *ep,
+                                             int version, sp_transport *out) {
+  sp_transport full;
+  size_t n = sp_abi_transport_size(version);
+
+  if (!ep || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (n == 0) {
+    return SP_ERR_VERSION;
+  }
+  sp_quic_transport_fill(ep, &full);
+  full.version = (unsigned int)version;
+  sp_abi_copy(out, &full, n);
+  return 0;
 }
 
 int sp_quic_endpoint_attach(sp_quic_endpoint *ep, sp_node *node) {
@@ -550,9 +655,19 @@ uint16_t sp_quic_endpoint_port(const sp_quic_endpoint *ep) {
   return ntohs(ep->local.u.in.sin_port);
 }
 
-void sp_quic_endpoint_get_stats(const sp_quic_endpoint *ep,
-                                sp_quic_stats *out) {
-  *out = ep->stats;
+/* Version 2 of the struct must add its size here. */
+_Static_assert(SP_QUIC_STATS_VERSION == 1, "sp_quic_stats sizes");
+
+int sp_quic_endpoint_get_stats_versioned(const sp_quic_endpoint *ep,
+                                         int version, sp_quic_stats *out) {
+  if (!ep || !out) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (version != 1) {
+    return SP_ERR_VERSION;
+  }
+  sp_abi_copy(out, &ep->stats, SP_ABI_END(sp_quic_stats, send_calls));
+  return 0;
 }
 
 /* ---- the loop ---- */
@@ -662,7 +777,14 @@ int sp_quic_endpoint_process(sp_quic_endpoint *ep, sp_tstamp now) {
   }
   sweep_conns(ep);
   sp_quic_stream_sweep(ep);
-  return rv != 0 ? rv : cbrv;
+  rv = rv != 0 ? rv : cbrv;
+  if (rv != 0) {
+    (void)sp_quic_set_error(ep, rv, 0, "%s",
+                            rv == SP_ERR_CALLBACK_FAILURE
+                                ? "a host callback failed"
+                                : sp_strerror(rv));
+  }
+  return rv;
 }
 
 int sp_quic_endpoint_run(sp_quic_endpoint *ep) {
@@ -700,7 +822,7 @@ int sp_quic_endpoint_run(sp_quic_endpoint *ep) {
     p.events = POLLIN;
     p.revents = 0;
     if (ppoll(&p, 1, tsp, NULL) < 0 && errno != EINTR) {
-      return SP_ERR_IO;
+      return sp_quic_set_error(ep, SP_ERR_IO, errno, "ppoll");
     }
   }
 }

@@ -442,6 +442,8 @@ typedef struct sp_quic_hint {
   char address[SP_PEER_ADDRESS_MAX];
 } sp_quic_hint;
 
+#define SP_QUIC_ERRMSG_MAX 256
+
 struct sp_quic_endpoint {
   sp_mem mem;
   ngtcp2_mem nmem;
@@ -502,6 +504,8 @@ struct sp_quic_endpoint {
   sp_quic_stats stats;
   sp_quic_hint *hints;
   size_t nhints, hints_cap;
+  /* sp_quic_errmsg: the text of the last failure (sp_quic_set_error). */
+  char errmsg[SP_QUIC_ERRMSG_MAX];
 };
 
 /* The stateless reset token of one of our connection ids. */
@@ -520,17 +524,35 @@ int sp_quic_conn_table_add(sp_quic_endpoint *ep, sp_quic_conn *c);
 /* Ask for POLLOUT on the socket (on = 1) or stop asking. */
 void sp_quic_want_pollout(sp_quic_endpoint *ep, int on);
 
+/* A debug line: to the host's on_log at SP_LOG_DEBUG, only when the
+ * host set `debug`.  Nothing in this module writes to stderr. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
 void sp_quic_debug(const sp_quic_endpoint *ep, const char *fmt, ...);
-/* A line for the host's on_log (sp_quic_config); to stderr when there is
- * none and debug is on. */
+/* A line for the host's on_log (sp_quic_config), prefixed "quic[port]: "
+ * so the host can tell it from the node's; dropped when there is none. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
 void sp_quic_log(const sp_quic_endpoint *ep, sp_log_level level,
                  const char *fmt, ...);
+/* The same for a line about one connection: the prefix also names its
+ * peer ("quic[port]: peer 1b2c... at 10.0.0.2:7400: "), the device once
+ * known.  DEBUG lines only when the host set `debug`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void sp_quic_conn_log(const sp_quic_conn *c, sp_log_level level,
+                      const char *fmt, ...);
+/* Record the text of a failure for sp_quic_errmsg; returns `rv`.  With
+ * `err` non-zero the text ends in strerror(err), and errno is left at
+ * `err` for the caller. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+int sp_quic_set_error(sp_quic_endpoint *ep, int rv, int err, const char *fmt,
+                      ...);
 
 /* Test hooks (internal, not exported): present `cert_owner`'s
  * certificate while signing with the endpoint's own key, as someone who

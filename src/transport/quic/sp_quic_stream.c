@@ -998,8 +998,9 @@ sp_tstamp sp_quic_stream_linger(sp_quic_conn *c, sp_tstamp now) {
     /* Bytes not acknowledged in time: the peer does not read (or its
      * window stays shut), and owes us nothing more. */
     if (now != 0 && now >= s->linger_until) {
-      sp_quic_debug(c->ep, "stream closed with code %llu not delivered in "
-                    "time: reset", (unsigned long long)s->linger_code);
+      sp_quic_conn_log(c, SP_LOG_DEBUG, "stream closed with code %llu not "
+                       "delivered in time: reset",
+                       (unsigned long long)s->linger_code);
       linger_end(s);
       continue;
     }

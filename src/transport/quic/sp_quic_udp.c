@@ -49,7 +49,7 @@ int sp_quic_udp_open(sp_quic_endpoint *ep, const sp_quic_addr *bind_addr) {
   }
   fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (fd < 0) {
-    return SP_ERR_IO;
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "socket");
   }
   u->fd = fd;
   if (family == AF_INET6) {
@@ -62,12 +62,14 @@ int sp_quic_udp_open(sp_quic_endpoint *ep, const sp_quic_addr *bind_addr) {
   }
   set_int(fd, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER);
   set_int(fd, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER);
+  /* The bare errno text: the host names the address it asked for
+   * ("cannot listen on 127.0.0.1:7400: Address already in use"). */
   if (bind(fd, &bind_addr->u.sa, bind_addr->len) != 0) {
-    return SP_ERR_IO;
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "%s", "");
   }
   ep->local.len = sizeof(ep->local.u.ss);
   if (getsockname(fd, &ep->local.u.sa, &ep->local.len) != 0) {
-    return SP_ERR_IO;
+    return sp_quic_set_error(ep, SP_ERR_IO, errno, "getsockname");
   }
   /* Probe: a kernel without UDP GSO does not know the option. */
   u->gso = ep->cfg.gso &&
