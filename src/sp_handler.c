@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "sp_abi.h"
 #include "sp_core.h"
 #include "sp_leadership.h"
 #include "sp_mem_int.h"
@@ -130,6 +131,9 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
   sp_handler *h;
   int rv, fatal;
 
+  if (ph) {
+    *ph = NULL;
+  }
   if (!ph || !node || !cfg || !store) {
     return SP_ERR_INVALID_ARGUMENT;
   }
@@ -171,7 +175,8 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
   /* An older store is a shorter struct: copy only what it has (the
    * calloc left the later callbacks NULL). */
   memcpy(&h->store, store,
-         store->version >= 3   ? sizeof(*store)
+         store->version >= 4   ? sizeof(*store)
+         : store->version == 3 ? offsetof(sp_store, errmsg)
          : store->version == 2 ? offsetof(sp_store, append)
                                : offsetof(sp_store, save_follower_ack));
   h->role = cfg->role;
@@ -238,11 +243,17 @@ int sp_handler_leader_claim(const sp_handler *h, sp_leader_claim *out) {
   return 0;
 }
 
-int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
+int sp_handler_get_status_versioned(const sp_handler *h, int version,
+                                    sp_handler_status *dst) {
+  sp_handler_status full, *out = &full;
   const sp_session *s;
+  size_t size = sp_abi_handler_status_size(version);
 
-  if (!h || !out) {
+  if (!h || !dst) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (size == 0) {
+    return SP_ERR_VERSION;
   }
   memset(out, 0, sizeof(*out));
   out->role = h->role;
@@ -255,10 +266,15 @@ int sp_handler_get_status(const sp_handler *h, sp_handler_status *out) {
     out->leader_latest = h->leader_latest;
     out->sync_required =
         h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING;
+    /* As sp_follower_expiry schedules the dial. */
+    if (h->fstate == SP_F_DISCONNECTED && !h->leader) {
+      out->next_attempt = h->reconnect_at;
+    }
   }
   for (s = h->sessions; s; s = s->hnext) {
     out->connected_peers += s->connected_event && !s->dead;
   }
+  sp_abi_copy(dst, &full, size);
   return 0;
 }
 
@@ -295,10 +311,10 @@ void sp_handler_step_down(sp_handler *h, uint64_t epoch, const sp_uuid *peer,
   if (h->role != SP_ROLE_LEADER || h->stepped_down) {
     return;
   }
-  sp_log(h->node, SP_LOG_WARN,
-         "epoch %llu met epoch %llu, proven by %s's claim: stepping down",
-         (unsigned long long)h->epoch, (unsigned long long)epoch,
-         sp_uuid_format(leader, who));
+  sp_hlog(h, NULL, SP_LOG_WARN,
+          "epoch %llu met epoch %llu, proven by %s's claim: stepping down",
+          (unsigned long long)h->epoch, (unsigned long long)epoch,
+          sp_uuid_format(leader, who));
   h->stepped_down = 1;
   sp_snap_serve_stop(h, 1);
   while (h->sessions) {
@@ -382,6 +398,12 @@ int sp_handler_set_role(sp_handler *h, sp_role role, uint64_t epoch,
       (epoch <= h->epoch || epoch <= h->st.epoch)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  /* A term another device already proved it leads at (or above) would be
+   * deposed by that very claim, relayed back by our own followers. */
+  if (role == SP_ROLE_LEADER && h->has_claim && h->claim.epoch >= epoch &&
+      !sp_uuid_equal(&h->claim.leader, &h->node->cfg.device_id)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
   h->node->now = now;
   /* Whatever the roles, the log may move past the sink's pending
    * snapshot before this device follows again: no later recovery may
@@ -456,9 +478,23 @@ int sp_handler_wait_committed(sp_handler *h, uint64_t origin_seq,
   return sp_writer_wait(h, origin_seq, deadline, cb, user_data);
 }
 
-int sp_handler_outbox_status(sp_handler *h, sp_outbox_status *out) {
+/* Version 2 of the struct must add its size here. */
+_Static_assert(SP_OUTBOX_STATUS_VERSION == 1, "sp_outbox_status sizes");
+
+int sp_handler_outbox_status_versioned(sp_handler *h, int version,
+                                       sp_outbox_status *out) {
+  sp_outbox_status full;
+  int rv;
+
   if (!h || !out) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  return sp_writer_status(h, out);
+  if (version != 1) {
+    return SP_ERR_VERSION;
+  }
+  memset(&full, 0, sizeof(full));
+  /* Zeroed on failure too, as before versions. */
+  rv = sp_writer_status(h, &full);
+  sp_abi_copy(out, &full, SP_ABI_END(sp_outbox_status, leader_accepts));
+  return rv;
 }

@@ -10,8 +10,10 @@
  */
 #include <string.h>
 
+#include "sp_abi.h"
 #include "sp_core.h"
 #include "sp_enc.h"
+#include "sp_leadership.h"
 #include "sp_mem_int.h"
 
 /* Room kept after the entries of a page for its trailing fields. */
@@ -190,8 +192,8 @@ static void keep_ack(sp_handler *h, sp_frec *r, int force) {
                                     r->acked, hash, h->store.user_data);
   }
   if (rv != 0) {
-    sp_log(h->node, SP_LOG_WARN, "keeping a follower position failed: %s",
-           sp_err_name(rv));
+    sp_hlog(h, &r->device, SP_LOG_WARN,
+            "keeping a follower position failed: %s", sp_err_name(rv));
     return;
   }
   r->saved = r->acked;
@@ -206,7 +208,7 @@ static void forget_kept(sp_handler *h, const sp_uuid *device) {
   if (can_keep(h) &&
       h->store.save_follower_ack(device, no_key, 0, none,
                                  h->store.user_data) != 0) {
-    sp_log(h->node, SP_LOG_WARN, "forgetting a follower position failed");
+    sp_hlog(h, device, SP_LOG_WARN, "forgetting a follower position failed");
   }
 }
 
@@ -285,8 +287,8 @@ static void load_kept_acks(sp_handler *h, size_t first) {
     rv = h->store.load_follower_acks(kept_sink, &c, h->store.user_data);
   }
   if (rv != 0 || c.failed) {
-    sp_log(h->node, SP_LOG_WARN, "loading kept follower positions: %s",
-           sp_err_name(rv ? rv : SP_ERR_STORE));
+    sp_hlog(h, NULL, SP_LOG_WARN, "loading kept follower positions: %s",
+            sp_err_name(rv ? rv : SP_ERR_STORE));
   }
 }
 
@@ -316,9 +318,9 @@ static void bind_key(sp_session *s) {
     return;
   }
   if (r->has_key) {
-    sp_log(h->node, SP_LOG_WARN,
-           "follower %s proves another key: its acknowledgements start over",
-           sp_uuid_format(&r->device, id));
+    sp_hlog(h, &r->device, SP_LOG_WARN,
+            "follower %s proves another key: its acknowledgements start over",
+            sp_uuid_format(&r->device, id));
     r->acked = 0;
     r->has_acked = 0;
     r->saved = 0;
@@ -328,7 +330,7 @@ static void bind_key(sp_session *s) {
       static const uint8_t none[SP_HASH_LEN];
       if (h->store.save_follower_ack(&r->device, r->key, 0, none,
                                      h->store.user_data) != 0) {
-        sp_log(h->node, SP_LOG_WARN, "keeping a follower key failed");
+        sp_hlog(h, &r->device, SP_LOG_WARN, "keeping a follower key failed");
       }
     }
     return;
@@ -390,6 +392,7 @@ int sp_leader_attach(sp_session *s) {
   }
   r->session = s;
   s->rec = r;
+  sp_leadership_remember(s); /* an incoming stream's first frame */
   bind_key(s);
   sp_leader_remember_address(s);
   return 0;
@@ -608,6 +611,7 @@ static void on_ack(sp_session *s, sp_seq up_to) {
   sp_handler *h = hof(s);
   sp_lsess *l = &s->u.l;
   sp_event ev = {0};
+  sp_follower_progress progress;
 
   if (up_to > h->bounds.latest && refresh_bounds(h) != 0) {
     sp_session_close(s, SP_ERR_STORE);
@@ -629,7 +633,8 @@ static void on_ack(sp_session *s, sp_seq up_to) {
   if (s->rec) {
     credit(h, s->rec, up_to);
     keep_ack(h, s->rec, 0);
-    progress_of(h, s->rec, h->node->now, &ev.progress);
+    progress_of(h, s->rec, h->node->now, &progress);
+    ev.progress = &progress;
   }
   sp_emit_simple(h, SP_EVENT_ACK_RECEIVED, &s->peer, &ev);
   sp_waits_check(h);
@@ -810,8 +815,8 @@ static void report_corrupt(sp_session *s, sp_seq seq) {
     ev.to_sequence = seq;
     ev.message = "stored row does not match its chain hash";
     sp_emit_simple(h, SP_EVENT_LOG_CORRUPT, NULL, &ev);
-    sp_log(s->node, SP_LOG_ERROR, "log corrupt at %llu: not served",
-           (unsigned long long)seq);
+    sp_slog(s, SP_LOG_ERROR, "log corrupt at %llu: not served",
+            (unsigned long long)seq);
   }
   sp_session_refuse(s, SP_ERR_STORE_CORRUPT, "leader's log is corrupt at %llu",
                     (unsigned long long)seq);
@@ -1107,12 +1112,13 @@ static void dial(sp_handler *h, sp_frec *r) {
 
   rv = node->tr.open_stream(&r->device, &h->cfg.library_id, &id,
                             node->tr.user_data);
-  sp_log(node, SP_LOG_DEBUG, "dialing follower: %s",
-         rv ? sp_err_name(rv) : "stream opened");
+  sp_hlog(h, &r->device, SP_LOG_DEBUG, "dialing follower: %s",
+          rv ? sp_err_name(rv) : "stream opened");
   if (rv == 0) {
     rv = sp_session_new_local(&s, h, id, &r->device);
     if (rv == 0) {
       s->hello_pending = 1;
+      sp_leadership_open(s);
       sp_session_pump(s);
     } else {
       sp_node_set_fatal(node, rv);
@@ -1143,7 +1149,7 @@ void sp_leader_expire(sp_handler *h, sp_tstamp now) {
     rv = refresh_members(h);
     if (rv != 0) {
       /* The last list read stays in force until the next try. */
-      sp_log(h->node, SP_LOG_WARN, "registry members: %s", sp_err_name(rv));
+      sp_hlog(h, NULL, SP_LOG_WARN, "registry members: %s", sp_err_name(rv));
     }
   }
   sp_admit_drain_expire(h, now);
@@ -1218,10 +1224,12 @@ int sp_handler_registry_changed(sp_handler *h, sp_tstamp now) {
   if (!h) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  h->node->now = now;
+  /* Every role: a claim held to relay or to show who deposed us. */
+  sp_leadership_recheck(h);
   if (h->role != SP_ROLE_LEADER || h->stepped_down) {
     return 0;
   }
-  h->node->now = now;
   rv = refresh_members(h);
   if (rv == 0) {
     schedule_members(h);
@@ -1231,12 +1239,25 @@ int sp_handler_registry_changed(sp_handler *h, sp_tstamp now) {
   return fatal ? fatal : rv;
 }
 
-int sp_handler_follower_progress(sp_handler *h, const sp_uuid *device,
-                                 sp_tstamp now, sp_follower_progress *out) {
+/* Version 2 of the struct must add its size and stride (a frozen copy of
+ * version 1's layout) here. */
+_Static_assert(SP_FOLLOWER_PROGRESS_VERSION == 1,
+               "sp_follower_progress sizes");
+#define PROGRESS_V1_END SP_ABI_END(sp_follower_progress, since_last_ack)
+#define PROGRESS_V1_STRIDE sizeof(sp_follower_progress)
+
+int sp_handler_follower_progress_versioned(sp_handler *h,
+                                           const sp_uuid *device,
+                                           sp_tstamp now, int version,
+                                           sp_follower_progress *out) {
+  sp_follower_progress full;
   const sp_frec *r;
 
   if (!h || !device || !out) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  if (version != 1) {
+    return SP_ERR_VERSION;
   }
   if (h->role != SP_ROLE_LEADER) {
     return SP_ERR_INVALID_STATE;
@@ -1245,22 +1266,31 @@ int sp_handler_follower_progress(sp_handler *h, const sp_uuid *device,
   if (!r) {
     return SP_ERR_NOT_FOUND;
   }
-  progress_of(h, r, now, out);
+  progress_of(h, r, now, &full);
+  sp_abi_copy(out, &full, PROGRESS_V1_END);
   return 0;
 }
 
-sp_ssize sp_handler_list_followers(sp_handler *h, sp_follower_progress *out,
-                                   size_t cap, sp_tstamp now) {
+sp_ssize sp_handler_list_followers_versioned(sp_handler *h, int version,
+                                             sp_follower_progress *out,
+                                             size_t cap, sp_tstamp now) {
+  sp_follower_progress full;
   size_t i;
 
   if (!h || (!out && cap)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
+  if (version != 1) {
+    return SP_ERR_VERSION;
+  }
   if (h->role != SP_ROLE_LEADER) {
     return SP_ERR_INVALID_STATE;
   }
+  /* The caller's array has its version's stride, not ours. */
   for (i = 0; i < h->nfrecs && i < cap; ++i) {
-    progress_of(h, &h->frecs[i], now, &out[i]);
+    progress_of(h, &h->frecs[i], now, &full);
+    sp_abi_copy((unsigned char *)out + i * PROGRESS_V1_STRIDE, &full,
+                PROGRESS_V1_END);
   }
   return (sp_ssize)h->nfrecs;
 }

@@ -213,8 +213,8 @@ void sp_session_refuse(sp_session *s, int code, const char *fmt, ...) {
   s->refused = 1;
   s->close_after = 1;
   s->close_code = code;
-  sp_log(s->node, SP_LOG_WARN, "refusing stream %llu: %s (%s)",
-         (unsigned long long)s->stream_id, text, sp_err_name(code));
+  sp_slog(s, SP_LOG_WARN, "refusing stream %llu: %s (%s)",
+          (unsigned long long)s->stream_id, text, sp_err_name(code));
   ev.type = SP_EVENT_ERROR;
   ev.library_id = s->lib;
   ev.peer_id = s->peer;
@@ -261,6 +261,13 @@ static int next_frame(sp_session *s) {
     if (s->features_pending || s->advertised) {
       msg.u.heartbeat.has_features = 1;
       msg.u.heartbeat.features = sp_handler_local_features(h);
+      /* A leader's opening Heartbeat to a device that reads claims
+       * (sp_leadership_open), before the follower's features: writes are
+       * offered by the answer to those, which carries the origin_high the
+       * follower anchors its outbox on. */
+      if (h->role == SP_ROLE_LEADER && s->features == 0) {
+        msg.u.heartbeat.features &= ~(uint64_t)SP_FEATURE_WRITES;
+      }
       if (origin_high(s, &msg.u.heartbeat.origin_high) != 0) {
         sp_event ev = {0};
         ev.error_code = SP_ERR_STORE;
@@ -452,8 +459,8 @@ static void dispatch(sp_session *s, const sp_msg *msg) {
     ev.error_code = msg->u.error.code;
     ev.message = text;
     sp_emit_simple(h, SP_EVENT_ERROR, &s->peer, &ev);
-    sp_log(s->node, SP_LOG_WARN, "peer refused: %s (%s)", text,
-           sp_err_name(msg->u.error.code));
+    sp_slog(s, SP_LOG_WARN, "peer refused: %s (%s)", text,
+            sp_err_name(msg->u.error.code));
     if (sp_leadership_judge(h, s, msg)) {
       return;
     }
@@ -546,8 +553,8 @@ void sp_session_expire(sp_session *s, sp_tstamp now) {
     return;
   }
   if (now >= s->last_recv + timeout(s)) {
-    sp_log(s->node, SP_LOG_INFO, "stream %llu: peer silent, closing",
-           (unsigned long long)s->stream_id);
+    sp_slog(s, SP_LOG_INFO, "stream %llu: peer silent, closing",
+            (unsigned long long)s->stream_id);
     sp_session_close(s, SP_ERR_PEER_TIMEOUT);
     return;
   }

@@ -1620,8 +1620,10 @@ static void test_drain_stops_with_term(void **state) {
   assert_true(f.h->drain_backoff > f.h->cfg.reconnect_min);
   assert_int_equal(count_ev(&f, SP_EVENT_ERROR, SP_ERR_STORE), 1);
 
-  /* P leads at EPOCH + 5, and proves it with its claim. */
+  /* P leads at EPOCH + 5, and proves it with its claim (the host's
+   * registry names it: with no may_lead, only that device may lead). */
   assert_int_equal(sp_identity_generate(&f.id_p, &f.P, NULL), 0);
+  f.p_leads = 1;
   id = open_in(&f, &f.P);
   m = mk(SP_MSG_HEARTBEAT, &f);
   m.epoch = EPOCH + 5;

@@ -431,6 +431,102 @@ static void test_new_leader_deposes_old(void **state) {
   tc_free(&t);
 }
 
+/* ---- (7) a new leader whose only path to the old one is its own dial ---- */
+
+/* Streams between OLD and NEW that OLD opened (the first frame on them is
+ * OLD's) are dropped: OLD cannot reach NEW (NEW's address unknown to it),
+ * and no follower carries a claim between them. */
+static uint64_t one_way_ok[64], one_way_bad[64];
+static size_t n_ok, n_bad;
+
+static int seen_in(const uint64_t *ids, size_t n, uint64_t id) {
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    if (ids[i] == id) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int one_way_fault(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
+  int old_new = sp_uuid_equal(&d->from, &t->dev[OLD].id) &&
+                sp_uuid_equal(&d->to, &t->dev[NEW].id);
+  int new_old = sp_uuid_equal(&d->from, &t->dev[NEW].id) &&
+                sp_uuid_equal(&d->to, &t->dev[OLD].id);
+
+  if ((!old_new && !new_old) || seen_in(one_way_ok, n_ok, d->stream_id)) {
+    return 0;
+  }
+  if (new_old && !seen_in(one_way_bad, n_bad, d->stream_id)) {
+    assert_true(n_ok < 64);
+    one_way_ok[n_ok++] = d->stream_id;
+    return 0;
+  }
+  if (!seen_in(one_way_bad, n_bad, d->stream_id)) {
+    assert_true(n_bad < 64);
+    one_way_bad[n_bad++] = d->stream_id;
+  }
+  v->action = SP_MEM_DROP;
+  return 0;
+}
+
+/* NEW leads at 2 and can reach OLD (leading at 1) only by dialing it.
+ * Its first dial opens with the seed's Heartbeat (NEW does not know yet
+ * that OLD reads claims): OLD refuses it UNPROVEN_EPOCH, with its own
+ * claim.  That refusal shows NEW that OLD reads claims, so NEW's next
+ * dial opens with features and NEW's claim, and OLD steps down on that
+ * first frame: one refusal, not one per redial. */
+static void test_new_leader_dials_old(void **state) {
+  tc t;
+  sp_leader_claim b_own, a_held;
+  seen before;
+  int i;
+
+  (void)state;
+  start(&t, 2);
+  n_ok = n_bad = 0;
+  assert_int_equal(tc_open(&t, OLD, LIB), 0);
+  assert_int_equal(tc_open(&t, NEW, LIB), 0);
+  tc_append(&t, LIB, 5, 16);
+  assert_true(tc_converge(&t, LIB, 2 * SP_SECONDS));
+
+  t.fault = one_way_fault;
+  t.leader[LIB] = NEW;
+  assert_int_equal(
+      sp_handler_set_role(t.dev[NEW].h[LIB], SP_ROLE_LEADER, 2, t.now), 0);
+  assert_int_equal(sp_handler_leader_claim(t.dev[NEW].h[LIB], &b_own), 0);
+  /* What NEW sent as OLD's follower (relaying OLD's claim) is not
+   * counted: from here on, up to the step-down. */
+  before = W;
+  for (i = 0; i < 200 && !t.dev[OLD].counts.ev[SP_EVENT_STEPPED_DOWN];
+       ++i) {
+    tc_run_for(&t, 100 * MS);
+  }
+
+  assert_int_equal(t.dev[OLD].counts.ev[SP_EVENT_STEPPED_DOWN], 1);
+  assert_int_equal(t.dev[OLD].counts.last_epoch, 2);
+  assert_true(sp_uuid_equal(&t.dev[OLD].counts.last_leader, &t.dev[NEW].id));
+  assert_int_equal(sp_handler_leader_claim(t.dev[OLD].h[LIB], &a_held), 0);
+  assert_true(same_claim(&a_held, &b_own));
+  /* The bound: exactly one refusal (of the first, seed-shaped, dial),
+   * which carried OLD's claim; then one opening Heartbeat with NEW's. */
+  assert_int_equal(W.unproven[OLD][NEW] - before.unproven[OLD][NEW], 1);
+  assert_int_equal(
+      W.errors_with_claim[OLD][NEW] - before.errors_with_claim[OLD][NEW], 1);
+  assert_int_equal(W.heartbeats_with_claim[NEW][OLD] -
+                       before.heartbeats_with_claim[NEW][OLD],
+                   1);
+  assert_true(same_claim(&W.last_claim[NEW][OLD], &b_own));
+  assert_int_equal(W.heartbeats[NEW][OLD] - before.heartbeats[NEW][OLD], 2);
+  /* OLD never got a frame of its own through to NEW. */
+  assert_true(n_bad >= 1);
+  still_leads(&t, NEW, 2);
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
 /* ---- (4) relay ---- */
 
 /* A and B never exchange a frame.  B leads at 2; the follower meets B and
@@ -727,6 +823,7 @@ int main(void) {
       cmocka_unit_test(test_bad_claims_refused),
       cmocka_unit_test(test_follower_keeps_valid_claims),
       cmocka_unit_test(test_new_leader_deposes_old),
+      cmocka_unit_test(test_new_leader_dials_old),
       cmocka_unit_test(test_follower_relays_claim),
       cmocka_unit_test(test_leader_without_identity),
       cmocka_unit_test(test_seed_only_follower_gets_no_claim),

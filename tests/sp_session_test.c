@@ -63,6 +63,9 @@
  *      it (docs/protocol.md section 15)                      leads on
  * L    Error frame, same                   PEER_ERROR        stream closed,
  *                                                            nothing sent
+ * L    any frame with a claim above the    UNPROVEN_EPOCH    Error+close
+ *      leader's epoch that is not valid,   (Error frame:     (an Error
+ *      whatever the frame's own epoch      PEER_ERROR)       frame: closed)
  * L    any frame (Error included) with a   (steps down)      every stream
  *      valid claim of a higher epoch                         of the library
  *                                                            closed with
@@ -115,6 +118,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,11 +214,25 @@ typedef struct fx {
   int wait_calls;
   int wait_status;
   /* P's identity: the registry knows its key, so P's leadership claims
-   * verify (every member may lead: no may_lead). */
+   * verify; with no may_lead (unless fx_may_lead), only the device
+   * `leader` names may lead. */
   sp_identity *id_p;
+  /* This node's own identity: as a leader it holds a claim of its own. */
+  sp_identity *id_self;
   /* device_key fails (not NOT_FOUND): the registry cannot tell. */
   int key_fail;
+  /* Registry answers about P (0: as usual; else the code is_member,
+   * leader or may_lead return for it), and may_lead's answer for P. */
+  int member_fail_p, leader_fail, may_lead_fail_p;
+  int may_lead_p;
+  /* The last WARN log lines (a ring). */
+  char logs[8][320];
+  size_t nlogs;
 } fx;
+
+/* fx_base: the registry has may_lead (version 3's), answering
+ * fx.may_lead_p for P and 1 for everyone else. */
+static int fx_may_lead;
 
 static sp_uuid mkid(uint8_t tag, uint8_t n) {
   sp_uuid u;
@@ -313,6 +331,9 @@ static int r_is_member(const sp_uuid *lib, const sp_uuid *device,
   size_t i;
 
   *is_member = 0;
+  if (f->member_fail_p && sp_uuid_equal(device, &f->P)) {
+    return f->member_fail_p;
+  }
   if (!known_lib(f, lib)) {
     return 0;
   }
@@ -330,8 +351,24 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
   if (!known_lib(f, lib)) {
     return SP_ERR_NOT_FOUND;
   }
+  if (f->leader_fail) {
+    return f->leader_fail;
+  }
   *leader = f->leader;
   return 0;
+}
+
+static int r_may_lead(const sp_uuid *lib, const sp_uuid *device,
+                      int *may_lead, void *ud) {
+  fx *f = ud;
+
+  (void)lib;
+  if (!sp_uuid_equal(device, &f->P)) {
+    *may_lead = 1;
+    return 0;
+  }
+  *may_lead = f->may_lead_p;
+  return f->may_lead_fail_p;
 }
 
 static int r_members(const sp_uuid *lib, sp_uuid *out, size_t cap,
@@ -357,6 +394,10 @@ static int r_device_key(const sp_uuid *device,
   if (f->key_fail) {
     return SP_ERR_IO;
   }
+  if (sp_uuid_equal(device, &f->self)) {
+    sp_identity_public_key(f->id_self, key);
+    return 0;
+  }
   if (!sp_uuid_equal(device, &f->P)) {
     return SP_ERR_NOT_FOUND;
   }
@@ -365,6 +406,26 @@ static int r_device_key(const sp_uuid *device,
 }
 
 /* ---- events ---- */
+
+static void on_log(sp_log_level level, const char *msg, void *ud) {
+  fx *f = ud;
+
+  if (level <= SP_LOG_WARN) {
+    snprintf(f->logs[f->nlogs++ % 8], sizeof(f->logs[0]), "%s", msg);
+  }
+}
+
+/* A WARN line among the last 8 contains `text`. */
+static int logged(const fx *f, const char *text) {
+  size_t i;
+
+  for (i = 0; i < 8 && i < f->nlogs; ++i) {
+    if (strstr(f->logs[i], text)) {
+      return 1;
+    }
+  }
+  return 0;
+}
 
 static int on_event(const sp_event *ev, void *ud) {
   fx *f = ud;
@@ -658,18 +719,25 @@ static void fx_base(fx *f) {
   assert_int_equal(sp_mem_store_new(&f->store, NULL), 0);
   assert_int_equal(sp_mem_store_new(&f->ref, NULL), 0);
   assert_int_equal(sp_identity_generate(&f->id_p, &f->P, NULL), 0);
+  assert_int_equal(sp_identity_generate(&f->id_self, &f->self, NULL), 0);
 
   sp_node_config_default(&cfg);
   cfg.device_id = f->self;
   cfg.seed = 42;
   cfg.max_frame = NODE_MAX_FRAME;
+  cfg.identity = f->id_self;
   reg.user_data = f;
   reg.is_member = r_is_member;
   reg.leader = r_leader;
   reg.members = r_members;
   reg.device_key = r_device_key;
+  if (fx_may_lead) {
+    reg.may_lead = r_may_lead;
+  }
   ev.user_data = f;
   ev.on_event = on_event;
+  ev.on_log = on_log;
+  ev.log_level = SP_LOG_WARN;
   tr.user_data = f;
   tr.open_stream = t_open;
   tr.send = t_send;
@@ -748,6 +816,7 @@ static void fx_free(fx *f) {
   sp_mem_store_del(f->ref);
   sp_decoder_del(f->dec);
   sp_identity_del(f->id_p);
+  sp_identity_del(f->id_self);
 }
 
 /* ---- injecting ---- */
@@ -1074,6 +1143,14 @@ static void test_leader_seed_only_follower(void **state) {
   fx_leader(&f);
   store_writes = 0;
   leader_snapshots = 0;
+  /* A leader that holds a claim of its own (the node has an identity):
+   * none of it reaches a peer that never asked for claims. */
+  {
+    sp_leader_claim own;
+    assert_int_equal(sp_handler_leader_claim(f.h, &own), 0);
+    assert_int_equal(own.epoch, LEADER_EPOCH);
+    assert_true(sp_uuid_equal(&own.leader, &f.self));
+  }
   append_forwarded(f.store, 2, &f.Q, 1);
   sp_mem_store_get_vtable(f.store, &vt);
   id = open_in(&f, &f.P);
@@ -1705,6 +1782,9 @@ static void test_leader_steps_down(void **state) {
   inject_msg(&f, id, &f.P, &m);
   skip_all(&f, id);
 
+  /* Failover as a registry with no may_lead has it: the host's registry
+   * names P, which may then lead. */
+  f.leader = f.P;
   m = mk_hb(&f.lib, LEADER_EPOCH + 1, 0, SP_ROLE_FOLLOWER);
   m.u.heartbeat.has_features = 1;
   m.u.heartbeat.features = SP_FEATURE_CLAIMS;
@@ -1766,6 +1846,7 @@ static void test_leader_steps_down_on_error_frame(void **state) {
 
   (void)state;
   fx_leader(&f);
+  f.leader = f.P;
   id = open_in(&f, &f.P);
   m = mk(SP_MSG_ERROR, &f.lib, LEADER_EPOCH + 5);
   m.u.error.code = SP_ERR_STALE_EPOCH;
@@ -1800,8 +1881,15 @@ static void test_leader_unproven_epoch(void **state) {
   frames fr;
   int round;
 
+  static const char *const why[4] = {
+      ("asserted epoch 4 above ours (3) without a valid leadership claim: "
+       "no claim"),
+      "signature does not verify", "its claim is not above ours",
+      "registry failed"};
+
   (void)state;
   fx_leader(&f);
+  f.leader = f.P; /* P may lead: each claim fails for its own reason */
   lsnap_take(&f, &s);
   for (round = 0; round < 4; ++round) {
     f.nev = 0;
@@ -1820,9 +1908,11 @@ static void test_leader_unproven_epoch(void **state) {
         m.u.heartbeat.claim.signature[7] ^= 0x01;
       }
     }
+    f.nlogs = 0;
     inject_msg(&f, id, &f.P, &m);
     expect_refusal(&f, id, &f.P, SP_ERR_UNPROVEN_EPOCH);
     assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+    assert_true(logged(&f, why[round]));
     lsnap_same(&f, &s);
   }
   f.key_fail = 0;
@@ -1839,6 +1929,237 @@ static void test_leader_unproven_epoch(void **state) {
   assert_int_equal(fr.n, 0);
   assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
   lsnap_same(&f, &s);
+  fx_free(&f);
+}
+
+/* A Heartbeat as a follower at `epoch` that reads claims, carrying P's
+ * claim for `claim_epoch`. */
+static sp_msg claim_hb(fx *f, uint64_t epoch, uint64_t claim_epoch) {
+  sp_msg m = mk_hb(&f->lib, epoch, 0, SP_ROLE_FOLLOWER);
+
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+  m.u.heartbeat.has_claim = 1;
+  assert_int_equal(sp_leader_claim_sign(&m.u.heartbeat.claim, f->id_p,
+                                        &f->lib, claim_epoch),
+                   0);
+  return m;
+}
+
+/* A claim above the leader's epoch that is not valid refuses the stream
+ * (UNPROVEN_EPOCH) even when the frame's own epoch is not raised: no
+ * stream goes on buying a signature check and a log line per frame.  An
+ * Error frame carrying one only closes its stream.  (No may_lead, and the
+ * registry names this node: P may not lead.) */
+static void test_leader_invalid_claim_any_epoch(void **state) {
+  static fx f;
+  lsnap s;
+  uint64_t id;
+  sp_msg m;
+  frames fr;
+
+  (void)state;
+  fx_leader(&f);
+  lsnap_take(&f, &s);
+  /* As the first frame of a stream. */
+  id = open_in(&f, &f.Q);
+  m = claim_hb(&f, LEADER_EPOCH, 99);
+  inject_msg(&f, id, &f.Q, &m);
+  expect_refusal(&f, id, &f.Q, SP_ERR_UNPROVEN_EPOCH);
+  assert_true(logged(&f, "refused a leadership claim for epoch 99 by"));
+  assert_true(logged(&f, "not the registry's leader (no may_lead)"));
+  lsnap_same(&f, &s);
+  /* On a stream that is syncing, at an epoch below the leader's. */
+  f.nev = 0;
+  f.nlogs = 0;
+  id = open_in(&f, &f.Q);
+  m = mk_fetch(&f.lib, LEADER_EPOCH, 0, 10, NULL);
+  inject_msg(&f, id, &f.Q, &m);
+  m = claim_hb(&f, LEADER_EPOCH - 1, 99);
+  inject_msg(&f, id, &f.Q, &m);
+  expect_refusal(&f, id, &f.Q, SP_ERR_UNPROVEN_EPOCH);
+  assert_true(logged(&f, "refused a leadership claim for epoch 99 by"));
+  /* An Error frame: closed, nothing answers it. */
+  f.nev = 0;
+  f.nlogs = 0;
+  id = open_in(&f, &f.Q);
+  m = mk_fetch(&f.lib, LEADER_EPOCH, 0, 10, NULL);
+  inject_msg(&f, id, &f.Q, &m);
+  skip_all(&f, id);
+  m = mk(SP_MSG_ERROR, &f.lib, LEADER_EPOCH);
+  m.u.error.code = SP_ERR_STALE_EPOCH;
+  m.u.error.message = "fenced";
+  m.u.error.message_len = 6;
+  m.u.error.has_claim = 1;
+  assert_int_equal(
+      sp_leader_claim_sign(&m.u.error.claim, f.id_p, &f.lib, 99), 0);
+  inject_msg(&f, id, &f.Q, &m);
+  assert_int_equal(cs(&f, id)->close_calls, 1);
+  assert_int_equal(cs(&f, id)->close_code, SP_ERR_PEER_ERROR);
+  read_all(&f, id, &fr);
+  assert_int_equal(fr.n, 0);
+  assert_true(logged(&f, "refused a leadership claim for epoch 99 by"));
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+  lsnap_same(&f, &s);
+  fx_free(&f);
+}
+
+/* P's claim for LEADER_EPOCH + 1 from Q is refused UNPROVEN_EPOCH, and
+ * the log says `why`. */
+static void claim_refused(fx *f, const char *why) {
+  uint64_t id;
+  sp_msg m;
+
+  f->nev = 0;
+  f->nlogs = 0;
+  id = open_in(f, &f->Q);
+  m = claim_hb(f, LEADER_EPOCH + 1, LEADER_EPOCH + 1);
+  inject_msg(f, id, &f->Q, &m);
+  expect_refusal(f, id, &f->Q, SP_ERR_UNPROVEN_EPOCH);
+  assert_true(logged(f, why));
+  assert_int_equal(count_ev(f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+}
+
+/* The registry's part of a claim: NOT_FOUND is its "no"; any other
+ * failure of is_member, leader or may_lead makes the claim invalid too
+ * ("registry failed", fail closed).  Without may_lead only the device
+ * the registry's leader callback names may lead; with it, may_lead
+ * decides. */
+static void test_leader_claim_registry_answers(void **state) {
+  static fx f;
+  uint64_t id;
+  sp_msg m;
+
+  (void)state;
+  fx_leader(&f);
+  f.leader = f.P;
+  f.member_fail_p = SP_ERR_IO;
+  claim_refused(&f, "registry failed");
+  f.member_fail_p = SP_ERR_NOT_FOUND;
+  claim_refused(&f, "not a member");
+  f.member_fail_p = 0;
+  f.leader_fail = SP_ERR_IO;
+  claim_refused(&f, "registry failed");
+  f.leader_fail = SP_ERR_NOT_FOUND;
+  claim_refused(&f, "not the registry's leader (no may_lead)");
+  f.leader_fail = 0;
+  f.leader = f.Q; /* another device is the named leader */
+  claim_refused(&f, "not the registry's leader (no may_lead)");
+  fx_free(&f);
+
+  fx_may_lead = 1;
+  fx_leader(&f);
+  fx_may_lead = 0;
+  f.leader = f.self; /* may_lead decides, not the named leader */
+  f.may_lead_p = 1;
+  f.may_lead_fail_p = SP_ERR_IO;
+  claim_refused(&f, "registry failed");
+  f.may_lead_fail_p = SP_ERR_NOT_FOUND;
+  claim_refused(&f, "may not lead");
+  f.may_lead_fail_p = 0;
+  f.may_lead_p = 0;
+  claim_refused(&f, "may not lead");
+  f.may_lead_p = 1;
+  id = open_in(&f, &f.Q);
+  m = claim_hb(&f, LEADER_EPOCH + 1, LEADER_EPOCH + 1);
+  inject_msg(&f, id, &f.Q, &m);
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 1);
+  fx_free(&f);
+}
+
+/* After stepping down: the handler takes newer claims (it relays the
+ * newest proof), drops another device's claim the registry no longer
+ * backs when the host says the registry changed, and refuses to lead at
+ * an epoch another device's held claim already proved. */
+static void test_leader_claims_after_step_down(void **state) {
+  static fx f;
+  uint64_t id;
+  sp_msg m;
+  sp_leader_claim c;
+  sp_handler_status hs;
+
+  (void)state;
+  fx_leader(&f);
+  f.leader = f.P;
+  id = open_in(&f, &f.Q);
+  m = claim_hb(&f, LEADER_EPOCH + 2, LEADER_EPOCH + 2);
+  inject_msg(&f, id, &f.Q, &m);
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 1);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  assert_int_equal(c.epoch, LEADER_EPOCH + 2);
+  assert_true(sp_uuid_equal(&c.leader, &f.P));
+
+  /* A term at or below P's proven epoch: refused, nothing changes. */
+  assert_int_equal(
+      sp_handler_set_role(f.h, SP_ROLE_LEADER, LEADER_EPOCH + 1, f.now),
+      SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(
+      sp_handler_set_role(f.h, SP_ROLE_LEADER, LEADER_EPOCH + 2, f.now),
+      SP_ERR_INVALID_ARGUMENT);
+  assert_int_equal(sp_handler_get_status(f.h, &hs), 0);
+  assert_true(hs.stepped_down);
+  assert_int_equal(hs.epoch, LEADER_EPOCH);
+
+  /* A newer claim on a new stream: the stream is refused (this leader
+   * stepped down), the claim is kept; an older one changes nothing. */
+  f.nev = 0;
+  id = open_in(&f, &f.Q);
+  m = claim_hb(&f, LEADER_EPOCH + 4, LEADER_EPOCH + 4);
+  inject_msg(&f, id, &f.Q, &m);
+  expect_refusal(&f, id, &f.Q, SP_ERR_STALE_EPOCH);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  assert_int_equal(c.epoch, LEADER_EPOCH + 4);
+  f.nev = 0;
+  id = open_in(&f, &f.Q);
+  m = claim_hb(&f, LEADER_EPOCH + 3, LEADER_EPOCH + 3);
+  inject_msg(&f, id, &f.Q, &m);
+  expect_refusal(&f, id, &f.Q, SP_ERR_STALE_EPOCH);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  assert_int_equal(c.epoch, LEADER_EPOCH + 4);
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
+
+  /* The registry still names P: the claim stays.  Then it names this
+   * node again: the claim it no longer backs is dropped. */
+  assert_int_equal(sp_handler_registry_changed(f.h, f.now), 0);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  f.leader = f.self;
+  f.nlogs = 0;
+  assert_int_equal(sp_handler_registry_changed(f.h, f.now), 0);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), SP_ERR_NOT_FOUND);
+  assert_true(logged(&f, "dropped the held leadership claim for epoch 7"));
+
+  /* A new term signs its own claim, which no registry change drops. */
+  assert_int_equal(
+      sp_handler_set_role(f.h, SP_ROLE_LEADER, LEADER_EPOCH + 8, f.now), 0);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  assert_int_equal(c.epoch, LEADER_EPOCH + 8);
+  assert_true(sp_uuid_equal(&c.leader, &f.self));
+  f.leader = f.P;
+  assert_int_equal(sp_handler_registry_changed(f.h, f.now), 0);
+  assert_int_equal(sp_handler_leader_claim(f.h, &c), 0);
+  assert_int_equal(c.epoch, LEADER_EPOCH + 8);
+  fx_free(&f);
+}
+
+/* A Heartbeat with role leader at a higher epoch and no claim (a new
+ * leader's seed-shaped opening Heartbeat): refused, with a log line of
+ * its own that does not read as a forgery. */
+static void test_leader_unproven_leader(void **state) {
+  static fx f;
+  uint64_t id;
+  sp_msg m;
+
+  (void)state;
+  fx_leader(&f);
+  id = open_in(&f, &f.P);
+  m = mk_hb(&f.lib, LEADER_EPOCH + 1, 0, SP_ROLE_LEADER);
+  inject_msg(&f, id, &f.P, &m);
+  expect_refusal(&f, id, &f.P, SP_ERR_UNPROVEN_EPOCH);
+  assert_true(logged(&f, "is a leader at epoch 4 that proves nothing (ours "
+                         "is 3): if it is the new leader, this one must be "
+                         "demoted by its host"));
+  assert_false(logged(&f, "asserted epoch"));
+  assert_int_equal(count_ev(&f, SP_EVENT_STEPPED_DOWN, ANY_CODE), 0);
   fx_free(&f);
 }
 
@@ -2951,6 +3272,10 @@ int main(void) {
       cmocka_unit_test(test_leader_steps_down),
       cmocka_unit_test(test_leader_steps_down_on_error_frame),
       cmocka_unit_test(test_leader_unproven_epoch),
+      cmocka_unit_test(test_leader_invalid_claim_any_epoch),
+      cmocka_unit_test(test_leader_claim_registry_answers),
+      cmocka_unit_test(test_leader_claims_after_step_down),
+      cmocka_unit_test(test_leader_unproven_leader),
       cmocka_unit_test(test_leader_divergence),
       cmocka_unit_test(test_leader_fetch_ahead),
       cmocka_unit_test(test_leader_heartbeat_ahead),

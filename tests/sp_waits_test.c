@@ -49,6 +49,8 @@ typedef struct fx {
   long members_calls; /* registry members() calls */
   /* f[0]'s key, when a test needs its leadership claims to verify. */
   sp_identity *id_f0;
+  /* The registry names f[0] the leader (else this node). */
+  int f0_leads;
 } fx;
 
 /* ---- host ---- */
@@ -82,7 +84,7 @@ static int r_leader(const sp_uuid *lib, sp_uuid *leader, void *ud) {
   fx *x = ud;
 
   (void)lib;
-  *leader = x->self;
+  *leader = x->f0_leads ? x->f[0] : x->self;
   return 0;
 }
 
@@ -595,8 +597,10 @@ static void test_follower_and_stepped_down(void **state) {
 
   (void)state;
   fx_init(&x, 1);
-  /* Stepped down: a frame at a higher epoch, proven by f[0]'s claim. */
+  /* Stepped down: a frame at a higher epoch, proven by f[0]'s claim (the
+   * registry names f[0]: with no may_lead, only it may lead). */
   assert_int_equal(sp_identity_generate(&x.id_f0, &x.f[0], NULL), 0);
+  x.f0_leads = 1;
   assert_int_equal(sp_handler_wait_acks(x.h, 9, 1, x.now + SP_SECONDS,
                                         on_wait, &x, x.now), 0);
   memset(&m, 0, sizeof(m));

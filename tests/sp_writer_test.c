@@ -1020,8 +1020,25 @@ typedef struct raw {
   uint64_t proposed[64];
   size_t nproposed;
   size_t max_propose; /* the largest Propose body sent */
+  /* The msgpack array head (0x90 + elements) of the last Heartbeat and
+   * Error sent, and how many carried a claim. */
+  int hb_head, err_head;
+  long hb_claims, err_claims;
+  /* The leader's key (raw_device_key), for a claim the follower holds. */
+  sp_identity *lid;
   tc_counts counts;
 } raw;
+
+static int raw_device_key(const sp_uuid *dev, uint8_t key[SP_PUBLIC_KEY_LEN],
+                          void *ud) {
+  raw *r = ud;
+
+  if (!r->lid || !sp_uuid_equal(dev, &r->leader)) {
+    return SP_ERR_NOT_FOUND;
+  }
+  sp_identity_public_key(r->lid, key);
+  return 0;
+}
 
 static int raw_is_member(const sp_uuid *lib, const sp_uuid *dev, int *m,
                          void *ud) {
@@ -1089,6 +1106,13 @@ static sp_ssize raw_send(uint64_t id, const uint8_t *data, size_t len,
           msg.type == SP_MSG_HEARTBEAT && msg.u.heartbeat.has_features;
     }
     r->by_type[msg.type]++;
+    if (msg.type == SP_MSG_HEARTBEAT) {
+      r->hb_head = body[0];
+      r->hb_claims += msg.u.heartbeat.has_claim;
+    } else if (msg.type == SP_MSG_ERROR) {
+      r->err_head = body[0];
+      r->err_claims += msg.u.error.has_claim;
+    }
     if (msg.type == SP_MSG_FETCH_ENTRIES &&
         msg.u.fetch_entries.has_features &&
         (msg.u.fetch_entries.features & SP_FEATURE_WRITES)) {
@@ -1186,6 +1210,7 @@ static void raw_start(raw *r) {
   reg.is_member = raw_is_member;
   reg.leader = raw_leader;
   reg.members = raw_members;
+  reg.device_key = raw_device_key;
   tr.user_data = r;
   tr.open_stream = raw_open;
   tr.send = raw_send;
@@ -1210,6 +1235,7 @@ static void raw_start(raw *r) {
 }
 
 static void raw_free(raw *r) {
+  sp_identity_del(r->lid);
   sp_handler_del(r->h);
   sp_node_del(r->node);
   sp_mem_store_del(r->store);
@@ -1272,6 +1298,62 @@ static void test_seed_only_leader(void **state) {
   assert_int_equal(st.pending, 2);
   assert_int_equal(st.leader_accepts, 0);
   assert_true(r.open);
+  raw_free(&r);
+}
+
+/* A follower that holds a leadership claim (its leader sent one on an
+ * earlier stream; the leader then came back as a build that speaks only
+ * the seed's messages): its features Heartbeat has 9 elements (features,
+ * origin_high, max_frame 0, the claim) and its Errors 6 (the claim);
+ * nothing else of it is new.  A seed-only leader skips the extra
+ * elements. */
+static void raw_reconnect(raw *r);
+
+static void test_seed_only_leader_claim(void **state) {
+  raw r;
+  sp_msg m;
+  sp_leader_claim held;
+  long fetches;
+
+  (void)state;
+  raw_start(&r);
+  assert_int_equal(sp_identity_generate(&r.lid, &r.leader, NULL), 0);
+  memset(&m, 0, sizeof(m));
+  m.type = SP_MSG_HEARTBEAT;
+  m.u.heartbeat.role = SP_ROLE_LEADER;
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  m.u.heartbeat.has_claim = 1;
+  assert_int_equal(
+      sp_leader_claim_sign(&m.u.heartbeat.claim, r.lid, &r.lib, 1), 0);
+  raw_deliver(&r, &m);
+  assert_int_equal(sp_handler_leader_claim(r.h, &held), 0);
+  assert_true(sp_uuid_equal(&held.leader, &r.leader));
+
+  /* The new stream, to the seed-only leader. */
+  r.hb_claims = 0;
+  r.by_type[SP_MSG_HEARTBEAT] = 0;
+  r.by_type[SP_MSG_FETCH_ENTRIES] = 0;
+  raw_reconnect(&r);
+  assert_int_equal(r.by_type[SP_MSG_HEARTBEAT], 1);
+  assert_int_equal(r.hb_head, 0x99);
+  assert_int_equal(r.hb_claims, 1);
+  fetches = r.by_type[SP_MSG_FETCH_ENTRIES];
+  assert_true(fetches >= 1);
+  /* The seed leader's hello and an empty page: no answer to either is
+   * new; then a frame it may not send is refused with the claim. */
+  raw_greet(&r, 0);
+  assert_int_equal(r.by_type[SP_MSG_HEARTBEAT], 1);
+  assert_int_equal(r.by_type[SP_MSG_PROPOSE], 0);
+  assert_int_equal(r.by_type[SP_MSG_ERROR], 0);
+  memset(&m, 0, sizeof(m));
+  m.type = SP_MSG_HEARTBEAT;
+  m.u.heartbeat.role = SP_ROLE_FOLLOWER;
+  raw_deliver(&r, &m);
+  assert_int_equal(r.by_type[SP_MSG_ERROR], 1);
+  assert_int_equal(r.err_head, 0x96);
+  assert_int_equal(r.err_claims, 1);
+  assert_int_equal(r.counts.last_error, SP_ERR_WRONG_ROLE);
   raw_free(&r);
 }
 
@@ -1827,6 +1909,7 @@ int main(void) {
       cmocka_unit_test(test_concurrent_writers),
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_seed_only_leader),
+      cmocka_unit_test(test_seed_only_leader_claim),
       cmocka_unit_test(test_raw_results),
       cmocka_unit_test(test_raw_fetch_features),
       cmocka_unit_test(test_raw_accepted_below),
