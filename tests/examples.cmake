@@ -29,10 +29,43 @@ if(SP_WITH_QUIC AND SP_WITH_SQLITE)
   target_include_directories(spsync_jsonl_test PRIVATE
     ${PROJECT_SOURCE_DIR}/examples/spsync)
 
+  # spsync's pairing addresses: the bind family, resolving, names that
+  # do not resolve.
+  sp_add_test(spsync_pairing_test
+    SOURCES spsync_pairing_test.c
+            ${PROJECT_SOURCE_DIR}/examples/spsync/pairing.c
+    LABELS examples)
+  target_include_directories(spsync_pairing_test PRIVATE
+    ${PROJECT_SOURCE_DIR}/examples/spsync)
+
   add_test(NAME examples_spsync_cli
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spsync_cli_test.sh
             $<TARGET_FILE:spsync>)
   set_tests_properties(examples_spsync_cli PROPERTIES LABELS examples)
+
+  # spsync pair init/add, the pairing file reader (over-long lines,
+  # trailing comments, host names), option errors, the man page.
+  add_test(NAME examples_spsync_pair
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/spsync_pair_test.sh
+            $<TARGET_FILE:spsync> ${PROJECT_SOURCE_DIR}/examples/spsync/spsync.1)
+  set_tests_properties(examples_spsync_pair PROPERTIES LABELS examples
+    TIMEOUT 60)
+
+  # What spsync shows of its links: a follower that cannot reach its
+  # leader, connected, lost; the leader's followers with their lag.
+  add_test(NAME examples_spsync_link
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/spsync_link_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(examples_spsync_link PROPERTIES LABELS examples
+    TIMEOUT 120)
+
+  # The causes of failures on screen: a port in use, a missing key
+  # directory or key file, a follower whose log cannot grow (issue 14).
+  add_test(NAME examples_spsync_errors
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/spsync_errors_test.sh
+            $<TARGET_FILE:spsync>)
+  set_tests_properties(examples_spsync_errors PROPERTIES LABELS examples
+    TIMEOUT 60)
 
   # --exit-when-synced with a follower that synced and left before the
   # leader restarted (its position is kept with the log).

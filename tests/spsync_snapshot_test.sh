@@ -135,6 +135,8 @@ grep -q "SP_ERR_SNAPSHOT_TOO_LARGE" G0.out || fail "G0 did not report the failur
 rc=$?
 [ $rc = 3 ] || fail "follower --no-snapshots exited $rc, expected 3"
 grep -q "requires a full sync" G.out || fail "G's message"
+# The reason by name (issue 14), not a number.
+grep -q "requires a full sync (SP_SYNC_BEHIND_RETENTION: " G.out || fail "G's reason"
 [ "$(latest G.db)" = 0 ] || fail "G's log changed"
 kill $lpid; wait $lpid 2>/dev/null
 PAIRING=p4.txt leader L5.out --no-snapshots --timeout 30

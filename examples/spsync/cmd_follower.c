@@ -18,7 +18,7 @@ static void usage(void) {
       "Entries\nwritten here go to the log's outbox (durable at once) and "
       "on to the leader,\nwhich appends them; each is committed once it is "
       "back in this log.\n\n"
-      "  --listen IP:PORT   address to bind (default: this device's pairing "
+      "  --listen HOST:PORT address to bind (default: this device's pairing "
       "address,\n"
       "                     or an ephemeral port)\n"
       "  --input FILE       write the entries of a JSON lines file (- for "
@@ -82,6 +82,99 @@ static int recovering(const rt *r) {
           sp.state == SP_SNAPSHOT_FAILED);
 }
 
+/* "desk at 10.0.0.1:7000": the leader as the pairing file names it. */
+static void leader_text(const rt *r, char *buf, size_t len) {
+  const pairing_device *l = pairing_leader(&r->pair);
+  char id[SP_UUID_STRING_LEN + 1];
+
+  sp_uuid_format(&l->id, id);
+  if (!l->address[0]) {
+    snprintf(buf, len, "%s (no address: it dials this device)",
+             l->name[0] ? l->name : id);
+  } else if (!l->hints[0]) {
+    snprintf(buf, len, "%s at %s (%s)", l->name[0] ? l->name : id,
+             l->address, l->resolve_err[0] ? l->resolve_err : "unresolved");
+  } else if (strcmp(l->address, l->hints) != 0) {
+    snprintf(buf, len, "%s at %s (%s)", l->name[0] ? l->name : id,
+             l->address, l->hints);
+  } else {
+    snprintf(buf, len, "%s at %s", l->name[0] ? l->name : id, l->address);
+  }
+}
+
+/* "; next try in 3 s": when the library dials next (sp_handler_status
+ * version 2; 0: nothing scheduled, e.g. a stream is being set up). */
+static void next_try(sp_tstamp next, sp_tstamp now, char *buf, size_t len) {
+  if (!next) {
+    buf[0] = '\0';
+  } else if (next <= now) {
+    snprintf(buf, len, "; next try now");
+  } else {
+    /* Rounded up: "in 0 s" would read as "now". */
+    snprintf(buf, len, "; next try in %llu s",
+             (unsigned long long)((next - now + SP_SECONDS - 1) /
+                                  SP_SECONDS));
+  }
+}
+
+/* The link to the leader while it is not up: what the events said, and
+ * when the library tries again. */
+static void link_text(const rt *r, const sp_handler_status *hs,
+                      sp_tstamp now, char *buf, size_t len) {
+  char who[512], next[48];
+  unsigned long long ago;
+
+  leader_text(r, who, sizeof(who));
+  next_try(hs->next_attempt, now, next, sizeof(next));
+  if (!r->link_down_at) {
+    snprintf(buf, len, "connecting to %s%s", who, next);
+    return;
+  }
+  ago = (unsigned long long)((now - r->link_down_at) / SP_SECONDS);
+  if (!r->link_failures) {
+    snprintf(buf, len, "connection to %s lost (%s) %llu s ago; "
+             "reconnecting%s", who,
+             r->link_code ? sp_err_name(r->link_code) : "closed", ago, next);
+    return;
+  }
+  snprintf(buf, len, "connecting to %s: %s (%s); %u attempt%s failed, the "
+           "last %llu s ago%s", who,
+           r->link_why[0] ? r->link_why : sp_strerror(r->link_code),
+           sp_err_name(r->link_code), r->link_failures,
+           r->link_failures == 1 ? "" : "s", ago,
+           *next ? next : "; retrying");
+}
+
+/* The display once a second (a terminal: five times): the state of the
+ * link and of a recovery, or the progress while connected. */
+static void show(rt *r, progress *pg, const sp_handler_status *hs,
+                 sp_tstamp now) {
+  sp_snapshot_progress sp;
+  char text[1024], who[512];
+  int snap = hs->sync_required && r->snapshots &&
+             sp_handler_snapshot_status(r->h, &sp) == 0;
+
+  if (!r->leader_up) {
+    link_text(r, hs, now, text, sizeof(text));
+    progress_state(pg, hs->sequence, now, text);
+  } else if (snap && sp.state == SP_SNAPSHOT_TRANSFERRING) {
+    progress_snapshot(pg, &sp);
+  } else if (hs->sync_required) {
+    leader_text(r, who, sizeof(who));
+    snprintf(text, sizeof(text), "connected to %s; %s", who,
+             snap && sp.state == SP_SNAPSHOT_FAILED
+                 ? "recovering: the snapshot failed, the library tries again "
+                   "after its backoff"
+                 : snap ? "recovering by snapshot"
+                        : "sync required: stopped");
+    progress_state(pg, hs->sequence, now, text);
+  } else {
+    leader_text(r, who, sizeof(who));
+    snprintf(text, sizeof(text), "connected to %s", who);
+    progress_show(pg, hs->sequence, hs->leader_latest, now, text);
+  }
+}
+
 int follow_loop(rt *r, writes *w, const follow_limits *fl) {
   sp_tstamp last_show;
   sp_handler_status hs;
@@ -100,18 +193,21 @@ int follow_loop(rt *r, writes *w, const follow_limits *fl) {
       r->sync_required = 0;
       if (!recovering(r)) {
         progress_done(&pg);
+        char why[32];
         fprintf(stderr,
-                "spsync follower: the leader requires a full sync (reason "
-                "%d)%s; copy its log, then start again\n",
-                (int)r->sync_reason,
+                "spsync follower: the leader requires a full sync (%s)%s; "
+                "copy its log, then start again\n",
+                rt_sync_reason(r->sync_reason, why, sizeof(why)),
                 r->snapshots ? " and serves no snapshot" : "");
         status = EXIT_SYNC_REQUIRED;
         break;
       }
       if (!r->snap_installed) {
         progress_done(&pg);
+        char why[32];
         fprintf(stderr, "spsync follower: the leader requires a full sync "
-                "(reason %d): recovering by snapshot\n", (int)r->sync_reason);
+                "(%s): recovering by snapshot\n",
+                rt_sync_reason(r->sync_reason, why, sizeof(why)));
       }
     }
     if (r->snap_installed) {
@@ -160,14 +256,7 @@ int follow_loop(rt *r, writes *w, const follow_limits *fl) {
       break;
     }
     if (now - last_show >= (pg.tty ? SP_SECONDS / 5 : SP_SECONDS)) {
-      sp_snapshot_progress sp;
-      if (hs.sync_required && r->snapshots &&
-          sp_handler_snapshot_status(r->h, &sp) == 0 &&
-          sp.state == SP_SNAPSHOT_TRANSFERRING) {
-        progress_snapshot(&pg, &sp);
-      } else {
-        progress_show(&pg, hs.sequence, hs.leader_latest, now);
-      }
+      show(r, &pg, &hs, now);
       last_show = now;
     }
     wait = writes_wait(w, now);
@@ -203,7 +292,7 @@ int cmd_follower(int argc, char **argv) {
 
   memset(&o, 0, sizeof(o));
   o.role = SP_ROLE_FOLLOWER;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (c) {
     case 'k': o.key_path = optarg; break;
     case 'p': o.pairing_path = optarg; break;
@@ -259,15 +348,13 @@ int cmd_follower(int argc, char **argv) {
       break;
     }
     case 'h': usage(); return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("follower", c, argv);
     }
   }
   if (bad || !o.key_path || !o.pairing_path || !o.log_path || optind != argc) {
-    fprintf(stderr, "spsync follower: --key, --pairing and --log are "
-                    "required; numbers must be non-negative, payload <= "
-                    "65536, snapshot window 1-64, delay <= 10000 (see "
-                    "--help)\n");
-    return EXIT_USAGE;
+    return usage_error("follower", "--key, --pairing and --log are "
+                       "required; numbers must be non-negative, payload <= "
+                       "65536, snapshot window 1-64, delay <= 10000");
   }
   memset(&w, 0, sizeof(w));
   w.rate = rate;

@@ -1,6 +1,7 @@
 /*
  * cmd_keys.c: spsync keygen and spsync fingerprint.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,7 +40,7 @@ int cmd_keygen(int argc, char **argv) {
   sp_uuid uuid;
   int c, rv;
 
-  while ((c = getopt_long(argc, argv, "o:d:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":o:d:h", opts, NULL)) != -1) {
     switch (c) {
     case 'o': out = optarg; break;
     case 'd': device = optarg; break;
@@ -48,27 +49,29 @@ int cmd_keygen(int argc, char **argv) {
              "Create an Ed25519 device key in FILE (mode 0600, never "
              "overwritten)\nfor a random device id, or UUID.\n");
       return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("keygen", c, argv);
     }
   }
   if (!out || optind != argc) {
-    fprintf(stderr, "spsync keygen: --out FILE is required (see --help)\n");
-    return EXIT_USAGE;
+    return usage_error("keygen", "--out FILE is required");
   }
   if (device && sp_uuid_parse(&uuid, device) != 0) {
-    fprintf(stderr, "spsync keygen: '%s' is not a UUID\n", device);
-    return EXIT_USAGE;
+    return usage_error("keygen", "'%s' is not a UUID", device);
   }
   rv = sp_identity_generate(&id, device ? &uuid : NULL, NULL);
   if (rv == 0) {
     rv = sp_identity_save(id, out);
     if (rv != 0) {
+      int err = errno; /* SP_ERR_IO's cause, past the cleanup */
       sp_identity_del(id);
+      errno = err;
     }
   }
   if (rv != 0) {
     fprintf(stderr, "spsync keygen: cannot write %s: %s\n", out,
-            rv == SP_ERR_EXISTS ? "the file exists" : sp_strerror(rv));
+            rv == SP_ERR_EXISTS ? "the file exists"
+            : rv == SP_ERR_IO   ? strerror(errno)
+                                : sp_strerror(rv));
     return 1;
   }
   print_identity(id, NULL, NULL, NULL);
@@ -87,7 +90,7 @@ int cmd_fingerprint(int argc, char **argv) {
   sp_identity *id;
   int c, rv;
 
-  while ((c = getopt_long(argc, argv, "k:p:a:n:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":k:p:a:n:h", opts, NULL)) != -1) {
     switch (c) {
     case 'k': key = optarg; break;
     case 'p': role = optarg; break;
@@ -96,29 +99,28 @@ int cmd_fingerprint(int argc, char **argv) {
     case 'h':
       printf("usage: spsync fingerprint --key FILE "
              "[--pairing-line leader|standby|follower\n"
-             "                   [--address IP:PORT] [--name NAME]]\n\n"
+             "                   [--address HOST:PORT] [--name NAME]]\n\n"
              "Show the device id, public key and fingerprint of a key "
              "file,\nor print its line for a pairing file (NAME: up to 31 "
              "characters, no spaces,\nshown by spsync status "
              "--by-origin; standby: a follower that may lead,\n"
              "docs/pairing.md).\n");
       return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("fingerprint", c, argv);
     }
   }
   if (!key || optind != argc ||
       (role && strcmp(role, "leader") && strcmp(role, "standby") &&
        strcmp(role, "follower")) ||
       (name && (!*name || strlen(name) > 31 || strpbrk(name, " \t\n#")))) {
-    fprintf(stderr, "spsync fingerprint: --key FILE is required, role is "
-                    "leader, standby or follower, a name has 1-31 "
-                    "characters and no spaces (see --help)\n");
-    return EXIT_USAGE;
+    return usage_error("fingerprint", "--key FILE is required, role is "
+                       "leader, standby or follower, a name has 1-31 "
+                       "characters and no spaces");
   }
   rv = sp_identity_load(&id, key, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync fingerprint: cannot load %s: %s\n", key,
-            sp_strerror(rv));
+            rv == SP_ERR_IO ? strerror(errno) : sp_strerror(rv));
     return 1;
   }
   print_identity(id, role, address, name);

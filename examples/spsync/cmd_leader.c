@@ -26,21 +26,15 @@ static int on_acked(sp_handler *h, sp_seq seq, int status, size_t acked,
 /* SP_EVENT_STEPPED_DOWN was seen (outside the node's callbacks): say who
  * leads now; exit 5, or follow that device (the follower's statuses). */
 static int stepped_down(rt *r, writes *w, int follow, long long until,
-                        long long exit_at, long long timeout,
-                        sp_tstamp start) {
-  static const sp_uuid none;
+                        long long exit_at, int exit_synced,
+                        long long timeout, sp_tstamp start) {
   char id[SP_UUID_STRING_LEN + 1];
   const pairing_device *d = pairing_find(&r->pair, &r->step_leader);
   follow_limits fl;
 
+  /* A step-down is always proven by a claim: the event names its
+   * device. */
   sp_uuid_format(&r->step_leader, id);
-  if (sp_uuid_equal(&r->step_leader, &none)) {
-    /* An event that names no device (a library without leadership
-     * claims): nobody to follow. */
-    fprintf(stderr, "spsync: stepped down: a leader at epoch %llu\n",
-            (unsigned long long)r->step_epoch);
-    return EXIT_STEPPED_DOWN;
-  }
   fprintf(stderr, "spsync: stepped down: device %s%s%s%s leads at epoch "
           "%llu\n", id, d && d->name[0] ? " (" : "", d ? d->name : "",
           d && d->name[0] ? ")" : "", (unsigned long long)r->step_epoch);
@@ -62,10 +56,47 @@ static int stepped_down(rt *r, writes *w, int follow, long long until,
           (unsigned long long)r->step_epoch);
   memset(&fl, 0, sizeof(fl));
   fl.exit_at = exit_at;
+  /* As spsync follower --exit-when-committed; --exit-at, if given,
+   * decides (it waits for this process's writes too). */
+  fl.exit_committed = exit_synced && exit_at < 0;
   fl.until = until;
   fl.timeout = timeout;
   fl.start = start;
   return follow_loop(r, w, &fl);
+}
+
+/* The live line, once a second: the log, then each follower's state and
+ * lag as the library tracks them (sp_handler_list_followers). */
+static void show(rt *r, const sp_handler_status *hs, sp_tstamp now) {
+  sp_follower_progress f[8];
+  sp_seq floor = 0;
+  sp_ssize n, i;
+
+  sp_handler_retention_floor(r->h, &floor);
+  printf("leader: latest %llu, %d follower stream(s), all acked up to %llu",
+         (unsigned long long)hs->sequence, r->peers,
+         (unsigned long long)floor);
+  n = sp_handler_list_followers(r->h, f, sizeof(f) / sizeof(f[0]), now);
+  for (i = 0; i < n && i < (sp_ssize)(sizeof(f) / sizeof(f[0])); ++i) {
+    const pairing_device *d = pairing_find(&r->pair, &f[i].device_id);
+    char id[SP_UUID_STRING_LEN + 1];
+    printf("; %s %s", d && d->name[0] ? d->name
+                                       : sp_uuid_format(&f[i].device_id, id),
+           f[i].connected ? "connected" : "disconnected");
+    if (!f[i].has_acked) {
+      printf(" (no ack yet)");
+    } else if (f[i].connected || f[i].since_last_ack == SP_TSTAMP_MAX) {
+      printf(" lag %llu", (unsigned long long)f[i].lag);
+    } else {
+      printf(" lag %llu (last ack %llu s ago)", (unsigned long long)f[i].lag,
+             (unsigned long long)(f[i].since_last_ack / SP_SECONDS));
+    }
+  }
+  if (n > (sp_ssize)(sizeof(f) / sizeof(f[0]))) {
+    printf("; %lld more", (long long)n - (long long)(sizeof(f) / sizeof(f[0])));
+  }
+  printf("\n");
+  fflush(stdout);
 }
 
 static void usage(void) {
@@ -75,7 +106,7 @@ static void usage(void) {
       "the\nfollowers' submissions, and optionally write entries of its own "
       "(submitted\nthrough the library like a follower's: each carries this "
       "device as its origin).\n\n"
-      "  --listen IP:PORT     address to bind (default: this device's "
+      "  --listen HOST:PORT   address to bind (default: this device's "
       "pairing address)\n"
       "  --input FILE         write the entries of a JSON lines file "
       "(- for standard\n"
@@ -127,8 +158,9 @@ static void usage(void) {
       "  spsync: following <uuid> at epoch <N>\n"
       "and syncs as spsync follower does (recovering by snapshot unless\n"
       "--no-snapshots; its writes go on through the outbox; --exit-at SEQ "
-      "exits once\nthe log holds SEQ; --timeout counts from the start); the "
-      "follower's exit\nstatuses then apply.  A higher epoch without a valid "
+      "exits once\nthe log holds SEQ; without it, --exit-when-synced exits "
+      "once done writing\nand the outbox is empty; --timeout counts from "
+      "the start); the follower's\nexit statuses then apply.  A higher epoch without a valid "
       "claim is refused and\nlogged (--verbose).\n"
       "\nExit status: 0 done (--exit-when-synced, SIGINT or SIGTERM); 1 "
       "error; 2 bad\narguments; 3 (after following) SyncRequired and no "
@@ -161,7 +193,7 @@ int cmd_leader(int argc, char **argv) {
 
   memset(&o, 0, sizeof(o));
   o.role = SP_ROLE_LEADER;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (c) {
     case 'k': o.key_path = optarg; break;
     case 'p': o.pairing_path = optarg; break;
@@ -196,16 +228,15 @@ int cmd_leader(int argc, char **argv) {
       break;
     }
     case 'h': usage(); return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("leader", c, argv);
     }
   }
   if (bad || !o.key_path || !o.pairing_path || !o.log_path || optind != argc ||
       rate < 0 || payload < 0 || payload > 65536 || epoch < 0 ||
       timeout < 0) {
-    fprintf(stderr, "spsync leader: --key, --pairing and --log are "
-                    "required; numbers must be non-negative, payload <= "
-                    "65536, snapshot chunk 1-2097152 (see --help)\n");
-    return EXIT_USAGE;
+    return usage_error("leader", "--key, --pairing and --log are "
+                       "required; numbers must be non-negative, payload <= "
+                       "65536, snapshot chunk 1-2097152");
   }
   o.epoch = (uint64_t)epoch;
   follow = o.follow_on_step_down;
@@ -258,13 +289,7 @@ int cmd_leader(int argc, char **argv) {
       break;
     }
     if (now - last_print >= SP_SECONDS) {
-      sp_seq floor = 0;
-      sp_handler_retention_floor(r.h, &floor);
-      printf("leader: latest %llu, %d follower stream(s), all acked up to "
-             "%llu\n",
-             (unsigned long long)hs.sequence, r.peers,
-             (unsigned long long)floor);
-      fflush(stdout);
+      show(&r, &hs, now);
       last_print = now;
     }
     if (rt_step(&r, wait) != 0 && !r.stepped_down) {
@@ -273,10 +298,14 @@ int cmd_leader(int argc, char **argv) {
     }
   }
   if (r.stepped_down) {
-    status = stepped_down(&r, &w, follow, until, exit_at, timeout, start);
+    status = stepped_down(&r, &w, follow, until, exit_at, exit_synced,
+                          timeout, start);
   }
   if (writes_enabled(&w)) {
-    rt_print_writes(&r, "leader", w.submitted);
+    rt_print_writes(&r,
+                    sp_handler_role(r.h) == SP_ROLE_FOLLOWER ? "follower"
+                                                             : "leader",
+                    w.submitted);
   }
   writes_close(&w);
   if (status == 0) {

@@ -42,7 +42,7 @@ int cmd_prune(int argc, char **argv) {
   sp_sqlite_status s;
   int c, rv, bad = 0;
 
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (c) {
     case 'l': log = optarg; break;
     case 't':
@@ -54,20 +54,20 @@ int cmd_prune(int argc, char **argv) {
       bad |= keep < 0;
       break;
     case 'h': usage(); return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("prune", c, argv);
     }
   }
   if (bad || !log || optind != argc || (through < 0) == (keep < 0)) {
-    fprintf(stderr, "spsync prune: --log FILE and one of --through SEQ or "
-                    "--keep N are required (see --help)\n");
-    return EXIT_USAGE;
+    return usage_error("prune", "--log FILE and one of --through SEQ or "
+                       "--keep N are required");
   }
   sp_sqlite_config_default(&cfg);
   cfg.create = 0;
   rv = sp_sqlite_store_open(&st, log, &cfg, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync prune: cannot open %s: %s\n", log,
-            sp_strerror(rv));
+            *sp_sqlite_store_errmsg(NULL) ? sp_sqlite_store_errmsg(NULL)
+                                          : sp_strerror(rv));
     return 1;
   }
   rv = sp_sqlite_store_status(st, &s);
@@ -77,9 +77,8 @@ int cmd_prune(int argc, char **argv) {
   }
   if (rv == 0 && (sp_seq)through > s.latest) {
     sp_sqlite_store_close(st);
-    fprintf(stderr, "spsync prune: %s: %lld is past the latest entry "
-            "(%llu)\n", log, through, (unsigned long long)s.latest);
-    return EXIT_USAGE;
+    return usage_error("prune", "%s: %lld is past the latest entry (%llu)",
+                       log, through, (unsigned long long)s.latest);
   }
   if (rv == 0) {
     rv = sp_sqlite_store_prune(st, (sp_seq)through);
@@ -87,9 +86,14 @@ int cmd_prune(int argc, char **argv) {
   if (rv == 0) {
     rv = sp_sqlite_store_status(st, &s);
   }
+  if (rv != 0) {
+    /* The store's words (before close frees them): "database is locked". */
+    fprintf(stderr, "spsync prune: %s: %s\n", log,
+            *sp_sqlite_store_errmsg(st) ? sp_sqlite_store_errmsg(st)
+                                        : sp_strerror(rv));
+  }
   sp_sqlite_store_close(st);
   if (rv != 0) {
-    fprintf(stderr, "spsync prune: %s: %s\n", log, sp_strerror(rv));
     return 1;
   }
   printf("pruned through %llu, %llu entries kept\n",

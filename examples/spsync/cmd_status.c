@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <sqlite3.h>
 #include <sync_protocol/sync_protocol.h>
 #include <sync_protocol/sqlite_store.h>
@@ -226,17 +227,6 @@ static void schema_refused(const char *log) {
   }
 }
 
-static void hex(const uint8_t *b, size_t n, char *out) {
-  static const char d[] = "0123456789abcdef";
-  size_t i;
-
-  for (i = 0; i < n; ++i) {
-    out[2 * i] = d[b[i] >> 4];
-    out[2 * i + 1] = d[b[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
 int cmd_status(int argc, char **argv) {
   static const struct option opts[] = {{"log", 1, 0, 'l'},
                                        {"digest", 0, 0, 'd'},
@@ -254,7 +244,7 @@ int cmd_status(int argc, char **argv) {
   uint8_t digest[SP_HASH_LEN];
   char h[2 * SP_HASH_LEN + 1];
 
-  while ((c = getopt_long(argc, argv, "l:dh", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, ":l:dh", opts, NULL)) != -1) {
     switch (c) {
     case 'l': log = optarg; break;
     case 'd': digest_only = 1; break;
@@ -280,20 +270,19 @@ int cmd_status(int argc, char **argv) {
              "\"duplicate origin ids: N\" if the retained entries\nhold a "
              "submission more than once.\n");
       return 0;
-    default: return EXIT_USAGE;
+    default: return opt_error("status", c, argv);
     }
   }
   /* The pairing file only names the origins. */
   origins |= pairing_path != NULL;
   if (!log || optind != argc || (digest_only && origins)) {
-    fprintf(stderr, "spsync status: --log FILE is required, with --digest "
-                    "or --by-origin (see --help)\n");
-    return EXIT_USAGE;
+    return usage_error("status", "--log FILE is required, with --digest "
+                       "or --by-origin");
   }
   if (pairing_path) {
     char err[256];
     pair = malloc(sizeof(*pair));
-    if (!pair || pairing_load(pair, pairing_path, err, sizeof(err)) != 0) {
+    if (!pair || pairing_load_names(pair, pairing_path, err, sizeof(err)) != 0) {
       fprintf(stderr, "spsync status: %s\n",
               pair ? err : "out of memory");
       free(pair);
@@ -342,7 +331,7 @@ int cmd_status(int argc, char **argv) {
                                         : sp_strerror(rv));
     return 1;
   }
-  hex(digest, SP_HASH_LEN, h);
+  sodium_bin2hex(h, sizeof(h), digest, SP_HASH_LEN);
   if (digest_only) {
     printf("%s  %llu entries  latest %llu\n", h,
            (unsigned long long)s.entry_count, (unsigned long long)s.latest);

@@ -11,6 +11,7 @@ int cmd_leader(int argc, char **argv);
 int cmd_follower(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_pair(int argc, char **argv);
 
 /* Exit statuses shared by the commands. */
 #define EXIT_USAGE 2
@@ -18,6 +19,15 @@ int cmd_prune(int argc, char **argv);
 #define EXIT_TIMEOUT 4
 /* spsync leader: a newer leader proved its epoch (docs/pairing.md). */
 #define EXIT_STEPPED_DOWN 5
+
+/* Print "spsync: <cmd>: <what> (see spsync <cmd> --help)" to standard
+ * error; returns EXIT_USAGE. */
+int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The same for what getopt_long returned for a bad option ('?': unknown,
+ * ':': its argument missing; the option string starts with ':'). */
+int opt_error(const char *cmd, int c, char **argv);
 
 /* Parse a non-negative integer option value; -1 if it is not one. */
 long long parse_count(const char *s);

@@ -17,7 +17,7 @@ void progress_init(progress *p, FILE *out, uint64_t applied, uint64_t now) {
 }
 
 void progress_show(progress *p, uint64_t applied, uint64_t latest,
-                   uint64_t now) {
+                   uint64_t now, const char *link) {
   uint64_t lag = latest > applied ? latest - applied : 0;
   double dt = (double)(now - p->last_ns) / 1e9;
 
@@ -29,14 +29,16 @@ void progress_show(progress *p, uint64_t applied, uint64_t latest,
   p->last_applied = applied;
   p->last_ns = now;
   if (!p->tty) {
-    fprintf(p->out, "follower: applied %llu, lag %llu, %.0f entries/s\n",
-            (unsigned long long)applied, (unsigned long long)lag, p->rate);
+    fprintf(p->out, "follower: applied %llu, lag %llu, %.0f entries/s, %s\n",
+            (unsigned long long)applied, (unsigned long long)lag, p->rate,
+            link);
     fflush(p->out);
     p->drawn = 1;
     return;
   }
-  fprintf(p->out, "\r\033[K applied %llu  lag %llu  %.0f entries/s",
-          (unsigned long long)applied, (unsigned long long)lag, p->rate);
+  fprintf(p->out, "\r\033[K %s  applied %llu  lag %llu  %.0f entries/s",
+          link, (unsigned long long)applied, (unsigned long long)lag,
+          p->rate);
   if (lag > 0 && latest > 0) {
     int full = (int)((double)applied / (double)latest * BAR), i;
     fputs("  [", p->out);
@@ -44,6 +46,23 @@ void progress_show(progress *p, uint64_t applied, uint64_t latest,
       fputc(i < full ? '#' : '.', p->out);
     }
     fprintf(p->out, "] %3d%%", (int)(100.0 * (double)applied / (double)latest));
+  }
+  fflush(p->out);
+  p->drawn = 1;
+}
+
+void progress_state(progress *p, uint64_t applied, uint64_t now,
+                    const char *state) {
+  /* Nothing moves while down: the rate starts afresh when it does. */
+  p->last_applied = applied;
+  p->last_ns = now;
+  p->rate = 0;
+  if (!p->tty) {
+    fprintf(p->out, "follower: applied %llu, %s\n",
+            (unsigned long long)applied, state);
+  } else {
+    fprintf(p->out, "\r\033[K applied %llu  %s", (unsigned long long)applied,
+            state);
   }
   fflush(p->out);
   p->drawn = 1;

@@ -20,9 +20,14 @@ typedef struct progress {
 } progress;
 
 void progress_init(progress *p, FILE *out, uint64_t applied, uint64_t now_ns);
-/* Show the state; call about once a second (tty: more often is fine). */
+/* Show the state while connected to the leader (`link`: "connected to
+ * ..."); call about once a second (tty: more often is fine). */
 void progress_show(progress *p, uint64_t applied, uint64_t leader_latest,
-                   uint64_t now_ns);
+                   uint64_t now_ns, const char *link);
+/* Show the applied sequence and `state` (not connected: no lag to show),
+ * as often as progress_show. */
+void progress_state(progress *p, uint64_t applied, uint64_t now_ns,
+                    const char *state);
 /* End the redrawn line before other output. */
 void progress_done(progress *p);
 /* Show a snapshot recovery under way (as progress_show: about once a

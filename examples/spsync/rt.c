@@ -20,6 +20,50 @@ void rt_error(const char *what, int code) {
           sp_err_name(code));
 }
 
+const char *rt_sync_reason(sp_sync_reason reason, char *buf, size_t len) {
+  switch (reason) {
+  case SP_SYNC_BEHIND_RETENTION:
+    return "SP_SYNC_BEHIND_RETENTION: the follower's position was pruned "
+           "from the leader's log";
+  case SP_SYNC_AHEAD_OF_LEADER:
+    return "SP_SYNC_AHEAD_OF_LEADER: the follower holds entries the leader "
+           "does not";
+  case SP_SYNC_DIVERGENCE:
+    return "SP_SYNC_DIVERGENCE: the follower's log diverged from the "
+           "leader's";
+  case SP_SYNC_RETENTION_CAP:
+    return "SP_SYNC_RETENTION_CAP: the follower lagged past the leader's "
+           "retention cap";
+  }
+  snprintf(buf, len, "reason %d", (int)reason);
+  return buf;
+}
+
+const char *rt_peer_label(const rt *r, const sp_uuid *id, char *buf) {
+  const pairing_device *d = pairing_find(&r->pair, id);
+
+  sp_uuid_format(id, buf);
+  if (d && d->name[0]) {
+    snprintf(buf + SP_UUID_STRING_LEN, RT_PEER_LEN - SP_UUID_STRING_LEN,
+             " (%s)", d->name);
+  }
+  return buf;
+}
+
+/* Follower: whether `ev` is about the leader's link (for the display). */
+static int about_leader(const rt *r, const sp_event *ev) {
+  const pairing_device *l = pairing_leader(&r->pair);
+
+  return ev->has_peer && l && sp_uuid_equal(&ev->peer_id, &l->id);
+}
+
+static void link_down(rt *r, int code, const char *why) {
+  r->leader_up = 0;
+  r->link_down_at = sp_quic_now();
+  r->link_code = code;
+  snprintf(r->link_why, sizeof(r->link_why), "%s", why ? why : "");
+}
+
 static int on_event(const sp_event *ev, void *ud) {
   rt *r = ud;
   char peer[SP_UUID_STRING_LEN + 1] = "-";
@@ -30,10 +74,17 @@ static int on_event(const sp_event *ev, void *ud) {
   switch (ev->type) {
   case SP_EVENT_PEER_CONNECTED:
     r->peers++;
+    if (about_leader(r, ev)) {
+      r->leader_up = 1;
+      r->link_failures = 0;
+    }
     if (r->verbose) fprintf(stderr, "spsync: peer %s connected\n", peer);
     break;
   case SP_EVENT_PEER_LOST:
     r->peers--;
+    if (about_leader(r, ev)) {
+      link_down(r, ev->error_code, "connection lost");
+    }
     if (r->verbose)
       fprintf(stderr, "spsync: peer %s lost (%s)\n", peer,
               ev->error_code ? sp_err_name(ev->error_code) : "closed");
@@ -47,17 +98,17 @@ static int on_event(const sp_event *ev, void *ud) {
     r->snap_events = 0;
     break;
   case SP_EVENT_SNAPSHOT_PROGRESS:
-    r->snap = ev->snapshot;
+    r->snap = *ev->snapshot;
     r->snap_events++;
     break;
   case SP_EVENT_SNAPSHOT_INSTALLED:
-    r->snap = ev->snapshot;
+    r->snap = *ev->snapshot;
     r->snap_events++;
     r->snap_installed++;
     break;
   case SP_EVENT_SNAPSHOT_FAILED:
     /* The library stays stopped and tries again after its backoff. */
-    r->snap = ev->snapshot;
+    r->snap = *ev->snapshot;
     r->snap_events++;
     fprintf(stderr, "spsync: %s (%s); the library tries again later\n",
             ev->message && *ev->message ? ev->message
@@ -65,11 +116,20 @@ static int on_event(const sp_event *ev, void *ud) {
             sp_err_name(ev->error_code));
     break;
   case SP_EVENT_SYNC_REQUIRED_SENT:
-    fprintf(stderr, "spsync: told %s a full sync is required (reason "
-            "%d)%s\n", peer, (int)ev->sync_reason,
-            r->snapshots ? "; it may recover by snapshot" : "");
+    {
+      char who[RT_PEER_LEN], why[32];
+      fprintf(stderr, "spsync: told %s a full sync is required (%s)%s\n",
+              ev->has_peer ? rt_peer_label(r, &ev->peer_id, who) : peer,
+              rt_sync_reason(ev->sync_reason, why, sizeof(why)),
+              r->snapshots ? "; it may recover by snapshot" : "");
+    }
     break;
   case SP_EVENT_ERROR:
+    /* A dial that never got through ("could not reach the peer"...). */
+    if (about_leader(r, ev) && !r->leader_up) {
+      link_down(r, ev->error_code, ev->message);
+      r->link_failures++;
+    }
     if (r->verbose)
       fprintf(stderr, "spsync: %s: %s\n", peer,
               ev->message ? ev->message : sp_err_name(ev->error_code));
@@ -81,12 +141,22 @@ static int on_event(const sp_event *ev, void *ud) {
     r->step_epoch = ev->epoch;
     r->step_leader = ev->leader;
     break;
-  case SP_EVENT_STORE_FAILED:
-    /* Once per episode: the library retries with backoff meanwhile. */
-    fprintf(stderr, "spsync: the log cannot be written (%s: %s); "
-            "retrying with backoff\n", sp_err_name(ev->error_code),
-            ev->message ? ev->message : sp_strerror(ev->error_code));
+  case SP_EVENT_STORE_FAILED: {
+    /* Once per episode: the library retries with backoff meanwhile.  The
+     * call and its cause come apart (the cause in the SQLite store's
+     * words), so this line does not depend on the message's wording. */
+    const char *m = ev->message ? ev->message : "";
+    if (ev->store_call && ev->store_cause) {
+      fprintf(stderr, "spsync: cannot %s: %s (%s); retrying with "
+              "backoff\n", ev->store_call, ev->store_cause,
+              sp_err_name(ev->error_code));
+    } else {
+      fprintf(stderr, "spsync: the log cannot be written (%s: %s); "
+              "retrying with backoff\n", sp_err_name(ev->error_code),
+              *m ? m : sp_strerror(ev->error_code));
+    }
     break;
+  }
   case SP_EVENT_SUBMISSION_COMMITTED:
     r->committed++;
     break;
@@ -109,9 +179,13 @@ static int on_event(const sp_event *ev, void *ud) {
 }
 
 static void on_log(sp_log_level level, const char *msg, void *ud) {
-  (void)level;
-  (void)ud;
-  fprintf(stderr, "spsync: %s\n", msg);
+  const rt *r = ud;
+
+  /* The transport's WARN lines (refused handshakes) always; its INFO
+   * (connections lost) with --verbose, like the node's. */
+  if (level <= SP_LOG_WARN || r->verbose) {
+    fprintf(stderr, "spsync: %s\n", msg);
+  }
 }
 
 static int open_log(rt *r, const rt_options *o) {
@@ -123,7 +197,8 @@ static int open_log(rt *r, const rt_options *o) {
   rv = sp_sqlite_store_open(&r->store, o->log_path, &sc, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync: cannot open log %s: %s\n", o->log_path,
-            sp_strerror(rv));
+            *sp_sqlite_store_errmsg(NULL) ? sp_sqlite_store_errmsg(NULL)
+                                          : sp_strerror(rv));
     return -1;
   }
   return 0;
@@ -177,7 +252,7 @@ static int snapshots(rt *r, const rt_options *o, sp_handler_config *hc) {
 }
 
 int rt_open(rt *r, const rt_options *o) {
-  char err[256], addr[64];
+  char err[256], addr[128];
   sp_quic_config qc;
   sp_node_config nc;
   sp_handler_config hc;
@@ -199,7 +274,7 @@ int rt_open(rt *r, const rt_options *o) {
   rv = sp_identity_load(&r->id, o->key_path, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync: cannot load key %s: %s%s\n", o->key_path,
-            sp_strerror(rv),
+            rv == SP_ERR_IO ? strerror(errno) : sp_strerror(rv),
             rv == SP_ERR_KEYFILE_PERMISSIONS ? " (chmod 600 it)" : "");
     return -1;
   }
@@ -216,12 +291,31 @@ int rt_open(rt *r, const rt_options *o) {
                                 : "a follower");
     return -1;
   }
+  /* Another device's name that does not resolve (a laptop away) is no
+   * reason not to start; this device's own address is what it binds. */
+  if (!o->listen && r->self->resolve_err[0]) {
+    fprintf(stderr, "spsync: %s: line %d: this device's address: %s\n",
+            o->pairing_path, r->self->line, r->self->resolve_err);
+    return -1;
+  }
+  pairing_warn_unresolved(&r->pair, r->self, o->pairing_path);
   if (open_log(r, o) != 0) {
     return -1;
   }
-  snprintf(addr, sizeof(addr), "%s",
-           o->listen ? o->listen
-                     : r->self->address[0] ? r->self->address : "127.0.0.1:0");
+  if (o->listen) {
+    char hints[PAIRING_HINTS_LEN];
+    if (pairing_resolve(o->listen, hints, sizeof(hints), err,
+                        sizeof(err)) != 0) {
+      fprintf(stderr, "spsync: --listen: %s\n", err);
+      return -1;
+    }
+    pairing_bind_address(hints, addr, sizeof(addr));
+  } else if (r->self->hints[0]) {
+    /* A name with both families binds IPv4 (pairing_bind_address). */
+    pairing_bind_address(r->self->hints, addr, sizeof(addr));
+  } else {
+    snprintf(addr, sizeof(addr), "127.0.0.1:0");
+  }
   pairing_registry(&r->pair, &reg);
   sp_quic_config_default(&qc);
   qc.bind_address = addr;
@@ -232,7 +326,7 @@ int rt_open(rt *r, const rt_options *o) {
   rv = sp_quic_endpoint_new(&r->ep, &qc, r->id, &reg, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync: cannot listen on %s: %s\n", addr,
-            sp_strerror(rv));
+            *sp_quic_errmsg(NULL) ? sp_quic_errmsg(NULL) : sp_strerror(rv));
     return -1;
   }
   ev.user_data = r;
@@ -290,6 +384,9 @@ int rt_follow(rt *r, const sp_uuid *leader) {
             sp_uuid_format(leader, id));
     return -1;
   }
+  r->leader_up = 0;
+  r->link_down_at = 0;
+  r->link_failures = 0;
   rv = sp_handler_set_role(r->h, SP_ROLE_FOLLOWER, r->step_epoch,
                            sp_quic_now());
   if (rv != 0) {

@@ -73,6 +73,17 @@ typedef struct rt {
   int stepped_down;
   uint64_t step_epoch;
   sp_uuid step_leader;
+  /* Follower: its link to the leader, for the display (events carry no
+   * time: these are the host's clock when the event came).  leader_up:
+   * a stream to the leader is accepted (PEER_CONNECTED, no PEER_LOST
+   * since).  link_down_at: when the last attempt failed or the stream was
+   * lost (0: neither yet); link_code, link_why: why; link_failures:
+   * failed attempts since the last connection. */
+  int leader_up;
+  sp_tstamp link_down_at;
+  int link_code;
+  char link_why[128];
+  unsigned link_failures;
 } rt;
 
 /* Set by SIGINT/SIGTERM: the loops end cleanly. */
@@ -97,5 +108,14 @@ void rt_print_writes(const rt *r, const char *who, uint64_t submitted);
 
 /* Print an error code with context. */
 void rt_error(const char *what, int code);
+
+/* "SP_SYNC_BEHIND_RETENTION: the follower's position was pruned from the
+ * leader's log", or "reason N" for one this build does not know. */
+const char *rt_sync_reason(sp_sync_reason reason, char *buf, size_t len);
+
+/* "<uuid> (<name>)", or "<uuid>" if the pairing file names none; `buf`
+ * holds at least RT_PEER_LEN bytes. */
+#define RT_PEER_LEN (SP_UUID_STRING_LEN + 40)
+const char *rt_peer_label(const rt *r, const sp_uuid *id, char *buf);
 
 #endif
