@@ -109,17 +109,21 @@ int sp_leadership_valid(sp_handler *h, const sp_leader_claim *c,
   return 1;
 }
 
+/* A follower of this build writes its features in every Heartbeat and
+ * every FetchEntries, so one without them is a seed-only peer (say a
+ * device rolled back to an older build): it gets the seed's bytes again
+ * from the next stream on. */
 static void shows(sp_session *s, int has_features, uint64_t features) {
-  if (has_features) {
-    s->peer_claims = (features & SP_FEATURE_CLAIMS) != 0;
-    s->peer_no_claims = !s->peer_claims;
-  }
+  s->peer_claims = has_features && (features & SP_FEATURE_CLAIMS) != 0;
+  s->peer_no_claims = !s->peer_claims;
 }
 
 void sp_leadership_note(sp_session *s, const sp_msg *msg) {
   if (msg->type == SP_MSG_HEARTBEAT) {
     const sp_msg_heartbeat *hb = &msg->u.heartbeat;
-    shows(s, hb->has_features, hb->features);
+    if (hb->role == SP_ROLE_FOLLOWER) {
+      shows(s, hb->has_features, hb->features);
+    }
     if (hb->role == SP_ROLE_LEADER) {
       s->peer_leader = 1;
     }

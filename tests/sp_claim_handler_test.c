@@ -678,6 +678,8 @@ enum { S = 1 };
 
 typedef struct capture {
   uint64_t stream;
+  /* Capture every stream from A to S (the leader's own dials). */
+  int any;
   uint8_t buf[64 * 1024];
   size_t len;
 } capture;
@@ -687,7 +689,8 @@ static capture CAP;
 static int capture_fault(tc *t, const sp_mem_delivery *d, sp_mem_verdict *v) {
   (void)v;
   if (sp_uuid_equal(&d->from, &t->dev[A].id) &&
-      sp_uuid_equal(&d->to, &t->dev[S].id) && d->stream_id == CAP.stream &&
+      sp_uuid_equal(&d->to, &t->dev[S].id) &&
+      (CAP.any || d->stream_id == CAP.stream) &&
       CAP.len + d->len <= sizeof(CAP.buf)) {
     memcpy(CAP.buf + CAP.len, d->data, d->len);
     CAP.len += d->len;
@@ -817,6 +820,83 @@ static void test_seed_only_follower_gets_no_claim(void **state) {
   tc_free(&t);
 }
 
+/* The first frame the leader sent on its captured dials: the element
+ * count of its opening Heartbeat (0 if none was captured). */
+static int opening_hb_elems(void) {
+  sp_frame_reader *rd;
+  sp_decoder *dec;
+  sp_msg m;
+  const uint8_t *body = NULL;
+  size_t blen = 0;
+  int elems = 0;
+
+  assert_int_equal(sp_frame_reader_new(&rd, SP_MAX_FRAME_LIMIT, NULL), 0);
+  assert_int_equal(sp_decoder_new(&dec, NULL), 0);
+  if (CAP.len > 0) {
+    sp_ssize n = sp_frame_reader_read(rd, CAP.buf, CAP.len, &body, &blen);
+    assert_true(n > 0);
+    assert_non_null(body);
+    assert_int_equal(sp_decoder_decode(dec, body, blen, &m), 0);
+    assert_int_equal(m.type, SP_MSG_HEARTBEAT);
+    assert_int_equal(m.u.heartbeat.role, SP_ROLE_LEADER);
+    elems = body[0] - 0x90;
+    assert_int_equal(m.u.heartbeat.has_claim, elems == 9);
+  }
+  sp_decoder_del(dec);
+  sp_frame_reader_del(rd);
+  return elems;
+}
+
+/* A device that once showed it reads claims gets the leader's claim in
+ * the opening Heartbeat of the leader's dials; rolled back to a seed-only
+ * build (a FetchEntries without features), it gets the seed's 5 elements
+ * again from the next dial on. */
+static void test_rolled_back_device_gets_seed_bytes(void **state) {
+  tc t;
+  sp_transport *tr;
+  uint64_t st;
+  sp_msg m;
+
+  (void)state;
+  start(&t, 2);
+  memset(&CAP, 0, sizeof(CAP));
+  t.fault = capture_fault;
+  assert_int_equal(tc_open(&t, A, LIB), 0);
+  tr = &t.dev[S].tr;
+
+  /* A stream of this build: features with the claims bit. */
+  assert_int_equal(tr->open_stream(&t.dev[A].id, &t.lib[LIB], &st,
+                                   tr->user_data), 0);
+  m = seed_msg(&t, SP_MSG_HEARTBEAT, 1);
+  m.u.heartbeat.role = SP_ROLE_FOLLOWER;
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURE_CLAIMS;
+  assert_int_equal(tc_inject(&t, S, st, &m), 0);
+  tc_run_for(&t, 100 * MS);
+  assert_int_equal(tr->close_stream(st, 0, tr->user_data), 0);
+  CAP.any = 1;
+  CAP.len = 0;
+  tc_run_for(&t, 120 * SP_SECONDS); /* the leader dials S again */
+  assert_int_equal(opening_hb_elems(), 9);
+
+  /* The same device, rolled back: a seed FetchEntries, no features. */
+  CAP.any = 0;
+  assert_int_equal(tr->open_stream(&t.dev[A].id, &t.lib[LIB], &st,
+                                   tr->user_data), 0);
+  m = seed_msg(&t, SP_MSG_FETCH_ENTRIES, 1);
+  m.u.fetch_entries.limit = 100;
+  assert_int_equal(tc_inject(&t, S, st, &m), 0);
+  tc_run_for(&t, 100 * MS);
+  assert_int_equal(tr->close_stream(st, 0, tr->user_data), 0);
+  CAP.any = 1;
+  CAP.len = 0;
+  tc_run_for(&t, 300 * SP_SECONDS);
+  assert_int_equal(opening_hb_elems(), 5);
+  still_leads(&t, A, 1);
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bare_epoch_refused),
@@ -827,6 +907,7 @@ int main(void) {
       cmocka_unit_test(test_follower_relays_claim),
       cmocka_unit_test(test_leader_without_identity),
       cmocka_unit_test(test_seed_only_follower_gets_no_claim),
+      cmocka_unit_test(test_rolled_back_device_gets_seed_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
