@@ -19,9 +19,17 @@
  * receiver uses recvmmsg with 64 slots of 2048 bytes, as the endpoint does.
  * Its figure is what the receiver got (UDP drops what it cannot take).
  *
+ * Transport reference, in the same run: bare ngtcp2 + GnuTLS (bare_quic.c),
+ * a sender and a receiver process with the endpoint's settings and send
+ * method, one stream and nothing above it, moving as many stream bytes as
+ * our leader put on the wire in its window.  throughput_ratio_quic is our
+ * wire MB/s over its wire MB/s (UDP payload the sender sent per second,
+ * both): how much of the transport's rate the protocol keeps.
+ *
  * Runs alternate reference and ours; every figure is the median of
  * `runs`.  Summary line:
  *   throughput: entries_s A payload_mb_s B wire_mb_s C udp_mb_s D ratio E
+ *     udp_method M bare_quic_mb_s F throughput_ratio_quic G
  *
  *   throughput_bench [runs=3] [seconds=10] [udp_seconds=3]
  */
@@ -35,6 +43,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bare_quic.h"
 #include "bench_util.h"
 
 #define DGRAM 1200
@@ -215,7 +224,7 @@ int main(int argc, char **argv) {
   int runs = (int)bu_opt(argc, argv, "runs", 3);
   double seconds = (double)bu_opt(argc, argv, "seconds", 10);
   double udp_seconds = (double)bu_opt(argc, argv, "udp_seconds", 3);
-  double *eps, *pmb, *wmb, *umb, *ratio;
+  double *eps, *pmb, *wmb, *umb, *ratio, *bmb, *qratio;
   bu_pair_cfg cfg;
   bu_cluster *cl;
   int r, gso = 0;
@@ -230,16 +239,21 @@ int main(int argc, char **argv) {
   wmb = calloc((size_t)runs, sizeof(double));
   umb = calloc((size_t)runs, sizeof(double));
   ratio = calloc((size_t)runs, sizeof(double));
+  bmb = calloc((size_t)runs, sizeof(double));
+  qratio = calloc((size_t)runs, sizeof(double));
   cl = bu_cluster_new(2);
   bu_pair_cfg_default(&cfg);
   cfg.window_s = seconds;
   printf("throughput: %d runs; each: raw UDP %.0f s, then QUIC leader -> "
          "follower %.0f s (after %.0f s warm-up), %zu-byte payloads, batches "
-         "of %zu, at most %llu unacknowledged\n",
+         "of %zu, at most %llu unacknowledged; then bare ngtcp2 + GnuTLS "
+         "moving the same wire bytes\n",
          runs, udp_seconds, seconds, cfg.warmup_s, cfg.payload, cfg.batch,
          (unsigned long long)cfg.backlog);
   for (r = 0; r < runs; ++r) {
     bu_pair_result q;
+    bare_quic_result b;
+    uint64_t volume;
     umb[r] = udp_run(udp_seconds, &gso);
     bu_pair_run(cl, &cfg, &q);
     eps[r] = q.entries_per_s;
@@ -259,12 +273,34 @@ int main(int argc, char **argv) {
            q.follower_cpu * 100, q.follower_cpu * 1e6 / q.entries_per_s,
            q.follower_wait * 100,
            q.leader_rss_kib, q.follower_rss_kib, ratio[r]);
+    /* The bare transfer moves what our leader sent in its window. */
+    volume = (uint64_t)(q.wire_mb_s * 1e6 * seconds);
+    if (volume < 1000000u) {
+      volume = 1000000u;
+    }
+    if (bare_quic_run(volume, &b) == 0) {
+      bmb[r] = b.wire_mb_s;
+      qratio[r] = q.wire_mb_s / b.wire_mb_s;
+      printf("  run %d: bare quic %s %.1f MB stream in %.2f s: stream %6.1f "
+             "MB/s wire %6.1f MB/s, %.1f datagrams/send call | ratio_quic "
+             "%.3f\n",
+             r + 1, b.gso ? "GSO" : "sendmmsg", (double)b.stream_bytes / 1e6,
+             b.seconds, b.stream_mb_s, b.wire_mb_s,
+             b.send_calls ? (double)b.datagrams / (double)b.send_calls : 0,
+             qratio[r]);
+    } else {
+      /* A figure, never a failure: the run is reported without it. */
+      bmb[r] = qratio[r] = 0;
+      printf("  run %d: bare quic transfer failed (see stderr)\n", r + 1);
+    }
   }
   printf("throughput: entries_s %.0f payload_mb_s %.1f wire_mb_s %.1f "
-         "udp_mb_s %.1f ratio %.3f udp_method %s\n",
+         "udp_mb_s %.1f ratio %.3f udp_method %s bare_quic_mb_s %.1f "
+         "throughput_ratio_quic %.3f\n",
          bu_median(eps, (size_t)runs), bu_median(pmb, (size_t)runs),
          bu_median(wmb, (size_t)runs), bu_median(umb, (size_t)runs),
-         bu_median(ratio, (size_t)runs), gso ? "gso" : "sendmmsg");
+         bu_median(ratio, (size_t)runs), gso ? "gso" : "sendmmsg",
+         bu_median(bmb, (size_t)runs), bu_median(qratio, (size_t)runs));
   bu_cluster_del(cl);
   return 0;
 }
