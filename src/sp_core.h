@@ -325,15 +325,10 @@ void sp_emit(sp_node *node, const sp_event *ev);
 /* Convenience: an event about `h` and optionally a peer. */
 void sp_emit_simple(sp_handler *h, sp_event_type type, const sp_uuid *peer,
                     sp_event *ev);
-void sp_log(sp_node *node, sp_log_level level, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
 /* A line about library `h` and, when `peer` is not NULL, about that device:
  * prefixed "library <8 hex>: " and "peer <8 hex>: " (the ids' first 4 bytes,
  * as git shortens hashes) so a host with several libraries and peers can
- * tell whom it is about.  Node-level lines keep sp_log. */
+ * tell whom it is about. */
 void sp_hlog(const sp_handler *h, const sp_uuid *peer, sp_log_level level,
              const char *fmt, ...)
 #if defined(__GNUC__)

@@ -53,16 +53,14 @@ static void vlog(const sp_node *node, const sp_uuid *lib, const sp_uuid *peer,
   if (!node->ev.on_log || level > node->ev.log_level) {
     return;
   }
-  if (lib && peer) {
+  /* Both prefixes together are under 40 bytes: n stays inside line. */
+  if (lib) {
     short_id(lib, a);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "library %s: ", a);
+  }
+  if (peer) {
     short_id(peer, b);
-    n = snprintf(line, sizeof(line), "library %s: peer %s: ", a, b);
-  } else if (lib) {
-    short_id(lib, a);
-    n = snprintf(line, sizeof(line), "library %s: ", a);
-  } else if (peer) {
-    short_id(peer, b);
-    n = snprintf(line, sizeof(line), "peer %s: ", b);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "peer %s: ", b);
   }
   vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
   node->ev.on_log(level, line, node->ev.user_data);
@@ -87,17 +85,4 @@ void sp_slog(const sp_session *s, sp_log_level level, const char *fmt, ...) {
   va_start(ap, fmt);
   vlog(s->node, lib, is_nil(&s->peer) ? NULL : &s->peer, level, fmt, ap);
   va_end(ap);
-}
-
-void sp_log(sp_node *node, sp_log_level level, const char *fmt, ...) {
-  char line[512];
-  va_list ap;
-
-  if (!node->ev.on_log || level > node->ev.log_level) {
-    return;
-  }
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof(line), fmt, ap);
-  va_end(ap);
-  node->ev.on_log(level, line, node->ev.user_data);
 }
