@@ -30,10 +30,12 @@
  *
  *   memory_bench [entries=10000] [catchup=10000000] [payload=256]
  */
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench_util.h"
 
@@ -57,12 +59,17 @@ static int64_t g_heap_live;
 #ifndef NO_HEAP_WRAP
 static const int g_heap_wrapped = 1;
 
+/* The build hides symbols by default; the wrappers must be exported, or
+ * the shared libraries (GnuTLS, libc itself) keep calling libc's own and
+ * only this program's calls are counted. */
+#define HEAP_WRAP __attribute__((visibility("default")))
+
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 extern void __libc_free(void *p);
 
-void *malloc(size_t size) {
+HEAP_WRAP void *malloc(size_t size) {
   void *p = __libc_malloc(size);
 
   g_heap_calls++;
@@ -70,7 +77,7 @@ void *malloc(size_t size) {
   return p;
 }
 
-void *calloc(size_t n, size_t size) {
+HEAP_WRAP void *calloc(size_t n, size_t size) {
   void *p = __libc_calloc(n, size);
 
   g_heap_calls++;
@@ -78,7 +85,7 @@ void *calloc(size_t n, size_t size) {
   return p;
 }
 
-void *realloc(void *p, size_t size) {
+HEAP_WRAP void *realloc(void *p, size_t size) {
   int64_t before = p ? (int64_t)malloc_usable_size(p) : 0;
   void *q = __libc_realloc(p, size);
 
@@ -89,7 +96,7 @@ void *realloc(void *p, size_t size) {
   return q;
 }
 
-void free(void *p) {
+HEAP_WRAP void free(void *p) {
   if (p) {
     g_heap_live -= (int64_t)malloc_usable_size(p);
   }
@@ -120,6 +127,7 @@ typedef struct shared1 {
   volatile long live_kib;
   volatile long lib_kib;
   volatile long trimmed_kib;
+  volatile long file_kib;
 } shared1;
 
 typedef struct ctx1 {
@@ -176,6 +184,28 @@ static int followers1(void *arg) {
   return 0;
 }
 
+/* The file-backed part of the RSS (RssFile): library code and data
+ * pages, which the first connections page in once, not per follower.
+ * read(2) into the stack, as bu_rss_kib. */
+static long rss_file_kib(void) {
+  char buf[4096];
+  const char *p;
+  ssize_t n;
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0) {
+    return -1;
+  }
+  n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) {
+    return -1;
+  }
+  buf[n] = '\0';
+  p = strstr(buf, "RssFile:");
+  return p ? strtol(p + 8, NULL, 10) : -1;
+}
+
 static int cmp_long(const void *a, const void *b) {
   long x = *(const long *)a, y = *(const long *)b;
   return x < y ? -1 : x > y;
@@ -226,6 +256,7 @@ static int leader1(void *arg) {
       c->sh->rss = v[2];
       c->sh->live_kib = (long)(g_heap_live / 1024);
       c->sh->lib_kib = (long)(cnt.live / 1024);
+      c->sh->file_kib = rss_file_kib();
     } else if (cmd == 3) {
       /* What the allocator keeps that nothing uses (asked last, once:
        * it changes every later figure). */
@@ -273,7 +304,7 @@ static void wait_applied(shared1 *sh, int k) {
 }
 
 static void part1(long entries, long rss[4], long live[4], long lib[4],
-                  long *trimmed) {
+                  long file[4], long *trimmed) {
   static const int steps[4] = {0, 1, 16, NF};
   bu_cluster *cl = bu_cluster_new(NF + 1);
   shared1 *sh = bu_shm(sizeof(*sh));
@@ -308,6 +339,7 @@ static void part1(long entries, long rss[4], long live[4], long lib[4],
     rss[i] = sh->rss;
     live[i] = sh->live_kib;
     lib[i] = sh->lib_kib;
+    file[i] = sh->file_kib;
     printf("  leader RSS with %2d followers connected and caught up: %6ld "
            "KiB (heap in use %6ld KiB, of it through the library's sp_mem "
            "%6ld KiB)\n",
@@ -533,7 +565,7 @@ int main(int argc, char **argv) {
   long entries = bu_opt(argc, argv, "entries", 10000);
   long catchup = bu_opt(argc, argv, "catchup", 10000000);
   long payload = bu_opt(argc, argv, "payload", 256);
-  long rss[4], live[4], lib[4], trimmed, rmin, rmax;
+  long rss[4], live[4], lib[4], file[4], trimmed, rmin, rmax;
   double lape, fape;
 
   if (entries < 100 || catchup < 10000 || payload < 0 ||
@@ -550,7 +582,7 @@ int main(int argc, char **argv) {
     printf("  (built with a sanitizer: the process-wide heap figures are not "
            "counted and read 0)\n");
   }
-  part1(entries, rss, live, lib, &trimmed);
+  part1(entries, rss, live, lib, file, &trimmed);
   printf("  RSS per follower: 1: %ld KiB, 16: %.0f KiB, 64: %.0f KiB\n",
          rss[1] - rss[0], (double)(rss[2] - rss[0]) / 16,
          (double)(rss[3] - rss[0]) / 64);
@@ -562,6 +594,9 @@ int main(int argc, char **argv) {
          (double)((live[3] - live[0]) - (lib[3] - lib[0])) / 64,
          (double)((rss[3] - rss[0]) - (live[3] - live[0])) / 64,
          (double)(trimmed - rss[0]) / 64);
+  printf("  of it file-backed pages (library code the first connections "
+         "ran, paged in once): %.0f KiB per follower\n",
+         (double)(file[3] - file[0]) / 64);
   part2((sp_seq)catchup, (size_t)payload, &rmin, &rmax, &lape, &fape);
   printf("memory: rss0_kib %ld rss1_kib %ld rss16_kib %ld rss64_kib %ld "
          "per_follower_kib %.0f catchup_rss_min_kib %ld catchup_rss_max_kib "

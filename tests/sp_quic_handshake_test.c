@@ -129,6 +129,65 @@ static void test_handshake_one_stream(void **state) {
   pair_free(&p);
 }
 
+static int got4(void *arg) {
+  fn_stream *s = arg;
+  return s->received >= 4;
+}
+
+/* Once the handshake is confirmed both sides free their TLS session
+ * (memory per connection), and the connection keeps working without it:
+ * a key update (ngtcp2's own) and CRYPTO data a peer sends afterwards (a
+ * session ticket, say) are handled, data flows both ways after both. */
+static void test_tls_released_after_handshake(void **state) {
+  static const uint8_t ticket[] = {4, 0, 0, 4, 1, 2, 3, 4};
+  pair p;
+  fn_stream *cs, *ss;
+  qt_wait_bytes w;
+  sp_quic_conn *ca, *cb;
+  int rv;
+
+  (void)state;
+  pair_start(&p, NULL, NULL);
+  cs = fn_open(p.a.node, sp_identity_device_id(p.b.id), &p.lib, &rv);
+  assert_int_equal(rv, 0);
+  assert_int_equal(fn_send(p.a.node, cs, "ping", 4), 4);
+  w.node = p.b.node;
+  w.bytes = 4;
+  run2(&p, qt_remote_got, &w, 5);
+  ss = fn_first_remote(p.b.node);
+  run2_for(&p, 0.2);
+  assert_int_equal(p.a.ep->nconns, 1);
+  assert_int_equal(p.b.ep->nconns, 1);
+  ca = p.a.ep->conns[0];
+  cb = p.b.ep->conns[0];
+  assert_true(ca->confirmed && cb->confirmed);
+  assert_null(ca->session);
+  assert_null(cb->session);
+
+  /* The server sends 1-RTT CRYPTO data; the client initiates a key
+   * update.  Both must leave the connection usable. */
+  assert_int_equal(ngtcp2_conn_submit_crypto_data(
+                       cb->qc, NGTCP2_CRYPTO_LEVEL_APPLICATION, ticket,
+                       sizeof(ticket)),
+                   0);
+  assert_int_equal(ngtcp2_conn_initiate_key_update(ca->qc, sp_quic_now()), 0);
+  p.b.ep->output_pending = 1;
+  p.a.ep->output_pending = 1;
+  assert_int_equal(fn_send(p.b.node, ss, "pong", 4), 4);
+  run2(&p, got4, cs, 5);
+  assert_int_equal(fn_send(p.a.node, cs, "ping", 4), 4);
+  w.bytes = 8;
+  run2(&p, qt_remote_got, &w, 5);
+  assert_int_equal(p.a.ep->nconns, 1);
+  assert_true(sp_quic_conn_usable(p.a.ep->conns[0]));
+  assert_true(sp_quic_conn_usable(p.b.ep->conns[0]));
+  assert_false(cs->closed);
+  assert_false(ss->closed);
+  assert_promises_kept(p.a.node);
+  assert_promises_kept(p.b.node);
+  pair_free(&p);
+}
+
 /* IPv6 on both sides, then a dual-stack server ("[::]:0") reached over
  * IPv4: it sees the client as a v4-mapped address, same device. */
 static void test_ipv6_and_dual_stack(void **state) {
@@ -533,6 +592,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handshake_one_stream),
       cmocka_unit_test(test_handshake_time),
+      cmocka_unit_test(test_tls_released_after_handshake),
       cmocka_unit_test(test_ipv6_and_dual_stack),
       cmocka_unit_test(test_unknown_client_key),
       cmocka_unit_test(test_unknown_server_key),

@@ -141,6 +141,21 @@ static int recv_stream_data_cb(ngtcp2_conn *qc, uint32_t flags, int64_t qsid,
              : NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
+static int recv_crypto_cb(ngtcp2_conn *qc, ngtcp2_crypto_level level,
+                          uint64_t offset, const uint8_t *data, size_t len,
+                          void *user_data) {
+  sp_quic_conn *c = user_data;
+
+  /* The TLS session is gone once the handshake was confirmed
+   * (sp_quic_conn.c): what a peer may still send then (a session
+   * ticket) is nothing we use, as a client without tickets ignores it. */
+  if (!c->session) {
+    return 0;
+  }
+  return ngtcp2_crypto_recv_crypto_data_cb(qc, level, offset, data, len,
+                                           user_data);
+}
+
 static int acked_cb(ngtcp2_conn *qc, int64_t qsid, uint64_t offset,
                     uint64_t len, void *user_data, void *stream_user_data) {
   (void)qc;
@@ -254,7 +269,7 @@ static void fill_callbacks(ngtcp2_callbacks *cb, int server) {
     cb->handshake_confirmed = handshake_confirmed_cb;
   }
   cb->extend_max_local_streams_bidi = extend_streams_cb;
-  cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb->recv_crypto_data = recv_crypto_cb;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
   cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;

@@ -611,6 +611,19 @@ static void on_error(sp_quic_conn *c, int liberr, sp_tstamp now) {
   }
 }
 
+/* Once the handshake is confirmed, TLS has nothing left to do on a QUIC
+ * connection: no session tickets (sp_quic_tls.c), key updates are
+ * ngtcp2's own, and ngtcp2 copied every handshake byte it may resend.  The
+ * GnuTLS session (~10 KiB a connection, measured with memory_bench) goes,
+ * so a leader holds less per connected follower.  Later CRYPTO data is
+ * dropped (sp_quic_callbacks.c).  Never inside an ngtcp2 call: ngtcp2
+ * reaches the session through its native handle. */
+static void tls_release(sp_quic_conn *c) {
+  ngtcp2_conn_set_tls_native_handle(c->qc, NULL);
+  gnutls_deinit(c->session);
+  c->session = NULL;
+}
+
 void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
                        const uint8_t *pkt, size_t len, sp_tstamp now) {
   ngtcp2_path path;
@@ -655,6 +668,9 @@ void sp_quic_conn_read(sp_quic_conn *c, const sp_quic_addr *remote,
   ack_clock(c, before, now);
   if (!was_authenticated && c->authenticated) {
     probe_older(c, now);
+  }
+  if (c->session && c->confirmed && c->authenticated) {
+    tls_release(c);
   }
 }
 

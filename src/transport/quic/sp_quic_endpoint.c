@@ -497,9 +497,14 @@ int sp_quic_endpoint_new(sp_quic_endpoint **pep, const sp_quic_config *cfg,
   ep->udp.fd = -1;
   ep->cfg = *cfg;
   ep->cfg.bind_address = NULL;
-  ep->send_budget = cfg->stream_send_buffer > SIZE_MAX / 4
-                        ? SIZE_MAX
-                        : 4 * cfg->stream_send_buffer;
+  /* One stream's worth for all of them together: a lone stream (bulk
+   * catch-up) still gets its whole buffer, while many catching up at
+   * once share it (each keeps SP_QUIC_STREAM_FLOOR).  What they hold at
+   * the peak is heap the allocator keeps afterwards, and ngtcp2 keeps
+   * its per-packet records for the most packets a connection ever had
+   * in flight: 4 x this cost a leader of 64 followers ~50 KiB of RSS per
+   * follower (memory_bench) for no throughput. */
+  ep->send_budget = cfg->stream_send_buffer;
   ep->identity = identity;
   /* An older registry is a shorter struct: read only its own bytes. */
   memcpy(&ep->registry, registry,
