@@ -22,11 +22,27 @@
  * measured; every entry of the window must reach every follower (the run
  * waits up to 60 s for the last ones).
  *
- * Figures are medians over `runs` (fresh processes each run).  Summary:
+ * Figures are medians over `runs` (fresh processes each run), but
+ * p99_ms_max, the worst run's p99.  fanout_leader_us_delivery: the
+ * leader process's CPU time from the window's opening until every
+ * follower applied the window's last entry / the deliveries (one entry
+ * applied by one follower) in that time, microseconds.  Counting to the
+ * drain, not to the window's end, keeps the figure honest when the
+ * followers fall behind: the leader then sends part of the window's
+ * entries after it.  Without backlog this is the leader's CPU in the
+ * window / (entries appended in it x followers).  The per-run line also
+ * gives the followers' (all their processes), and the leader's datagrams
+ * per follower per tick.  Summary:
  *   fanout: followers N p50_ms A p99_ms B p999_ms C max_ms D
+ *           p99_ms_max E fanout_leader_us_delivery F
  *
  *   fanout_bench [followers=64] [procs=4] [rate=10000] [seconds=5]
- *                [runs=3] [tick_us=1000]
+ *                [runs=3] [tick_us=1000] [leader_wakes=1]
+ *
+ * leader_wakes=0: the leader's loop sends each tick's pushes, then sleeps
+ * to the next tick and handles what arrived meanwhile (the followers'
+ * acks) only then, instead of waking for every datagram: fewer wake-ups
+ * and the leader's QUIC ACKs ride on the next tick's pages.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,17 +64,29 @@ typedef struct shared {
   volatile double wait[BU_MAX_DEV];
   volatile double leader_cpu;
   volatile double leader_wait;
+  /* The leader endpoint's counters over the window. */
+  sp_quic_stats leader_stats;
   /* The slowest follower's applied sequence when the window opened and
    * closed, and when the last entry of the window reached everyone. */
   volatile sp_seq min_at_start;
   volatile sp_seq min_at_end;
   volatile uint64_t t_start, t_end, t_drained;
+  /* From the window's opening until every follower applied its last
+   * entry: the leader's CPU time, the followers' (per device, as cpu[]),
+   * and the deliveries (entries applied, summed over the followers). */
+  volatile int drained;
+  volatile double leader_cpu_drained;
+  volatile double cpu_drained[BU_MAX_DEV];
+  volatile sp_seq deliveries;
 } shared;
 
 typedef struct ctx {
   bu_cluster *cl;
   shared *sh;
   int followers, procs, rate, tick_us;
+  /* 0: the leader sleeps from tick to tick and handles what arrived
+   * (acks) then, instead of waking for every datagram. */
+  int leader_wakes;
   double seconds;
   sp_seq max_seq;
   /* append_ts[seq] and lat[(f - 1) * (max_seq + 1) + seq]: shared. */
@@ -99,7 +127,7 @@ static int followers_main(void *arg) {
   sp_mem_store **ms = calloc((size_t)n, sizeof(*ms));
   uint64_t last_prune = 0;
   double cpu0 = 0, wait0 = 0;
-  int window_seen = 0;
+  int window_seen = 0, drained_seen = 0;
 
   g_c = c;
   if (!devs || !dp || !ms) {
@@ -131,6 +159,13 @@ static int followers_main(void *arg) {
       for (i = 0; i < n; ++i) {
         c->sh->cpu[c->first + i] = cpu / n;
         c->sh->wait[c->first + i] = wait / n;
+      }
+    }
+    if (c->sh->drained && !drained_seen) {
+      double cpu = bu_cpu_s() - cpu0;
+      drained_seen = 1;
+      for (i = 0; i < n; ++i) {
+        c->sh->cpu_drained[c->first + i] = cpu / n;
       }
     }
     if (now - last_prune > 20000000u) {
@@ -176,6 +211,27 @@ static sp_seq min_applied(const ctx *c) {
   return m;
 }
 
+static sp_seq sum_applied(const ctx *c) {
+  sp_seq sum = 0;
+  int f;
+
+  for (f = 1; f <= c->followers; ++f) {
+    sum += c->sh->applied[f];
+  }
+  return sum;
+}
+
+static int all_cpu_drained(const ctx *c) {
+  int f;
+
+  for (f = 1; f <= c->followers; ++f) {
+    if (c->sh->cpu_drained[f] <= 0) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 static int leader_main(void *arg) {
   ctx *c = arg;
   shared *sh = c->sh;
@@ -185,7 +241,8 @@ static int leader_main(void *arg) {
   uint64_t tick = (uint64_t)c->tick_us * 1000u, start, next, end;
   uint64_t warm_end, win_end, last_prune = 0, appended = 0;
   double cpu0 = 0, wait0 = 0;
-  sp_seq seq = 0, floor;
+  sp_seq seq = 0, floor, sum0 = 0;
+  sp_quic_stats st0, st1;
 
   bu_check(sp_mem_store_new(&ms, NULL), "store");
   sp_mem_store_get_vtable(ms, &vt);
@@ -220,6 +277,8 @@ static int leader_main(void *arg) {
           sh->t_start = bu_now();
           cpu0 = bu_cpu_s();
           wait0 = bu_run_delay_s();
+          bu_check(sp_quic_endpoint_get_stats(d.ep, &st0), "stats");
+          sum0 = sum_applied(c);
         }
       }
       if (seq >= first) {
@@ -240,7 +299,16 @@ static int leader_main(void *arg) {
     }
     {
       uint64_t t = bu_now();
-      bu_poll(&dp, 1, next > t ? next - t : 0);
+      if (!c->leader_wakes) {
+        /* Send the tick's pushes now, then sleep through to the next. */
+        bu_poll(&dp, 1, 0);
+        t = bu_now();
+        if (next > t) {
+          bu_sleep_ns(next - t);
+        }
+      } else {
+        bu_poll(&dp, 1, next > t ? next - t : 0);
+      }
     }
   }
   sh->last_measured = seq;
@@ -248,12 +316,28 @@ static int leader_main(void *arg) {
   sh->t_end = bu_now();
   sh->leader_cpu = (bu_cpu_s() - cpu0) / c->seconds;
   sh->leader_wait = (bu_run_delay_s() - wait0) / c->seconds;
+  bu_check(sp_quic_endpoint_get_stats(d.ep, &st1), "stats");
+  sh->leader_stats.datagrams_sent = st1.datagrams_sent - st0.datagrams_sent;
+  sh->leader_stats.datagrams_received =
+      st1.datagrams_received - st0.datagrams_received;
+  sh->leader_stats.bytes_sent = st1.bytes_sent - st0.bytes_sent;
+  sh->leader_stats.send_calls = st1.send_calls - st0.send_calls;
+  sh->leader_stats.stream_bytes_received =
+      st1.stream_bytes_received - st0.stream_bytes_received;
   sh->window_done = 1;
   end = bu_now() + 60ull * 1000000000u;
   while (min_applied(c) < seq && bu_now() < end) {
     bu_poll(&dp, 1, 1000000u);
   }
   sh->t_drained = bu_now();
+  sh->leader_cpu_drained = bu_cpu_s() - cpu0;
+  sh->deliveries = sum_applied(c) - sum0;
+  sh->drained = 1;
+  /* Until every follower process has read its CPU time. */
+  end = bu_now() + 5ull * 1000000000u;
+  while (!all_cpu_drained(c) && bu_now() < end) {
+    bu_poll(&dp, 1, 1000000u);
+  }
   sh->stop = 1;
   end = bu_now() + 100000000u;
   while (bu_now() < end) {
@@ -266,6 +350,13 @@ static int leader_main(void *arg) {
 
 typedef struct result {
   double p50, p99, p999, max, fcpu, lcpu, fwait, lwait;
+  /* CPU per delivery of the leader (fanout_leader_us_delivery, see the
+   * top) and of the followers' processes together, microseconds. */
+  double lus_delivery, fus_delivery;
+  /* The leader's datagrams out and in, UDP payload bytes out and send
+   * calls, stream bytes in (the followers' acks and fetches) in the
+   * window, per follower per tick. */
+  double dg_out, dg_in, bytes_out, calls, stream_in;
   /* Entries/s the slowest follower applied during the window, and how
    * long the last ones took to arrive after it closed. */
   double delivered, drain_s;
@@ -279,7 +370,7 @@ static void run_once(ctx *c, result *res) {
   uint64_t *all;
   size_t n = 0, missing = 0;
   sp_seq s;
-  double fcpu = 0, fwait = 0;
+  double fcpu = 0, fwait = 0, fcpu_drained = 0;
 
   memset((void *)c->sh, 0, sizeof(*c->sh));
   memset(c->cl->board->addr, 0, sizeof(c->cl->board->addr));
@@ -316,6 +407,7 @@ static void run_once(ctx *c, result *res) {
     }
     fcpu += c->sh->cpu[f];
     fwait += c->sh->wait[f];
+    fcpu_drained += c->sh->cpu_drained[f];
   }
   bu_sort_u64(all, n);
   res->n = n;
@@ -331,13 +423,29 @@ static void run_once(ctx *c, result *res) {
   res->delivered = (double)(c->sh->min_at_end - c->sh->min_at_start) /
                    ((double)(c->sh->t_end - c->sh->t_start) / 1e9);
   res->drain_s = (double)(c->sh->t_drained - c->sh->t_end) / 1e9;
+  if (c->sh->deliveries) {
+    res->lus_delivery =
+        c->sh->leader_cpu_drained * 1e6 / (double)c->sh->deliveries;
+    res->fus_delivery = fcpu_drained * 1e6 / (double)c->sh->deliveries;
+  } else {
+    res->lus_delivery = res->fus_delivery = 0;
+  }
+  {
+    double ft = (double)c->followers * c->seconds * 1e6 / c->tick_us;
+    const sp_quic_stats *ls = &c->sh->leader_stats;
+    res->dg_out = (double)ls->datagrams_sent / ft;
+    res->dg_in = (double)ls->datagrams_received / ft;
+    res->bytes_out = (double)ls->bytes_sent / ft;
+    res->calls = (double)ls->send_calls / ft;
+    res->stream_in = (double)ls->stream_bytes_received / ft;
+  }
   free(all);
 }
 
 int main(int argc, char **argv) {
   ctx c;
   int runs = (int)bu_opt(argc, argv, "runs", 3), r;
-  double *p50, *p99, *p999, *mx;
+  double *p50, *p99, *p999, *mx, *lus;
 
   memset(&c, 0, sizeof(c));
   c.followers = (int)bu_opt(argc, argv, "followers", 64);
@@ -345,11 +453,12 @@ int main(int argc, char **argv) {
   c.rate = (int)bu_opt(argc, argv, "rate", 10000);
   c.seconds = (double)bu_opt(argc, argv, "seconds", 5);
   c.tick_us = (int)bu_opt(argc, argv, "tick_us", 1000);
+  c.leader_wakes = (int)bu_opt(argc, argv, "leader_wakes", 1);
   if (c.followers < 1 || c.followers >= BU_MAX_DEV || c.procs < 1 ||
       c.procs > c.followers || c.rate < 1 || c.seconds < 1 || runs < 1 ||
-      c.tick_us < 50) {
+      c.tick_us < 50 || c.leader_wakes < 0 || c.leader_wakes > 1) {
     fprintf(stderr, "usage: fanout_bench [followers=N] [procs=N] [rate=N] "
-                    "[seconds=N] [runs=N] [tick_us=N]\n");
+                    "[seconds=N] [runs=N] [tick_us=N] [leader_wakes=0|1]\n");
     return 2;
   }
   c.max_seq = (sp_seq)((c.seconds + WARMUP_S + 1) * c.rate) + 16;
@@ -361,10 +470,15 @@ int main(int argc, char **argv) {
   p99 = calloc((size_t)runs, sizeof(double));
   p999 = calloc((size_t)runs, sizeof(double));
   mx = calloc((size_t)runs, sizeof(double));
+  lus = calloc((size_t)runs, sizeof(double));
+  if (!p50 || !p99 || !p999 || !mx || !lus) {
+    bu_die("out of memory");
+  }
   printf("fanout: %d runs; %d followers in %d processes (one QUIC endpoint "
          "and node each), leader appending %d entries/s of %d B in %d us "
-         "ticks, %.0f s measured after %.0f s\n",
-         runs, c.followers, c.procs, c.rate, PAYLOAD, c.tick_us, c.seconds,
+         "ticks%s, %.0f s measured after %.0f s\n",
+         runs, c.followers, c.procs, c.rate, PAYLOAD, c.tick_us,
+         c.leader_wakes ? "" : " (waking only at ticks)", c.seconds,
          WARMUP_S);
   for (r = 0; r < runs; ++r) {
     result res;
@@ -373,22 +487,28 @@ int main(int argc, char **argv) {
     p99[r] = res.p99;
     p999[r] = res.p999;
     mx[r] = res.max;
+    lus[r] = res.lus_delivery;
     printf("  run %d: p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms "
            "(%zu samples, %zu missing) | slowest follower applied %.0f "
            "entries/s of %d offered, last entry %.2f s after the window | cpu "
            "leader %.0f%% followers %.0f%%; waited for a cpu: leader %.0f%% "
-           "followers %.0f%%\n",
+           "followers %.0f%% | cpu per delivery: leader %.2f us followers "
+           "%.2f us | leader per follower per tick: datagrams out %.2f in "
+           "%.2f, %.0f B out, %.2f send calls, %.1f stream B in\n",
            r + 1, res.p50, res.p99, res.p999, res.max, res.n, res.missing,
            res.delivered, c.rate, res.drain_s, res.lcpu * 100,
-           res.fcpu * 100, res.lwait * 100, res.fwait * 100);
+           res.fcpu * 100, res.lwait * 100, res.fwait * 100,
+           res.lus_delivery, res.fus_delivery, res.dg_out, res.dg_in,
+           res.bytes_out, res.calls, res.stream_in);
     if (res.missing) {
       bu_die("%zu entries never reached a follower", res.missing);
     }
   }
   printf("fanout: followers %d p50_ms %.2f p99_ms %.2f p999_ms %.2f max_ms "
-         "%.2f\n",
+         "%.2f p99_ms_max %.2f fanout_leader_us_delivery %.3f\n",
          c.followers, bu_median(p50, (size_t)runs),
          bu_median(p99, (size_t)runs), bu_median(p999, (size_t)runs),
-         bu_median(mx, (size_t)runs));
+         bu_median(mx, (size_t)runs), bu_max(p99, (size_t)runs),
+         bu_median(lus, (size_t)runs));
   return 0;
 }
