@@ -30,6 +30,8 @@
  * `runs`.  Summary line:
  *   throughput: entries_s A payload_mb_s B wire_mb_s C udp_mb_s D ratio E
  *     udp_method M bare_quic_mb_s F throughput_ratio_quic G
+ *     cpu_us_entry_leader L cpu_us_entry_follower W
+ * (CPU microseconds each process spent per entry in the window.)
  *
  *   throughput_bench [runs=3] [seconds=10] [udp_seconds=3]
  */
@@ -224,7 +226,7 @@ int main(int argc, char **argv) {
   int runs = (int)bu_opt(argc, argv, "runs", 3);
   double seconds = (double)bu_opt(argc, argv, "seconds", 10);
   double udp_seconds = (double)bu_opt(argc, argv, "udp_seconds", 3);
-  double *eps, *pmb, *wmb, *umb, *ratio, *bmb, *qratio;
+  double *eps, *pmb, *wmb, *umb, *ratio, *bmb, *qratio, *cul, *cuf;
   bu_pair_cfg cfg;
   bu_cluster *cl;
   int r, gso = 0;
@@ -241,6 +243,8 @@ int main(int argc, char **argv) {
   ratio = calloc((size_t)runs, sizeof(double));
   bmb = calloc((size_t)runs, sizeof(double));
   qratio = calloc((size_t)runs, sizeof(double));
+  cul = calloc((size_t)runs, sizeof(double));
+  cuf = calloc((size_t)runs, sizeof(double));
   cl = bu_cluster_new(2);
   bu_pair_cfg_default(&cfg);
   cfg.window_s = seconds;
@@ -260,6 +264,9 @@ int main(int argc, char **argv) {
     pmb[r] = q.payload_mb_s;
     wmb[r] = q.wire_mb_s;
     ratio[r] = q.payload_mb_s / umb[r];
+    cul[r] = q.entries_per_s > 0 ? q.leader_cpu * 1e6 / q.entries_per_s : 0;
+    cuf[r] =
+        q.entries_per_s > 0 ? q.follower_cpu * 1e6 / q.entries_per_s : 0;
     printf("  run %d: udp %s %7.1f MB/s | quic %9.0f entries/s payload %6.1f "
            "MB/s wire %6.1f MB/s (acks %.2f MB/s) | %.1f datagrams/send "
            "call, %.0f entries/apply | cpu leader %.0f%% (%.2f us/entry, "
@@ -268,9 +275,8 @@ int main(int argc, char **argv) {
            r + 1, gso ? "GSO" : "sendmmsg", umb[r], q.entries_per_s,
            q.payload_mb_s, q.wire_mb_s, q.back_mb_s,
            q.send_calls ? (double)q.datagrams / (double)q.send_calls : 0,
-           q.batch_entries, q.leader_cpu * 100,
-           q.leader_cpu * 1e6 / q.entries_per_s, q.leader_wait * 100,
-           q.follower_cpu * 100, q.follower_cpu * 1e6 / q.entries_per_s,
+           q.batch_entries, q.leader_cpu * 100, cul[r],
+           q.leader_wait * 100, q.follower_cpu * 100, cuf[r],
            q.follower_wait * 100,
            q.leader_rss_kib, q.follower_rss_kib, ratio[r]);
     /* The bare transfer moves what our leader sent in its window. */
@@ -296,11 +302,13 @@ int main(int argc, char **argv) {
   }
   printf("throughput: entries_s %.0f payload_mb_s %.1f wire_mb_s %.1f "
          "udp_mb_s %.1f ratio %.3f udp_method %s bare_quic_mb_s %.1f "
-         "throughput_ratio_quic %.3f\n",
+         "throughput_ratio_quic %.3f cpu_us_entry_leader %.2f "
+         "cpu_us_entry_follower %.2f\n",
          bu_median(eps, (size_t)runs), bu_median(pmb, (size_t)runs),
          bu_median(wmb, (size_t)runs), bu_median(umb, (size_t)runs),
          bu_median(ratio, (size_t)runs), gso ? "gso" : "sendmmsg",
-         bu_median(bmb, (size_t)runs), bu_median(qratio, (size_t)runs));
+         bu_median(bmb, (size_t)runs), bu_median(qratio, (size_t)runs),
+         bu_median(cul, (size_t)runs), bu_median(cuf, (size_t)runs));
   bu_cluster_del(cl);
   return 0;
 }

@@ -27,14 +27,18 @@ int sp_chain_link(const uint8_t prev[SP_HASH_LEN], const sp_entry *entry,
   uint8_t head[SP_ENC_ENTRY_HEAD_MAX];
   msgpack_packer pk;
   sp_wr wr;
+  size_t n = sp_enc_entry_head_raw(head, entry);
 
-  sp_wr_fixed(&wr, &pk, head, sizeof(head));
-  if (sp_enc_entry_head(&pk, entry) != 0) {
-    return SP_ERR_INTERNAL;
+  if (n == 0) {
+    sp_wr_fixed(&wr, &pk, head, sizeof(head));
+    if (sp_enc_entry_head(&pk, entry) != 0) {
+      return SP_ERR_INTERNAL;
+    }
+    n = wr.len;
   }
   crypto_generichash_init(&st, NULL, 0, SP_HASH_LEN);
   crypto_generichash_update(&st, prev, SP_HASH_LEN);
-  crypto_generichash_update(&st, head, wr.len);
+  crypto_generichash_update(&st, head, n);
   if (entry->data_len) {
     crypto_generichash_update(&st, entry->data, entry->data_len);
   }

@@ -64,6 +64,11 @@ size_t sp_enc_entry_len(const sp_entry *e, int with_origin);
 int sp_enc_entry_head(msgpack_packer *pk, const sp_entry *e);
 /* Upper bound of sp_enc_entry_head's output. */
 #define SP_ENC_ENTRY_HEAD_MAX 400
+/* sp_enc_entry_head's bytes stored straight into `dst`: their length, or
+ * 0 when the model type or the change type is out of the range a check
+ * allows (sp_enc_entry_head still encodes such an entry). */
+size_t sp_enc_entry_head_raw(uint8_t dst[SP_ENC_ENTRY_HEAD_MAX],
+                             const sp_entry *e);
 
 /*
  * Streaming EntriesResponse: the head ends with an array 32 header whose

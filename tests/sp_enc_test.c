@@ -18,6 +18,7 @@
 #include "sync_protocol/codec.h"
 #include "sync_protocol/errors.h"
 #include "sp_enc.h"
+#include "sp_mem_int.h"
 
 static uint8_t g_payload[300];
 static char g_model[SP_MAX_MODEL_TYPE_LEN];
@@ -808,6 +809,107 @@ static void test_entry_len_exact(void **state) {
   free(buf);
 }
 
+/* The entry as msgpack-c's packer writes it field by field (the
+ * canonical form of docs/protocol.md), into `sb`. */
+static void reference_entry(msgpack_sbuffer *sb, const sp_entry *e,
+                            int origin) {
+  msgpack_packer pk;
+
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, origin ? 9 : 8);
+  msgpack_pack_uint64(&pk, e->sequence);
+  msgpack_pack_bin_with_body(&pk, e->device_id.bytes, 16);
+  msgpack_pack_uint64(&pk, e->timestamp_ms);
+  msgpack_pack_str_with_body(&pk, e->model_type, e->model_type_len);
+  msgpack_pack_bin_with_body(&pk, e->record_id.bytes, 16);
+  msgpack_pack_uint8(&pk, (uint8_t)e->change_type);
+  msgpack_pack_int64(&pk, e->version);
+  msgpack_pack_bin_with_body(&pk, e->data, e->data_len);
+  if (origin) {
+    msgpack_pack_uint64(&pk, e->origin_seq);
+  }
+}
+
+/* The entry encoder stores fields straight (no packer callback per
+ * field): byte for byte what msgpack-c writes, into every writer, for
+ * every size class and change type. */
+static void test_entry_direct_matches_msgpack(void **state) {
+  uint8_t *data = calloc(1, 70000), *buf = malloc(71000);
+  uint8_t head[SP_ENC_ENTRY_HEAD_MAX];
+  msgpack_sbuffer sb;
+  sp_mem heap;
+  size_t i;
+
+  (void)state;
+  sp_mem_resolve(&heap, NULL);
+  assert_non_null(data);
+  assert_non_null(buf);
+  for (i = 0; i < 70000; ++i) {
+    data[i] = (uint8_t)(i * 7);
+  }
+  msgpack_sbuffer_init(&sb);
+  for (i = 0; i < 700 * 4; ++i) {
+    sp_entry e;
+    int with;
+    varied_entry(&e, i / 4, data);
+    e.change_type = (sp_change_type)(i % 4);
+    for (with = 0; with <= 1; ++with) {
+      int origin = with && e.origin_seq != 0;
+      msgpack_packer pk;
+      sp_wr wr;
+      sp_buf b;
+      size_t n;
+
+      reference_entry(&sb, &e, origin);
+      /* A fixed buffer. */
+      sp_wr_fixed(&wr, &pk, buf, 71000);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), 0);
+      assert_int_equal(wr.len, sb.size);
+      assert_memory_equal(buf, sb.data, sb.size);
+      /* A growable one, after bytes already there. */
+      sp_buf_init(&b, &heap);
+      assert_int_equal(sp_buf_append(&b, "xyz", 3), 0);
+      sp_wr_buf(&wr, &pk, &b);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), 0);
+      assert_int_equal(wr.len, sb.size);
+      assert_int_equal(b.len, 3 + sb.size);
+      assert_memory_equal(b.data, "xyz", 3);
+      assert_memory_equal(b.data + 3, sb.data, sb.size);
+      sp_buf_free(&b);
+      /* A counting writer takes the packer's way. */
+      sp_wr_count(&wr, &pk);
+      assert_int_equal(sp_enc_entry_wire(&pk, &e, with), 0);
+      assert_int_equal(wr.len, sb.size);
+      /* The head alone, stored straight: the bytes before the payload. */
+      n = sp_enc_entry_head_raw(head, &e);
+      assert_true(n > 0 && n <= sizeof(head));
+      assert_int_equal(n + e.data_len, sp_enc_entry_len(&e, 0));
+      if (!origin) {
+        assert_memory_equal(head, sb.data, n);
+      }
+    }
+  }
+  {
+    /* An entry a check refuses still encodes as msgpack-c writes it
+     * (the packer's way), and has no straight head. */
+    msgpack_packer pk;
+    sp_wr wr;
+    sp_entry e;
+    varied_entry(&e, 5, data);
+    e.change_type = (sp_change_type)200;
+    reference_entry(&sb, &e, 0);
+    sp_wr_fixed(&wr, &pk, buf, 71000);
+    assert_int_equal(sp_enc_entry_wire(&pk, &e, 0), 0);
+    assert_int_equal(wr.len, sb.size);
+    assert_memory_equal(buf, sb.data, sb.size);
+    assert_int_equal(sp_enc_entry_head_raw(head, &e), 0);
+  }
+  msgpack_sbuffer_destroy(&sb);
+  free(data);
+  free(buf);
+}
+
 static void test_entry_wire_without_origin_is_canonical(void **state) {
   uint8_t a[512], b[512];
   msgpack_packer pk;
@@ -883,6 +985,7 @@ int main(void) {
       cmocka_unit_test(test_empty_response_uses_array32),
       cmocka_unit_test(test_reference_decoder),
       cmocka_unit_test(test_entry_len_exact),
+      cmocka_unit_test(test_entry_direct_matches_msgpack),
       cmocka_unit_test(test_entry_wire_without_origin_is_canonical),
       cmocka_unit_test(test_propose_streamed),
   };
