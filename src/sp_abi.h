@@ -30,13 +30,14 @@ static inline void sp_abi_copy(void *out, const void *full, size_t n) {
 /* Vtables the library fills for the caller (a store's get_vtable, a
  * transport's): the bytes of each version, 0 for one this build does not
  * know.  A new version must add its line here. */
-_Static_assert(SP_STORE_VERSION == 4, "sp_abi_store_size");
+_Static_assert(SP_STORE_VERSION == 5, "sp_abi_store_size");
 static inline size_t sp_abi_store_size(int version) {
   switch (version) {
   case 1: return SP_ABI_END(sp_store, state);
   case 2: return SP_ABI_END(sp_store, load_follower_addresses);
   case 3: return SP_ABI_END(sp_store, outbox_anchor);
   case 4: return SP_ABI_END(sp_store, errmsg);
+  case 5: return SP_ABI_END(sp_store, durable);
   default: return 0;
   }
 }

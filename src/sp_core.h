@@ -17,6 +17,7 @@
 #include "sync_protocol/node.h"
 #include "sync_protocol/uuid.h"
 #include "sp_buf.h"
+#include "sp_index.h"
 #include "sp_rand.h"
 #include "sp_snapshot.h"
 #include "sp_writer.h"
@@ -24,6 +25,22 @@
 typedef struct sp_session sp_session;
 typedef struct sp_frec sp_frec;
 typedef struct sp_wait sp_wait;
+
+/* A session in the node's timer heap, under a lower bound of its
+ * sp_session_expiry: the keys sit in the heap itself, so sifting reads
+ * no session (sp_node.c). */
+typedef struct sp_timer {
+  sp_tstamp key;
+  sp_session *s;
+} sp_timer;
+
+/* An applied range (from, to] from `peer` not yet durable, or (downs) one
+ * own entry: origin_seq in `from`, its sequence in `to`. */
+typedef struct sp_dpend {
+  sp_seq from;
+  sp_seq to;
+  sp_uuid peer;
+} sp_dpend;
 
 /* ---- sessions ---- */
 
@@ -117,6 +134,7 @@ struct sp_session {
   sp_handler *handler; /* NULL until the first frame routes the stream */
   sp_session *next;    /* node's list */
   sp_session *hnext;   /* handler's list */
+  sp_session *hprev;   /* handler's list: unlinked in O(1) */
   uint64_t stream_id;
   sp_uuid peer;
   /* The library the stream is for, once known (stamps refusals). */
@@ -146,6 +164,11 @@ struct sp_session {
   unsigned peer_claims : 1;
   unsigned peer_leader : 1;
   unsigned peer_no_claims : 1;
+  unsigned indexed : 1; /* in node->streams and ->peers (sp_node.c) */
+  sp_session *prev;     /* node's list, once indexed */
+  sp_session *dnext;    /* node->dead */
+  /* Position + 1 in node->timers (0: not in it). */
+  size_t tpos;
   int close_code;
   /* Features negotiated on this stream (SP_FEATURE_*): what both sides
    * advertised.  0 until then: nothing new goes out, nothing new is
@@ -184,9 +207,12 @@ struct sp_frec {
    * ever credited for one key. */
   uint8_t key[SP_PUBLIC_KEY_LEN];
   int has_key;
-  /* Position last handed to the store's save_follower_ack, and when. */
+  /* Position last handed to the store's save_follower_ack, and when
+   * (has_saved: in this term); keep_listed: in the handler's `keeps`. */
   sp_seq saved;
   sp_tstamp saved_at;
+  int has_saved;
+  int keep_listed;
   /* The device showed on some stream that it reads leadership claims
    * (sp_leadership_remember): our dials to it open with our claim, so a
    * leader we deposed learns it on the first frame (protocol.md 15.7). */
@@ -227,6 +253,16 @@ struct sp_handler {
   sp_frec *frecs;
   size_t nfrecs;
   size_t capfrecs;
+  /* device id -> position in frecs (sp_leader_frec). */
+  sp_index frec_ix;
+  /* Followers whose acked position is held back from the store until
+   * keep_at (sp_leader.c keep_ack). */
+  sp_uuid *keeps;
+  size_t nkeeps, capkeeps;
+  sp_tstamp keep_at;
+  /* No record is due to be dialled before this (a lower bound: records
+   * are walked only once it passes, sp_leader.c dial_due). */
+  sp_tstamp dial_min;
   sp_wait *waits;
   /* Cached log bounds, refreshed on notify and on every page. */
   sp_log_bounds bounds;
@@ -263,6 +299,27 @@ struct sp_handler {
   /* The write path: outbox, proposals on the leader stream, commit
    * waits (sp_writer.c). */
   sp_writer w;
+  /* Asynchronous apply (sp_durable.c; a store with `durable` whose
+   * apply returned SP_STORE_PENDING): h->st is what the store answers
+   * (as if applied); durable_seq what it made durable.  dpend: the
+   * applied ranges not yet reported (ENTRIES_APPLIED waits for them to
+   * be durable), oldest first; downs: this device's own entries among
+   * them (SUBMISSION_COMMITTED waits too); a CAUGHT_UP (and the request
+   * it ends) owed once durable_seq reaches caught_owed. */
+  sp_seq durable_seq;
+  sp_dpend *dpend;
+  size_t ndpend, capdpend;
+  sp_dpend *downs;
+  size_t ndowns, capdowns;
+  int has_caught_owed;
+  sp_seq caught_owed;
+  sp_uuid caught_peer;
+  /* A state read failed after a failure that may have lost pending
+   * applies: h->st may be ahead of the store; nothing is applied or
+   * fetched until a read succeeds (sp_durable.c). */
+  int st_unknown;
+  /* h->epoch when a follower term ended with dpend kept (sp_durable.c). */
+  uint64_t dpend_epoch;
 
   /* Snapshots: the configured vtables (copies; has_*: configured). */
   sp_snapshot_source snap_source;
@@ -306,6 +363,21 @@ struct sp_node {
   sp_tstamp now;
   /* First fatal error seen inside an entry point (returned by it). */
   int fatal;
+  /* Records, sessions and index slots looked at by lookups and list
+   * walks: a deterministic measure of their cost (tests/sp_sim_scale.c). */
+  uint64_t visits;
+  /* stream id -> session, for the sessions older than the head of
+   * `sessions` that sp_node_reap last indexed (sp_node.c). */
+  sp_index streams;
+  /* Sessions closed since the last sp_node_reap, linked by dnext
+   * (sp_session_close), and peer device -> its indexed sessions. */
+  sp_session *dead;
+  sp_index peers;
+  /* Min-heap of the indexed sessions not of a follower handler, by
+   * key (sp_node.c). */
+  sp_timer *timers;
+  size_t ntimers;
+  size_t captimers;
 };
 
 /* ---- node (sp_node.c) ---- */
@@ -509,6 +581,54 @@ void sp_recover_expire(sp_handler *h, sp_tstamp now);
  * (sp_handler_resync_done, an installed snapshot).  Returns 0 or why no
  * stream could be opened (a reconnect is scheduled then). */
 int sp_follower_resync(sp_handler *h);
+
+/* ---- asynchronous apply (sp_durable.c) ---- */
+
+/* store.apply with SP_STORE_PENDING understood: 0 also for a pending
+ * apply of a store with `durable` (*pending set to 1 then), else the
+ * store's result as ever. */
+int sp_durable_apply(sp_handler *h, const sp_entry *entries,
+                     const uint8_t *hashes, size_t n, uint64_t epoch,
+                     int *pending);
+/* The highest sequence the follower may call applied (acks, events,
+ * status): h->st.applied unless applies are pending. */
+sp_seq sp_durable_through(const sp_handler *h);
+/* 1 if `seq` was applied and is not durable yet. */
+int sp_durable_pending_at(const sp_handler *h, sp_seq seq);
+/* A pending apply of `n` entries (from, entries[n-1].sequence] from
+ * `peer`: remember what to report once durable.  Returns 0 or
+ * SP_ERR_NOMEM. */
+int sp_durable_track(sp_handler *h, const sp_uuid *peer, sp_seq from,
+                     const sp_entry *entries, size_t n);
+/* Ask the store (only with applies pending) and report what became
+ * durable; a failure goes down the store-failure path.  Cheap otherwise:
+ * the node calls it on every entry point (sp_node_reap). */
+void sp_durable_poll(sp_handler *h);
+/* sp_durable_poll for every handler of the node, and the acks it lets
+ * go (sp_node_reap: at the end of every entry point). */
+void sp_durable_poll_node(sp_node *node);
+/* h->st was read again: what the store no longer answers was lost. */
+void sp_durable_state_read(sp_handler *h);
+/* Some store call failed with applies pending: the failure may have been
+ * theirs (sys/store.h: "or the next call"), so read the state again and
+ * start over from it if it lost some. */
+void sp_durable_recheck(sp_handler *h);
+/* Report what is durable now (`report`: the role ends) and forget the
+ * rest (or forget all: the host replaced the log): see sp_durable.c. */
+void sp_durable_settle(sp_handler *h, int report);
+void sp_durable_free(sp_handler *h);
+/* Reserve room to track a pending apply of `entries` (before the store
+ * takes them).  Returns 0 or SP_ERR_NOMEM. */
+int sp_durable_reserve(sp_handler *h, const sp_entry *entries, size_t n);
+/* Read `state` as the truth to start from (a term, a stream, a full sync):
+ * applies still pending that this handler did not track are tracked.
+ * Returns 0 or the read's failure (h->st_unknown set). */
+int sp_durable_load(sp_handler *h);
+/* h->st_unknown: read `state` again.  Returns 0 if known now. */
+int sp_durable_known(sp_handler *h);
+/* sp_follower.c: end sp_handler_request_entries (with the durable
+ * sequence) and emit CAUGHT_UP, for sp_durable.c. */
+void sp_follower_request_done(sp_handler *h, int status);
 
 /* ---- snapshot serving: the leader's side (sp_snap_serve.c) ---- */
 

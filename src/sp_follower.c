@@ -26,9 +26,13 @@ static void request_done(sp_handler *h, int status) {
     return;
   }
   h->request_cb = NULL;
-  if (cb(h, status, h->st.applied, h->request_ud) != 0) {
+  if (cb(h, status, sp_durable_through(h), h->request_ud) != 0) {
     sp_node_set_fatal(h->node, SP_ERR_CALLBACK_FAILURE);
   }
+}
+
+void sp_follower_request_done(sp_handler *h, int status) {
+  request_done(h, status);
 }
 
 static void schedule_reconnect(sp_handler *h) {
@@ -69,6 +73,9 @@ static void store_failed(sp_handler *h, const sp_uuid *peer, int rv,
   sp_hlog(h, NULL, SP_LOG_WARN, "store %s failed (%s%s%.160s); backing off",
           what, sp_err_name(rv), why ? ": " : "", why ? why : "");
   request_done(h, SP_ERR_STORE);
+  if (strcmp(what, "apply") != 0 && strcmp(what, "state") != 0) {
+    sp_durable_recheck(h);
+  }
   if (h->store_failing) {
     if (strcmp(what, "state") != 0) {
       h->store_failing = FAILING_WRITE; /* a read alone no longer ends it */
@@ -104,7 +111,7 @@ static void store_ok(sp_handler *h, const sp_uuid *peer, int wrote) {
   }
   h->store_failing = 0;
   h->backoff = 0;
-  ev.to_sequence = h->st.applied;
+  ev.to_sequence = sp_durable_through(h);
   sp_emit_simple(h, SP_EVENT_STORE_RECOVERED, peer, &ev);
 }
 
@@ -120,7 +127,14 @@ static int backing_off_after_store_failure(const sp_handler *h) {
 
 int sp_follower_refuse_while_backing_off(sp_handler *h, sp_session *s) {
   if (!backing_off_after_store_failure(h)) {
-    return 0;
+    if (sp_durable_known(h) == 0) {
+      return 0;
+    }
+    /* A failure may have lost applies h->st counts: no stream until the
+     * state is read (sp_durable.c). */
+    sp_session_refuse(s, SP_ERR_BACKING_OFF,
+                      "follower backing off: store state unknown");
+    return 1;
   }
   sp_session_refuse(s, SP_ERR_BACKING_OFF,
                     "follower backing off after a store failure (%llu ms)",
@@ -175,7 +189,9 @@ static int connect_leader(sp_handler *h) {
 
   /* Resume from what the store holds, not from what we believe it
    * holds: the durable state is the only truth across reconnects. */
-  rv = h->store.state(&h->st, h->store.user_data);
+  /* Applies still pending stay so (the store answers as if applied): the
+   * new stream resumes past them, and their acks follow once durable. */
+  rv = sp_durable_load(h);
   if (rv != 0) {
     store_failed(h, NULL, rv, "state");
     return connect_failed(h, SP_ERR_STORE);
@@ -215,7 +231,7 @@ int sp_follower_attach(sp_session *s) {
     return SP_ERR_NOMEM;
   }
   f->covered = f->requested = h->st.applied;
-  f->acked_sent = h->st.applied;
+  f->acked_sent = sp_durable_through(h);
   f->last_progress = h->node->now;
   f->attached_at = h->node->now;
   /* What the last leader had says nothing about this stream's leader (a
@@ -263,7 +279,7 @@ static void enter_sync_required(sp_session *s, sp_sync_reason reason,
     ev.follower_sequence = info->follower_sequence;
   } else {
     ev.leader_latest = h->leader_latest;
-    ev.follower_sequence = h->st.applied;
+    ev.follower_sequence = sp_durable_through(h);
   }
   sp_emit_simple(h, SP_EVENT_SYNC_REQUIRED_RECEIVED, &s->peer, &ev);
   request_done(h, SP_ERR_SYNC_REQUIRED);
@@ -304,6 +320,16 @@ static void caught_up(sp_session *s) {
   /* Nothing applied proves a failed store works again. */
   if (!h->store_failing) {
     h->backoff = 0;
+  }
+  if (h->ndpend > 0) {
+    /* Caught up with what the store will hold: the host hears it (and
+     * its request ends) once that is durable (sp_durable.c).  A later
+     * one replaces it: still one event per return to lag 0. */
+    f->caught_up_reported = 1;
+    h->has_caught_owed = 1;
+    h->caught_owed = h->st.applied;
+    h->caught_peer = s->peer;
+    return;
   }
   if (!f->caught_up_reported) {
     f->caught_up_reported = 1;
@@ -361,7 +387,7 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r,
                     uint64_t epoch) {
   sp_handler *h = hof(s);
   sp_fsess *f = &s->u.f;
-  int rv;
+  int rv, pending;
 
   if (r->since_sequence > f->covered) {
     /* Entries would not follow what is applied: never apply past a gap;
@@ -415,14 +441,39 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r,
     if (recovery_over(s, epoch) != 0) {
       return;
     }
-    rv = h->store.apply(r->entries, h->hashes.data, r->entry_count,
-                        h->st.epoch, h->store.user_data);
+    if (h->store.durable &&
+        sp_durable_reserve(h, r->entries, r->entry_count) != 0) {
+      sp_node_set_fatal(s->node, SP_ERR_NOMEM);
+      sp_session_close(s, SP_ERR_NOMEM);
+      return;
+    }
+    rv = sp_durable_apply(h, r->entries, h->hashes.data, r->entry_count,
+                          h->st.epoch, &pending);
     if (rv != 0) {
+      /* With applies pending, the failure may be theirs: the store forgot
+       * them too (sys/store.h); what it made durable before is reported
+       * first. */
+      sp_durable_recheck(h);
       store_failed(h, &s->peer, rv, "apply");
       sp_session_close(s, SP_ERR_STORE);
       return;
     }
-    {
+    if (pending) {
+      /* The store writes it while we go on: the chain and the pipeline
+       * move now, what says "applied" waits for `durable`. */
+      rv = sp_durable_track(h, &s->peer, h->st.applied, r->entries,
+                            r->entry_count);
+      if (rv != 0) {
+        sp_node_set_fatal(s->node, rv);
+        sp_session_close(s, rv);
+        return;
+      }
+      h->st.applied = r->entries[r->entry_count - 1].sequence;
+      memcpy(h->st.head_hash,
+             h->hashes.data + (r->entry_count - 1) * SP_HASH_LEN,
+             SP_HASH_LEN);
+      f->caught_up_reported = 0;
+    } else {
       /* Half-open (from, to], as every range of the protocol: `from` is
        * where the store stood, so that consecutive events tile the log
        * (a gap the leader's log has falls inside the next one). */
@@ -434,12 +485,15 @@ static void on_page(sp_session *s, const sp_msg_entries_response *r,
              h->hashes.data + (r->entry_count - 1) * SP_HASH_LEN,
              SP_HASH_LEN);
       sp_emit_simple(h, SP_EVENT_ENTRIES_APPLIED, &s->peer, &ev);
+      /* Applied something: reaching the leader's latest again is news,
+       * even when this very page (a push) brought all of it. */
+      f->caught_up_reported = 0;
+      store_ok(h, &s->peer, 1);
+      sp_writer_applied(h, &s->peer, r->entries, r->entry_count);
+      if (s->dead) {
+        return; /* a failure the writer met ended the stream */
+      }
     }
-    /* Applied something: reaching the leader's latest again is news,
-     * even when this very page (a push) brought all of it. */
-    f->caught_up_reported = 0;
-    store_ok(h, &s->peer, 1);
-    sp_writer_applied(h, &s->peer, r->entries, r->entry_count);
   } else if (recovery_over(s, epoch) != 0) {
     return;
   }
@@ -483,7 +537,9 @@ static int check_epoch(sp_session *s, uint64_t epoch) {
     epoch = h->snap_epoch_seen;
   }
   if (epoch > h->st.epoch) {
-    int rv = h->store.apply(NULL, NULL, 0, epoch, h->store.user_data);
+    /* Never pending (sys/store.h): the fence is durable before the
+     * follower acts on it. */
+    int pending, rv = sp_durable_apply(h, NULL, NULL, 0, epoch, &pending);
     if (rv != 0) {
       store_failed(h, &s->peer, rv, "epoch record");
       sp_session_close(s, SP_ERR_STORE);
@@ -560,6 +616,21 @@ void sp_follower_on_msg(sp_session *s, const sp_msg *msg) {
     if (h->fstate != SP_F_CONNECTED) {
       break;
     }
+    sp_durable_poll(h);
+    if (s->dead) {
+      break;
+    }
+    if (h->ndpend > 0 || h->st_unknown) {
+      /* A full sync or a snapshot replaces the log: not while the store
+       * still writes pages into it (the host could not tell what it
+       * replaced, nor a snapshot's install what it installed over).
+       * Waiting is the simplest sound rule: this stream ends, the next
+       * one asks again, and by then the store has caught up. */
+      sp_slog(s, SP_LOG_INFO, "SyncRequired while applies are pending: "
+              "asking again once they are durable");
+      sp_session_close(s, 0);
+      break;
+    }
     if (msg->u.sync_required.reason == SP_SYNC_BEHIND_RETENTION &&
         s->u.f.covered + 1 >= msg->u.sync_required.leader_oldest) {
       /* About a position we already left (a late request): what we need
@@ -601,8 +672,20 @@ static int want_fetch(const sp_session *s) {
   if (h->fstate != SP_F_CONNECTED || s->refused) {
     return 0;
   }
-  if (!f->resume_sent || (h->request_cb && f->rlen == 0)) {
+  if (!f->resume_sent) {
+    /* The leader counts a resume point as the follower's durable
+     * position (an acknowledgement): with applies pending it waits for
+     * them (sp_durable.c pumps the stream when they are durable). */
+    return h->ndpend == 0 && !h->st_unknown;
+  }
+  if (h->request_cb && f->rlen == 0) {
     return 1;
+  }
+  /* A store slower than the network would otherwise queue the whole log
+   * in memory: a window's worth of pages pending beside a window in
+   * flight keeps it busy, more only grows its queue. */
+  if (h->ndpend >= h->cfg.fetch_window) {
+    return 0;
   }
   return f->rlen < h->cfg.fetch_window && f->requested < h->leader_latest;
 }
@@ -617,10 +700,12 @@ int sp_follower_next_frame(sp_session *s) {
     return sp_recover_next_frame(s);
   }
   memset(&msg, 0, sizeof(msg));
-  if (h->st.applied > f->acked_sent && h->fstate != SP_F_SYNC_REQUIRED) {
+  /* Acks mean durable: with applies pending, only what `durable` said. */
+  if (sp_durable_through(h) > f->acked_sent &&
+      h->fstate != SP_F_SYNC_REQUIRED) {
     msg.type = SP_MSG_ACKNOWLEDGE;
-    msg.u.acknowledge.up_to_sequence = h->st.applied;
-    f->acked_sent = h->st.applied;
+    msg.u.acknowledge.up_to_sequence = sp_durable_through(h);
+    f->acked_sent = msg.u.acknowledge.up_to_sequence;
     return sp_session_queue(s, &msg) == 0;
   }
   if (!want_fetch(s)) {
@@ -693,7 +778,10 @@ void sp_follower_session_expire(sp_session *s, sp_tstamp now) {
 
 int sp_follower_start(sp_handler *h) {
   /* Checked here so that a broken store fails sp_handler_new. */
-  if (h->store.state(&h->st, h->store.user_data) != 0) {
+  if (h->ndpend > 0 && h->dpend_epoch != h->epoch) {
+    sp_durable_settle(h, 0); /* a leader term came in between */
+  }
+  if (sp_durable_load(h) != 0) {
     return SP_ERR_STORE;
   }
   h->fstate = SP_F_DISCONNECTED;
@@ -709,6 +797,8 @@ int sp_follower_start(sp_handler *h) {
 }
 
 void sp_follower_stop(sp_handler *h) {
+  /* What is durable is reported; the rest waits for the next term. */
+  sp_durable_settle(h, 1);
   /* Canceled first, and out of the connected state, so closing the
    * streams below neither reports a lost connection nor reconnects. */
   request_done(h, SP_ERR_CANCELED);
@@ -749,7 +839,7 @@ int sp_handler_request_entries(sp_handler *h, sp_seq since, sp_request_cb cb,
   /* Judged against what this handler holds (sp_handler_get_status),
    * before any connect reads the store again: the answer does not depend
    * on whether a stream exists. */
-  if (since > h->st.applied) {
+  if (since > sp_durable_through(h)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   h->node->now = now;
@@ -787,7 +877,11 @@ int sp_handler_resync_done(sp_handler *h, sp_tstamp now) {
     return SP_ERR_INVALID_STATE;
   }
   h->node->now = now;
-  if (h->store.state(&h->st, h->store.user_data) != 0) {
+  /* The host replaced the log (after letting the store finish its
+   * pending applies: sys/store.h): what was pending is moot, the state
+   * read next is the truth. */
+  sp_durable_settle(h, 0);
+  if (sp_durable_load(h) != 0) {
     return SP_ERR_STORE;
   }
   /* The host recovered by its own means: a snapshot under way is moot,

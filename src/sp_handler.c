@@ -120,8 +120,10 @@ static void unlink_handler(sp_handler *h) {
 static void free_handler(sp_handler *h) {
   sp_recover_free(h);
   sp_writer_free(h);
+  sp_durable_free(h);
   sp_buf_free(&h->hashes);
   sp_free(&h->node->mem, h->frecs);
+  sp_index_free(&h->frec_ix, &h->node->mem);
   sp_free(&h->node->mem, h);
 }
 
@@ -175,7 +177,8 @@ int sp_handler_new(sp_handler **ph, sp_node *node,
   /* An older store is a shorter struct: copy only what it has (the
    * calloc left the later callbacks NULL). */
   memcpy(&h->store, store,
-         store->version >= 4   ? sizeof(*store)
+         store->version >= 5   ? sizeof(*store)
+         : store->version == 4 ? offsetof(sp_store, flags)
          : store->version == 3 ? offsetof(sp_store, errmsg)
          : store->version == 2 ? offsetof(sp_store, append)
                                : offsetof(sp_store, save_follower_ack));
@@ -262,7 +265,8 @@ int sp_handler_get_status_versioned(const sp_handler *h, int version,
     out->sequence = h->bounds.latest;
     out->stepped_down = h->stepped_down;
   } else {
-    out->sequence = h->st.applied;
+    /* Applied means durable (sp_durable.c). */
+    out->sequence = sp_durable_through(h);
     out->leader_latest = h->leader_latest;
     out->sync_required =
         h->fstate == SP_F_SYNC_REQUIRED || h->fstate == SP_F_RECOVERING;

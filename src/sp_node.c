@@ -100,6 +100,9 @@ void sp_node_del(sp_node *node) {
     sp_session_close(s, 0);
   }
   sp_node_reap(node);
+  sp_index_free(&node->streams, &node->mem);
+  sp_index_free(&node->peers, &node->mem);
+  sp_free(&node->mem, node->timers);
   sp_decoder_del(node->dec);
   sp_free(&node->mem, node->members);
   sp_free(&node->mem, node);
@@ -111,18 +114,201 @@ void sp_node_set_fatal(sp_node *node, int code) {
   }
 }
 
-int sp_node_reap(sp_node *node) {
-  sp_session **pp = &node->sessions;
-  int fatal = node->fatal;
+/* ---- session timers ----
+ *
+ * A leader with thousands of streams has one of them due every few
+ * milliseconds: walking them all on every timer would cost more than
+ * serving them.  The indexed sessions sit in a min-heap keyed by a lower
+ * bound of their expiry: a session's expiry only moves later (it sends or
+ * hears a frame, it is blocked, it dies) except when it is routed or
+ * unblocked, which happens in sp_node_stream_data / _writable, where it
+ * is keyed again.  A follower's sessions (few, and their expiry moves with
+ * the fetch pipeline) stay out of the heap: they are walked through their
+ * handler. */
+
+static int of_follower(const sp_session *s) {
+  return s->handler && s->handler->role == SP_ROLE_FOLLOWER;
+}
+
+static void heap_set(sp_node *node, size_t i, sp_timer t) {
+  node->timers[i] = t;
+  t.s->tpos = i + 1;
+}
+
+/* Move the entry at `i` to its place. */
+static void heap_fix(sp_node *node, size_t i) {
+  sp_timer t = node->timers[i];
+  size_t n = node->ntimers;
+
+  while (i > 0 && node->timers[(i - 1) / 2].key > t.key) {
+    heap_set(node, i, node->timers[(i - 1) / 2]);
+    i = (i - 1) / 2;
+  }
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= n) {
+      break;
+    }
+    if (c + 1 < n && node->timers[c + 1].key < node->timers[c].key) {
+      ++c;
+    }
+    if (node->timers[c].key >= t.key) {
+      break;
+    }
+    heap_set(node, i, node->timers[c]);
+    i = c;
+  }
+  heap_set(node, i, t);
+}
+
+static void heap_remove(sp_node *node, sp_session *s) {
+  size_t i = s->tpos - 1;
+  sp_timer last = node->timers[--node->ntimers];
+
+  s->tpos = 0;
+  if (last.s != s) {
+    heap_set(node, i, last);
+    heap_fix(node, i);
+  }
+}
+
+static int heap_reserve(sp_node *node, size_t more) {
+  size_t cap = node->captimers;
+  sp_timer *p;
+
+  if (node->ntimers + more <= cap) {
+    return 0;
+  }
+  while (cap < node->ntimers + more) {
+    cap = cap ? cap * 2 : 16;
+  }
+  p = sp_realloc(&node->mem, node->timers, cap * sizeof(*p));
+  if (!p) {
+    return SP_ERR_NOMEM;
+  }
+  node->timers = p;
+  node->captimers = cap;
+  return 0;
+}
+
+/* Key `s` by its expiry now (an indexed session: in the heap or, a
+ * follower's, out of it). */
+static void rekey(sp_node *node, sp_session *s) {
+  if (!s->indexed) {
+    return;
+  }
+  if (s->dead || of_follower(s)) {
+    if (s->tpos) {
+      heap_remove(node, s);
+    }
+    return;
+  }
+  if (!s->tpos) {
+    /* Room for every indexed session was reserved (index_new). */
+    sp_timer t;
+    t.key = 0;
+    t.s = s;
+    heap_set(node, node->ntimers++, t);
+  }
+  node->timers[s->tpos - 1].key = sp_session_expiry(s);
+  heap_fix(node, s->tpos - 1);
+}
+
+/* Index the sessions created since the last call: they are the ones at
+ * the head of the list, up to the first indexed.  All or none, so that
+ * the unindexed ones stay a prefix of the list, which find_session and
+ * the timers walk (without memory for the index they only get slower). */
+static void index_new(sp_node *node) {
+  sp_session *s, *prev = NULL;
+  size_t n = 0;
+
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
+    ++n;
+  }
+  if (n == 0 || sp_index_reserve(&node->streams, &node->mem, n) != 0 ||
+      sp_index_reserve(&node->peers, &node->mem, n) != 0 ||
+      heap_reserve(node, n) != 0) {
+    return;
+  }
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
+    node->visits++;
+    (void)sp_index_put(&node->streams, &node->mem,
+                       sp_index_hash_u64(s->stream_id), (uintptr_t)s);
+    (void)sp_index_put(&node->peers, &node->mem,
+                       sp_index_hash_uuid(&s->peer), (uintptr_t)s);
+    s->prev = prev;
+    s->indexed = 1;
+    rekey(node, s);
+    prev = s;
+  }
+  if (s) {
+    s->prev = prev;
+  }
+}
+
+static void unindex(sp_node *node, sp_session *s) {
+  if (s->indexed) {
+    (void)sp_index_del(&node->streams, sp_index_hash_u64(s->stream_id),
+                       (uintptr_t)s);
+    (void)sp_index_del(&node->peers, sp_index_hash_uuid(&s->peer),
+                       (uintptr_t)s);
+  }
+  if (s->tpos) {
+    heap_remove(node, s);
+  }
+}
+
+/* Free every dead session by walking the whole list: when the newest
+ * could not be indexed (their `prev` is not set). */
+static void reap_walk(sp_node *node) {
+  sp_session **pp = &node->sessions, *prev = NULL;
 
   while (*pp) {
     sp_session *s = *pp;
+    node->visits++;
     if (s->dead) {
       *pp = s->next;
+      if (s->next) {
+        s->next->prev = prev;
+      }
+      unindex(node, s);
       sp_session_free(s);
     } else {
+      prev = s;
       pp = &s->next;
     }
+  }
+  node->dead = NULL;
+}
+
+int sp_node_reap(sp_node *node) {
+  sp_session *s;
+  int fatal;
+
+  /* Every entry point ends here: a follower's store that applies
+   * asynchronously is asked what became durable (one cheap call per such
+   * handler), before the sessions its answer may close are freed. */
+  sp_durable_poll_node(node);
+  fatal = node->fatal;
+  /* First, so that every session has its `prev`: a dead one is then
+   * unlinked without walking the list. */
+  index_new(node);
+  if (node->dead && node->sessions && !node->sessions->indexed) {
+    reap_walk(node);
+  }
+  while ((s = node->dead) != NULL) {
+    node->dead = s->dnext;
+    node->visits++;
+    if (s->prev) {
+      s->prev->next = s->next;
+    } else {
+      node->sessions = s->next;
+    }
+    if (s->next) {
+      s->next->prev = s->prev;
+    }
+    unindex(node, s);
+    sp_session_free(s);
   }
   node->fatal = 0;
   return fatal;
@@ -165,15 +351,33 @@ sp_handler *sp_node_find_handler(sp_node *node, const sp_uuid *library) {
   return NULL;
 }
 
-static sp_session *find_session(sp_node *node, uint64_t id) {
+/* The live session of stream `id`: among those not yet indexed (the
+ * head of the list), then in the index.  *visits counts what it looked
+ * at. */
+static sp_session *find_in(const sp_node *node, uint64_t id,
+                           uint64_t *visits) {
   sp_session *s;
+  uint64_t hash = sp_index_hash_u64(id);
+  size_t pos = 0;
+  uintptr_t v;
 
-  for (s = node->sessions; s; s = s->next) {
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
+    ++*visits;
+    if (s->stream_id == id && !s->dead) {
+      return s;
+    }
+  }
+  while ((v = sp_index_next(&node->streams, hash, &pos, visits)) != 0) {
+    s = (sp_session *)v;
     if (s->stream_id == id && !s->dead) {
       return s;
     }
   }
   return NULL;
+}
+
+static sp_session *find_session(sp_node *node, uint64_t id) {
+  return find_in(node, id, &node->visits);
 }
 
 /* Look up a live stream whose authenticated peer is `peer`. */
@@ -199,9 +403,16 @@ static int lookup(sp_node *node, uint64_t id, const sp_uuid *peer,
  * them (refused ones read nothing more). */
 static size_t unrouted(const sp_node *node, const sp_uuid *peer) {
   const sp_session *s;
-  size_t n = 0;
+  uint64_t hash = sp_index_hash_uuid(peer);
+  size_t n = 0, pos = 0;
+  uintptr_t v;
 
-  for (s = node->sessions; s; s = s->next) {
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
+    n += !s->dead && !s->handler && !s->local && !s->refused &&
+         sp_uuid_equal(&s->peer, peer);
+  }
+  while ((v = sp_index_next(&node->peers, hash, &pos, NULL)) != 0) {
+    s = (const sp_session *)v;
     n += !s->dead && !s->handler && !s->local && !s->refused &&
          sp_uuid_equal(&s->peer, peer);
   }
@@ -234,7 +445,7 @@ int sp_node_stream_data(sp_node *node, uint64_t stream_id,
                         const sp_uuid *peer, const uint8_t *data, size_t len,
                         sp_tstamp now) {
   sp_session *s;
-  int rv = lookup(node, stream_id, peer, &s);
+  int routed, rv = lookup(node, stream_id, peer, &s);
 
   if (rv != 0) {
     return rv;
@@ -243,40 +454,48 @@ int sp_node_stream_data(sp_node *node, uint64_t stream_id,
     return SP_ERR_INVALID_ARGUMENT;
   }
   node->now = now;
+  routed = s->handler != NULL;
   sp_session_input(s, data, len);
+  if (!routed) {
+    rekey(node, s); /* routed by its first frame: its expiry moved */
+  }
   return sp_node_reap(node);
 }
 
 int sp_node_stream_held(const sp_node *node, uint64_t stream_id,
                         size_t *held, size_t *need) {
   const sp_session *s;
+  uint64_t visits = 0;
 
   if (!node || !held || !need) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   *held = *need = 0;
-  for (s = node->sessions; s; s = s->next) {
-    if (s->stream_id == stream_id && !s->dead) {
-      *held = sp_frame_reader_pending(s->reader);
-      /* A refused stream reads nothing more: its frame never completes. */
-      *need = s->refused ? 0 : sp_frame_reader_need(s->reader);
-      return 0;
-    }
+  s = find_in(node, stream_id, &visits);
+  if (!s) {
+    return SP_ERR_NOT_FOUND;
   }
-  return SP_ERR_NOT_FOUND;
+  *held = sp_frame_reader_pending(s->reader);
+  /* A refused stream reads nothing more: its frame never completes. */
+  *need = s->refused ? 0 : sp_frame_reader_need(s->reader);
+  return 0;
 }
 
 int sp_node_stream_writable(sp_node *node, uint64_t stream_id,
                             const sp_uuid *peer, sp_tstamp now) {
   sp_session *s;
-  int rv = lookup(node, stream_id, peer, &s);
+  int blocked, rv = lookup(node, stream_id, peer, &s);
 
   if (rv != 0) {
     return rv;
   }
   node->now = now;
+  blocked = s->blocked;
   s->blocked = 0;
   sp_session_pump(s);
+  if (blocked) {
+    rekey(node, s); /* its heartbeat counts again */
+  }
   return sp_node_reap(node);
 }
 
@@ -304,19 +523,56 @@ sp_tstamp sp_node_get_expiry(const sp_node *node) {
     if (x < t) {
       t = x;
     }
+    for (s = h->role == SP_ROLE_FOLLOWER ? h->sessions : NULL; s;
+         s = s->hnext) {
+      x = sp_session_expiry(s);
+      if (x < t) {
+        t = x;
+      }
+    }
   }
-  for (s = node->sessions; s; s = s->next) {
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
     x = sp_session_expiry(s);
     if (x < t) {
       t = x;
     }
   }
+  if (node->ntimers > 0 && node->timers[0].key < t) {
+    t = node->timers[0].key;
+  }
   return t;
+}
+
+/* The heap's sessions whose key passed: each is keyed again by its
+ * expiry, and expired first if that passed too.  Each at most once a
+ * call (a session still due after expiring waits for the next call). */
+static void expire_timers(sp_node *node, sp_tstamp now) {
+  size_t guard = node->ntimers;
+  sp_session *s;
+  sp_tstamp t;
+
+  while (node->ntimers > 0 && guard-- > 0) {
+    if (node->timers[0].key > now) {
+      break;
+    }
+    s = node->timers[0].s;
+    node->visits++;
+    if (!s->dead && !of_follower(s) && sp_session_expiry(s) <= now) {
+      sp_session_expire(s, now);
+    }
+    if (s->dead || of_follower(s)) {
+      heap_remove(node, s);
+      continue;
+    }
+    t = sp_session_expiry(s);
+    node->timers[s->tpos - 1].key = t > now ? t : now + 1;
+    heap_fix(node, s->tpos - 1);
+  }
 }
 
 int sp_node_handle_expiry(sp_node *node, sp_tstamp now) {
   sp_handler *h;
-  sp_session *s;
+  sp_session *s, *next;
 
   if (!node) {
     return SP_ERR_INVALID_ARGUMENT;
@@ -327,10 +583,19 @@ int sp_node_handle_expiry(sp_node *node, sp_tstamp now) {
   }
   /* Sessions created above sit at the head of the list; running their
    * timers too is harmless (nothing is due yet). */
-  for (s = node->sessions; s; s = s->next) {
+  for (s = node->sessions; s && !s->indexed; s = s->next) {
     if (!s->dead && sp_session_expiry(s) <= now) {
       sp_session_expire(s, now);
     }
   }
+  for (h = node->handlers; h; h = h->next) {
+    for (s = h->role == SP_ROLE_FOLLOWER ? h->sessions : NULL; s; s = next) {
+      next = s->hnext;
+      if (s->indexed && !s->dead && sp_session_expiry(s) <= now) {
+        sp_session_expire(s, now);
+      }
+    }
+  }
+  expire_timers(node, now);
   return sp_node_reap(node);
 }

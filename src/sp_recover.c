@@ -154,10 +154,12 @@ static void installed(sp_session *s) {
   if (rv != 0) {
     sp_follower_store_failed(h, &s->peer, rv, "state");
   } else {
+    sp_durable_state_read(h); /* nothing was pending: gated on it */
     sp_follower_store_wrote(h, &s->peer); /* the commit wrote */
   }
   if (rv == 0 && keep > h->st.epoch) {
-    rv = h->store.apply(NULL, NULL, 0, keep, h->store.user_data);
+    int pending; /* an epoch record is never pending (sys/store.h) */
+    rv = sp_durable_apply(h, NULL, NULL, 0, keep, &pending);
     if (rv != 0) {
       sp_follower_store_failed(h, &s->peer, rv, "epoch record");
     } else {

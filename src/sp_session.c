@@ -83,23 +83,29 @@ int sp_session_attach(sp_session *s, sp_handler *h) {
     s->handler = NULL;
     return rv;
   }
+  s->hprev = NULL;
   s->hnext = h->sessions;
+  if (h->sessions) {
+    h->sessions->hprev = s;
+  }
   h->sessions = s;
   /* Routed: frames of the node's full size from now on. */
   sp_frame_reader_set_max(s->reader, max_frame(s->node));
   return 0;
 }
 
+/* Doubly linked: a leader with thousands of streams closes one every
+ * few milliseconds. */
 static void unlink_from_handler(sp_session *s) {
-  sp_session **pp;
-
-  for (pp = &s->handler->sessions; *pp; pp = &(*pp)->hnext) {
-    if (*pp == s) {
-      *pp = s->hnext;
-      break;
-    }
+  if (s->hprev) {
+    s->hprev->hnext = s->hnext;
+  } else if (s->handler->sessions == s) {
+    s->handler->sessions = s->hnext;
   }
-  s->hnext = NULL;
+  if (s->hnext) {
+    s->hnext->hprev = s->hprev;
+  }
+  s->hnext = s->hprev = NULL;
 }
 
 /* The code the transport closes the stream with.  A clean close (0)
@@ -125,6 +131,8 @@ void sp_session_close(sp_session *s, int code) {
     return;
   }
   s->dead = 1;
+  s->dnext = node->dead; /* freed by sp_node_reap */
+  node->dead = s;
   if (!s->transport_gone) {
     node->tr.close_stream(s->stream_id, wire_code(s, code),
                           node->tr.user_data);

@@ -129,6 +129,10 @@ static int read_stats(sp_handler *h) {
   int rv = h->store.outbox_stats(&h->w.stats, h->store.user_data);
 
   h->w.stats_valid = rv == 0;
+  if (rv != 0) {
+    /* Maybe the failure of a pending apply, reported by this call. */
+    sp_durable_recheck(h);
+  }
   return rv;
 }
 
@@ -236,7 +240,9 @@ void sp_writer_report_committed(sp_handler *h, const sp_uuid *peer,
 
 /* Submission `origin` is in our own history at `seq` (0: pruned): retire
  * its item and report it, unless its apply retired it already (and
- * reported it then).  Returns 0 or the store's failure. */
+ * reported it then, or will once durable: sp_durable.c; the store
+ * answers as if applied, so the item is gone already).  Returns 0 or the
+ * store's failure. */
 static int retire_committed(sp_session *s, uint64_t origin, sp_seq seq) {
   sp_handler *h = s->handler;
   int rv = h->store.outbox_remove(origin, h->store.user_data);
@@ -410,6 +416,9 @@ static int lowest_item(sp_handler *h, uint64_t *origin) {
   int rv = h->store.outbox_read(0, 1, first_sink, &c, h->store.user_data);
 
   *origin = c.origin;
+  if (rv < 0) {
+    sp_durable_recheck(h);
+  }
   return rv < 0 ? rv : 0;
 }
 
@@ -841,6 +850,7 @@ int sp_writer_submit(sp_handler *h, const sp_entry *entries, size_t n,
   if (rv != 0) {
     /* The store wrote nothing (atomic); its figures may have moved. */
     w->stats_valid = 0;
+    sp_durable_recheck(h);
     return rv == SP_ERR_NOMEM ? rv : SP_ERR_STORE;
   }
   /* A write to the store that works: it ends a failure episode (a
@@ -884,9 +894,17 @@ int sp_writer_submission(sp_handler *h, uint64_t origin, sp_seq *seq) {
                             h->store.user_data);
   if (rv != 0 && rv != SP_ERR_NOT_FOUND) {
     *seq = 0;
+    sp_durable_recheck(h);
     return SP_ERR_STORE;
   }
-  /* Pruned (committed, seq 0) is not in the retained log (node.h). */
+  /* Pruned (committed, seq 0) is not in the retained log (node.h).  An
+   * apply still pending is not committed yet: only a durable one
+   * (sp_durable.c) retires the submission. */
+  if (rv == 0 && h->role == SP_ROLE_FOLLOWER &&
+      sp_durable_pending_at(h, *seq)) {
+    *seq = 0;
+    return SP_ERR_NOT_FOUND;
+  }
   return rv == 0 && *seq ? 0 : SP_ERR_NOT_FOUND;
 }
 
@@ -900,6 +918,9 @@ static int in_outbox(sp_handler *h, uint64_t origin, int *found) {
   rv = h->store.outbox_read(origin - 1, 1, find_sink, &fc,
                             h->store.user_data);
   *found = fc.found;
+  if (rv < 0) {
+    sp_durable_recheck(h);
+  }
   return rv < 0 ? rv : 0;
 }
 
@@ -981,16 +1002,21 @@ int sp_writer_wait(sp_handler *h, uint64_t origin, sp_tstamp deadline,
   /* In the committed set (retained or pruned): committed already. */
   rv = h->store.find_origin(&h->node->cfg.device_id, origin, &seq, &high,
                             h->store.user_data);
-  if (rv == 0) {
+  if (rv == 0 && h->role == SP_ROLE_FOLLOWER && sp_durable_pending_at(h, seq)) {
+    /* Applied, not durable yet: its commit is reported then (and the
+     * outbox no longer shows it). */
+    found = 1;
+  } else if (rv == 0) {
     return 1;
-  }
-  if (rv != SP_ERR_NOT_FOUND) {
+  } else if (rv != SP_ERR_NOT_FOUND) {
+    sp_durable_recheck(h);
     return SP_ERR_STORE;
-  }
-  /* Not in the log: it must still be waiting in the outbox. */
-  rv = in_outbox(h, origin, &found);
-  if (rv != 0) {
-    return rv == SP_ERR_NOMEM ? rv : SP_ERR_STORE;
+  } else {
+    /* Not in the log: it must still be waiting in the outbox. */
+    rv = in_outbox(h, origin, &found);
+    if (rv != 0) {
+      return rv == SP_ERR_NOMEM ? rv : SP_ERR_STORE;
+    }
   }
   if (!found) {
     return SP_ERR_NOT_FOUND;

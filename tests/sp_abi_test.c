@@ -329,6 +329,7 @@ static size_t store_end(int version) {
   case 1: return offsetof(sp_store, save_follower_ack);
   case 2: return offsetof(sp_store, append);
   case 3: return offsetof(sp_store, errmsg);
+  case 4: return offsetof(sp_store, flags);
   default: return sizeof(sp_store);
   }
 }
@@ -371,6 +372,12 @@ static void test_store_vtable_versions(void **state) {
   (void)state;
   assert_int_equal(sp_mem_store_new(&ms, NULL), 0);
   check_store_versions(mem_get, ms);
+  {
+    /* Its rows live in its own memory: it vouches for them (version 5). */
+    sp_store v5;
+    assert_int_equal(mem_get(ms, 5, &v5), 0);
+    assert_int_equal(v5.flags, SP_STORE_ROWS_VOUCHED);
+  }
   fill(&src, sizeof(src));
   assert_int_equal(sp_mem_store_snapshot_source_versioned(ms, 1, &src.v), 0);
   assert_canary(src.canary, sizeof(src.canary));
@@ -557,6 +564,12 @@ static void test_sqlite_status_v1(void **state) {
                    SP_ERR_VERSION);
   assert_untouched(&b, sizeof(b));
   check_store_versions(sqlite_get, ss);
+  {
+    /* Its rows come from disk: the leader must re-verify them. */
+    sp_store v5;
+    assert_int_equal(sqlite_get(ss, 5, &v5), 0);
+    assert_int_equal(v5.flags & SP_STORE_ROWS_VOUCHED, 0);
+  }
   sp_sqlite_store_close(ss);
   unlink(path);
   rmdir(dir);

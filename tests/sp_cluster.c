@@ -2,11 +2,13 @@
  * sp_cluster.c: the simulated cluster used by the integration tests and
  * the fault simulation.  See sp_cluster.h.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sp_cluster.h"
+#include "sp_async_store.h"
 
 /* ---- registry ---- */
 
@@ -455,6 +457,9 @@ void tc_free(tc *t) {
       d->node = NULL;
     }
     for (l = 0; l < t->nlibs; ++l) {
+      sp_async_store_del(d->astore[l]);
+      d->astore[l] = NULL;
+      d->async[l] = 0;
       sp_mem_store_del(d->store[l]);
       d->store[l] = NULL;
     }
@@ -479,6 +484,42 @@ void tc_default_cfg(tc *t, int dev, int lib, sp_role role) {
   c->epoch = 1;
 }
 
+/* The async wrapper of an open (tc_dev.async), fresh each time: a
+ * process's queue does not outlive it. */
+static int wrap_async(tc *t, int dev, int lib, sp_store *st) {
+  tc_dev *d = &t->dev[dev];
+
+  (void)t;
+  sp_async_store_del(d->astore[lib]);
+  d->astore[lib] = NULL;
+  if (!d->async[lib]) {
+    return 0;
+  }
+  if (sp_async_store_new(&d->astore[lib], st) != 0) {
+    return SP_ERR_NOMEM;
+  }
+  sp_async_store_vtable(d->astore[lib], st);
+  sp_async_store_report_once(d->astore[lib], d->async[lib] == 2);
+  return 0;
+}
+
+int tc_flush(tc *t, int dev, int lib, size_t n) {
+  tc_dev *d = &t->dev[dev];
+  int rv;
+
+  if (!d->astore[lib]) {
+    return 0;
+  }
+  rv = sp_async_store_flush(d->astore[lib], n);
+  if (d->node) {
+    int r = sp_node_handle_expiry(d->node, t->now);
+    if (r != 0 && !t->fatal) {
+      t->fatal = r;
+    }
+  }
+  return rv;
+}
+
 int tc_open(tc *t, int dev, int lib) {
   tc_dev *d = &t->dev[dev];
   sp_store st;
@@ -486,6 +527,9 @@ int tc_open(tc *t, int dev, int lib) {
   sp_mem_store_get_vtable(d->store[lib], &st);
   if (t->store_hook) {
     t->store_hook(t, dev, lib, &st);
+  }
+  if (wrap_async(t, dev, lib, &st) != 0) {
+    return SP_ERR_NOMEM;
   }
   d->cfg[lib].role = t->leader[lib] == dev ? SP_ROLE_LEADER : SP_ROLE_FOLLOWER;
   return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);
@@ -499,6 +543,9 @@ int tc_open_as(tc *t, int dev, int lib, sp_role role, uint64_t epoch) {
   if (t->store_hook) {
     t->store_hook(t, dev, lib, &st);
   }
+  if (wrap_async(t, dev, lib, &st) != 0) {
+    return SP_ERR_NOMEM;
+  }
   d->cfg[lib].role = role;
   d->cfg[lib].epoch = epoch;
   return sp_handler_new(&d->h[lib], d->node, &d->cfg[lib], &st, t->now);
@@ -507,6 +554,10 @@ int tc_open_as(tc *t, int dev, int lib, sp_role role, uint64_t epoch) {
 void tc_close(tc *t, int dev, int lib) {
   sp_handler_del(t->dev[dev].h[lib]);
   t->dev[dev].h[lib] = NULL;
+  if (t->dev[dev].astore[lib]) {
+    /* A clean close lets the store finish what it took. */
+    (void)sp_async_store_flush(t->dev[dev].astore[lib], SIZE_MAX);
+  }
 }
 
 void tc_crash(tc *t, int dev) {
@@ -519,6 +570,12 @@ void tc_crash(tc *t, int dev) {
   /* Detach first: the network cuts the device's connections, so deleting
    * the node closes nothing on the wire (a crash says nothing). */
   sp_mem_net_detach(t->net, &d->id);
+  /* First: what the store had queued dies with the process. */
+  for (l = 0; l < t->nlibs; ++l) {
+    if (d->astore[l]) {
+      (void)sp_async_store_crash(d->astore[l]);
+    }
+  }
   sp_node_del(d->node);
   d->node = NULL;
   for (l = 0; l < t->nlibs; ++l) {

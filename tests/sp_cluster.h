@@ -61,6 +61,14 @@ typedef struct tc_dev {
    * identity (its leaderships carry no claim; the registry still knows
    * its key). */
   int anonymous;
+  /* Set by a test before tc_open: the library's store applies
+   * asynchronously, through an sp_async_store (sp_async_store.h) around
+   * the mem store (after store_hook); `astore` is it while the library
+   * is open.  The mem store holds what is durable; the test makes queued
+   * batches durable with tc_flush, a crash (tc_crash) loses them, a
+   * clean close (tc_close) lets the store finish them. */
+  int async[TC_MAX_LIBS]; /* 2: report failures once (report_once) */
+  struct sp_async_store *astore[TC_MAX_LIBS];
   tc_counts counts;
   tc_wire sent;
   /* Fetches sent minus pages ending a request (pipeline depth). */
@@ -146,6 +154,12 @@ void tc_run_for(tc *t, sp_duration d);
 /* Run until every open follower of `lib` applied the leader's latest, or
  * `max` passes; returns 1 if converged. */
 int tc_converge(tc *t, int lib, sp_duration max);
+
+/* Make the oldest `n` batches queued in `dev`'s async store of `lib`
+ * durable (SIZE_MAX: all), then wake its node as the store's fd would
+ * (sp_node_handle_expiry).  Returns what sp_async_store_flush returned
+ * (0 if the library has no async store). */
+int tc_flush(tc *t, int dev, int lib, size_t n);
 
 /* 1 if follower `dev`'s log of `lib` is a byte-identical prefix of the
  * leader's (equal sequence, chain hash and content). */

@@ -513,6 +513,58 @@ static void keep_position(const uint8_t key[SP_PUBLIC_KEY_LEN], sp_seq seq) {
                    0);
 }
 
+static int kept_sink(const sp_uuid *device,
+                     const uint8_t key[SP_PUBLIC_KEY_LEN], sp_seq acked,
+                     const uint8_t hash[SP_HASH_LEN], void *ctx) {
+  (void)key;
+  (void)hash;
+  if (sp_uuid_equal(device, &F.D)) {
+    *(sp_seq *)ctx = acked;
+  }
+  return 0;
+}
+
+/* D's position as kept with the log now (0: none). */
+static sp_seq kept_seq(void) {
+  sp_seq seq = 0;
+
+  assert_int_equal(F.orig.load_follower_acks(kept_sink, &seq,
+                                             F.orig.user_data),
+                   0);
+  return seq;
+}
+
+/* A follower's position is kept at once the first time, then at most
+ * every 30 s while its stream lives (the node's timer keeps what was held
+ * back), and when the stream ends: a store write per ack per follower
+ * would cost more than serving it, with a thousand followers. */
+static void test_kept_at_most_every_interval(void **state) {
+  sp_tstamp held_at;
+  (void)state;
+  peer_opens(1, F.k1);
+  peer_acks(1, 2);
+  assert_int_equal(kept_seq(), 2);
+  peer_acks(1, 4);
+  held_at = F.now;
+  peer_acks(1, LOG_LEN); /* the latest: held back too */
+  assert_int_equal(kept_seq(), 2);
+  assert_int_equal(progress().acked_sequence, LOG_LEN);
+  assert_true(sp_node_get_expiry(F.node) <= held_at + 30 * SP_SECONDS);
+  F.now = held_at + 30 * SP_SECONDS;
+  assert_int_equal(sp_node_handle_expiry(F.node, F.now), 0);
+  assert_int_equal(kept_seq(), LOG_LEN);
+
+  /* Held back after that save, kept when the stream ends. */
+  fill_log(F.store, 2);
+  assert_int_equal(sp_handler_notify_new_entries(F.h, LOG_LEN + 1,
+                                                 LOG_LEN + 2, F.now),
+                   0);
+  peer_acks(1, LOG_LEN + 2);
+  assert_int_equal(kept_seq(), LOG_LEN);
+  assert_int_equal(sp_node_stream_closed(F.node, 1, &F.D, 0, F.now), 0);
+  assert_int_equal(kept_seq(), LOG_LEN + 2);
+}
+
 static void restart_leader(void) {
   stop_leader();
   memset(F.st, 0, sizeof(F.st));
@@ -599,6 +651,8 @@ static void test_refresh_nomem_keeps_list(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_kept_at_most_every_interval, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_kept_load_errors_ignored, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_first_key_keeps_position, setup,

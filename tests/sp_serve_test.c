@@ -32,6 +32,10 @@ typedef struct wrap {
   int bad_hash; /* 1: the stored hash is wrong, 0: the payload is;
                  * 2: the row no longer decodes as an entry; 3: the store
                  * itself cannot decode it (its read fails, corrupt) */
+  /* Keep the mem store's SP_STORE_ROWS_VOUCHED: rows altered under it
+   * then stand for a store that vouches falsely (0: the flag is dropped,
+   * as a store whose rows rot at rest must). */
+  int vouch;
   /* The sink being wrapped, during a read. */
   sp_entry_sink sink;
   void *sink_ctx;
@@ -102,11 +106,15 @@ static void hook(tc *t, int dev, int lib, sp_store *st) {
   g_wrap.ms = t->dev[dev].store[lib];
   st->read = wrap_read;
   st->hash_at = wrap_hash_at;
+  if (!g_wrap.vouch) {
+    st->flags &= ~SP_STORE_ROWS_VOUCHED;
+  }
 }
 
 /* Leader open with `n` entries, wrapped store; the follower not yet. */
-static void start(tc *t, int n) {
+static void start_vouched(tc *t, int n, int vouch) {
   memset(&g_wrap, 0, sizeof(g_wrap));
+  g_wrap.vouch = vouch;
   assert_int_equal(tc_init(t, 2, 1, 1 * MS, NULL), 0);
   t->store_hook = hook;
   t->dev[F1].cfg[LIB].fetch_limit = 40;
@@ -114,6 +122,8 @@ static void start(tc *t, int n) {
   assert_int_equal(tc_open(t, LEADER, LIB), 0);
   tc_append(t, LIB, n, 100);
 }
+
+static void start(tc *t, int n) { start_vouched(t, n, 0); }
 
 /* A prune between the leader's bounds and its read: the follower is
  * behind retention, and must be told so, not that its log diverged. */
@@ -228,6 +238,32 @@ static void test_corrupt_hash_at_resume_point(void **state) {
   tc_free(&t);
 }
 
+/* A store that vouches for its rows (the mem store) has them served as
+ * they are, with no second hash: a stored hash made wrong under the flag
+ * goes out unchecked, and the follower, which chains the rows itself,
+ * takes them all (the page's last hash is a good one).  Without the flag
+ * the same row is refused (test_corrupt_stored_hash_not_served). */
+static void test_vouched_rows_served_unverified(void **state) {
+  tc t;
+  sp_store vt;
+
+  (void)state;
+  start_vouched(&t, 100, 1);
+  assert_int_equal(sp_mem_store_get_vtable(g_wrap.ms, &vt), 0);
+  assert_true(vt.flags & SP_STORE_ROWS_VOUCHED);
+  g_wrap.bad_seq = 57; /* inside the page (40, 80] */
+  g_wrap.bad_hash = 1;
+  assert_int_equal(tc_open(&t, F1, LIB), 0);
+  tc_run_for(&t, 3 * SP_SECONDS);
+
+  assert_int_equal(tc_applied(&t, F1, LIB), 100);
+  assert_true(tc_is_prefix(&t, F1, LIB));
+  assert_int_equal(t.dev[LEADER].counts.ev[SP_EVENT_LOG_CORRUPT], 0);
+  assert_int_equal(t.dev[F1].counts.ev[SP_EVENT_SYNC_REQUIRED_RECEIVED], 0);
+  assert_int_equal(t.fatal, 0);
+  tc_free(&t);
+}
+
 /* A row that no longer decodes (as the leader checks it, or as the
  * store reads it) is corruption of the leader's log at that row, not a
  * store failure: reported once as such, and the follower refused with the
@@ -270,6 +306,7 @@ int main(void) {
       cmocka_unit_test(test_corrupt_stored_hash_not_served),
       cmocka_unit_test(test_corrupt_first_row_of_page),
       cmocka_unit_test(test_corrupt_hash_at_resume_point),
+      cmocka_unit_test(test_vouched_rows_served_unverified),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,7 +33,12 @@
  * a higher epoch to its leader (forge()): a Heartbeat with no claim, a
  * claim of its own while the registry says it may not lead, one with a
  * flipped signature bit, one by a device no registry knows, one in
- * another member's name under its own signature.
+ * another member's name under its own signature.  And asynchronous
+ * applies (sp_sim_async.c): about a third of the devices' stores queue
+ * their applies (SP_STORE_PENDING) and make them durable at random
+ * simulated times; some queued batches fail, a crash loses the queued
+ * ones; every invariant reads what is durable (the summary's async:
+ * line).
  *
  * The hosts keep the contract a host must keep for exactly-once
  * (docs/integration.md 11.8; with two devices, snapshots extend it:
@@ -344,10 +349,45 @@ static void msg_hook(tc *t, int from, int to, uint64_t stream,
   }
 }
 
+/* What the host heard tiles the log: in a follower term, each
+ * ENTRIES_APPLIED starts where the last one ended (nothing reported
+ * twice, nothing skipped: a store that applies asynchronously reports
+ * once durable, rev15a B2/B3), and once converged the last ends where
+ * the store durably stands.  ev_at: where the next must start, known
+ * from the term's start (or after a snapshot install, from its next
+ * event on). */
+static sp_seq ev_at[TC_MAX_DEVS];
+static int ev_known[TC_MAX_DEVS];
+
+static void ev_follow(sim *s, int d) {
+  ev_known[d] = 1;
+  ev_at[d] = state_of(s, d).applied;
+}
+
+static void ev_applied(sim *s, int d, const sp_event *ev) {
+  if (s->mode[d] != M_FOLLOWER) {
+    ev_known[d] = 0;
+    return;
+  }
+  if (ev_known[d] && ev->from_sequence != ev_at[d]) {
+    fail(s, "dev%d: ENTRIES_APPLIED (%llu, %llu] does not follow %llu", d,
+         (unsigned long long)ev->from_sequence,
+         (unsigned long long)ev->to_sequence,
+         (unsigned long long)ev_at[d]);
+  }
+  ev_known[d] = 1;
+  ev_at[d] = ev->to_sequence;
+}
+
 static void event_hook(tc *t, int dev, const sp_event *ev) {
   sim *s = g_sim;
 
   (void)t;
+  if (ev->type == SP_EVENT_ENTRIES_APPLIED) {
+    ev_applied(s, dev, ev);
+  } else if (ev->type == SP_EVENT_SNAPSHOT_INSTALLED) {
+    ev_known[dev] = 0;
+  }
   writes_event(s, dev, ev);
   snap_event(s, dev, ev);
   if (ev->type == SP_EVENT_SYNC_REQUIRED_RECEIVED) {
@@ -434,6 +474,7 @@ static void open_dev(sim *s, int d) {
   if (d == leader_of(s)) {
     /* Set first: opening may append (its outbox goes into the log). */
     s->mode[d] = M_LEADER;
+    ev_known[d] = 0;
     if (s->epoch < SIM_MAX_EPOCH) {
       s->given[s->epoch] = d;
     }
@@ -441,7 +482,9 @@ static void open_dev(sim *s, int d) {
   } else {
     rv = tc_open_as(&s->t, d, LIB, SP_ROLE_FOLLOWER, 0);
     s->mode[d] = M_FOLLOWER;
+    ev_follow(s, d);
   }
+  async_opened(s, d);
   if (rv != 0) {
     fail(s, "dev%d: open failed: %s", d, sp_err_name(rv));
   }
@@ -453,10 +496,12 @@ void crash(sim *s, int d) {
     s->diverged[d] = 1;
     s->frozen[d] = state_of(s, d).applied;
   }
+  async_crashed(s, d);
   tc_crash(&s->t, d);
   snap_crashed(s, d);
   tot.crashes++;
   s->mode[d] = M_DOWN;
+  ev_known[d] = 0;
   s->crash_armed[d] = 0;
   s->crash_now[d] = 0;
   s->stepped[d] = 0;
@@ -694,6 +739,11 @@ static void failover(sim *s) {
   sp_store_state st;
   int rv;
 
+  /* The host elects from what the logs hold: it lets each store finish
+   * what it queued first (sys/store.h), as it would before promoting. */
+  for (d = 0; d < s->t.ndevs; ++d) {
+    async_settle(s, d);
+  }
   for (d = 0; d < s->t.ndevs; ++d) {
     if (d == old || s->diverged[d] || s->mode[d] == M_STALE) {
       continue;
@@ -935,6 +985,7 @@ static void host_reactions(sim *s) {
         fail(s, "dev%d: set_role follower failed", d);
       }
       s->mode[d] = M_FOLLOWER;
+      ev_follow(s, d);
       s->diverged[d] = 1;
       s->frozen[d] = state_of(s, d).applied;
       snap_cause(s, d);
@@ -950,6 +1001,8 @@ static void host_reactions(sim *s) {
       sp_mem_store_get_vtable(s->t.dev[d].store[LIB], &vt);
       /* Injected failures target the protocol's batches, not this. */
       sp_mem_store_fail_applies(s->t.dev[d].store[LIB], 0);
+      /* The store finishes what it queued before its log is replaced. */
+      async_settle(s, d);
       int r1 = sp_mem_store_copy_from(s->t.dev[d].store[LIB],
                                       s->t.dev[l].store[LIB]);
       int r2 = r1 ? 0 : vt.apply(NULL, NULL, 0, before.epoch, vt.user_data);
@@ -958,6 +1011,7 @@ static void host_reactions(sim *s) {
         fail(s, "dev%d: full sync failed: %s %s %s", d, sp_err_name(r1),
              sp_err_name(r2), sp_err_name(r3));
       }
+      ev_follow(s, d);
       s->diverged[d] = 0;
       s->unaware[d] = 0;
       s->corrupted[d] = 0;
@@ -1149,6 +1203,7 @@ static void check(sim *s) {
       for (f = 0; f < s->t.ndevs; ++f) {
         if (sp_uuid_equal(&s->t.dev[f].id, &p[i].device_id) && p[i].has_acked &&
             !s->diverged[f] && state_of(s, f).applied < p[i].acked_sequence) {
+          atot.lost += s->t.dev[f].async[LIB];
           fail(s, "dev%d acknowledged %llu but applied %llu", f,
                (unsigned long long)p[i].acked_sequence,
                (unsigned long long)state_of(s, f).applied);
@@ -1185,6 +1240,7 @@ static void configure(sim *s) {
   }
   configure_writes(s);
   configure_snapshots(s);
+  configure_async(s);
   s->p_drop = chance(s, 5000) ? below(s, 200) : 0;
   s->p_dup = chance(s, 5000) ? below(s, 300) : 0;
   s->p_reorder = chance(s, 3000) ? below(s, 100) : 0;
@@ -1429,7 +1485,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
     random_step(s);
     writes_step(s);
     snap_step(s);
-    tc_run_for(&s->t, (sp_duration)(1 + below(s, 3000)) * MS);
+    async_run_for(s, (sp_duration)(1 + below(s, 3000)) * MS);
     heal_due(s, 0);
     host_reactions(s);
     check(s);
@@ -1449,7 +1505,7 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
   stopped = s->t.now;
   deadline = stopped + liveness_bound(s);
   while (!s->failure[0] && !converged(s) && s->t.now < deadline) {
-    tc_run_for(&s->t, 100 * MS);
+    async_run_for(s, 100 * MS);
     host_reactions(s);
     check(s);
   }
@@ -1474,11 +1530,20 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
       fail(s, "dev%d: bytes differ from the leader's", d);
     }
   }
+  for (d = 0; d < ndevs && !s->failure[0]; ++d) {
+    if (s->mode[d] == M_FOLLOWER && ev_known[d] &&
+        ev_at[d] != state_of(s, d).applied) {
+      fail(s, "dev%d: ENTRIES_APPLIED reported up to %llu, the store holds "
+           "%llu", d, (unsigned long long)ev_at[d],
+           (unsigned long long)state_of(s, d).applied);
+    }
+  }
   if (!s->failure[0]) {
     writes_verdict(s);
   } else {
     writes_unjudged(s);
   }
+  async_seed_done(s);
   tc_free(&s->t);
   return s->failure[0] ? -1 : 0;
 }
@@ -1632,6 +1697,12 @@ int main(int argc, char **argv) {
   printf("\n");
   printf("snapshots: %ld installed, %ld resumed, %ld half-installed, %ld "
          "loops\n", stot.installed, stot.resumed, stot.half, stot.loops);
+  printf("async: %ld followers in %ld seeds, %ld batches queued, %ld durable, "
+         "%ld failed (%ld injected failures), %ld batches pending at %ld "
+         "crashes, %ld lost\n",
+         atot.devices, atot.seeds, atot.queued, atot.flushed, atot.failed,
+         atot.injected, atot.pending_at_crash, atot.crashes_pending,
+         atot.lost);
   if (failed) {
     printf("sim: %" PRIu64 " seeds (%" PRIu64 "..%" PRIu64
            "), %ld FAILED (listed above), %.1f s CPU\n",

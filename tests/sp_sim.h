@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sp_async_store.h"
 #include "sp_cluster.h"
 #include "sp_core.h"
 #include "sp_rand.h"
@@ -115,6 +116,14 @@ typedef struct sim {
     int forger;
   } forgeries[16];
   size_t nforgeries;
+  /* ---- asynchronous apply (sp_sim_async.c) ---- */
+  /* Its own generator; how eager the stores are (1/100 per wake); some
+   * device of the seed applies asynchronously; what each device's
+   * wrapper had done when last counted. */
+  sp_rand arng;
+  unsigned async_eager;
+  int async_any;
+  sp_async_stats async_seen[TC_MAX_DEVS];
 } sim;
 
 /* The one simulation: fault, event and store hooks reach it here. */
@@ -174,6 +183,33 @@ void writes_unjudged(sim *s);
  * (the host contract), and the note of a prune. */
 sp_seq prune_cap(sim *s);
 void note_prune(sim *s, sp_seq to);
+
+/* sp_sim_async.c */
+
+/* What the asynchronous stores did over all seeds. */
+typedef struct atotals {
+  long devices, seeds, queued, flushed, failed, injected;
+  /* Batches queued when their device crashed (lost with the process),
+   * and the crashes that found some. */
+  long pending_at_crash, crashes_pending;
+  /* Acknowledgements past what an async device held durably (each also
+   * fails its seed). */
+  long lost;
+} atotals;
+extern atotals atot;
+
+/* Draw which devices apply asynchronously (after tc_init, before they
+ * open) and how eager their stores are. */
+void configure_async(sim *s);
+/* tc_run_for, cut at random points where the async stores wake. */
+void async_run_for(sim *s, sp_duration d);
+/* Device d's store finishes what it queued (its host waits for it before
+ * promoting it or replacing its log). */
+void async_settle(sim *s, int d);
+/* Device d is about to crash / was opened / the seed ends: count. */
+void async_crashed(sim *s, int d);
+void async_opened(sim *s, int d);
+void async_seed_done(sim *s);
 
 /* sp_sim_snap.c */
 

@@ -533,7 +533,14 @@ static int hooked_anchor(const sp_uuid *device, uint64_t device_high,
 
 int outbox_items(sim *s, int d, sp_outbox_stats *os) {
   sp_store vt = vtable_of(s, d);
-  int rv = vt.outbox_stats(os, vt.user_data);
+  int rv;
+
+  /* An async store's outbox is what its handler sees: without the items
+   * its queued applies retired (sp_sim_async.c). */
+  if (s->t.dev[d].node && s->t.dev[d].astore[LIB]) {
+    sp_async_store_vtable(s->t.dev[d].astore[LIB], &vt);
+  }
+  rv = vt.outbox_stats(os, vt.user_data);
 
   if (rv != 0) {
     fail(s, "dev%d: outbox_stats failed: %s", d, sp_err_name(rv));
@@ -784,6 +791,8 @@ static void submit(sim *s, int d) {
     sp_handler_status hs;
     int ok = rv == SP_ERR_OUTBOX_FULL && follower;
     ok = ok || (!follower && rv == SP_ERR_STORE); /* append failures */
+    /* An async store's write meets a failure of its queued applies. */
+    ok = ok || (follower && rv == SP_ERR_STORE && s->t.dev[d].astore[LIB]);
     ok = ok || (!follower && rv == SP_ERR_INVALID_STATE &&
                 sp_handler_get_status(h, &hs) == 0 && hs.stepped_down);
     if (!ok) {

@@ -27,6 +27,7 @@
 #include "sync_protocol/uuid.h"
 #include "sp_abi.h"
 #include "sp_enc.h"
+#include "sp_index.h"
 #include "sp_mem_int.h"
 #include "sp_mem_outbox.h"
 #include "sp_mem_store_int.h"
@@ -103,9 +104,16 @@ struct sp_mem_store {
   fack *facks;
   size_t nfacks;
   size_t capfacks;
+  /* device -> position + 1 in facks: with a thousand followers the
+   * leader saves one position every few milliseconds (sp_leader.c
+   * keep_ack). */
+  sp_index fack_ix;
   faddr *faddrs;
   size_t nfaddrs;
   size_t capfaddrs;
+  /* device -> position + 1 in faddrs: a leader saves the address on
+   * every stream a follower opens (sp_leader_addr.c). */
+  sp_index faddr_ix;
   sp_mobox box;
   unsigned fail_applies;
   unsigned fail_appends;
@@ -395,7 +403,9 @@ void sp_mem_store_del(sp_mem_store *store) {
   log_free(&m, &store->log);
   sp_mobox_free(&m, &store->box);
   sp_free(&m, store->facks);
+  sp_index_free(&store->fack_ix, &m);
   sp_free(&m, store->faddrs);
+  sp_index_free(&store->faddr_ix, &m);
   sp_free(&m, store);
 }
 
@@ -842,17 +852,23 @@ static int vt_save_follower_ack(const sp_uuid *device,
                                 void *user_data) {
   sp_mem_store *s = user_data;
   fack *a = NULL;
-  size_t i;
+  uint64_t dhash;
+  size_t pos = 0;
+  uintptr_t v;
 
   if (!device || !key || !hash) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  for (i = 0; i < s->nfacks && !a; ++i) {
-    if (sp_uuid_equal(&s->facks[i].device, device)) {
-      a = &s->facks[i];
+  dhash = sp_index_hash_uuid(device);
+  while (!a && (v = sp_index_next(&s->fack_ix, dhash, &pos, NULL)) != 0) {
+    if (sp_uuid_equal(&s->facks[v - 1].device, device)) {
+      a = &s->facks[v - 1];
     }
   }
   if (!a) {
+    if (sp_index_reserve(&s->fack_ix, &s->mem, 1) != 0) {
+      return SP_ERR_NOMEM;
+    }
     if (s->nfacks == s->capfacks) {
       size_t cap = s->capfacks ? s->capfacks * 2 : 4;
       fack *p = sp_realloc(&s->mem, s->facks, cap * sizeof(*p));
@@ -864,6 +880,7 @@ static int vt_save_follower_ack(const sp_uuid *device,
     }
     a = &s->facks[s->nfacks++];
     a->device = *device;
+    (void)sp_index_put(&s->fack_ix, &s->mem, dhash, s->nfacks);
   }
   memcpy(a->key, key, SP_PUBLIC_KEY_LEN);
   a->acked = acked;
@@ -893,7 +910,9 @@ static int vt_save_follower_address(const sp_uuid *device,
                                     const char *address, void *user_data) {
   sp_mem_store *s = user_data;
   faddr *a = NULL;
-  size_t i, len;
+  size_t len, pos = 0;
+  uint64_t dhash;
+  uintptr_t v;
 
   if (!device || !address) {
     return SP_ERR_INVALID_ARGUMENT;
@@ -902,12 +921,16 @@ static int vt_save_follower_address(const sp_uuid *device,
   if (len >= SP_PEER_ADDRESS_MAX) {
     return SP_ERR_INVALID_ARGUMENT;
   }
-  for (i = 0; i < s->nfaddrs && !a; ++i) {
-    if (sp_uuid_equal(&s->faddrs[i].device, device)) {
-      a = &s->faddrs[i];
+  dhash = sp_index_hash_uuid(device);
+  while (!a && (v = sp_index_next(&s->faddr_ix, dhash, &pos, NULL)) != 0) {
+    if (sp_uuid_equal(&s->faddrs[v - 1].device, device)) {
+      a = &s->faddrs[v - 1];
     }
   }
   if (!a) {
+    if (sp_index_reserve(&s->faddr_ix, &s->mem, 1) != 0) {
+      return SP_ERR_NOMEM;
+    }
     if (s->nfaddrs == s->capfaddrs) {
       size_t cap = s->capfaddrs ? s->capfaddrs * 2 : 4;
       faddr *p = sp_realloc(&s->mem, s->faddrs, cap * sizeof(*p));
@@ -919,6 +942,7 @@ static int vt_save_follower_address(const sp_uuid *device,
     }
     a = &s->faddrs[s->nfaddrs++];
     a->device = *device;
+    (void)sp_index_put(&s->faddr_ix, &s->mem, dhash, s->nfaddrs);
   }
   memcpy(a->address, address, len + 1);
   return 0;
@@ -1139,6 +1163,10 @@ int sp_mem_store_get_vtable_versioned(sp_mem_store *store, int version,
   out->outbox_stats = vt_outbox_stats;
   out->outbox_anchor = vt_outbox_anchor;
   out->errmsg = vt_errmsg;
+  /* Every row is chained from the bytes the arena holds (appended here,
+   * or applied and snapshot-installed only after the caller verified the
+   * chain over them), and the arena is never written again. */
+  out->flags = SP_STORE_ROWS_VOUCHED;
   sp_abi_copy(dst, &full, n);
   return 0;
 }

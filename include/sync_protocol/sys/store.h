@@ -8,8 +8,10 @@
  * Callback contract (the same for every host callback): return 0 on
  * success or a negative value on failure.  A failing store callback is
  * reported to the caller as SP_ERR_STORE (the session backs off and retries
- * from the durable state; nothing is half-applied).  The one exception is
- * SP_ERR_NOT_FOUND from `hash_at`, which is passed through.
+ * from the durable state; nothing is half-applied).  The exceptions:
+ * SP_ERR_NOT_FOUND from `hash_at`, which is passed through, and
+ * SP_STORE_PENDING, the one positive value `apply` may return (version 5,
+ * with `durable`).
  *
  * Integrity: every stored row keeps the chain hash after it, and the rows
  * must chain (hash = link(hash of the entry before, entry)).  A leader
@@ -27,11 +29,26 @@
 extern "C" {
 #endif
 
-/* 3 added the write path: append, find_origin and the outbox; 4 errmsg. */
-#define SP_STORE_VERSION 4
+/* 3 added the write path: append, find_origin and the outbox; 4 errmsg;
+ * 5 flags and durable. */
+#define SP_STORE_VERSION 5
 #define SP_STORE_INIT \
   {SP_STORE_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL}
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL}
+
+/* sp_store.flags (version 5). */
+/* `read` returns only rows whose chain hashes were computed (by the
+ * store, or by the library before `apply`) from the very bytes it
+ * returns, held in the process's memory since (the in-memory store): a
+ * leader serves them without recomputing each row's chain link.
+ * Without it a leader re-verifies every row it serves, so that a row
+ * rotted at rest is reported (SP_EVENT_LOG_CORRUPT) and not served. */
+#define SP_STORE_ROWS_VOUCHED 0x1u
+
+/* `apply` of a store with `durable` (version 5) may return this for a
+ * batch of entries (never for an epoch record alone): the entries are the
+ * store's, in order, but not yet durable. */
+#define SP_STORE_PENDING 2
 
 /* The highest origin_seq (sp_entry.origin_seq): stores may refuse a larger
  * one (SQLite keeps it in a signed 64-bit column); the library never
@@ -172,9 +189,10 @@ typedef struct sp_store {
    * applied everything up to `acked`, where the chain hash is `hash`,
    * replacing what was kept for it (the hash lets a later leader check
    * that the position is on its own history).  The
-   * leader calls it when a follower's acknowledgement moves forward, at
-   * most about once a second per follower while it is catching up, and at
-   * once when it reaches the latest entry.  Need not be durable by
+   * leader calls it when a follower's acknowledgement moves forward: the
+   * first time in a term, then at most about once every 30 seconds per
+   * follower while its stream lives, and when the stream or the term
+   * ends.  Need not be durable by
    * itself: losing the last saves only makes a position look older, which
    * is safe.  Must not be torn (key and position change together).
    */
@@ -321,6 +339,49 @@ typedef struct sp_store {
    * on the store.  Must not call into the library.
    */
   const char *(*errmsg)(void *user_data);
+
+  /* -- version 5: performance (docs/performance.md) -- */
+
+  /* SP_STORE_ROWS_VOUCHED or 0. */
+  unsigned int flags;
+
+  /*
+   * Optional (NULL: every `apply` is durable when it returns 0).  A store
+   * that commits on a thread of its own (sp_sqlite_store_config
+   * apply_thread) lets a follower decode and verify the next page while
+   * it writes the last one.  Its `apply` of n > 0 entries may then return
+   * SP_STORE_PENDING: it took them and will make them durable in the
+   * order given, each call in one transaction.  An `apply` with n == 0
+   * (an epoch record) is never pending: it returns once that record and
+   * everything before it are durable (a fence is acted on only then).
+   * Until a pending transaction is durable, every other call (`state`,
+   * `hash_at`, `read`, `bounds`, a later `apply`, `find_origin` and the
+   * outbox calls) answers as if it were done (its outbox items retired,
+   * its origins in the committed set).  `durable` stores in `*through` the
+   * highest sequence that is durable.  A follower-role handler asks it on
+   * every call into the node while it has applies pending (a leader-role
+   * handler never does); the store gives the host a way to be woken (e.g.
+   * sp_sqlite_store_wait_fd), on which the host calls
+   * sp_node_handle_expiry.  Acknowledgements, the status,
+   * SP_EVENT_ENTRIES_APPLIED, SP_EVENT_SUBMISSION_COMMITTED and
+   * SP_EVENT_CAUGHT_UP wait for it.  If a pending transaction fails, the
+   * store forgets it and every later one, `state` from then on answers
+   * what is durable, and the error is returned by `durable` or by
+   * whichever call comes first (a store may return it from several;
+   * `apply` never takes entries on top of what it forgot before it
+   * returned the error once).  After a failed call while applies are
+   * pending, the handler reads `state` again before it applies anything
+   * more (nothing while that read fails), and starts over from what it
+   * answers.  A follower term that starts over a store with applies
+   * pending (sp_handler_set_role to follower, sp_handler_new) waits for
+   * them as for its own (a new handler reports no SUBMISSION_COMMITTED
+   * for them: the host asks sp_handler_submission).  The host lets the
+   * pending transactions finish before it replaces the log (a full sync,
+   * before sp_handler_resync_done) or makes the handler a leader
+   * (sp_handler_set_role): what they wrote is then simply the log.
+   * Return 0 or a negative code.  Must not call into the library.
+   */
+  int (*durable)(sp_seq *through, void *user_data);
 } sp_store;
 
 #ifdef __cplusplus
