@@ -783,6 +783,46 @@ void bu_poll(bu_dev **devs, int n, uint64_t max_wait) {
   }
 }
 
+void bu_poll_fd(bu_dev **devs, int n, uint64_t max_wait, int fd,
+                void (*on_fd)(void *ctx), void *ctx) {
+  struct pollfd p[BU_MAX_DEV + 1];
+  uint64_t now = bu_now(), next = now + max_wait;
+  int i, woke;
+
+  for (i = 0; i < n; ++i) {
+    uint64_t e = sp_quic_endpoint_get_expiry(devs[i]->ep);
+    if (e < next) {
+      next = e;
+    }
+    p[i].fd = sp_quic_endpoint_fd(devs[i]->ep);
+    p[i].events = POLLIN;
+    p[i].revents = 0;
+  }
+  p[n].fd = fd;
+  p[n].events = POLLIN;
+  p[n].revents = 0;
+  {
+    struct timespec ts;
+    uint64_t d = next > now ? next - now : 0;
+    ts.tv_sec = (time_t)(d / 1000000000u);
+    ts.tv_nsec = (long)(d % 1000000000u);
+    if (ppoll(p, (nfds_t)n + 1, &ts, NULL) < 0 && errno != EINTR) {
+      bu_die("ppoll: %s", strerror(errno));
+    }
+  }
+  woke = (p[n].revents & POLLIN) != 0;
+  if (woke) {
+    on_fd(ctx);
+  }
+  now = bu_now();
+  for (i = 0; i < n; ++i) {
+    if (woke || (p[i].revents & POLLIN) ||
+        sp_quic_endpoint_get_expiry(devs[i]->ep) <= now) {
+      bu_check(sp_quic_endpoint_process(devs[i]->ep, now), "process");
+    }
+  }
+}
+
 void bu_wait_addrs(bu_cluster *cl, int first, int last) {
   uint64_t end = bu_now() + 30ull * 1000000000u;
   int i;

@@ -169,6 +169,12 @@ void bu_dev_stop(bu_dev *d);
 /* Wait until a device has input or a timer is due (at most `max_wait`
  * ns), then process the devices that need it.  Dies on a fatal error. */
 void bu_poll(bu_dev **devs, int n, uint64_t max_wait);
+/* bu_poll with one more descriptor to wait for: when `fd` is readable,
+ * `on_fd(ctx)` runs first (e.g. a store's wake fd: the host then calls
+ * sp_node_handle_expiry), then every device is processed, so that what
+ * on_fd queued goes out at once. */
+void bu_poll_fd(bu_dev **devs, int n, uint64_t max_wait, int fd,
+                void (*on_fd)(void *ctx), void *ctx);
 /* Wait until every device in [first, last] has published its address. */
 void bu_wait_addrs(bu_cluster *cl, int first, int last);
 

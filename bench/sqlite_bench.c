@@ -24,15 +24,27 @@
  * and one BEGIN IMMEDIATE .. COMMIT per batch of the size just measured.
  * Only the inserts: no metadata row, no checks.
  *
- * Figures are medians over `runs`.  Summary line:
- *   sqlite: ours_entries_s A raw_entries_s B ratio C batch D
+ * The follower opens its store with the apply thread (sqlite_store.h,
+ * apply_thread: SQLite commits page n on the store's thread while the
+ * follower receives, decrypts, decodes and verifies page n + 1) and polls
+ * the store's wake fd in its loop; the last ENTRIES_APPLIED then comes
+ * once the last page is durable.  With compare=1 (default) each run also
+ * catches up once with the store committing inside apply (no thread), as
+ * before, for comparison.
  *
- *   sqlite_bench [count=1000000] [runs=3] [dir=$TMPDIR or /tmp]
+ * Figures are medians over `runs`.  Summary line (ratio: with the apply
+ * thread, the best mode the library offers; ratio_no_thread: without):
+ *   sqlite: ours_entries_s A raw_entries_s B ratio C batch D
+ *           ratio_no_thread E
+ *
+ *   sqlite_bench [count=1000000] [runs=3] [compare=1] [dir=$TMPDIR or /tmp]
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -59,8 +71,15 @@ typedef struct shared {
   double apply_s;
   double apply_cpu_s;
   double cpu_s;
+  /* Of cpu_s: the loop thread's (the rest is the store's apply thread). */
+  double loop_cpu_s;
   /* Of the follower's wall time: waiting for a CPU (schedstat). */
   double wait_s;
+  /* The same for the store's apply thread, since it started. */
+  double thread_wait_s;
+  /* Of ours_s: until the first page reached the store's apply (connect,
+   * handshake, first fetch). */
+  double first_s;
 } shared;
 
 typedef struct ctx {
@@ -69,6 +88,8 @@ typedef struct ctx {
   long count;
   const char *dir;
   int run;
+  /* 1: the store's apply thread. */
+  int thread;
 } ctx;
 
 static shared *g_sh;
@@ -106,17 +127,74 @@ static int f_event(const sp_event *ev, void *ud) {
 /* The SQLite store's vtable, with the time spent in apply measured. */
 static sp_store g_inner;
 static uint64_t g_apply_ns;
+static uint64_t g_first_apply;
 static double g_apply_cpu;
+
+/* CPU time of the calling thread (the process's counts the store's apply
+ * thread too). */
+static double thread_cpu_s(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* run_delay of this process's threads other than the main one
+ * (/proc/self/task/<tid>/schedstat), seconds. */
+static double other_threads_delay_s(void) {
+  char p[300], buf[256];
+  unsigned long long run, wait;
+  double sum = 0;
+  struct dirent *de;
+  DIR *d = opendir("/proc/self/task");
+
+  if (!d) {
+    return 0;
+  }
+  while ((de = readdir(d)) != NULL) {
+    FILE *f;
+    if (de->d_name[0] == '.' || atol(de->d_name) == (long)getpid()) {
+      continue;
+    }
+    snprintf(p, sizeof(p), "/proc/self/task/%s/schedstat", de->d_name);
+    f = fopen(p, "r");
+    if (f) {
+      if (fgets(buf, sizeof(buf), f) &&
+          sscanf(buf, "%llu %llu", &run, &wait) == 2) {
+        sum += (double)wait * 1e-9;
+      }
+      fclose(f);
+    }
+  }
+  closedir(d);
+  return sum;
+}
 
 static int timed_apply(const sp_entry *entries, const uint8_t *hashes,
                        size_t n, uint64_t epoch, void *ud) {
   uint64_t t0 = bu_now();
-  double c0 = bu_cpu_s();
-  int rv = g_inner.apply(entries, hashes, n, epoch, ud);
+  double c0 = thread_cpu_s();
+  int rv;
 
-  g_apply_cpu += bu_cpu_s() - c0;
+  if (!g_first_apply) {
+    g_first_apply = t0;
+  }
+  rv = g_inner.apply(entries, hashes, n, epoch, ud);
+
+  g_apply_cpu += thread_cpu_s() - c0;
   g_apply_ns += bu_now() - t0;
   return rv;
+}
+
+/* The store's wake fd turned readable: a commit finished; the follower
+ * acknowledges (and reports) what is durable now. */
+static bu_dev *g_dev;
+static sp_sqlite_store *g_store;
+
+static void on_durable(void *arg) {
+  (void)arg;
+  bu_check(sp_sqlite_store_wait_clear(g_store), "wait_clear");
+  bu_check(sp_node_handle_expiry(g_dev->node, bu_now()), "handle_expiry");
 }
 
 static void remove_db(const char *path) {
@@ -224,24 +302,30 @@ static int follower_main(void *arg) {
   ctx *c = arg;
   shared *sh = c->sh;
   sp_events ev = SP_EVENTS_INIT;
+  sp_sqlite_config scfg;
   sp_sqlite_store *st;
   sp_store vt;
   bu_dev d, *dp = &d;
   char path[4096];
   uint8_t *hashes, h[SP_HASH_LEN] = {0};
   uint64_t t0, end;
-  double cpu0, wait0;
+  double cpu0, wait0, loop0;
   long i, batch;
 
   g_sh = sh;
   snprintf(path, sizeof(path), "%s/follower-%d.db", c->dir, c->run);
   remove_db(path);
-  bu_check(sp_sqlite_store_open(&st, path, NULL, NULL), "sqlite store");
+  sp_sqlite_config_default(&scfg);
+  scfg.apply_thread = c->thread;
+  bu_check(sp_sqlite_store_open(&st, path, &scfg, NULL), "sqlite store");
+  g_store = st;
+  g_dev = &d;
   sp_sqlite_store_get_vtable(st, &vt);
   g_inner = vt;
   vt.apply = timed_apply;
   ev.on_event = f_event;
   cpu0 = bu_cpu_s();
+  loop0 = thread_cpu_s();
   wait0 = bu_run_delay_s();
   t0 = bu_now();
   bu_dev_start(&d, c->cl, 1, NULL, &ev, NULL);
@@ -251,11 +335,19 @@ static int follower_main(void *arg) {
     if (bu_now() > end) {
       bu_die("catch-up stuck at %llu", (unsigned long long)sh->applied);
     }
-    bu_poll(&dp, 1, 10000000u);
+    if (c->thread) {
+      bu_poll_fd(&dp, 1, 10000000u, sp_sqlite_store_wait_fd(st), on_durable,
+                 NULL);
+    } else {
+      bu_poll(&dp, 1, 10000000u);
+    }
   }
   sh->ours_s = (double)(sh->applied_at - t0) / 1e9;
+  sh->first_s = (double)(g_first_apply - t0) / 1e9;
   sh->cpu_s = bu_cpu_s() - cpu0;
+  sh->loop_cpu_s = thread_cpu_s() - loop0;
   sh->wait_s = bu_run_delay_s() - wait0;
+  sh->thread_wait_s = other_threads_delay_s();
   sh->apply_s = (double)g_apply_ns / 1e9;
   sh->apply_cpu_s = g_apply_cpu;
   sh->batch = (double)c->count / (double)sh->batches;
@@ -294,8 +386,9 @@ static int follower_main(void *arg) {
 int main(int argc, char **argv) {
   long count = bu_opt(argc, argv, "count", 1000000);
   int runs = (int)bu_opt(argc, argv, "runs", 3), r;
+  int compare = (int)bu_opt(argc, argv, "compare", 1), mode;
   const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-  double *ours, *raw, *ratio, *batch;
+  double *ours, *raw, *ratio, *batch, *ratio0;
   bu_cluster *cl;
   shared *sh;
   ctx c;
@@ -308,13 +401,15 @@ int main(int argc, char **argv) {
     }
   }
   if (count < 1000 || runs < 1) {
-    fprintf(stderr, "usage: sqlite_bench [count=N] [runs=N] [dir=PATH]\n");
+    fprintf(stderr, "usage: sqlite_bench [count=N] [runs=N] [compare=0|1] "
+                    "[dir=PATH]\n");
     return 2;
   }
   ours = calloc((size_t)runs, sizeof(double));
   raw = calloc((size_t)runs, sizeof(double));
   ratio = calloc((size_t)runs, sizeof(double));
   batch = calloc((size_t)runs, sizeof(double));
+  ratio0 = calloc((size_t)runs, sizeof(double));
   cl = bu_cluster_new(2);
   sh = bu_shm(sizeof(*sh));
   c.cl = cl;
@@ -332,36 +427,55 @@ int main(int argc, char **argv) {
     bu_sleep_ns(5000000u);
   }
   for (r = 0; r < runs; ++r) {
-    pid_t f;
-    sh->applied = 0;
-    sh->batches = 0;
-    c.run = r;
-    f = bu_spawn(follower_main, &c);
-    if (bu_join(f) != 0) {
-      sh->stop = 1;
-      bu_join(l);
-      bu_die("follower process failed");
+    /* Mode 1 (the apply thread) is the figure; mode 0 the comparison. */
+    for (mode = 1; mode >= (compare ? 0 : 1); --mode) {
+      pid_t f;
+      double o, w, q;
+      sh->applied = 0;
+      sh->batches = 0;
+      c.run = r;
+      c.thread = mode;
+      f = bu_spawn(follower_main, &c);
+      if (bu_join(f) != 0) {
+        sh->stop = 1;
+        bu_join(l);
+        bu_die("follower process failed");
+      }
+      o = (double)count / sh->ours_s;
+      w = (double)count / sh->raw_s;
+      q = o / w;
+      if (mode) {
+        ours[r] = o;
+        raw[r] = w;
+        ratio[r] = q;
+        batch[r] = sh->batch;
+      } else {
+        ratio0[r] = q;
+      }
+      printf("  run %d %-9s: ours %8.0f entries/s (%.2f s, first page at "
+             "%.2f s, %.0f entries per transaction; in the store's apply %.2f s of which cpu %.2f s; "
+             "loop cpu outside apply %.2f s; waited for a cpu %.2f s; apply "
+             "thread cpu %.2f s, waited for a cpu %.2f s) | raw sqlite3 "
+             "%8.0f entries/s (%.2f s) | ratio %.2f\n",
+             r + 1, mode ? "thread" : "no thread", o, sh->ours_s,
+             sh->first_s, sh->batch,
+             sh->apply_s, sh->apply_cpu_s, sh->loop_cpu_s - sh->apply_cpu_s,
+             sh->wait_s, sh->cpu_s - sh->loop_cpu_s, sh->thread_wait_s, w,
+             sh->raw_s, q);
     }
-    ours[r] = (double)count / sh->ours_s;
-    raw[r] = (double)count / sh->raw_s;
-    ratio[r] = ours[r] / raw[r];
-    batch[r] = sh->batch;
-    printf("  run %d: ours %8.0f entries/s (%.2f s, %.0f entries per "
-           "transaction; in the store's apply %.2f s of which cpu %.2f s; "
-           "follower cpu outside apply %.2f s; waited for a cpu %.2f s) | "
-           "raw sqlite3 %8.0f entries/s (%.2f s) | ratio %.2f\n",
-           r + 1, ours[r], sh->ours_s, sh->batch, sh->apply_s,
-           sh->apply_cpu_s, sh->cpu_s - sh->apply_cpu_s, sh->wait_s, raw[r],
-           sh->raw_s, ratio[r]);
   }
   sh->stop = 1;
   if (bu_join(l) != 0) {
     bu_die("leader process failed");
   }
   printf("sqlite: ours_entries_s %.0f raw_entries_s %.0f ratio %.2f batch "
-         "%.0f\n",
+         "%.0f",
          bu_median(ours, (size_t)runs), bu_median(raw, (size_t)runs),
          bu_median(ratio, (size_t)runs), bu_median(batch, (size_t)runs));
+  if (compare) {
+    printf(" ratio_no_thread %.2f", bu_median(ratio0, (size_t)runs));
+  }
+  printf("\n");
   bu_shm_free(sh, sizeof(*sh));
   bu_cluster_del(cl);
   return 0;

@@ -36,3 +36,10 @@ if(SP_WITH_SQLITE)
     LIBS sp_cluster sync_protocol_static PkgConfig::SQLITE Threads::Threads
     TIMEOUT 60)
 endif()
+# The SQLite store's apply thread (sp_sqlite_worker.c; issue 15 item 3).
+if(SP_WITH_SQLITE)
+  find_package(Threads REQUIRED)
+  sp_add_test(sp_sqlite_async_test SOURCES sp_sqlite_async_test.c
+    LABELS store LIBS sync_protocol_static PkgConfig::SQLITE Threads::Threads
+    TIMEOUT 120)
+endif()

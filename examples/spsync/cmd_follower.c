@@ -37,6 +37,9 @@ static void usage(void) {
       "the outbox\n"
       "  --timeout SECONDS  give up (exit 4) after this long\n"
       "  --sync-full        SQLite synchronous=FULL\n"
+      "  --apply-thread     commit pages to the log on a thread of its own, "
+      "while\n"
+      "                     the next ones are received and verified\n"
       "  --verbose          log connections and refusals\n"
       "  --no-snapshots     do not recover by snapshot: stop at SyncRequired "
       "(exit 3)\n"
@@ -275,6 +278,7 @@ int cmd_follower(int argc, char **argv) {
       {"key", 1, 0, 'k'},     {"pairing", 1, 0, 'p'}, {"log", 1, 0, 'l'},
       {"listen", 1, 0, 'L'},  {"exit-at", 1, 0, 'x'}, {"timeout", 1, 0, 't'},
       {"sync-full", 0, 0, 'f'}, {"verbose", 0, 0, 'v'},
+      {"apply-thread", 0, 0, 'T'},
       {"input", 1, 0, 'i'},   {"rate", 1, 0, 'r'},    {"count", 1, 0, 'c'},
       {"payload", 1, 0, 'P'}, {"exit-when-committed", 0, 0, 'C'},
       {"outbox-max", 1, 0, 'O'}, {"no-snapshots", 0, 0, 'N'},
@@ -307,6 +311,7 @@ int cmd_follower(int argc, char **argv) {
       bad |= timeout < 0;
       break;
     case 'f': o.sync_full = 1; break;
+    case 'T': o.apply_thread = 1; break;
     case 'v': o.verbose = 1; break;
     case 'i': input = optarg; break;
     case 'r':

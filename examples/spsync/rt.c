@@ -194,6 +194,7 @@ static int open_log(rt *r, const rt_options *o) {
 
   sp_sqlite_config_default(&sc);
   sc.synchronous = o->sync_full ? SP_SQLITE_SYNC_FULL : SP_SQLITE_SYNC_NORMAL;
+  sc.apply_thread = o->apply_thread;
   rv = sp_sqlite_store_open(&r->store, o->log_path, &sc, NULL);
   if (rv != 0) {
     fprintf(stderr, "spsync: cannot open log %s: %s\n", o->log_path,
@@ -416,7 +417,7 @@ void rt_close(rt *r) {
 int rt_step(rt *r, sp_duration max_wait) {
   sp_tstamp now = sp_quic_now(), exp = sp_quic_endpoint_get_expiry(r->ep);
   sp_duration wait = exp <= now ? 0 : exp - now;
-  struct pollfd pfd[2];
+  struct pollfd pfd[3];
   int rv;
 
   if (wait > max_wait) {
@@ -426,12 +427,27 @@ int rt_step(rt *r, sp_duration max_wait) {
   pfd[0].events = POLLIN;
   pfd[1].fd = r->watch_fd;
   pfd[1].events = POLLIN;
+  /* With --apply-thread: readable when the log made more durable (or a
+   * commit failed); negative without, which poll skips. */
+  pfd[2].fd = sp_sqlite_store_wait_fd(r->store);
+  pfd[2].events = POLLIN;
+  pfd[2].revents = 0;
   /* Round up: waking a little late is fine, spinning is not. */
-  if (poll(pfd, r->watch_fd >= 0 ? 2 : 1,
-           (int)((wait + SP_MILLISECONDS - 1) / SP_MILLISECONDS)) < 0 &&
+  if (poll(pfd, 3, (int)((wait + SP_MILLISECONDS - 1) / SP_MILLISECONDS)) <
+          0 &&
       errno != EINTR) {
     perror("spsync: poll");
     return -1;
+  }
+  if (pfd[2].fd >= 0 && (pfd[2].revents & POLLIN)) {
+    /* The follower acknowledges what is durable now; the endpoint below
+     * sends it. */
+    sp_sqlite_store_wait_clear(r->store);
+    rv = sp_node_handle_expiry(r->node, sp_quic_now());
+    if (rv != 0) {
+      rt_error("node", rv);
+      return -1;
+    }
   }
   rv = sp_quic_endpoint_process(r->ep, sp_quic_now());
   if (rv != 0) {

@@ -21,6 +21,9 @@ typedef struct rt_options {
   sp_role role;
   uint64_t epoch;     /* leader: 0 = the epoch stored with the log, or 1 */
   int sync_full;
+  /* Follower: the log commits pages on a thread of its own (sqlite_store.h
+   * apply_thread) while the next ones are verified. */
+  int apply_thread;
   int verbose;
   uint64_t outbox_max_bytes; /* 0: the handler's default */
   /* Snapshots (recovery from SyncRequired): the leader serves them from

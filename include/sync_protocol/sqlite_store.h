@@ -10,7 +10,20 @@
  * every call is one transaction with prepared statements (a follower batch,
  * with the outbox items it commits, is applied in one); the leader's next
  * sequence is always read from the file inside the appending transaction,
- * never from a counter in memory.  A store object is single-threaded.
+ * never from a counter in memory.  A store object is single-threaded: call
+ * it from one thread at a time (its own apply thread, below, is the
+ * store's business).
+ *
+ * Apply thread (sp_sqlite_config.apply_thread): the store commits the
+ * follower's batches on a thread of its own, through a second connection
+ * to the file, so that a follower decodes and verifies its next page
+ * while SQLite writes the last one.  The vtable's `apply` then copies the
+ * batch into a queue bounded in bytes (waiting for room when it is full)
+ * and returns SP_STORE_PENDING; `durable` reports what is committed; the
+ * host polls sp_sqlite_store_wait_fd and calls sp_node_handle_expiry when
+ * it turns readable (sys/store.h, `durable`).  Every other call waits
+ * until the queue is drained and then answers from the file, except
+ * `state`, which answers from what is queued at once.
  */
 #ifndef SYNC_PROTOCOL_SQLITE_STORE_H
 #define SYNC_PROTOCOL_SQLITE_STORE_H
@@ -37,7 +50,12 @@ typedef enum sp_sqlite_sync {
   SP_SQLITE_SYNC_FULL = 1
 } sp_sqlite_sync;
 
-#define SP_SQLITE_CONFIG_VERSION 1
+/* 2 added apply_thread and apply_queue_bytes; a version 1 struct is still
+ * accepted (they then take their defaults). */
+#define SP_SQLITE_CONFIG_VERSION 2
+
+/* Default of apply_queue_bytes. */
+#define SP_SQLITE_APPLY_QUEUE_DEFAULT (4u * 1024u * 1024u)
 
 typedef struct sp_sqlite_config {
   /* SP_SQLITE_CONFIG_VERSION; set by sp_sqlite_config_default. */
@@ -49,6 +67,16 @@ typedef struct sp_sqlite_config {
   int read_only;
   /* Milliseconds to wait on a lock held by another connection (5000). */
   int busy_timeout_ms;
+  /* Version 2.  1: commit follower batches on a thread of the store's own
+   * (above; the vtable gets `durable`).  0: `apply` commits before it
+   * returns, and the store starts no thread (0).  Not with read_only, and
+   * only for a database with a file name (not ":memory:"). */
+  int apply_thread;
+  /* Version 2.  With apply_thread: the most bytes of copied batches
+   * (entries, payloads, hashes) waiting or being committed; `apply` waits
+   * for room beyond it.  A batch larger than this is taken alone, once
+   * the queue is empty.  0 means SP_SQLITE_APPLY_QUEUE_DEFAULT (4 MiB). */
+  size_t apply_queue_bytes;
 } sp_sqlite_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -64,13 +92,42 @@ SP_API void sp_sqlite_config_default(sp_sqlite_config *cfg);
  * of a newer schema.  Returns 0, SP_ERR_INVALID_ARGUMENT, SP_ERR_VERSION,
  * SP_ERR_IO (cannot open or create), SP_ERR_STORE (an SQLite error),
  * SP_ERR_STORE_CORRUPT (not a sync log, or inconsistent), SP_ERR_NOMEM.
+ * With apply_thread also SP_ERR_INVALID_ARGUMENT (read_only, or no file
+ * name), SP_ERR_NOT_SUPPORTED (an SQLite built without threads) and
+ * SP_ERR_IO (no thread or eventfd could be made).
  */
 SP_API int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
                                 const sp_sqlite_config *cfg,
                                 const sp_mem *mem);
 
-/* Finalize statements, close the database, free.  NULL is allowed. */
+/* Finalize statements, close the database, free.  NULL is allowed.  With
+ * apply_thread, the batches still queued are committed first (a failure
+ * among them drops it and the later ones, as ever), then the thread is
+ * joined: closing may take as long as the queue takes to commit. */
 SP_API void sp_sqlite_store_close(sp_sqlite_store *store);
+
+/*
+ * With apply_thread: a descriptor (an eventfd) that turns readable when
+ * `durable` advanced or a failed commit is waiting to be reported.  Poll
+ * it for reading in the loop that drives the node, and when it is
+ * readable call sp_sqlite_store_wait_clear, then sp_node_handle_expiry
+ * (the follower asks `durable`, acknowledges and reports
+ * SP_EVENT_ENTRIES_APPLIED).  The vtable's `durable` clears it too, so it
+ * never stays readable for news the node has seen.  Owned by the store:
+ * do not read, write or close it; valid until sp_sqlite_store_close.
+ * Returns the descriptor (>= 0), SP_ERR_INVALID_ARGUMENT (NULL) or
+ * SP_ERR_INVALID_STATE (opened without apply_thread).
+ */
+SP_API int sp_sqlite_store_wait_fd(const sp_sqlite_store *store);
+
+/*
+ * With apply_thread: make sp_sqlite_store_wait_fd unreadable until the
+ * next news.  Call it before handing the news to the node, so that a
+ * commit finishing in between wakes the loop again.  Returns 0,
+ * SP_ERR_INVALID_ARGUMENT (NULL) or SP_ERR_INVALID_STATE (opened without
+ * apply_thread).
+ */
+SP_API int sp_sqlite_store_wait_clear(sp_sqlite_store *store);
 
 /*
  * Returns why the store's most recent failed call failed, in the manner
@@ -95,7 +152,10 @@ SP_API const char *sp_sqlite_store_errmsg(const sp_sqlite_store *store);
 /* Fill `*out` with the store vtable (user_data is `store`) as struct
  * version `version` (SP_STORE_VERSION: the macro
  * sp_sqlite_store_get_vtable(store, out) passes it; out->version is set to
- * it and only that version's bytes are written).  Returns 0,
+ * it and only that version's bytes are written).  With apply_thread and a
+ * version of 5 or more, `durable` is set and `apply` returns
+ * SP_STORE_PENDING; for an older version (a caller that knows no PENDING)
+ * `apply` commits before it returns, as without the thread.  Returns 0,
  * SP_ERR_INVALID_ARGUMENT or SP_ERR_VERSION (a version this build does not
  * know). */
 SP_API int sp_sqlite_store_get_vtable_versioned(sp_sqlite_store *store,

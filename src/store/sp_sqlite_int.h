@@ -48,6 +48,9 @@ enum {
   ST_NSTMT
 };
 
+/* The apply thread (sp_sqlite_worker.c). */
+typedef struct sp_sqlite_worker sp_sqlite_worker;
+
 struct sp_sqlite_store {
   sp_mem mem;
   sqlite3 *db;
@@ -68,6 +71,8 @@ struct sp_sqlite_store {
   /* sp_sqlite_store_errmsg: why the last failed call failed, kept before
    * a rollback (which succeeds, and so clears SQLite's own). */
   char errmsg[256];
+  /* Opened with apply_thread: the thread and its queue; NULL without. */
+  sp_sqlite_worker *worker;
 };
 
 /* -- transactions -- */
@@ -151,6 +156,20 @@ typedef int (*sp_sqlite_row_fn)(sqlite3_stmt *st, sp_entry *e,
 int sp_sqlite_read_rows(sp_sqlite_store *s, sqlite3_stmt *st,
                         sp_sqlite_row_fn row, sp_entry_sink sink,
                         void *sink_ctx);
+
+/* The vtable's apply and state as a store without the apply thread runs
+ * them (user_data is the store): the apply thread commits through the
+ * same apply on its own connection. */
+int sp_sqlite_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
+                    uint64_t epoch, void *user_data);
+int sp_sqlite_state(sp_store_state *out, void *user_data);
+/* sp_sqlite_apply in two: what it refuses without the file (0 or
+ * SP_ERR_INVALID_ARGUMENT), and the transaction, for a batch that passed
+ * the check already (the apply thread's, checked when it was queued). */
+int sp_sqlite_check_batch(const sp_entry *entries, const uint8_t *hashes,
+                          size_t n);
+int sp_sqlite_apply_checked(sp_sqlite_store *s, const sp_entry *entries,
+                            const uint8_t *hashes, size_t n, uint64_t epoch);
 
 /* -- origin ids and the outbox (sp_sqlite_outbox.c) -- */
 

@@ -34,6 +34,7 @@
 #include "sp_logsnap.h"
 #include "sp_mem_int.h"
 #include "sp_sqlite_int.h"
+#include "sp_sqlite_worker.h"
 
 /* Kept .snap files older than this are deleted when a source is made. */
 #define SNAP_KEEP_SECONDS (24 * 60 * 60)
@@ -290,6 +291,11 @@ static int src_open(const uint8_t id[SP_SNAPSHOT_ID_LEN],
 
   if (!id || !out || !handle || !db_path(s)) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  /* Batches the apply thread still holds go into the file first. */
+  rv = sp_sqlite_worker_sync(s);
+  if (rv != 0) {
+    return rv;
   }
   h = sp_calloc(&s->mem, 1, sizeof(*h));
   if (!h) {
@@ -725,8 +731,11 @@ static int sink_pending(sp_snapshot_info *info, uint64_t *have,
   sp_snapshot_info i;
   uint64_t n = 0;
   sqlite3 *db;
-  int rv = side(s, &db);
+  int rv = sp_sqlite_worker_sync(s);
 
+  if (rv == 0) {
+    rv = side(s, &db);
+  }
   if (rv != 0) {
     return rv;
   }
@@ -766,6 +775,10 @@ static int sink_begin(const sp_snapshot_info *info, uint64_t *have,
 
   if (!info || !have) {
     return SP_ERR_INVALID_ARGUMENT;
+  }
+  rv = sp_sqlite_worker_sync(s);
+  if (rv != 0) {
+    return rv;
   }
   rv = side(s, &db);
   if (rv == 0) {
@@ -1052,7 +1065,10 @@ static int sink_commit(void *user_data) {
   if (s->reading) {
     return SP_ERR_INVALID_STATE;
   }
-  rv = side(s, &db);
+  rv = sp_sqlite_worker_sync(s);
+  if (rv == 0) {
+    rv = side(s, &db);
+  }
   if (rv == 0) {
     rv = exec(db, "BEGIN");
   }

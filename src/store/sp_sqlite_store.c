@@ -44,6 +44,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@
 #include "sp_enc.h"
 #include "sp_mem_int.h"
 #include "sp_sqlite_int.h"
+#include "sp_sqlite_worker.h"
 
 /* 0x53504c47, "SPLG": marks a file as a sync log (PRAGMA application_id).
  * Decimal, because it is also spliced into the schema script. */
@@ -642,6 +644,10 @@ static int prepare_all(sp_sqlite_store *s) {
 static void store_free(sp_sqlite_store *s) {
   sp_mem m = s->mem;
 
+  /* First: the thread commits what is queued, through its own
+   * connection. */
+  sp_sqlite_worker_stop(s->worker);
+
   for (int i = 0; i < ST_NSTMT; ++i) {
     sqlite3_finalize(s->st[i]);
   }
@@ -654,7 +660,7 @@ static void store_free(sp_sqlite_store *s) {
 
 int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
                          const sp_sqlite_config *cfg, const sp_mem *mem) {
-  sp_sqlite_config defaults;
+  sp_sqlite_config defaults, full;
   sp_sqlite_store *s;
   sp_mem m;
   int flags, rc, rv;
@@ -671,15 +677,23 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
     sp_sqlite_config_default(&defaults);
     cfg = &defaults;
   }
-  /* Version 1 is the only one yet: a later one must copy by version. */
   if (cfg->version == 0 || cfg->version > SP_SQLITE_CONFIG_VERSION) {
     snprintf(open_errmsg, sizeof(open_errmsg), "%s",
              sp_strerror(SP_ERR_VERSION));
     return SP_ERR_VERSION;
   }
+  if (cfg->version == 1) {
+    /* An older caller's struct ends before the version 2 fields. */
+    sp_sqlite_config_default(&full);
+    memcpy(&full, cfg, offsetof(sp_sqlite_config, apply_thread));
+    full.version = SP_SQLITE_CONFIG_VERSION;
+    cfg = &full;
+  }
   if ((cfg->synchronous != SP_SQLITE_SYNC_NORMAL &&
        cfg->synchronous != SP_SQLITE_SYNC_FULL) ||
-      cfg->busy_timeout_ms < 0) {
+      cfg->busy_timeout_ms < 0 ||
+      (cfg->apply_thread != 0 && cfg->apply_thread != 1) ||
+      (cfg->apply_thread && cfg->read_only)) {
     return SP_ERR_INVALID_ARGUMENT;
   }
   sp_mem_resolve(&m, mem);
@@ -749,6 +763,12 @@ int sp_sqlite_store_open(sp_sqlite_store **pstore, const char *path,
   if (rv != 0) {
     goto fail;
   }
+  if (cfg->apply_thread) {
+    rv = sp_sqlite_worker_start(s, path, cfg);
+    if (rv != 0) {
+      goto fail;
+    }
+  }
   *pstore = s;
   open_errmsg[0] = '\0';
   return 0;
@@ -790,6 +810,10 @@ int sp_sqlite_store_append(sp_sqlite_store *store, const sp_entry *entries,
   }
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
+  }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
   }
   for (size_t i = 0; i < n; ++i) {
     if (sp_enc_check_entry(&entries[i]) != 0 ||
@@ -867,6 +891,10 @@ int sp_sqlite_store_prune(sp_sqlite_store *store, sp_seq through) {
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
   }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
+  }
   rv = begin_write(store);
   if (rv != 0) {
     return rv;
@@ -925,6 +953,10 @@ int sp_sqlite_store_set_epoch(sp_sqlite_store *store, uint64_t epoch) {
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
   }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
+  }
   rv = begin_write(store);
   if (rv != 0) {
     return rv;
@@ -959,6 +991,10 @@ int sp_sqlite_store_reset(sp_sqlite_store *store, sp_seq applied,
   }
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
+  }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
   }
   rv = begin_write(store);
   if (rv != 0) {
@@ -996,6 +1032,10 @@ static int status_full(sp_sqlite_store *store, sp_sqlite_status *out) {
   }
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
+  }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
   }
   rv = begin_read(store);
   if (rv != 0) {
@@ -1063,6 +1103,10 @@ int sp_sqlite_store_verify(sp_sqlite_store *store,
   }
   if (store->reading) {
     return SP_ERR_INVALID_STATE;
+  }
+  rv = sp_sqlite_worker_sync(store);
+  if (rv != 0) {
+    return rv;
   }
   /* One read transaction: rows and metadata from the same snapshot. */
   rv = begin_read(store);
@@ -1173,11 +1217,27 @@ static int vt_hash_at(sp_seq sequence, uint8_t out[SP_HASH_LEN],
   return rv;
 }
 
-static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
+int sp_sqlite_check_batch(const sp_entry *entries, const uint8_t *hashes,
+                          size_t n) {
+  sp_seq prev = 0;
+
+  if (n && (!entries || !hashes)) {
+    return SP_ERR_INVALID_ARGUMENT;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (entries[i].sequence <= prev || entries[i].sequence > SEQ_MAX ||
+        entries[i].origin_seq > SEQ_MAX ||
+        sp_enc_check_entry(&entries[i]) != 0) {
+      return SP_ERR_INVALID_ARGUMENT;
+    }
+    prev = entries[i].sequence;
+  }
+  return 0;
+}
+
+int sp_sqlite_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
                     uint64_t epoch, void *user_data) {
   sp_sqlite_store *s = user_data;
-  sp_seq prev = 0;
-  meta m;
   int rv;
 
   if (n && (!entries || !hashes)) {
@@ -1187,14 +1247,15 @@ static int vt_apply(const sp_entry *entries, const uint8_t *hashes, size_t n,
     return SP_ERR_INVALID_STATE;
   }
   /* Everything that can be checked without the file, before touching it. */
-  for (size_t i = 0; i < n; ++i) {
-    if (entries[i].sequence <= prev || entries[i].sequence > SEQ_MAX ||
-        entries[i].origin_seq > SEQ_MAX ||
-        sp_enc_check_entry(&entries[i]) != 0) {
-      return SP_ERR_INVALID_ARGUMENT;
-    }
-    prev = entries[i].sequence;
-  }
+  rv = sp_sqlite_check_batch(entries, hashes, n);
+  return rv != 0 ? rv : sp_sqlite_apply_checked(s, entries, hashes, n, epoch);
+}
+
+int sp_sqlite_apply_checked(sp_sqlite_store *s, const sp_entry *entries,
+                            const uint8_t *hashes, size_t n, uint64_t epoch) {
+  meta m;
+  int rv;
+
   rv = begin_write(s);
   if (rv != 0) {
     return rv;
@@ -1241,7 +1302,7 @@ fail:
   return rv;
 }
 
-static int vt_state(sp_store_state *out, void *user_data) {
+int sp_sqlite_state(sp_store_state *out, void *user_data) {
   meta m;
   int rv;
 
@@ -1491,14 +1552,17 @@ int sp_sqlite_store_get_vtable_versioned(sp_sqlite_store *store, int version,
   out->read = vt_read;
   out->bounds = vt_bounds;
   out->hash_at = vt_hash_at;
-  out->apply = vt_apply;
-  out->state = vt_state;
+  out->apply = sp_sqlite_apply;
+  out->state = sp_sqlite_state;
   out->save_follower_ack = vt_save_follower_ack;
   out->load_follower_acks = vt_load_follower_acks;
   out->save_follower_address = vt_save_follower_address;
   out->load_follower_addresses = vt_load_follower_addresses;
   sp_sqlite_outbox_vtable(out);
   out->errmsg = vt_errmsg;
+  if (store && store->worker) {
+    sp_sqlite_worker_vtable(store, out, version);
+  }
   sp_abi_copy(dst, &full, n);
   return 0;
 }
