@@ -12,8 +12,8 @@
  * Reported: UDP payload bytes and datagrams each way (and with 28 bytes of
  * IPv4 + UDP header per datagram), the stream bytes each node handed to its
  * QUIC stream (stream_bytes_sent) and what they are made of: a whole number
- * of Heartbeat frames (sp_msg_encoded_len of each side's Heartbeat) and
- * nothing else.  Bytes per 5 minutes = window bytes x 300 / seconds: exact
+ * of Heartbeat frames (sp_msg_encoded_len of each side's Heartbeat, with
+ * the features element the stream negotiated) and nothing else.  Bytes per 5 minutes = window bytes x 300 / seconds: exact
  * when the window is a whole number of heartbeat intervals, since the
  * pattern repeats every interval.
  *
@@ -133,6 +133,10 @@ static int leader_main(void *arg) {
   return 0;
 }
 
+/* The Heartbeat each side sends once the stream negotiated features (both
+ * advertise at least SP_FEATURE_CLAIMS, so every Heartbeat after the
+ * first carries the features element; a leader adds its max_frame): the
+ * handler's own encoding, so the figure follows the protocol. */
 static size_t heartbeat_len(const bu_cluster *cl, sp_role role, sp_seq seq) {
   sp_msg m;
 
@@ -142,6 +146,9 @@ static size_t heartbeat_len(const bu_cluster *cl, sp_role role, sp_seq seq) {
   m.epoch = 1;
   m.u.heartbeat.role = role;
   m.u.heartbeat.current_sequence = seq;
+  m.u.heartbeat.has_features = 1;
+  m.u.heartbeat.features = SP_FEATURES_SUPPORTED;
+  m.u.heartbeat.max_frame = role == SP_ROLE_LEADER ? SP_MAX_FRAME_DEFAULT : 0;
   return sp_msg_encoded_len(&m);
 }
 
