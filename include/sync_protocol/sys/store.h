@@ -347,7 +347,7 @@ typedef struct sp_store {
 
   /*
    * Optional (NULL: every `apply` is durable when it returns 0).  A store
-   * that commits on a thread of its own (sp_sqlite_store_config
+   * that commits on a thread of its own (sp_sqlite_config
    * apply_thread) lets a follower decode and verify the next page while
    * it writes the last one.  Its `apply` of n > 0 entries may then return
    * SP_STORE_PENDING: it took them and will make them durable in the
