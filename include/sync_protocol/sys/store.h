@@ -42,7 +42,10 @@ extern "C" {
  * returns, held in the process's memory since (the in-memory store): a
  * leader serves them without recomputing each row's chain link.
  * Without it a leader re-verifies every row it serves, so that a row
- * rotted at rest is reported (SP_EVENT_LOG_CORRUPT) and not served. */
+ * rotted at rest is reported (SP_EVENT_LOG_CORRUPT) and not served.  A
+ * host that wraps a vouching store's vtable and changes or re-reads its
+ * rows from elsewhere must clear the flag: a vouched row is never
+ * checked. */
 #define SP_STORE_ROWS_VOUCHED 0x1u
 
 /* `apply` of a store with `durable` (version 5) may return this for a
