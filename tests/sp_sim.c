@@ -115,6 +115,8 @@
 sim *g_sim;
 /* --reliable-streams (diagnosis only: not what ./scripts/test runs). */
 static int g_reliable;
+/* --crash-at-stop: every seed's faults end with a crash pending. */
+static int g_crash_at_stop;
 /* --valid-forgeries (diagnosis only): form 1 of forge() signs with
  * may_lead left at 1, a valid claim, so claim_event must fail the seed:
  * the check that no forgery deposes is shown to bite. */
@@ -491,6 +493,11 @@ static void open_dev(sim *s, int d) {
 }
 
 void crash(sim *s, int d) {
+  /* Nothing boots a device that goes down once the faults stopped: it
+   * would be counted as a follower that never converged. */
+  if (!s->faults_on) {
+    fail(s, "dev%d crashes after the faults stopped", d);
+  }
   if (s->mode[d] == M_STALE) {
     /* Its log may hold entries written while it was fenced. */
     s->diverged[d] = 1;
@@ -1435,6 +1442,26 @@ static sp_duration liveness_bound(sim *s) {
   return round + trips * rtt + snap_liveness(s);
 }
 
+/* --crash-at-stop: one device that is up dies after the last step's host
+ * reactions looked at it, as a sink call during its full sync kills it
+ * (seed 3998 met it by chance): what it sends is dropped, and the crash
+ * is left for the end of the faults to carry out. */
+static void arm_crash_at_stop(sim *s) {
+  int n = s->t.ndevs, k;
+
+  for (k = 0; k < n; ++k) {
+    int d = (int)((s->seed + (uint64_t)k) % (uint64_t)n);
+    if (s->mode[d] != M_DOWN) {
+      s->crash_armed[d] = 1;
+      s->crash_now[d] = 1;
+      if (s->t.verbose) {
+        fprintf(stderr, "sim: dev%d crashes as the faults stop\n", d);
+      }
+      return;
+    }
+  }
+}
+
 static int run_seed(sim *s, uint64_t seed, int verbose) {
   int ndevs, steps, d;
   sp_tstamp deadline, stopped;
@@ -1489,6 +1516,21 @@ static int run_seed(sim *s, uint64_t seed, int verbose) {
     heal_due(s, 0);
     host_reactions(s);
     check(s);
+  }
+  if (g_crash_at_stop && !s->failure[0]) {
+    arm_crash_at_stop(s);
+  }
+  /* A crash armed during the last step's host reactions, after they
+   * looked at that device (a sink call the process died in during its
+   * full sync: seed 3998), is one of the faults: it happens now, and the
+   * device boots below with every other one that is down.  Left
+   * pending, the next host reactions would carry it out after the
+   * faults stopped, and nothing would boot the device again. */
+  for (d = 0; d < ndevs && !s->failure[0]; ++d) {
+    if (s->crash_now[d] && s->mode[d] != M_DOWN) {
+      crash(s, d);
+    }
+    s->crash_now[d] = 0;
   }
   /* Faults stop: every follower must converge within the bound. */
   s->faults_on = 0;
@@ -1574,11 +1616,13 @@ int main(int argc, char **argv) {
       g_reliable = 1;
     } else if (!strcmp(argv[k], "--valid-forgeries")) {
       g_valid_forgeries = 1;
+    } else if (!strcmp(argv[k], "--crash-at-stop")) {
+      g_crash_at_stop = 1;
     } else {
       fprintf(stderr,
               "usage: %s [--seeds N] [--first S] | --seed S [--verbose] | "
               "--soak | --seeds N --keep-going [--reliable-streams] "
-              "[--valid-forgeries]\n",
+              "[--valid-forgeries] [--crash-at-stop]\n",
               argv[0]);
       return 2;
     }
