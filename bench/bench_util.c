@@ -183,7 +183,7 @@ int bu_join(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-long bu_rss_kib(void) {
+long bu_status_kib(const char *field) {
   /* read(2) into the stack, not stdio: measuring must not allocate. */
   char buf[4096];
   const char *p;
@@ -199,9 +199,11 @@ long bu_rss_kib(void) {
     return -1;
   }
   buf[n] = '\0';
-  p = strstr(buf, "VmRSS:");
-  return p ? strtol(p + 6, NULL, 10) : -1;
+  p = strstr(buf, field);
+  return p ? strtol(p + strlen(field), NULL, 10) : -1;
 }
+
+long bu_rss_kib(void) { return bu_status_kib("VmRSS:"); }
 
 long bu_opt(int argc, char **argv, const char *name, long def) {
   size_t n = strlen(name);

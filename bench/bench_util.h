@@ -65,6 +65,9 @@ void bu_shm_free(void *p, size_t len);
 pid_t bu_spawn(int (*fn)(void *), void *arg);
 /* Wait for a child; returns its exit status, or -1 if it died. */
 int bu_join(pid_t pid);
+/* The value in KiB of `field` ("VmRSS:", "RssFile:", ...) of
+ * /proc/self/status, read without allocating; -1 if it cannot be read. */
+long bu_status_kib(const char *field);
 /* VmRSS of this process in KiB (/proc/self/status). */
 long bu_rss_kib(void);
 /* Integer option `name=value` from argv[1..], or `def`. */

@@ -184,28 +184,6 @@ static int followers1(void *arg) {
   return 0;
 }
 
-/* The file-backed part of the RSS (RssFile): library code and data
- * pages, which the first connections page in once, not per follower.
- * read(2) into the stack, as bu_rss_kib. */
-static long rss_file_kib(void) {
-  char buf[4096];
-  const char *p;
-  ssize_t n;
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-
-  if (fd < 0) {
-    return -1;
-  }
-  n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) {
-    return -1;
-  }
-  buf[n] = '\0';
-  p = strstr(buf, "RssFile:");
-  return p ? strtol(p + 8, NULL, 10) : -1;
-}
-
 static int cmp_long(const void *a, const void *b) {
   long x = *(const long *)a, y = *(const long *)b;
   return x < y ? -1 : x > y;
@@ -256,7 +234,7 @@ static int leader1(void *arg) {
       c->sh->rss = v[2];
       c->sh->live_kib = (long)(g_heap_live / 1024);
       c->sh->lib_kib = (long)(cnt.live / 1024);
-      c->sh->file_kib = rss_file_kib();
+      c->sh->file_kib = bu_status_kib("RssFile:");
     } else if (cmd == 3) {
       /* What the allocator keeps that nothing uses (asked last, once:
        * it changes every later figure). */
